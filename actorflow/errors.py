@@ -1,0 +1,179 @@
+"""One exception hierarchy for actorflow; every error carries its evidence and survives pickling."""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "ActorflowError",
+    "RunNotFound",
+    "RunConflict",
+    "RunFinished",
+    "WorkflowNotRegistered",
+    "TaskNotRegistered",
+    "WorkflowFailed",
+    "StepFailed",
+    "StepTimeout",
+    "WaitTimeout",
+    "NondeterminismError",
+    "PayloadError",
+    "StorageError",
+    "JournalFull",
+    "JournalCorrupt",
+    "JournalVersionError",
+    "ConfigError",
+    "Cancelled",
+]
+
+
+class ActorflowError(Exception):
+    """Root of every error actorflow raises on purpose."""
+
+    def __init__(self, message: str = "", **evidence: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.evidence = evidence
+        for key, value in evidence.items():
+            setattr(self, key, value)
+
+    def __reduce__(self) -> Any:
+        return (_rebuild, (type(self), self.message, self.evidence, self.__dict__))
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def _rebuild(cls: type, message: str, evidence: dict[str, Any], state: dict[str, Any]) -> Any:
+    err = cls.__new__(cls)
+    ActorflowError.__init__(err, message, **evidence)
+    err.__dict__.update(state)
+    return err
+
+
+class RunNotFound(ActorflowError):
+    """No run with this id exists in the journal."""
+
+    def __init__(self, run_id: str) -> None:
+        super().__init__(f"no workflow run with id {run_id!r}", run_id=run_id)
+
+
+class RunConflict(ActorflowError):
+    """A run id is already taken by a run of another workflow."""
+
+    def __init__(self, run_id: str, existing: str, requested: str) -> None:
+        super().__init__(
+            f"run id {run_id!r} already belongs to workflow {existing!r}, not {requested!r}",
+            run_id=run_id,
+            existing=existing,
+            requested=requested,
+        )
+
+
+class RunFinished(ActorflowError):
+    """The run has ended and accepts no more signals."""
+
+    def __init__(self, run_id: str, state: str) -> None:
+        super().__init__(f"run {run_id!r} has already finished (state {state})", run_id=run_id, state=state)
+
+
+class WorkflowNotRegistered(ActorflowError):
+    """A workflow name that no `@engine.workflow` registered."""
+
+    def __init__(self, name: str, known: list[str] | None = None) -> None:
+        hint = f"; registered: {', '.join(sorted(known))}" if known else ""
+        super().__init__(f"workflow {name!r} is not registered{hint}", name=name)
+
+
+class TaskNotRegistered(ActorflowError):
+    """A task name that no `@engine.task` registered."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"task {name!r} is not registered", name=name)
+
+
+class WorkflowFailed(ActorflowError):
+    """The workflow raised; the original error is chained as `__cause__` and kept in `error`."""
+
+    def __init__(self, run_id: str, error: str, cause: BaseException | None = None) -> None:
+        super().__init__(f"workflow run {run_id!r} failed: {error}", run_id=run_id, error=error)
+        if cause is not None:
+            self.__cause__ = cause
+
+
+class StepFailed(ActorflowError):
+    """A step exhausted its retries; the last error is chained."""
+
+    def __init__(self, run_id: str, step: str, attempts: int, error: str) -> None:
+        super().__init__(
+            f"step {step!r} of run {run_id!r} failed after {attempts} attempt(s): {error}",
+            run_id=run_id,
+            step=step,
+            attempts=attempts,
+            error=error,
+        )
+
+
+class StepTimeout(StepFailed):
+    """A step attempt ran longer than its timeout."""
+
+
+class WaitTimeout(ActorflowError):
+    """`ctx.wait_signal` timed out before the signal arrived."""
+
+    def __init__(self, run_id: str, signal: str, timeout: float) -> None:
+        super().__init__(
+            f"run {run_id!r} waited {timeout}s for signal {signal!r} in vain",
+            run_id=run_id,
+            signal=signal,
+            timeout=timeout,
+        )
+
+
+class NondeterminismError(ActorflowError):
+    """Replayed workflow code diverged from its journal; the run is held `blocked`."""
+
+    def __init__(self, run_id: str, seq: int, expected: str, recorded: str) -> None:
+        super().__init__(
+            f"non-deterministic replay of run {run_id!r} at position {seq}: "
+            f"code asked for {expected}, journal recorded {recorded}",
+            run_id=run_id,
+            seq=seq,
+            expected=expected,
+            recorded=recorded,
+        )
+
+
+class PayloadError(ActorflowError):
+    """A value that cannot be serialized, or is larger than the configured limit."""
+
+
+class StorageError(ActorflowError):
+    """The journal could not read or write."""
+
+
+class JournalFull(StorageError):
+    """The disk under the journal is full; nothing of the failed write was kept."""
+
+
+class JournalCorrupt(StorageError):
+    """A stored record failed its checksum or could not be decoded."""
+
+
+class JournalVersionError(StorageError):
+    """The journal was written by a newer format version than this code reads."""
+
+
+class ConfigError(ActorflowError):
+    """Invalid configuration or argument (negative duration, bad cron string, non-async workflow...)."""
+
+
+class Cancelled(BaseException):
+    """The run (or task) was cancelled; derives from BaseException so `except Exception` won't eat it."""
+
+    def __init__(self, run_id: str = "", reason: str = "cancelled") -> None:
+        super().__init__(f"run {run_id!r} {reason}" if run_id else reason)
+        self.run_id = run_id
+        self.reason = reason
+
+    def __reduce__(self) -> Any:
+        return (type(self), (self.run_id, self.reason))

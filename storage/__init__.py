@@ -1,0 +1,21 @@
+"""Journal backends: the abstract `Journal`, the LMDB default and an in-memory one for tests."""
+
+from ._codec import Codec, DEFAULT_MAX_PAYLOAD, FORMAT_VERSION
+from ._journal import FINISHED_STATES, Event, GroupCommitter, Journal, RunRecord, SignalResult, WriteBatch
+from ._lmdb import LmdbJournal
+from ._memory import MemoryJournal
+
+__all__ = [
+    "Codec",
+    "DEFAULT_MAX_PAYLOAD",
+    "FORMAT_VERSION",
+    "FINISHED_STATES",
+    "Event",
+    "GroupCommitter",
+    "Journal",
+    "RunRecord",
+    "SignalResult",
+    "WriteBatch",
+    "LmdbJournal",
+    "MemoryJournal",
+]

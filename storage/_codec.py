@@ -1,0 +1,117 @@
+"""Record codec: versioned header + CRC32 per record, payloads via pickle/cloudpickle or JSON."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import struct
+import zlib
+from typing import Any
+
+import cloudpickle
+
+from actorflow.errors import JournalCorrupt, JournalVersionError, PayloadError
+
+FORMAT_VERSION = 1
+DEFAULT_MAX_PAYLOAD = 2 * 1024 * 1024
+
+CODEC_PICKLE = 1
+CODEC_JSON = 2
+
+# header: format version (B), codec id (B), crc32 of body (I)
+_HEADER = struct.Struct(">BBI")
+HEADER_SIZE = _HEADER.size
+
+_SIMPLE = (type(None), bool, int, float, str, bytes)
+
+
+class Codec:
+    """Turns values into self-checking records and back; refuses what it cannot keep."""
+
+    __slots__ = ("codec_id", "max_payload")
+
+    def __init__(self, kind: str = "pickle", max_payload: int = DEFAULT_MAX_PAYLOAD) -> None:
+        if kind not in ("pickle", "json"):
+            raise ValueError(f"unknown codec {kind!r}: use 'pickle' or 'json'")
+        if max_payload <= 0:
+            raise ValueError("max_payload must be positive")
+        self.codec_id = CODEC_PICKLE if kind == "pickle" else CODEC_JSON
+        self.max_payload = max_payload
+
+    # --- bodies -----------------------------------------------------------------------------
+    def dumps(self, value: Any, what: str = "payload") -> bytes:
+        """Serialize `value` to a body (no header); PayloadError names the offending type."""
+        if self.codec_id == CODEC_JSON:
+            try:
+                body = json.dumps(value, separators=(",", ":"), default=_json_default).encode()
+            except (TypeError, ValueError) as exc:
+                raise PayloadError(
+                    f"cannot serialize {what} of type {type(value).__name__} as JSON: {exc}",
+                    type_name=type(value).__name__,
+                ) from exc
+        else:
+            try:
+                body = pickle.dumps(value, protocol=5)
+            except Exception:
+                try:
+                    body = cloudpickle.dumps(value, protocol=5)
+                except Exception as exc:
+                    raise PayloadError(
+                        f"cannot serialize {what} of type {type(value).__name__}: {exc}",
+                        type_name=type(value).__name__,
+                    ) from exc
+        if len(body) > self.max_payload:
+            raise PayloadError(
+                f"{what} of type {type(value).__name__} is {len(body)} bytes, "
+                f"over the {self.max_payload}-byte limit",
+                type_name=type(value).__name__,
+                size=len(body),
+                limit=self.max_payload,
+            )
+        return body
+
+    def loads_body(self, codec_id: int, body: bytes) -> Any:
+        if codec_id == CODEC_JSON:
+            return json.loads(body)
+        return pickle.loads(body)
+
+    # --- records ----------------------------------------------------------------------------
+    def encode(self, value: Any, what: str = "payload") -> bytes:
+        """A full record: header (version, codec, crc32) followed by the body."""
+        body = self.dumps(value, what)
+        return _HEADER.pack(FORMAT_VERSION, self.codec_id, zlib.crc32(body)) + body
+
+    def decode(self, record: bytes | memoryview, where: str = "record") -> Any:
+        """Check and decode a record; JournalCorrupt / JournalVersionError name `where`."""
+        if len(record) < HEADER_SIZE:
+            raise JournalCorrupt(f"{where}: truncated record ({len(record)} bytes)", where=where)
+        version, codec_id, crc = _HEADER.unpack_from(record, 0)
+        if version > FORMAT_VERSION:
+            raise JournalVersionError(
+                f"{where}: written by journal format {version}, this actorflow reads up to "
+                f"{FORMAT_VERSION}; upgrade actorflow",
+                where=where,
+                found=version,
+                supported=FORMAT_VERSION,
+            )
+        body = bytes(record[HEADER_SIZE:])
+        if version == 0 or zlib.crc32(body) != crc or codec_id not in (CODEC_PICKLE, CODEC_JSON):
+            raise JournalCorrupt(f"{where}: checksum mismatch, record is corrupt", where=where)
+        try:
+            return self.loads_body(codec_id, body)
+        except Exception as exc:
+            raise JournalCorrupt(f"{where}: cannot decode record: {exc}", where=where) from exc
+
+    def roundtrip(self, value: Any, what: str = "payload") -> Any:
+        """The journaled copy of `value` (what a replay would see)."""
+        if type(value) in _SIMPLE:
+            if type(value) in (str, bytes) and len(value) > self.max_payload:  # type: ignore[arg-type]
+                self.dumps(value, what)
+            return value
+        return self.loads_body(self.codec_id, self.dumps(value, what))
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, (set, frozenset, tuple)):
+        return list(value)
+    raise TypeError(f"object of type {type(value).__name__} is not JSON serializable")

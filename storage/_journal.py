@@ -1,0 +1,320 @@
+"""The journal interface every backend implements, and the records it stores."""
+
+from __future__ import annotations
+
+import abc
+import json
+import threading
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator
+
+from actorflow.errors import StorageError
+
+from ._codec import Codec
+
+__all__ = [
+    "Event",
+    "RunRecord",
+    "WriteBatch",
+    "Journal",
+    "FINISHED_STATES",
+    "SignalResult",
+]
+
+FINISHED_STATES = frozenset({"completed", "failed", "cancelled"})
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One journaled fact of a run: its sequence number, kind, name, command position and data."""
+
+    seq: int
+    kind: str
+    name: str
+    data: Any
+    at: float
+    pos: int = -1
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "seq": self.seq,
+            "kind": self.kind,
+            "name": self.name,
+            "pos": self.pos,
+            "at": self.at,
+            "data": _json_safe(self.data),
+        }
+
+
+def _json_safe(value: Any) -> Any:
+    try:
+        json.dumps(value)
+        return value
+    except (TypeError, ValueError):
+        if isinstance(value, dict):
+            return {str(k): _json_safe(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [_json_safe(v) for v in value]
+        return repr(value)
+
+
+@dataclass(slots=True)
+class RunRecord:
+    """The mutable summary of a run, indexed for `status()`, `runs()` and recovery."""
+
+    run_id: str
+    workflow: str
+    state: str = "pending"
+    created_at: float = 0.0
+    updated_at: float = 0.0
+    progress: float = 0.0
+    error: str | None = None
+    parent: str | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def finished(self) -> bool:
+        return self.state in FINISHED_STATES
+
+    def as_tuple(self) -> tuple[Any, ...]:
+        return (
+            self.run_id,
+            self.workflow,
+            self.state,
+            self.created_at,
+            self.updated_at,
+            self.progress,
+            self.error,
+            self.parent,
+            self.meta,
+        )
+
+    @classmethod
+    def from_tuple(cls, t: tuple[Any, ...]) -> "RunRecord":
+        return cls(*t)
+
+
+class SignalResult:
+    """Outcome codes of a conditional `put_signal` op."""
+
+    NOT_FOUND = "not_found"
+
+
+# op codes inside a WriteBatch (tuples keep batches cheap to build and to apply)
+OP_APPEND = 1  # (op, run_id, seq, record_bytes)
+OP_PUT_RUN = 2  # (op, run_id, record_bytes, finished)
+OP_CREATE_RUN = 3  # (op, run_id, record_bytes, event_record_bytes, workflow)
+OP_PUT_TIMER = 4  # (op, due, run_id, pos, record_bytes)
+OP_DEL_TIMER = 5  # (op, due, run_id, pos)
+OP_PUT_SIGNAL = 6  # (op, run_id, name, record_bytes)
+OP_DEL_SIGNAL = 7  # (op, run_id, name, seq)
+OP_KV_PUT = 8  # (op, ns, key, record_bytes)
+OP_KV_DEL = 9  # (op, ns, key)
+
+
+def check_run_id(run_id: str) -> None:
+    if not isinstance(run_id, str) or not run_id or "\x00" in run_id or len(run_id.encode()) > 400:
+        raise ValueError(f"invalid run id {run_id!r}: a non-empty string without NUL, <= 400 bytes")
+
+
+class WriteBatch:
+    """Writes that commit atomically; values are encoded here, so PayloadError comes before any write."""
+
+    __slots__ = ("codec", "ops")
+
+    def __init__(self, codec: Codec) -> None:
+        self.codec = codec
+        self.ops: list[tuple[Any, ...]] = []
+
+    def __len__(self) -> int:
+        return len(self.ops)
+
+    def append(self, run_id: str, event: Event) -> int:
+        rec = self.codec.encode(
+            (event.kind, event.name, event.pos, event.at, event.data), f"{event.kind} {event.name!r}"
+        )
+        self.ops.append((OP_APPEND, run_id, event.seq, rec))
+        return len(self.ops) - 1
+
+    def append_encoded(self, run_id: str, seq: int, record: bytes) -> int:
+        self.ops.append((OP_APPEND, run_id, seq, record))
+        return len(self.ops) - 1
+
+    def put_run(self, rec: RunRecord) -> int:
+        self.ops.append((OP_PUT_RUN, rec.run_id, self.codec.encode(rec.as_tuple(), "run record"), rec.finished))
+        return len(self.ops) - 1
+
+    def create_run(self, rec: RunRecord, started: Event) -> int:
+        """Create the run unless its id exists; result: None if created, else the existing RunRecord."""
+        check_run_id(rec.run_id)
+        ev = self.codec.encode(
+            (started.kind, started.name, started.pos, started.at, started.data), "workflow arguments"
+        )
+        self.ops.append((OP_CREATE_RUN, rec.run_id, self.codec.encode(rec.as_tuple(), "run record"), ev, rec.workflow))
+        return len(self.ops) - 1
+
+    def put_timer(self, due: float, run_id: str, pos: int, data: Any = None) -> int:
+        self.ops.append((OP_PUT_TIMER, due, run_id, pos, self.codec.encode(data, "timer data")))
+        return len(self.ops) - 1
+
+    def del_timer(self, due: float, run_id: str, pos: int) -> int:
+        self.ops.append((OP_DEL_TIMER, due, run_id, pos))
+        return len(self.ops) - 1
+
+    def put_signal(self, run_id: str, name: str, payload: Any) -> int:
+        """Queue a signal in the run's inbox; result: its inbox seq, NOT_FOUND, or the finished state."""
+        self.ops.append((OP_PUT_SIGNAL, run_id, name, self.codec.encode(payload, f"signal {name!r} payload")))
+        return len(self.ops) - 1
+
+    def del_signal(self, run_id: str, name: str, seq: int) -> int:
+        self.ops.append((OP_DEL_SIGNAL, run_id, name, seq))
+        return len(self.ops) - 1
+
+    def kv_put(self, ns: str, key: str, value: Any) -> int:
+        self.ops.append((OP_KV_PUT, ns, key, self.codec.encode(value, f"{ns} value")))
+        return len(self.ops) - 1
+
+    def kv_del(self, ns: str, key: str) -> int:
+        self.ops.append((OP_KV_DEL, ns, key))
+        return len(self.ops) - 1
+
+
+CommitCallback = Callable[["Future[list[Any]]"], None]
+
+
+class Journal(abc.ABC):
+    """Append-only per-run event logs plus the indexes the engine needs, with group commit.
+
+    `commit`/`submit` make a batch durable (fsync'd, unless opened with sync=False) before they
+    return or resolve. Concurrent submitters are merged into one transaction and one fsync.
+    """
+
+    codec: Codec
+
+    def batch(self) -> WriteBatch:
+        return WriteBatch(self.codec)
+
+    @abc.abstractmethod
+    def submit(self, batch: WriteBatch) -> "Future[list[Any]]":
+        """Queue `batch` for the next group commit; the future resolves (per-op results) once durable."""
+
+    def commit(self, batch: WriteBatch, timeout: float | None = None) -> list[Any]:
+        """Commit `batch` and wait until it is durable."""
+        return self.submit(batch).result(timeout)
+
+    # --- reads ------------------------------------------------------------------------------
+    @abc.abstractmethod
+    def events(self, run_id: str, from_seq: int = 0) -> list[Event]:
+        """The run's events with seq >= from_seq, in order."""
+
+    @abc.abstractmethod
+    def last_seq(self, run_id: str) -> int:
+        """The highest event seq of the run, -1 if it has none."""
+
+    @abc.abstractmethod
+    def get_run(self, run_id: str) -> RunRecord | None: ...
+
+    @abc.abstractmethod
+    def iter_runs(self) -> Iterator[RunRecord]:
+        """Every run record, in run id order."""
+
+    @abc.abstractmethod
+    def active_run_ids(self) -> list[str]:
+        """Ids of runs not in a finished state (what recovery must look at)."""
+
+    @abc.abstractmethod
+    def timers(self, until: float, start: float = 0.0, limit: int | None = None) -> list[tuple[float, str, int, Any]]:
+        """Timers with start <= due < until as (due, run_id, pos, data), by due time."""
+
+    @abc.abstractmethod
+    def timer_count(self) -> int: ...
+
+    @abc.abstractmethod
+    def signals(self, run_id: str, name: str | None = None) -> list[tuple[str, int, Any]]:
+        """The run's undelivered signals as (name, seq, payload), per name in arrival order."""
+
+    @abc.abstractmethod
+    def kv_get(self, ns: str, key: str) -> Any: ...
+
+    @abc.abstractmethod
+    def kv_scan(self, ns: str, prefix: str = "") -> list[tuple[str, Any]]: ...
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Flush pending commits and release the store."""
+
+    def runs(self, state: str | None = None, workflow: str | None = None) -> list[RunRecord]:
+        return [
+            r
+            for r in self.iter_runs()
+            if (state is None or r.state == state) and (workflow is None or r.workflow == workflow)
+        ]
+
+
+class GroupCommitter:
+    """A writer thread that merges queued batches into one transaction and one sync.
+
+    Backends provide `apply(batches) -> list[results per batch]` (runs in one transaction,
+    durable on return). Callers' futures resolve in submission order.
+    """
+
+    def __init__(self, apply: Callable[[list[WriteBatch]], list[list[Any]]], name: str, max_ops: int = 20000) -> None:
+        self._apply = apply
+        self._max_ops = max_ops
+        self._cond = threading.Condition()
+        self._queue: list[tuple[WriteBatch, Future[list[Any]]]] = []
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def submit(self, batch: WriteBatch) -> "Future[list[Any]]":
+        fut: Future[list[Any]] = Future()
+        with self._cond:
+            if self._closed:
+                raise StorageError("journal is closed")
+            self._queue.append((batch, fut))
+            self._cond.notify()
+        return fut
+
+    def _take(self) -> list[tuple[WriteBatch, Future[list[Any]]]]:
+        with self._cond:
+            while not self._queue and not self._closed:
+                self._cond.wait()
+            taken: list[tuple[WriteBatch, Future[list[Any]]]] = []
+            n = 0
+            while self._queue and (not taken or n + len(self._queue[0][0]) <= self._max_ops):
+                item = self._queue.pop(0)
+                taken.append(item)
+                n += len(item[0])
+            return taken
+
+    def _run(self) -> None:
+        while True:
+            taken = self._take()
+            if not taken:
+                return
+            try:
+                results = self._apply([b for b, _ in taken])
+            except BaseException as exc:  # noqa: BLE001 - every waiter must hear about it
+                # retry one by one so a single bad batch does not fail its neighbours
+                if len(taken) > 1:
+                    for b, f in taken:
+                        try:
+                            r = self._apply([b])[0]
+                        except BaseException as exc1:  # noqa: BLE001
+                            f.set_exception(exc1)
+                        else:
+                            f.set_result(r)
+                    continue
+                taken[0][1].set_exception(exc)
+                continue
+            for (_, fut), res in zip(taken, results):
+                fut.set_result(res)
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        self._thread.join()
+

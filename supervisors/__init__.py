@@ -1,0 +1,3 @@
+"""Supervision strategies and supervisor actors."""
+
+__all__: list[str] = []
