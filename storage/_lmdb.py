@@ -1,15 +1,570 @@
-"""LMDB journal (placeholder until the journal implementation lands)."""
+"""The LMDB journal: one environment, named sub-databases, group commit with one fsync per transaction.
+
+Layout (keys in `_keys.py`; every value except `active`/`meta` is a codec record with header + CRC):
+
+    events   run_id \\0 seq(8)                      -> (kind, name, pos, at, data)
+    runs     run_id                                 -> RunRecord tuple
+    active   run_id                                 -> b""   (runs not in a finished state)
+    timers   due(8, order-preserving) run_id \\0 pos(4) -> data
+    signals  run_id \\0 name \\0 inbox seq(8)         -> payload (inbox seq: global, monotonic)
+    kv       ns \\0 key                              -> value
+    meta     b"format_version" -> b"1", b"signal_seq" -> 8 bytes
+
+Writes happen only in the group-commit thread: all batches queued since the last commit go into one
+write transaction; `sync=True` makes LMDB fdatasync on commit, so a future resolves only once its batch
+is on disk. A failing transaction is aborted whole (LMDB writes nothing of it); the committer then
+retries its batches one by one so one bad batch fails alone. Reads run in their own read transaction
+in the caller's thread; a reader gate keeps them out while the map is being grown.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import errno
+import os
+import struct
+import threading
+from concurrent.futures import Future
+from typing import Any, Iterator
 
-from ._memory import MemoryJournal
+import lmdb
+
+from actorflow.errors import JournalCorrupt, JournalFull, JournalVersionError, StorageError
+
+from ._codec import FORMAT_VERSION, Codec
+from ._journal import (
+    FINISHED_STATES,
+    OP_APPEND,
+    OP_CREATE_RUN,
+    OP_DEL_SIGNAL,
+    OP_DEL_TIMER,
+    OP_KV_DEL,
+    OP_KV_PUT,
+    OP_PUT_RUN,
+    OP_PUT_SIGNAL,
+    OP_PUT_TIMER,
+    Event,
+    GroupCommitter,
+    Journal,
+    RunRecord,
+    SignalResult,
+    WriteBatch,
+)
+from ._keys import (
+    SEP,
+    due_bytes,
+    event_prefix,
+    kv_key,
+    name_bytes,
+    pack_seq,
+    parse_signal_key,
+    parse_timer_key,
+    signal_key,
+    timer_key,
+    unpack_seq,
+)
 
 __all__ = ["LmdbJournal"]
 
+MiB = 1024 * 1024
+_META_VERSION = b"format_version"
+_META_SIGNAL_SEQ = b"signal_seq"
+_DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+_SEQ1 = pack_seq(1)
+_NOT_FOUND = SignalResult.NOT_FOUND
+_SCAN_CHUNK = 1024
 
-class LmdbJournal(MemoryJournal):
-    def __init__(self, path: str, *, sync: bool = True, **kw: Any) -> None:
-        super().__init__(**kw)
-        self.path = path
+
+class _ReaderGate:
+    """Many readers, or one exclusive holder (map resize, close); the exclusive side has priority."""
+
+    __slots__ = ("_cond", "_readers", "_exclusive", "_waiting")
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition(threading.Lock())
+        self._readers = 0
+        self._exclusive = False
+        self._waiting = 0
+
+    def enter(self) -> None:
+        with self._cond:
+            while self._exclusive or self._waiting:
+                self._cond.wait()
+            self._readers += 1
+
+    def leave(self) -> None:
+        with self._cond:
+            self._readers -= 1
+            if not self._readers and self._waiting:
+                self._cond.notify_all()
+
+    def acquire_exclusive(self) -> None:
+        with self._cond:
+            self._waiting += 1
+            try:
+                while self._exclusive or self._readers:
+                    self._cond.wait()
+            finally:
+                self._waiting -= 1
+            self._exclusive = True
+
+    def release_exclusive(self) -> None:
+        with self._cond:
+            self._exclusive = False
+            self._cond.notify_all()
+
+
+def _is_disk_full(exc: BaseException) -> bool:
+    if isinstance(exc, lmdb.DiskError):
+        return True
+    if isinstance(exc, OSError) and exc.errno in _DISK_FULL_ERRNOS:
+        return True
+    if isinstance(exc, lmdb.Error):
+        code = getattr(exc, "code", 0)
+        return code in _DISK_FULL_ERRNOS or "No space left" in str(exc)
+    return False
+
+
+class LmdbJournal(Journal):
+    """The default, durable journal (see the module docstring for the layout)."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        sync: bool = True,
+        codec: Codec | None = None,
+        map_size: int = 64 * MiB,
+        max_map_size: int | None = None,
+        max_batch_ops: int = 20000,
+        max_readers: int = 1024,
+    ) -> None:
+        self.path = os.fspath(path)
+        self.codec = codec or Codec()
+        self.sync = sync
+        if map_size <= 0:
+            raise ValueError("map_size must be positive")
+        if max_map_size is not None and max_map_size < map_size:
+            raise ValueError(f"max_map_size ({max_map_size}) is below map_size ({map_size})")
+        self.max_map_size = max_map_size
+        self.commits = 0
+        self.map_growths = 0
+        os.makedirs(self.path, exist_ok=True)
+        try:
+            self._env = lmdb.open(
+                self.path,
+                map_size=map_size,
+                subdir=True,
+                max_dbs=16,
+                max_readers=max_readers,
+                sync=sync,
+                metasync=sync,
+                lock=True,
+                readahead=False,
+            )
+        except lmdb.Error as exc:
+            raise StorageError(f"cannot open LMDB journal at {self.path}: {exc}", path=self.path) from exc
+        try:
+            self._open_dbs()
+        except BaseException:
+            self._env.close()
+            raise
+        self._gate = _ReaderGate()
+        self._close_lock = threading.Lock()
+        self._closed = False
+        self._committer = GroupCommitter(self._apply, name=f"actorflow-journal-{os.path.basename(self.path)}", max_ops=max_batch_ops)
+
+    # --- open -------------------------------------------------------------------------------
+    def _open_dbs(self) -> None:
+        env = self._env
+        try:
+            with env.begin(write=True) as txn:
+                self._meta = env.open_db(b"meta", txn=txn)
+                raw = txn.get(_META_VERSION, db=self._meta)
+                if raw is not None:
+                    try:
+                        found = int(raw)
+                    except ValueError:
+                        raise JournalCorrupt(
+                            f"journal at {self.path}: unreadable format version {raw!r}", where="meta"
+                        ) from None
+                    if found > FORMAT_VERSION:
+                        raise JournalVersionError(
+                            f"journal at {self.path} was written by journal format {found}; this actorflow "
+                            f"reads formats up to {FORMAT_VERSION}: upgrade actorflow to open it",
+                            where=self.path,
+                            found=found,
+                            supported=FORMAT_VERSION,
+                        )
+                else:
+                    txn.put(_META_VERSION, str(FORMAT_VERSION).encode(), db=self._meta)
+                self._events = env.open_db(b"events", txn=txn)
+                self._runs = env.open_db(b"runs", txn=txn)
+                self._active = env.open_db(b"active", txn=txn)
+                self._timers = env.open_db(b"timers", txn=txn)
+                self._signals = env.open_db(b"signals", txn=txn)
+                self._kv = env.open_db(b"kv", txn=txn)
+                raw = txn.get(_META_SIGNAL_SEQ, db=self._meta)
+                self._sig_seq = 0 if raw is None else unpack_seq(raw)
+        except lmdb.Error as exc:
+            if _is_disk_full(exc):
+                raise JournalFull(f"disk full: cannot initialize journal at {self.path}", path=self.path) from exc
+            raise StorageError(f"cannot open LMDB journal at {self.path}: {exc}", path=self.path) from exc
+
+    # --- writes -----------------------------------------------------------------------------
+    def submit(self, batch: WriteBatch) -> "Future[list[Any]]":
+        return self._committer.submit(batch)
+
+    def _apply(self, batches: list[WriteBatch]) -> list[list[Any]]:
+        """Group-commit thread: all `batches` in one transaction, grown and retried on MapFull."""
+        while True:
+            try:
+                out = self._write(batches)
+                self.commits += 1
+                return out
+            except lmdb.MapFullError:
+                self._grow()
+            except (lmdb.Error, OSError) as exc:
+                if _is_disk_full(exc):
+                    raise JournalFull(
+                        f"disk full under journal {self.path}: the commit was rolled back and nothing of it "
+                        f"was written ({exc}); free space and retry",
+                        path=self.path,
+                    ) from exc
+                if isinstance(exc, lmdb.BadValsizeError):
+                    raise StorageError(f"journal key or value too large for LMDB: {exc}") from exc
+                raise StorageError(f"journal write failed: {exc}", path=self.path) from exc
+
+    def _grow(self) -> None:
+        current = self._env.info()["map_size"]
+        if self.max_map_size is not None and current >= self.max_map_size:
+            raise JournalFull(
+                f"journal at {self.path} reached its max_map_size of {self.max_map_size} bytes; "
+                "the commit was rolled back and nothing of it was written",
+                path=self.path,
+                max_map_size=self.max_map_size,
+            )
+        new = current * 2
+        if self.max_map_size is not None:
+            new = min(new, self.max_map_size)
+        self._gate.acquire_exclusive()
+        try:
+            self._env.set_mapsize(new)
+        finally:
+            self._gate.release_exclusive()
+        self.map_growths += 1
+
+    def _write(self, batches: list[WriteBatch]) -> list[list[Any]]:
+        txn = self._env.begin(write=True)
+        sig0 = self._sig_seq
+        op: Any = None
+        try:
+            get = txn.get
+            put = txn.put
+            delete = txn.delete
+            evdb = self._events
+            runsdb = self._runs
+            actdb = self._active
+            decode = self.codec.decode
+            out: list[list[Any]] = []
+            for batch in batches:
+                res: list[Any] = []
+                for op in batch.ops:
+                    code = op[0]
+                    if code == OP_APPEND:
+                        _, run_id, seq, rec = op
+                        prefix = run_id.encode() + SEP
+                        if SEP in prefix[:-1]:
+                            raise ValueError(f"invalid run id {run_id!r}: may not contain NUL")
+                        if (seq and get(prefix + pack_seq(seq - 1), db=evdb) is None) or not put(
+                            prefix + pack_seq(seq), rec, overwrite=False, db=evdb
+                        ):
+                            raise StorageError(
+                                f"run {run_id!r}: append of seq {seq} but next is {self._next_seq(txn, prefix)}",
+                                run_id=run_id,
+                                seq=seq,
+                            )
+                        res.append(None)
+                    elif code == OP_PUT_RUN:
+                        _, run_id, rec, finished = op
+                        k = name_bytes(run_id, "run id")
+                        put(k, rec, db=runsdb)
+                        if finished:
+                            delete(k, db=actdb)
+                        else:
+                            put(k, b"", db=actdb)
+                        res.append(None)
+                    elif code == OP_CREATE_RUN:
+                        _, run_id, rec, ev, _wf = op
+                        k = name_bytes(run_id, "run id")
+                        existing = get(k, db=runsdb)
+                        if existing is not None:
+                            res.append(RunRecord.from_tuple(decode(existing, f"run record {run_id!r}")))
+                            continue
+                        put(k, rec, db=runsdb)
+                        put(k, b"", db=actdb)
+                        prefix = k + SEP
+                        if get(prefix + _SEQ1, db=evdb) is not None:
+                            self._drop_events(txn, prefix)
+                        put(prefix + pack_seq(0), ev, db=evdb)
+                        res.append(None)
+                    elif code == OP_PUT_SIGNAL:
+                        _, run_id, name, rec = op
+                        raw = get(name_bytes(run_id, "run id"), db=runsdb)
+                        if raw is None:
+                            res.append(_NOT_FOUND)
+                            continue
+                        state = decode(raw, f"run record {run_id!r}")[2]
+                        if state in FINISHED_STATES:
+                            res.append(state)
+                            continue
+                        self._sig_seq += 1
+                        put(signal_key(run_id, name, self._sig_seq), rec, db=self._signals)
+                        res.append(self._sig_seq)
+                    elif code == OP_DEL_SIGNAL:
+                        delete(signal_key(op[1], op[2], op[3]), db=self._signals)
+                        res.append(None)
+                    elif code == OP_PUT_TIMER:
+                        put(timer_key(op[1], op[2], op[3]), op[4], db=self._timers)
+                        res.append(None)
+                    elif code == OP_DEL_TIMER:
+                        delete(timer_key(op[1], op[2], op[3]), db=self._timers)
+                        res.append(None)
+                    elif code == OP_KV_PUT:
+                        put(kv_key(op[1], op[2]), op[3], db=self._kv)
+                        res.append(None)
+                    elif code == OP_KV_DEL:
+                        delete(kv_key(op[1], op[2]), db=self._kv)
+                        res.append(None)
+                    else:
+                        raise StorageError(f"unknown journal op {code}")
+                out.append(res)
+            if self._sig_seq != sig0:
+                put(_META_SIGNAL_SEQ, pack_seq(self._sig_seq), db=self._meta)
+            txn.commit()
+            return out
+        except BaseException as exc:
+            self._sig_seq = sig0
+            try:
+                txn.abort()
+            except lmdb.Error:
+                pass
+            if isinstance(exc, (ValueError, TypeError, AttributeError, OverflowError, struct.error)):
+                # a malformed op (bad key part, negative seq...): fail its batch, not the writer
+                raise StorageError(f"invalid journal op {_describe(op)}: {exc}") from exc
+            raise
+
+    def _next_seq(self, txn: lmdb.Transaction, prefix: bytes) -> int:
+        return self._last_seq_in(txn, prefix) + 1
+
+    def _drop_events(self, txn: lmdb.Transaction, prefix: bytes) -> None:
+        cur = txn.cursor(db=self._events)
+        if cur.set_range(prefix):
+            while cur.key().startswith(prefix):
+                if not cur.delete():
+                    break
+
+    # --- reads ------------------------------------------------------------------------------
+    def _read_txn(self) -> lmdb.Transaction:
+        if self._closed:
+            raise StorageError("journal is closed")
+        self._gate.enter()
+        if self._closed:
+            self._gate.leave()
+            raise StorageError("journal is closed")
+        try:
+            return self._env.begin()
+        except BaseException:
+            self._gate.leave()
+            raise
+
+    def _end_read(self, txn: lmdb.Transaction) -> None:
+        try:
+            txn.abort()
+        finally:
+            self._gate.leave()
+
+    def _last_seq_in(self, txn: lmdb.Transaction, prefix: bytes) -> int:
+        cur = txn.cursor(db=self._events)
+        # every key of the run sorts below run_id + b"\x01"
+        found = cur.prev() if cur.set_range(prefix[:-1] + b"\x01") else cur.last()
+        if found:
+            k = cur.key()
+            if k.startswith(prefix):
+                return unpack_seq(k[len(prefix) :])
+        return -1
+
+    def events(self, run_id: str, from_seq: int = 0) -> list[Event]:
+        prefix = event_prefix(run_id)
+        n = len(prefix)
+        raw: list[tuple[bytes, bytes]] = []
+        txn = self._read_txn()
+        try:
+            cur = txn.cursor(db=self._events)
+            if cur.set_range(prefix + pack_seq(max(0, from_seq))):
+                for k, v in cur.iternext():
+                    if not k.startswith(prefix):
+                        break
+                    raw.append((k, v))
+        finally:
+            self._end_read(txn)
+        out = []
+        decode = self.codec.decode
+        for k, v in raw:
+            seq = unpack_seq(k[n:])
+            try:
+                kind, name, pos, at, data = decode(v, f"run {run_id!r} seq {seq}")
+            except JournalCorrupt as exc:
+                raise JournalCorrupt(exc.message, where=exc.evidence.get("where"), run_id=run_id, seq=seq) from exc
+            except JournalVersionError:
+                raise
+            except (TypeError, ValueError) as exc:
+                raise JournalCorrupt(
+                    f"run {run_id!r} seq {seq}: not an event record", where=f"run {run_id!r} seq {seq}", run_id=run_id, seq=seq
+                ) from exc
+            out.append(Event(seq, kind, name, data, at, pos))
+        return out
+
+    def last_seq(self, run_id: str) -> int:
+        prefix = event_prefix(run_id)
+        txn = self._read_txn()
+        try:
+            return self._last_seq_in(txn, prefix)
+        finally:
+            self._end_read(txn)
+
+    def get_run(self, run_id: str) -> RunRecord | None:
+        k = name_bytes(run_id, "run id")
+        txn = self._read_txn()
+        try:
+            raw = txn.get(k, db=self._runs)
+        finally:
+            self._end_read(txn)
+        return None if raw is None else RunRecord.from_tuple(self.codec.decode(raw, f"run record {run_id!r}"))
+
+    def _scan(self, db: Any, prefix: bytes = b"") -> Iterator[tuple[bytes, bytes]]:
+        """(key, value) pairs under `prefix`, read in chunks so no read txn is held across yields."""
+        start = prefix
+        skip: bytes | None = None
+        while True:
+            chunk: list[tuple[bytes, bytes]] = []
+            txn = self._read_txn()
+            try:
+                cur = txn.cursor(db=db)
+                if cur.set_range(start):
+                    for k, v in cur.iternext():
+                        if not k.startswith(prefix):
+                            break
+                        if k == skip:
+                            continue
+                        chunk.append((k, v))
+                        if len(chunk) >= _SCAN_CHUNK:
+                            break
+            finally:
+                self._end_read(txn)
+            yield from chunk
+            if len(chunk) < _SCAN_CHUNK:
+                return
+            start = skip = chunk[-1][0]
+
+    def iter_runs(self) -> Iterator[RunRecord]:
+        decode = self.codec.decode
+        for k, v in self._scan(self._runs):
+            yield RunRecord.from_tuple(decode(v, f"run record {k.decode()!r}"))
+
+    def active_run_ids(self) -> list[str]:
+        return [k.decode() for k, _ in self._scan(self._active)]
+
+    def timers(self, until: float, start: float = 0.0, limit: int | None = None) -> list[tuple[float, str, int, Any]]:
+        if limit is not None and limit <= 0:
+            return []
+        lo = due_bytes(start)
+        hi = due_bytes(until)
+        raw: list[tuple[bytes, bytes]] = []
+        txn = self._read_txn()
+        try:
+            cur = txn.cursor(db=self._timers)
+            if cur.set_range(lo):
+                for k, v in cur.iternext():
+                    if k[:8] >= hi:
+                        break
+                    raw.append((k, v))
+                    if limit is not None and len(raw) >= limit:
+                        break
+        finally:
+            self._end_read(txn)
+        out = []
+        for k, v in raw:
+            due, run_id, pos = parse_timer_key(k)
+            out.append((due, run_id, pos, self.codec.decode(v, f"timer {run_id!r} pos {pos}")))
+        return out
+
+    def timer_count(self) -> int:
+        txn = self._read_txn()
+        try:
+            return int(txn.stat(self._timers)["entries"])
+        finally:
+            self._end_read(txn)
+
+    def signals(self, run_id: str, name: str | None = None) -> list[tuple[str, int, Any]]:
+        run_prefix = event_prefix(run_id)
+        prefix = run_prefix if name is None else run_prefix + name_bytes(name, "signal name") + SEP
+        n = len(run_prefix)
+        out = []
+        for k, v in self._scan(self._signals, prefix):
+            sname, seq = parse_signal_key(k, n)
+            out.append((sname, seq, self.codec.decode(v, f"signal {sname!r} of run {run_id!r}")))
+        return out
+
+    def kv_get(self, ns: str, key: str) -> Any:
+        k = kv_key(ns, key)
+        txn = self._read_txn()
+        try:
+            raw = txn.get(k, db=self._kv)
+        finally:
+            self._end_read(txn)
+        return None if raw is None else self.codec.decode(raw, f"{ns}/{key}")
+
+    def kv_scan(self, ns: str, prefix: str = "") -> list[tuple[str, Any]]:
+        p = kv_key(ns, prefix)
+        n = len(p) - len(prefix.encode())
+        out = []
+        for k, v in self._scan(self._kv, p):
+            key = k[n:].decode()
+            out.append((key, self.codec.decode(v, f"{ns}/{key}")))
+        return out
+
+    # --- lifecycle --------------------------------------------------------------------------
+    def close(self) -> None:
+        """Commit what is queued, then close the environment; reads after this raise StorageError."""
+        with self._close_lock:
+            if self._closed:
+                return
+            self._committer.close()
+            self._gate.acquire_exclusive()
+            try:
+                self._closed = True
+                self._env.close()
+            finally:
+                self._gate.release_exclusive()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def map_size(self) -> int:
+        return int(self._env.info()["map_size"])
+
+    def __enter__(self) -> "LmdbJournal":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"LmdbJournal({self.path!r}, sync={self.sync})"
+
+
+def _describe(op: Any) -> str:
+    if not isinstance(op, tuple):
+        return repr(op)
+    return "(" + ", ".join(repr(x) if not isinstance(x, bytes) else f"<{len(x)} bytes>" for x in op) + ")"
