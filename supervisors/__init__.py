@@ -1,3 +1,34 @@
-"""Supervision strategies and supervisor actors."""
+"""Supervision strategies and supervisor actors: OTP-style restarts for actorflow's Thespian actors."""
 
-__all__: list[str] = []
+from ._core import Decision, SupervisorCore
+from ._messages import (
+    ChildExited,
+    ChildFailed,
+    ChildRestarted,
+    Escalated,
+    GetChildren,
+    Supervise,
+    Supervising,
+)
+from ._strategy import Backoff, ChildSpec, Intensity, RestartType, Strategy, SupervisorSpec
+from ._thespian import SupervisedActor, SupervisorActor
+
+__all__ = [
+    "Backoff",
+    "ChildExited",
+    "ChildFailed",
+    "ChildRestarted",
+    "ChildSpec",
+    "Decision",
+    "Escalated",
+    "GetChildren",
+    "Intensity",
+    "RestartType",
+    "Strategy",
+    "Supervise",
+    "SupervisedActor",
+    "SupervisorActor",
+    "SupervisorCore",
+    "SupervisorSpec",
+    "Supervising",
+]
