@@ -5,7 +5,7 @@ from __future__ import annotations
 import abc
 import json
 import threading
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
@@ -252,69 +252,221 @@ class Journal(abc.ABC):
         ]
 
 
+class _SyncWaiter:
+    """A thread blocked in `GroupCommitter.commit`: woken exactly once, with its outcome or to lead a commit.
+
+    Woken waiters form a relay: each wakes the next as its first act, so the threads of one commit get
+    the GIL one after another instead of all at once (a thundering herd costs several context
+    switches per thread; the relay costs about one).
+    """
+
+    __slots__ = ("lock", "result", "exc", "done", "next", "lead", "abandoned")
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.lock.acquire()
+        self.result: Any = None
+        self.exc: BaseException | None = None
+        self.done = False
+        self.next: _SyncWaiter | None = None
+        self.lead = False
+        self.abandoned = False
+
+
 class GroupCommitter:
-    """A writer thread that merges queued batches into one transaction and one sync.
+    """Merges queued batches into one transaction and one sync (group commit).
 
     Backends provide `apply(batches) -> list[results per batch]` (runs in one transaction,
-    durable on return). Callers' futures resolve in submission order.
+    durable on return). If a merged transaction fails, its batches are retried one by one, so one
+    bad batch fails alone. Batches are committed in submission order.
+
+    Two ways in, one queue:
+    - `submit(batch) -> Future`: never blocks; a writer thread commits what only futures wait for.
+    - `commit(batch)`: blocks the caller, which may itself do the commit (leader/follower): the
+      first caller to find no commit in progress leads one round (takes the queue, applies it,
+      hands the lead to the next blocked caller, wakes the others as a relay). This spares the
+      writer-thread hand-off per commit and the herd of wakeups per event.
+    Future callbacks run in the committing thread; they may `submit()` but not `commit()`.
     """
 
     def __init__(self, apply: Callable[[list[WriteBatch]], list[list[Any]]], name: str, max_ops: int = 20000) -> None:
         self._apply = apply
         self._max_ops = max_ops
-        self._cond = threading.Condition()
-        self._queue: list[tuple[WriteBatch, Future[list[Any]]]] = []
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
+        self._relay = threading.Lock()
+        self._queue: list[tuple[WriteBatch, Any]] = []
+        self._busy = False  # a round is in progress, or the lead has been handed to a waiter
         self._closed = False
+        self._tls = threading.local()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
+    # --- entry points ---------------------------------------------------------------------------
     def submit(self, batch: WriteBatch) -> "Future[list[Any]]":
         fut: Future[list[Any]] = Future()
-        with self._cond:
+        with self._lock:
             if self._closed:
                 raise StorageError("journal is closed")
             self._queue.append((batch, fut))
-            self._cond.notify()
+            if not self._busy:
+                self._cond.notify()
         return fut
 
-    def _take(self) -> list[tuple[WriteBatch, Future[list[Any]]]]:
-        with self._cond:
-            while not self._queue and not self._closed:
-                self._cond.wait()
-            taken: list[tuple[WriteBatch, Future[list[Any]]]] = []
-            n = 0
-            while self._queue and (not taken or n + len(self._queue[0][0]) <= self._max_ops):
-                item = self._queue.pop(0)
-                taken.append(item)
-                n += len(item[0])
-            return taken
+    def commit(self, batch: WriteBatch, timeout: float | None = None) -> list[Any]:
+        """Commit `batch` and return its per-op results once durable."""
+        if timeout is not None:
+            return self.submit(batch).result(timeout)
+        if getattr(self._tls, "committing", False):
+            raise StorageError("journal commit() called from a commit callback would deadlock; use submit()")
+        w = _SyncWaiter()
+        with self._lock:
+            if self._closed:
+                raise StorageError("journal is closed")
+            self._queue.append((batch, w))
+            lead = not self._busy
+            if lead:
+                self._busy = True
+        if not lead:
+            try:
+                w.lock.acquire()
+            except BaseException:
+                self._abandon(w)
+                raise
+            if w.next is not None:
+                self._wake(w.next)
+            if not w.lead:
+                if w.exc is not None:
+                    raise w.exc
+                return w.result  # type: ignore[no-any-return]
+        while not w.done:
+            with self._lock:
+                taken = self._take()
+            self._round(taken, w)
+        if w.exc is not None:
+            raise w.exc
+        return w.result  # type: ignore[no-any-return]
+
+    # --- the rounds -----------------------------------------------------------------------------
+    def _take(self) -> list[tuple[WriteBatch, Any]]:
+        q = self._queue
+        n = 0
+        i = 0
+        while i < len(q):
+            size = len(q[i][0])
+            if i and n + size > self._max_ops:
+                break
+            n += size
+            i += 1
+        taken = q[:i]
+        del q[:i]
+        return taken
+
+    def _round(self, taken: list[tuple[WriteBatch, Any]], own: _SyncWaiter | None) -> None:
+        """Commit `taken`, pass the lead on, deliver outcomes (caller holds the lead, not the lock)."""
+        self._tls.committing = True
+        try:
+            outcomes: list[tuple[bool, Any]]
+            try:
+                outcomes = [(True, r) for r in self._apply([b for b, _ in taken])]
+            except BaseException as exc:  # noqa: BLE001 - every waiter must hear about it
+                if len(taken) == 1:
+                    outcomes = [(False, exc)]
+                else:  # retry one by one so a single bad batch does not fail its neighbours
+                    outcomes = []
+                    for b, _ in taken:
+                        try:
+                            outcomes.append((True, self._apply([b])[0]))
+                        except BaseException as exc1:  # noqa: BLE001
+                            outcomes.append((False, exc1))
+            relay: list[_SyncWaiter] = []
+            futures: list[tuple[Future[list[Any]], bool, Any]] = []
+            for (_, x), (ok, value) in zip(taken, outcomes):
+                if type(x) is _SyncWaiter:
+                    if ok:
+                        x.result = value
+                    else:
+                        x.exc = value
+                    x.done = True
+                    if x is not own:
+                        relay.append(x)
+                else:
+                    futures.append((x, ok, value))
+            with self._lock:
+                nxt = self._next_leader() if own is None or own.done else own
+                if nxt is None:
+                    self._busy = False
+                    self._cond.notify_all()
+            if nxt is not None and nxt is not own:
+                nxt.lead = True
+                relay.insert(0, nxt)  # first, so the next commit's sync overlaps this relay
+            if relay:
+                for a, b in zip(relay, relay[1:]):
+                    a.next = b
+                self._wake(relay[0])
+            for fut, ok, value in futures:
+                try:
+                    if ok:
+                        fut.set_result(value)
+                    else:
+                        fut.set_exception(value)
+                except InvalidStateError:  # the caller cancelled its future; the batch is committed anyway
+                    pass
+        finally:
+            self._tls.committing = False
+
+    def _next_leader(self) -> _SyncWaiter | None:
+        """The first blocked caller whose batch the next round will take (lock held)."""
+        n = 0
+        for i, (b, x) in enumerate(self._queue):
+            n += len(b)
+            if i and n > self._max_ops:
+                return None
+            if type(x) is _SyncWaiter and not x.abandoned:
+                return x
+        return None
+
+    def _wake(self, w: _SyncWaiter | None) -> None:
+        while w is not None:
+            with self._relay:
+                if not w.abandoned:
+                    w.lock.release()
+                    return
+            if w.lead:  # it gave up waiting: its lead goes back to the writer thread
+                self._resign()
+            w = w.next
+
+    def _abandon(self, w: _SyncWaiter) -> None:
+        """A blocked caller was interrupted: make sure the relay and the lead do not stop with it."""
+        with self._relay:
+            if not w.lock.acquire(False):
+                w.abandoned = True
+                return
+        if w.next is not None:
+            self._wake(w.next)
+        if w.lead:
+            self._resign()
+
+    def _resign(self) -> None:
+        with self._lock:
+            self._busy = False
+            self._cond.notify_all()
 
     def _run(self) -> None:
         while True:
-            taken = self._take()
-            if not taken:
-                return
-            try:
-                results = self._apply([b for b, _ in taken])
-            except BaseException as exc:  # noqa: BLE001 - every waiter must hear about it
-                # retry one by one so a single bad batch does not fail its neighbours
-                if len(taken) > 1:
-                    for b, f in taken:
-                        try:
-                            r = self._apply([b])[0]
-                        except BaseException as exc1:  # noqa: BLE001
-                            f.set_exception(exc1)
-                        else:
-                            f.set_result(r)
-                    continue
-                taken[0][1].set_exception(exc)
-                continue
-            for (_, fut), res in zip(taken, results):
-                fut.set_result(res)
+            with self._lock:
+                while self._busy or (not self._queue and not self._closed):
+                    self._cond.wait()
+                if not self._queue:
+                    return
+                self._busy = True
+                taken = self._take()
+            self._round(taken, None)
 
     def close(self) -> None:
+        """Refuse new batches, commit every queued one, stop the writer thread."""
         with self._cond:
             self._closed = True
             self._cond.notify_all()
-        self._thread.join()
-
+        if threading.current_thread() is not self._thread:
+            self._thread.join()

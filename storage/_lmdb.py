@@ -214,6 +214,9 @@ class LmdbJournal(Journal):
     def submit(self, batch: WriteBatch) -> "Future[list[Any]]":
         return self._committer.submit(batch)
 
+    def commit(self, batch: WriteBatch, timeout: float | None = None) -> list[Any]:
+        return self._committer.commit(batch, timeout)
+
     def _apply(self, batches: list[WriteBatch]) -> list[list[Any]]:
         """Group-commit thread: all `batches` in one transaction, grown and retried on MapFull."""
         while True:
@@ -272,9 +275,9 @@ class LmdbJournal(Journal):
                     code = op[0]
                     if code == OP_APPEND:
                         _, run_id, seq, rec = op
-                        prefix = run_id.encode() + SEP
-                        if SEP in prefix[:-1]:
+                        if "\x00" in run_id:
                             raise ValueError(f"invalid run id {run_id!r}: may not contain NUL")
+                        prefix = run_id.encode() + SEP
                         if (seq and get(prefix + pack_seq(seq - 1), db=evdb) is None) or not put(
                             prefix + pack_seq(seq), rec, overwrite=False, db=evdb
                         ):
