@@ -6,9 +6,10 @@ import enum
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, get_args
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
-from actorflow.errors import ConfigError
+if TYPE_CHECKING:
+    from actorflow.errors import ConfigError
 
 __all__ = [
     "Strategy",
@@ -23,6 +24,13 @@ RestartType = Literal["permanent", "transient", "temporary"]
 _RESTART_TYPES: tuple[str, ...] = get_args(RestartType)
 
 
+def _config_error(message: str, **evidence: Any) -> ConfigError:
+    """Build a ConfigError, importing it lazily: actorflow imports supervisors, so a top-level import would cycle."""
+    from actorflow.errors import ConfigError
+
+    return ConfigError(message, **evidence)
+
+
 class Strategy(enum.Enum):
     """Which siblings share a failed child's fate (Erlang/OTP names)."""
 
@@ -34,9 +42,9 @@ class Strategy(enum.Enum):
 def _finite_number(value: Any, what: str) -> float:
     """Reject bools, non-numbers, NaN and infinities up front so specs fail where they are written."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ConfigError(f"{what} must be a number, not {value!r}", field=what, value=value)
+        raise _config_error(f"{what} must be a number, not {value!r}", field=what, value=value)
     if not math.isfinite(value):
-        raise ConfigError(f"{what} must be finite, not {value!r}", field=what, value=value)
+        raise _config_error(f"{what} must be finite, not {value!r}", field=what, value=value)
     return float(value)
 
 
@@ -53,20 +61,20 @@ class Backoff:
         multiplier = _finite_number(self.multiplier, "Backoff.multiplier")
         maximum = _finite_number(self.max, "Backoff.max")
         if initial < 0:
-            raise ConfigError(f"Backoff.initial must be >= 0, not {initial}", field="Backoff.initial", value=initial)
+            raise _config_error(f"Backoff.initial must be >= 0, not {initial}", field="Backoff.initial", value=initial)
         if multiplier < 1:
-            raise ConfigError(
+            raise _config_error(
                 f"Backoff.multiplier must be >= 1, not {multiplier}", field="Backoff.multiplier", value=multiplier
             )
         if maximum < initial:
-            raise ConfigError(
+            raise _config_error(
                 f"Backoff.max ({maximum}) must be >= Backoff.initial ({initial})", field="Backoff.max", value=maximum
             )
 
     def delay(self, n: int) -> float:
         """Seconds to wait before consecutive restart number n (n >= 1): initial * multiplier**(n-1), capped at max."""
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-            raise ConfigError(f"restart number must be an int >= 1, not {n!r}", field="n", value=n)
+            raise _config_error(f"restart number must be an int >= 1, not {n!r}", field="n", value=n)
         if self.initial == 0:
             return 0.0
         try:
@@ -85,14 +93,14 @@ class Intensity:
 
     def __post_init__(self) -> None:
         if isinstance(self.max_restarts, bool) or not isinstance(self.max_restarts, int) or self.max_restarts < 0:
-            raise ConfigError(
+            raise _config_error(
                 f"Intensity.max_restarts must be an int >= 0, not {self.max_restarts!r}",
                 field="Intensity.max_restarts",
                 value=self.max_restarts,
             )
         within = _finite_number(self.within, "Intensity.within")
         if within <= 0:
-            raise ConfigError(f"Intensity.within must be > 0, not {within}", field="Intensity.within", value=within)
+            raise _config_error(f"Intensity.within must be > 0, not {within}", field="Intensity.within", value=within)
 
 
 @dataclass(frozen=True)
@@ -106,11 +114,11 @@ class ChildSpec:
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
-            raise ConfigError(f"child name must be a non-empty str, not {self.name!r}", field="name", value=self.name)
+            raise _config_error(f"child name must be a non-empty str, not {self.name!r}", field="name", value=self.name)
         if self.factory is None:
-            raise ConfigError(f"child {self.name!r} has no factory", field="factory", child=self.name)
+            raise _config_error(f"child {self.name!r} has no factory", field="factory", child=self.name)
         if self.restart not in _RESTART_TYPES:
-            raise ConfigError(
+            raise _config_error(
                 f"child {self.name!r}: restart must be one of {', '.join(_RESTART_TYPES)}, not {self.restart!r}",
                 field="restart",
                 value=self.restart,
@@ -133,25 +141,25 @@ class SupervisorSpec:
             try:
                 strategy = Strategy(strategy.lower())
             except ValueError:
-                raise ConfigError(f"unknown strategy {strategy!r}", field="strategy", value=strategy) from None
+                raise _config_error(f"unknown strategy {strategy!r}", field="strategy", value=strategy) from None
             object.__setattr__(self, "strategy", strategy)
         if not isinstance(strategy, Strategy):
-            raise ConfigError(f"strategy must be a Strategy, not {strategy!r}", field="strategy", value=strategy)
+            raise _config_error(f"strategy must be a Strategy, not {strategy!r}", field="strategy", value=strategy)
         if not isinstance(self.intensity, Intensity):
-            raise ConfigError(f"intensity must be an Intensity, not {self.intensity!r}", field="intensity")
+            raise _config_error(f"intensity must be an Intensity, not {self.intensity!r}", field="intensity")
         if not isinstance(self.backoff, Backoff):
-            raise ConfigError(f"backoff must be a Backoff, not {self.backoff!r}", field="backoff")
+            raise _config_error(f"backoff must be a Backoff, not {self.backoff!r}", field="backoff")
         if not isinstance(self.name, str) or not self.name:
-            raise ConfigError(f"supervisor name must be a non-empty str, not {self.name!r}", field="name")
+            raise _config_error(f"supervisor name must be a non-empty str, not {self.name!r}", field="name")
         if isinstance(self.children, (str, bytes)) or not isinstance(self.children, Sequence):
-            raise ConfigError("children must be a list of ChildSpec", field="children")
+            raise _config_error("children must be a list of ChildSpec", field="children")
         children = tuple(self.children)
         seen: set[str] = set()
         for child in children:
             if not isinstance(child, ChildSpec):
-                raise ConfigError(f"children must be ChildSpec instances, not {child!r}", field="children")
+                raise _config_error(f"children must be ChildSpec instances, not {child!r}", field="children")
             if child.name in seen:
-                raise ConfigError(f"duplicate child name {child.name!r}", field="children", child=child.name)
+                raise _config_error(f"duplicate child name {child.name!r}", field="children", child=child.name)
             seen.add(child.name)
         object.__setattr__(self, "children", children)
 

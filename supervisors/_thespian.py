@@ -146,13 +146,13 @@ class SupervisorActor(Actor):  # type: ignore[misc]
         if self._exiting:
             return
         try:
-            self._receive(message, sender)
+            self._dispatch(message, sender)
         except Exception as exc:
             _log.exception("supervisor_internal_error", supervisor=self._name)
             if not self._escalated:
                 self._escalate("<supervisor>", f"supervisor internal error: {exc!r}")
 
-    def _receive(self, message: Any, sender: ActorAddress) -> None:
+    def _dispatch(self, message: Any, sender: ActorAddress) -> None:
         """The message dispatch proper."""
         if isinstance(message, ActorExitRequest):
             self._exiting = True  # Thespian stops the children with us (recursive exit)
@@ -165,7 +165,7 @@ class SupervisorActor(Actor):  # type: ignore[misc]
         elif isinstance(message, Supervise):
             self._start(message, reply_to=sender)
         elif isinstance(message, GetChildren):
-            self.send(sender, Supervising(dict(self._addresses)))
+            self.send(sender, Supervising(self._snapshot()))
         elif isinstance(message, ChildFailed):
             self._from_child(sender, message.error, normal_exit=False)
         elif isinstance(message, ChildExited):
@@ -204,7 +204,7 @@ class SupervisorActor(Actor):  # type: ignore[misc]
             for child in request.spec.children:
                 self._spawn(child.name)
         if reply_to is not None:
-            self.send(reply_to, Supervising(dict(self._addresses)))
+            self.send(reply_to, Supervising(self._snapshot()))
 
     def _spawn(self, name: str) -> ActorAddress | None:
         """Create one child and send it its init; a createActor error comes back as a budgeted failure."""
@@ -219,6 +219,11 @@ class SupervisorActor(Actor):  # type: ignore[misc]
         self._addresses[name] = address
         self.send(address, _Init(name, child.init))
         return address
+
+    def _snapshot(self) -> dict[str, ActorAddress]:
+        """Live children's addresses in start order (restarts must not reorder what callers see)."""
+        order = self._core.children if self._core is not None else ()
+        return {name: self._addresses[name] for name in order if name in self._addresses}
 
     # -- failures ------------------------------------------------------------------------------
 
