@@ -1,6 +1,62 @@
-"""actorflow: durable workflows and background tasks on the actor model."""
+"""actorflow: durable workflows and background tasks on the actor model (Thespian + LMDB)."""
 
-from .errors import *  # noqa: F401,F403
-from .errors import __all__ as _errors_all
+from ._clock import Clock, MockClock, SystemClock
+from ._context import WorkflowContext
+from ._engine import Engine, RunHandle
+from ._retry import RetryPolicy
+from ._types import Event, RunState, RunStatus, StepInfo, current_step
+from .errors import (
+    ActorflowError,
+    Cancelled,
+    ConfigError,
+    JournalCorrupt,
+    JournalFull,
+    JournalVersionError,
+    NondeterminismError,
+    PayloadError,
+    RunConflict,
+    RunFinished,
+    RunNotFound,
+    StepFailed,
+    StepTimeout,
+    StorageError,
+    TaskNotRegistered,
+    WaitTimeout,
+    WorkflowFailed,
+    WorkflowNotRegistered,
+)
 
-__all__ = [*_errors_all]
+__version__ = "0.1.0"
+
+__all__ = [
+    "Engine",
+    "RunHandle",
+    "WorkflowContext",
+    "RetryPolicy",
+    "RunState",
+    "RunStatus",
+    "StepInfo",
+    "Event",
+    "current_step",
+    "Clock",
+    "SystemClock",
+    "MockClock",
+    "ActorflowError",
+    "Cancelled",
+    "ConfigError",
+    "JournalCorrupt",
+    "JournalFull",
+    "JournalVersionError",
+    "NondeterminismError",
+    "PayloadError",
+    "RunConflict",
+    "RunFinished",
+    "RunNotFound",
+    "StepFailed",
+    "StepTimeout",
+    "StorageError",
+    "TaskNotRegistered",
+    "WaitTimeout",
+    "WorkflowFailed",
+    "WorkflowNotRegistered",
+]

@@ -1,0 +1,440 @@
+"""The Engine facade: a thread-safe, sync and asyncio API over the journal and the actor runtime."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import os
+import queue
+import threading
+import uuid
+from concurrent.futures import Future
+from typing import Any, AsyncIterator, Callable, Iterable, Iterator, Sequence, TypeVar
+
+from storage import Codec, Event, Journal, LmdbJournal, RunRecord, SignalResult, WriteBatch
+from storage._journal import check_run_id
+
+from ._clock import Clock, SystemClock
+from ._runtime import Runtime
+from ._thespian import ActorRuntime
+from ._types import STOPPED_STATES, RunState, RunStatus
+from .errors import (
+    Cancelled,
+    ConfigError,
+    RunConflict,
+    RunFinished,
+    RunNotFound,
+    WorkflowFailed,
+    WorkflowNotRegistered,
+)
+
+__all__ = ["Engine", "RunHandle"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+_FINAL_KINDS = ("run_completed", "run_failed", "run_cancelled")
+
+
+class RunHandle:
+    """A reference to one run; cheap to create, valid across engine restarts."""
+
+    __slots__ = ("engine", "run_id")
+
+    def __init__(self, engine: "Engine", run_id: str) -> None:
+        self.engine = engine
+        self.run_id = run_id
+
+    def result(self, timeout: float | None = None) -> Any:
+        return self.engine.result(self.run_id, timeout)
+
+    async def aresult(self, timeout: float | None = None) -> Any:
+        return await self.engine.aresult(self.run_id, timeout)
+
+    def status(self) -> RunStatus:
+        return self.engine.status(self.run_id)
+
+    def signal(self, name: str, payload: Any = None) -> None:
+        self.engine.signal(self.run_id, name, payload)
+
+    def cancel(self) -> bool:
+        return self.engine.cancel(self.run_id)
+
+    def monitor(self) -> Iterator[RunStatus]:
+        return self.engine.monitor(self.run_id)
+
+    def history(self) -> list[Event]:
+        return self.engine.history(self.run_id)
+
+    def __repr__(self) -> str:
+        return f"RunHandle({self.run_id!r})"
+
+
+class Engine:
+    """Durable workflows on an actor runtime; `open()` recovers every unfinished registered run."""
+
+    def __init__(
+        self,
+        data_dir: str | os.PathLike[str] | None = "./actorflow-data",
+        *,
+        system: str = "embedded",
+        passivate_after: float | None = 60.0,
+        clock: Clock | None = None,
+        journal: Journal | None = None,
+        sync: bool = True,
+        shards: int = 2,
+        step_threads: int = 32,
+        close_grace: float = 10.0,
+        codec: str = "pickle",
+        max_payload: int = 2 * 1024 * 1024,
+        timer_horizon: float = 30.0,
+    ) -> None:
+        if system != "embedded":
+            raise ConfigError(
+                f"system={system!r}: only the embedded actor system is available in this release "
+                "(multiprocess and remote admins are planned)"
+            )
+        if passivate_after is not None and passivate_after < 0:
+            raise ConfigError(f"passivate_after must not be negative, got {passivate_after}")
+        if shards < 1 or step_threads < 1:
+            raise ConfigError("shards and step_threads must be >= 1")
+        self.data_dir = None if data_dir is None else os.fspath(data_dir)
+        self.system = system
+        self.passivate_after = passivate_after
+        self.clock = clock or SystemClock()
+        self._journal_given = journal
+        self.sync = sync
+        self.shards = shards
+        self.step_threads = step_threads
+        self.close_grace = close_grace
+        self.timer_horizon = timer_horizon
+        self._codec = Codec(codec, max_payload)
+        self._workflows: dict[str, Callable[..., Any]] = {}
+        self._names: dict[Callable[..., Any], str] = {}
+        self._lock = threading.Lock()
+        self._rt: Runtime | None = None
+        self._actors: ActorRuntime | None = None
+        self.journal: Journal | None = None
+
+    # --- registration --------------------------------------------------------------------------
+    def workflow(self, name: str | None = None) -> Callable[[F], F]:
+        """Register an `async def wf(ctx, *args)`; returns it unchanged."""
+        if callable(name):
+            raise ConfigError("use @engine.workflow() with parentheses")
+
+        def register(fn: F) -> F:
+            if not inspect.iscoroutinefunction(fn):
+                raise ConfigError(f"workflow {getattr(fn, '__qualname__', fn)!r} must be an async def function")
+            wf_name = name or fn.__qualname__
+            other = self._workflows.get(wf_name)
+            if other is not None and other is not fn and getattr(other, "__code__", None) is not getattr(fn, "__code__", None):
+                if other.__module__ != fn.__module__ or other.__qualname__ != fn.__qualname__:
+                    raise ConfigError(f"workflow name {wf_name!r} is already registered to {other!r}")
+            self._workflows[wf_name] = fn
+            self._names[fn] = wf_name
+            return fn
+
+        return register
+
+    def _name_of(self, wf: Callable[..., Any] | str) -> str:
+        if isinstance(wf, str):
+            if wf not in self._workflows:
+                raise WorkflowNotRegistered(wf, list(self._workflows))
+            return wf
+        name = self._names.get(wf)
+        if name is None:
+            raise WorkflowNotRegistered(getattr(wf, "__qualname__", repr(wf)), list(self._workflows))
+        return name
+
+    # --- life cycle ----------------------------------------------------------------------------
+    def open(self) -> "Engine":
+        """Start the actor system and recover every unfinished run of a registered workflow."""
+        with self._lock:
+            if self._rt is not None:
+                return self
+            journal = self._journal_given
+            if journal is None:
+                if self.data_dir is None:
+                    raise ConfigError("Engine needs a data_dir (or a journal)")
+                journal = LmdbJournal(self.data_dir, sync=self.sync, codec=self._codec)
+            self.journal = journal
+            rt = Runtime(
+                journal,
+                self.clock,
+                self._workflows,
+                shards=self.shards,
+                passivate_after=self.passivate_after,
+                step_threads=self.step_threads,
+                timer_horizon=self.timer_horizon,
+            )
+            rt.names = self._names
+            actors = ActorRuntime(rt)
+            try:
+                actors.start()
+            except BaseException:
+                rt.steps.close()
+                if self._journal_given is None:
+                    journal.close()
+                raise
+            self._rt, self._actors = rt, actors
+        return self
+
+    def close(self, grace: float | None = None) -> None:
+        """Stop cleanly: running steps get `grace` seconds, then are abandoned (re-run on next open)."""
+        with self._lock:
+            rt, actors = self._rt, self._actors
+            if rt is None or actors is None:
+                return
+            self._rt = self._actors = None
+        rt.closing = True
+        rt.steps.wait_idle(self.close_grace if grace is None else grace)
+        for _ in range(50):  # let the pump journal what finished steps reported
+            done = threading.Event()
+            rt.post(("__call__", done.set))
+            done.wait()
+            if not rt.commits_pending and rt.queue.empty():
+                break
+            rt.journal.commit(rt.journal.batch())
+        actors.stop()
+        rt.steps.close()
+        if self._journal_given is None:
+            rt.journal.close()
+
+    def __enter__(self) -> "Engine":
+        return self.open()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    @property
+    def is_open(self) -> bool:
+        return self._rt is not None
+
+    def _runtime(self) -> Runtime:
+        rt = self._rt
+        if rt is None:
+            raise ConfigError("the engine is not open: call engine.open() or use `with engine:`")
+        return rt
+
+    # --- starting runs -------------------------------------------------------------------------
+    def _start_batch(self, rt: Runtime, name: str, args: tuple[Any, ...], run_id: str | None, batch: WriteBatch) -> tuple[str, RunRecord]:
+        rid = run_id if run_id is not None else str(uuid.uuid4())
+        check_run_id(rid)
+        now = rt.clock.now()
+        rec = RunRecord(rid, name, "pending", now, now)
+        batch.create_run(rec, Event(0, "run_started", name, {"args": args}, now))
+        return rid, rec
+
+    def _after_start(self, rt: Runtime, batch: WriteBatch, i: int, rec: RunRecord, existing: RunRecord | None) -> None:
+        if existing is not None:
+            if existing.workflow != rec.workflow:
+                raise RunConflict(rec.run_id, existing.workflow, rec.workflow)
+            return
+        args = rt.codec.decode(batch.ops[i][3], "workflow arguments")[4]["args"]
+        rt.post(("start", rec.run_id, rec.as_tuple(), tuple(args)))
+
+    def start(self, wf: Callable[..., Any] | str, *args: Any, run_id: str | None = None) -> RunHandle:
+        """Start a run; returns once the start is durable (same run id + workflow: the existing run)."""
+        rt = self._runtime()
+        name = self._name_of(wf)
+        batch = rt.journal.batch()
+        rid, rec = self._start_batch(rt, name, args, run_id, batch)
+        existing = rt.journal.commit(batch)[0]
+        self._after_start(rt, batch, 0, rec, existing)
+        return RunHandle(self, rid)
+
+    async def astart(self, wf: Callable[..., Any] | str, *args: Any, run_id: str | None = None) -> RunHandle:
+        """Async start; many concurrent astarts share one group commit."""
+        rt = self._runtime()
+        name = self._name_of(wf)
+        batch = rt.journal.batch()
+        rid, rec = self._start_batch(rt, name, args, run_id, batch)
+        existing = (await asyncio.wrap_future(rt.journal.submit(batch)))[0]
+        self._after_start(rt, batch, 0, rec, existing)
+        return RunHandle(self, rid)
+
+    def start_many(
+        self,
+        wf: Callable[..., Any] | str,
+        args_list: Iterable[Sequence[Any]],
+        run_ids: Sequence[str] | None = None,
+    ) -> list[RunHandle]:
+        """Start many runs durably in one commit."""
+        rt = self._runtime()
+        name = self._name_of(wf)
+        args_seq = [tuple(a) for a in args_list]
+        if run_ids is not None and len(run_ids) != len(args_seq):
+            raise ConfigError(f"start_many: {len(args_seq)} argument tuples but {len(run_ids)} run ids")
+        batch = rt.journal.batch()
+        recs = [self._start_batch(rt, name, a, run_ids[i] if run_ids else None, batch) for i, a in enumerate(args_seq)]
+        results = rt.journal.commit(batch)
+        conflicts = []
+        for i, ((_rid, rec), existing) in enumerate(zip(recs, results)):
+            try:
+                self._after_start(rt, batch, i, rec, existing)
+            except RunConflict as exc:
+                conflicts.append(exc)
+        if conflicts:
+            raise conflicts[0]
+        return [RunHandle(self, rid) for rid, _ in recs]
+
+    def run(self, wf: Callable[..., Any] | str, *args: Any, run_id: str | None = None, timeout: float | None = None) -> Any:
+        """Start a run and wait for its result."""
+        return self.start(wf, *args, run_id=run_id).result(timeout)
+
+    async def arun(self, wf: Callable[..., Any] | str, *args: Any, run_id: str | None = None, timeout: float | None = None) -> Any:
+        handle = await self.astart(wf, *args, run_id=run_id)
+        return await handle.aresult(timeout)
+
+    # --- interacting with runs -----------------------------------------------------------------
+    def signal(self, run_id: str, name: str, payload: Any = None) -> None:
+        """Queue a signal for the run; durable when this returns, delivered in order per name."""
+        rt = self._runtime()
+        batch = rt.journal.batch()
+        batch.put_signal(run_id, str(name), payload)
+        res = rt.journal.commit(batch)[0]
+        if res == SignalResult.NOT_FOUND:
+            raise RunNotFound(run_id)
+        if isinstance(res, str):
+            raise RunFinished(run_id, res)
+        copy = rt.codec.decode(batch.ops[0][3], "signal payload")
+        rt.post(("signal", run_id, str(name), res, copy))
+
+    def cancel(self, run_id: str, timeout: float | None = 30.0) -> bool:
+        """Cancel a run: its pending operation raises Cancelled, compensations run. False if it had ended."""
+        rt = self._runtime()
+        rec = self._record(run_id)
+        if rec.finished:
+            return False
+        fut: Future[bool] = Future()
+        rt.post(("cancel", run_id, fut))
+        return fut.result(timeout)
+
+    def _record(self, run_id: str) -> RunRecord:
+        journal = self._rt.journal if self._rt is not None else self.journal
+        if journal is None:
+            raise ConfigError("the engine is not open")
+        rec = journal.get_run(run_id)
+        if rec is None:
+            raise RunNotFound(run_id)
+        return rec
+
+    def status(self, run_id: str) -> RunStatus:
+        return RunStatus.from_record(self._record(run_id))
+
+    def runs(self, state: RunState | str | None = None, workflow: str | None = None) -> list[RunStatus]:
+        journal = self._runtime().journal
+        st = None if state is None else RunState(state).value
+        return [RunStatus.from_record(r) for r in journal.runs(st, workflow)]
+
+    def history(self, run_id: str) -> list[Event]:
+        self._record(run_id)
+        return self._runtime().journal.events(run_id)
+
+    # --- results -------------------------------------------------------------------------------
+    def _final(self, run_id: str, rec: RunRecord) -> tuple[str, Any, Any]:
+        ev = self._runtime().final_event(run_id)
+        if ev is None:
+            return (rec.state, None, {"error": rec.error})
+        if ev.kind == "run_completed":
+            return ("completed", ev.data, None)
+        return ("cancelled" if ev.kind == "run_cancelled" else "failed", None, ev.data)
+
+    def _outcome(self, run_id: str, outcome: tuple[str, Any, Any]) -> Any:
+        state, value, data = outcome
+        if state == "completed":
+            return value
+        data = data or {}
+        if state == "cancelled":
+            raise Cancelled(run_id)
+        raise WorkflowFailed(run_id, data.get("error", "?"), data.get("exc"))
+
+    def result(self, run_id: str, timeout: float | None = None) -> Any:
+        """The run's return value; raises WorkflowFailed, Cancelled or TimeoutError."""
+        rt = self._runtime()
+        rec = self._record(run_id)
+        if rec.finished:
+            return self._outcome(run_id, self._final(run_id, rec))
+        box: list[tuple[str, Any, Any]] = []
+        done = threading.Event()
+
+        def cb(outcome: tuple[str, Any, Any]) -> None:
+            box.append(outcome)
+            done.set()
+
+        rt.notifier.add_waiter(run_id, cb)
+        try:
+            rec = self._record(run_id)
+            if rec.finished:
+                return self._outcome(run_id, self._final(run_id, rec))
+            if not done.wait(timeout):
+                raise TimeoutError(f"run {run_id!r} did not finish within {timeout}s (state {rec.state})")
+        finally:
+            rt.notifier.remove_waiter(run_id, cb)
+        return self._outcome(run_id, box[0])
+
+    async def aresult(self, run_id: str, timeout: float | None = None) -> Any:
+        rt = self._runtime()
+        rec = self._record(run_id)
+        if rec.finished:
+            return self._outcome(run_id, self._final(run_id, rec))
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[tuple[str, Any, Any]] = loop.create_future()
+
+        def cb(outcome: tuple[str, Any, Any]) -> None:
+            loop.call_soon_threadsafe(lambda: fut.done() or fut.set_result(outcome))
+
+        rt.notifier.add_waiter(run_id, cb)
+        try:
+            rec = self._record(run_id)
+            if rec.finished:
+                return self._outcome(run_id, self._final(run_id, rec))
+            try:
+                outcome = await asyncio.wait_for(fut, timeout)
+            except asyncio.TimeoutError:
+                raise TimeoutError(f"run {run_id!r} did not finish within {timeout}s") from None
+        finally:
+            rt.notifier.remove_waiter(run_id, cb)
+        return self._outcome(run_id, outcome)
+
+    # --- monitoring ----------------------------------------------------------------------------
+    def monitor(self, run_id: str, timeout: float | None = None) -> Iterator[RunStatus]:
+        """The current status, then each change of state or progress, until the run stops."""
+        rt = self._runtime()
+        self._record(run_id)
+        q: "queue.SimpleQueue[RunStatus]" = queue.SimpleQueue()
+        rt.notifier.add_monitor(run_id, q.put)
+        try:
+            last = self.status(run_id)
+            yield last
+            while last.state not in STOPPED_STATES:
+                try:
+                    st = q.get(timeout=timeout)
+                except queue.Empty:
+                    raise TimeoutError(f"no change of run {run_id!r} within {timeout}s") from None
+                if st.updated_at < last.updated_at or (st.state, st.progress) == (last.state, last.progress):
+                    continue
+                last = st
+                yield st
+        finally:
+            rt.notifier.remove_monitor(run_id, q.put)
+
+    async def amonitor(self, run_id: str) -> AsyncIterator[RunStatus]:
+        rt = self._runtime()
+        self._record(run_id)
+        loop = asyncio.get_running_loop()
+        aq: asyncio.Queue[RunStatus] = asyncio.Queue()
+
+        def cb(st: RunStatus) -> None:
+            loop.call_soon_threadsafe(aq.put_nowait, st)
+
+        rt.notifier.add_monitor(run_id, cb)
+        try:
+            last = self.status(run_id)
+            yield last
+            while last.state not in STOPPED_STATES:
+                st = await aq.get()
+                if st.updated_at < last.updated_at or (st.state, st.progress) == (last.state, last.progress):
+                    continue
+                last = st
+                yield st
+        finally:
+            rt.notifier.remove_monitor(run_id, cb)

@@ -1,0 +1,349 @@
+"""RunHost: many run actors in one Thespian actor, sharing one journal batch per message batch."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Callable
+
+import structlog
+
+from storage import Event, RunRecord
+
+from ._run import Run
+from ._types import RunStatus
+
+if TYPE_CHECKING:
+    from ._runtime import Runtime
+
+__all__ = ["RunHost"]
+
+log = structlog.get_logger("actorflow.host")
+
+# message kinds that reflect a durable outside event and therefore wake (load) a passivated run
+_WAKING = frozenset({"signal", "child_done", "cancel", "load"})
+
+Output = tuple[int | None, Callable[..., None]]
+
+
+class RunHost:
+    """Routes messages to runs, loads/passivates them, and commits their facts before acting.
+
+    Everything a batch of messages causes outside the host (step dispatch, timers, messages to
+    other hosts, notifications) is held as an output and released only once the batch's journal
+    writes are durable (output commit).
+    """
+
+    def __init__(self, rt: "Runtime", shard: int) -> None:
+        self.rt = rt
+        self.shard = shard
+        self.runs: dict[str, Run] = {}
+        self.blocked: set[str] = set()
+        self.finishing: dict[str, tuple[str, Any]] = {}
+        self.watchers: dict[str, list[tuple[str, int]]] = {}
+        self.batch = rt.journal.batch()
+        self.outputs: list[Output] = []
+        self.outbox: list[tuple[Any, Any]] = []
+        self.dirty: dict[str, Run] = {}
+        self.touched: dict[str, Run] = {}
+        self.commits_in_flight = 0
+
+    # --- used by runs --------------------------------------------------------------------------
+    def append(self, run: Run, kind: str, name: str, pos: int, data: Any) -> int:
+        seq = run.next_seq
+        self.batch.append(run.run_id, Event(seq, kind, name, data, self.rt.clock.now(), pos))
+        run.next_seq = seq + 1
+        self.touched[run.run_id] = run
+        return seq
+
+    def append_encoded(self, run: Run, record: bytes) -> int:
+        seq = run.next_seq
+        self.batch.append_encoded(run.run_id, seq, record)
+        run.next_seq = seq + 1
+        self.touched[run.run_id] = run
+        return seq
+
+    def mark_dirty(self, run: Run) -> None:
+        self.dirty[run.run_id] = run
+
+    def send_timer(self, msg: tuple[Any, ...]) -> None:
+        self.outputs.append((None, lambda: self.outbox.append(("timer", msg))))
+
+    def send_run(self, run_id: str, item: tuple[Any, ...]) -> None:
+        self.outputs.append((None, lambda: self.outbox.append((self.rt.shard_of(run_id), item))))
+
+    def dispatch_step(self, run: Run, pos: int, name: str, attempt: int, fn: Callable[[], Any], kind: str) -> None:
+        run_id = run.run_id
+        self.outputs.append((None, lambda: self.rt.steps.submit(run_id, pos, name, attempt, fn, kind)))
+
+    def watch(self, child_id: str, parent_id: str, pos: int) -> None:
+        self.send_run(child_id, ("watch", child_id, parent_id, pos))
+
+    def create_child(self, run: Run, cmd: Any, child_id: str, name: str, args: tuple[Any, ...]) -> None:
+        now = self.rt.clock.now()
+        rec = RunRecord(child_id, name, "pending", now, now, parent=run.run_id, meta={"parent_pos": cmd.pos})
+        idx = self.batch.create_run(rec, Event(0, "run_started", name, {"args": args}, now))
+        ev_record = self.batch.ops[idx][3]
+
+        def created(existing: RunRecord | None) -> None:
+            if existing is None:
+                start_args = self.rt.codec.decode(ev_record, "child arguments")[4]["args"]
+                self.outbox.append((self.rt.shard_of(child_id), ("start", child_id, rec.as_tuple(), start_args)))
+            elif existing.workflow != name:
+                live = self.runs.get(run.run_id)
+                if live is not None:
+                    live.on_child_done(cmd.pos, "child_failed", {"run_id": child_id, "conflict": existing.workflow, "error": f"run id {child_id!r} belongs to workflow {existing.workflow!r}"})
+
+        self.outputs.append((idx, created))
+
+    def finished(self, run: Run, state: str, value: Any, data: Any) -> None:
+        run_id = run.run_id
+        if state == "completed":
+            outcome: tuple[str, Any] = ("child_completed", value)
+        else:
+            d = dict(data or {})
+            d["run_id"] = run_id
+            d["cancelled"] = state == "cancelled"
+            outcome = ("child_failed", d)
+        self.finishing[run_id] = outcome
+        self.runs.pop(run_id, None)
+        targets = list(self.watchers.pop(run_id, ()))
+        parent_pos = run.record.meta.get("parent_pos")
+        if run.record.parent and (run.record.parent, parent_pos) not in targets:
+            targets.append((run.record.parent, parent_pos))
+        status = RunStatus.from_record(run.record)
+        rt = self.rt
+
+        def release() -> None:
+            self.finishing.pop(run_id, None)
+            for parent_id, pos in targets:
+                self.outbox.append((rt.shard_of(parent_id), ("child_done", parent_id, pos, outcome[0], outcome[1])))
+            rt.notifier.finished(run_id, status, state, value, data)
+
+        self.outputs.append((None, release))
+
+    def blocked_run(self, run: Run) -> None:
+        self.runs.pop(run.run_id, None)
+        self.blocked.add(run.run_id)
+        log.warning("run blocked", run_id=run.run_id, error=run.record.error)
+
+    # --- message handling ---------------------------------------------------------------------
+    def handle(self, items: list[tuple[Any, ...]]) -> list[tuple[Any, Any]]:
+        """Process a batch of messages; returns (target, message) pairs for the actor layer to send."""
+        for item in items:
+            try:
+                self._handle(item)
+            except Exception:
+                log.exception("host failed on message", kind=item[0])
+                raise
+        self.flush()
+        out, self.outbox = self.outbox, []
+        return out
+
+    def _handle(self, item: tuple[Any, ...]) -> None:
+        kind = item[0]
+        if kind == "commit":
+            self._on_commit(item[2], item[3])
+            return
+        if kind == "housekeep":
+            self._housekeep()
+            return
+        if kind == "recover":
+            self._recover()
+            return
+        if kind == "rearm":
+            self._rearm()
+            return
+        run_id = item[1]
+        if kind == "watch":
+            self._watch(run_id, item[2], item[3])
+            return
+        run = self.runs.get(run_id)
+        if run is None:
+            if run_id in self.finishing:
+                if kind == "cancel" and item[2] is not None:
+                    self.outputs.append((None, lambda f=item[2]: f.set_result(False)))
+                return
+            if kind == "start":
+                run = self._start(item)
+                return
+            if kind == "cancel" and run_id in self.blocked:
+                self._cancel_blocked(run_id, item[2])
+                return
+            if kind in _WAKING or (kind == "timer" and item[3] in ("sleep", "wait")):
+                run = self._load(run_id)
+            if run is None:
+                if kind == "cancel" and item[2] is not None:
+                    self._cancel_unloaded(run_id, item[2])
+                return
+        run.last_active = self.rt.clock.now()
+        if kind == "step":
+            run.on_step_result(item[2], item[3], item[4], item[5])
+        elif kind == "timer":
+            run.on_timer(item[2], item[3])
+        elif kind == "signal":
+            run.on_signal(item[2], item[3], item[4])
+        elif kind == "comp":
+            run.on_comp_result(item[2], item[3], item[4])
+        elif kind == "child_done":
+            run.on_child_done(item[2], item[3], item[4])
+        elif kind == "cancel":
+            ok = run.request_cancel()
+            if item[2] is not None:
+                self.outputs.append((None, lambda f=item[2]: f.set_result(ok)))
+
+    def _start(self, item: tuple[Any, ...]) -> Run | None:
+        _, run_id, rec_tuple, args = item
+        if run_id in self.blocked:
+            return None
+        rec = RunRecord.from_tuple(rec_tuple)
+        fn = self.rt.workflows.get(rec.workflow)
+        if fn is None:
+            return None
+        started = Event(0, "run_started", rec.workflow, {"args": args}, rec.created_at)
+        run = Run(self, rec, fn, args, [started])
+        self.runs[run_id] = run
+        run.start()
+        return run
+
+    def _load(self, run_id: str, force: bool = False) -> Run | None:
+        if run_id in self.runs:
+            return self.runs[run_id]
+        if run_id in self.blocked and not force:
+            return None
+        journal = self.rt.journal
+        rec = journal.get_run(run_id)
+        if rec is None or rec.finished:
+            return None
+        fn = self.rt.workflows.get(rec.workflow)
+        if fn is None:
+            log.warning("run of unregistered workflow left as is", run_id=run_id, workflow=rec.workflow)
+            return None
+        self.blocked.discard(run_id)
+        events = journal.events(run_id)
+        run = Run(self, rec, fn, tuple(events[0].data["args"]), events)
+        self.runs[run_id] = run
+        for name, seq, payload in journal.signals(run_id):
+            run.seen_signals.add(seq)
+            run.inbox.setdefault(name, []).append((seq, payload))
+        run.start()
+        return self.runs.get(run_id)
+
+    def _cancel_blocked(self, run_id: str, reply: Any) -> None:
+        rec = self.rt.journal.get_run(run_id)
+        if rec is None or rec.finished:
+            if reply is not None:
+                self.outputs.append((None, lambda: reply.set_result(False)))
+            return
+        self.blocked.discard(run_id)
+        now = self.rt.clock.now()
+        seq = self.rt.journal.last_seq(run_id) + 1
+        self.batch.append(run_id, Event(seq, "run_cancelled", "", {"error": "Cancelled: cancelled while blocked"}, now))
+        rec.state, rec.updated_at = "cancelled", now
+        self.batch.put_run(rec)
+        status = RunStatus.from_record(rec)
+
+        def done() -> None:
+            self.rt.notifier.finished(run_id, status, "cancelled", None, {"error": "cancelled while blocked"})
+            if reply is not None:
+                reply.set_result(True)
+
+        self.outputs.append((None, done))
+
+    def _cancel_unloaded(self, run_id: str, reply: Any) -> None:
+        # a run this host cannot load (workflow not registered here): cancel it without running code
+        self._cancel_blocked(run_id, reply)
+
+    def _watch(self, child_id: str, parent_id: str, pos: int) -> None:
+        outcome = self.finishing.get(child_id)
+        if outcome is None and child_id not in self.runs:
+            rec = self.rt.journal.get_run(child_id)
+            if rec is not None and rec.finished:
+                outcome = self.rt.final_outcome(child_id, rec)
+        if outcome is not None:
+            kind, data = outcome
+            self.send_run(parent_id, ("child_done", parent_id, pos, kind, data))
+            return
+        targets = self.watchers.setdefault(child_id, [])
+        if (parent_id, pos) not in targets:
+            targets.append((parent_id, pos))
+
+    def _recover(self) -> None:
+        """Load this shard's runs that were doing something; sleepers and waiters wake on demand."""
+        journal = self.rt.journal
+        for run_id in journal.active_run_ids():
+            if self.rt.shard_of(run_id) != self.shard or run_id in self.runs:
+                continue
+            rec = journal.get_run(run_id)
+            if rec is not None and rec.state in ("pending", "running", "blocked"):
+                self._load(run_id, force=True)
+
+    def _rearm(self) -> None:
+        """The timer actor restarted: arm again what only lived in its memory."""
+        now = self.rt.clock.now()
+        for run in self.runs.values():
+            for cmd in run.pending.values():
+                if cmd.kind in ("sleep", "signal") and cmd.due is not None:
+                    tag = "sleep" if cmd.kind == "sleep" else "wait"
+                    self.send_timer(("arm", cmd.due, run.run_id, cmd.pos, tag, True))
+                elif cmd.kind == "step" and not cmd.inflight:
+                    self.send_timer(("arm", now, run.run_id, cmd.pos, ("retry", cmd.attempt + 1), False))
+                elif cmd.kind == "step" and cmd.spec.timeout is not None:
+                    self.send_timer(("arm", now + cmd.spec.timeout, run.run_id, cmd.pos, ("timeout", cmd.attempt), False))
+
+    def _housekeep(self) -> None:
+        limit = self.rt.passivate_after
+        if limit is None:
+            return
+        now = self.rt.clock.now()
+        for run_id, run in list(self.runs.items()):
+            if now - run.last_active >= limit and run.idle():
+                del self.runs[run_id]
+
+    # --- commit --------------------------------------------------------------------------------
+    def flush(self) -> None:
+        now = self.rt.clock.now()
+        notify = self.rt.notifier
+        for run in self.dirty.values():
+            run.record.updated_at = now
+            self.batch.put_run(run.record)
+            if notify.watching(run.run_id) and run.phase != "finished":
+                status = RunStatus.from_record(run.record)
+                self.outputs.append((None, lambda s=status: notify.status_changed(s)))
+            self.touched[run.run_id] = run
+        self.dirty = {}
+        if not self.batch.ops:
+            outputs, self.outputs = self.outputs, []
+            for _idx, fn in outputs:
+                fn() if _idx is None else fn(None)
+            return
+        batch, outputs, touched = self.batch, self.outputs, list(self.touched.values())
+        self.batch, self.outputs, self.touched = self.rt.journal.batch(), [], {}
+        for run in touched:
+            run.pending_commits += 1
+        self.commits_in_flight += 1
+        self.rt.commit_started()
+        token = (self, outputs, touched)
+        fut = self.rt.journal.submit(batch)
+        shard, post = self.shard, self.rt.post
+        fut.add_done_callback(lambda f: post(("commit", shard, token, f)))
+
+    def _on_commit(self, token: tuple["RunHost", list[Output], list[Run]], fut: Any) -> None:
+        host, outputs, touched = token
+        self.rt.commit_finished()
+        if host is not self:
+            return  # written by a host that failed and was replaced: its runs are recovered by replay
+        self.commits_in_flight -= 1
+        for run in touched:
+            run.pending_commits -= 1
+        exc = fut.exception()
+        if exc is not None:
+            log.error("journal commit failed; affected runs unloaded until reopened", error=str(exc), runs=len(touched))
+            for run in touched:
+                self.runs.pop(run.run_id, None)
+                self.finishing.pop(run.run_id, None)
+            return
+        results = fut.result()
+        for idx, fn in outputs:
+            if idx is None:
+                fn()
+            else:
+                fn(results[idx])

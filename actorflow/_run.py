@@ -1,0 +1,553 @@
+"""One workflow run: its replayed coroutine, pending commands, inbox and saga, driven by messages."""
+
+from __future__ import annotations
+
+import bisect
+import random
+import traceback
+from typing import TYPE_CHECKING, Any, Callable
+
+from storage import Event, RunRecord
+
+from ._context import Command, StepSpec, WorkflowContext
+from .errors import (
+    Cancelled,
+    ConfigError,
+    NondeterminismError,
+    PayloadError,
+    RunConflict,
+    StepFailed,
+    StepTimeout,
+    WaitTimeout,
+    WorkflowFailed,
+)
+
+if TYPE_CHECKING:
+    from ._host import RunHost
+
+__all__ = ["Run", "FAMILY", "describe_error"]
+
+# which command family each position-bound event kind belongs to (replay matches on family + name)
+FAMILY = {
+    "step_completed": "step",
+    "step_failed": "step",
+    "step_attempt_failed": "step",
+    "timer_started": "sleep",
+    "timer_fired": "sleep",
+    "wait_started": "signal",
+    "signal_received": "signal",
+    "wait_timeout": "signal",
+    "child_started": "child",
+    "child_completed": "child",
+    "child_failed": "child",
+    "now": "now",
+    "random": "random",
+    "uuid4": "uuid4",
+    "patch": "patch",
+}
+
+
+def describe_error(exc: BaseException) -> str:
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+class Run:
+    """A workflow run hosted in memory; all facts go through the host's journal batch first."""
+
+    def __init__(self, host: "RunHost", record: RunRecord, fn: Callable[..., Any], args: tuple[Any, ...], events: list[Event]) -> None:
+        self.host = host
+        self.record = record
+        self.run_id = record.run_id
+        self.workflow = record.workflow
+        self.fn = fn
+        self.args = args
+        self.next_seq = len(events)
+        self.recorded: dict[int, list[Event]] = {}
+        self.max_pos = -1
+        self.cancel_pos: int | None = None
+        self.comp_done: dict[int, Event] = {}
+        for ev in events:
+            if ev.kind in FAMILY:
+                self.recorded.setdefault(ev.pos, []).append(ev)
+                if ev.pos > self.max_pos:
+                    self.max_pos = ev.pos
+            elif ev.kind == "cancel_requested":
+                self.cancel_pos = ev.pos
+            elif ev.kind in ("compensation_completed", "compensation_failed"):
+                self.comp_done[ev.pos] = ev
+        self.pos = 0
+        self.rng = random.Random()
+        self.ctx = WorkflowContext(self)
+        self.coro: Any = None
+        self.awaiting: Command | None = None
+        self.pending: dict[int, Command] = {}
+        self.inbox: dict[str, list[tuple[int, Any]]] = {}
+        self.seen_signals: set[int] = set()
+        self.waits: dict[str, list[Command]] = {}
+        self.comps: list[tuple[int, int, str, Callable[[], Any]]] = []
+        self.comp_queue: list[tuple[int, int, str, Callable[[], Any]]] = []
+        self.comp_errors: list[str] = []
+        self.final: tuple[str, Any] | None = None
+        self.phase = "new"  # new, running, compensating, finished, blocked
+        self.cancelled = False
+        self.nondet: NondeterminismError | None = None
+        self.steps_inflight = 0
+        self.driving = False
+        self.pending_commits = 0
+        self.last_active = host.rt.clock.now()
+
+    # --- helpers ------------------------------------------------------------------------------
+    @property
+    def replaying(self) -> bool:
+        return self.pos <= self.max_pos
+
+    def clock_now(self) -> float:
+        return self.host.rt.clock.now()
+
+    def _append(self, kind: str, name: str, pos: int, data: Any) -> int:
+        return self.host.append(self, kind, name, pos, data)
+
+    def _next(self, kind: str, name: str) -> tuple[Command, list[Event] | None]:
+        pos = self.pos
+        self.pos += 1
+        cmd = Command(self, pos, kind, name)
+        evs = self.recorded.get(pos)
+        if evs:
+            first = evs[0]
+            if FAMILY[first.kind] != kind or first.name != name:
+                raise self._nondet(pos, f"{kind} {name!r}", f"{first.kind} {first.name!r}")
+        return cmd, evs
+
+    def _nondet(self, pos: int, expected: str, recorded: str) -> NondeterminismError:
+        err = NondeterminismError(self.run_id, pos, expected, recorded)
+        if self.nondet is None:
+            self.nondet = err
+        return err
+
+    def _done(self, cmd: Command, value: Any = None, error: BaseException | None = None) -> None:
+        cmd.done = True
+        cmd.value = value
+        cmd.error = error
+        self.pending.pop(cmd.pos, None)
+
+    def _resolve(self, cmd: Command, value: Any = None, error: BaseException | None = None) -> None:
+        self._done(cmd, value, error)
+        if self.awaiting is cmd and not self.driving:
+            self.awaiting = None
+            self._drive()
+
+    def _arm(self, due: float, pos: int, tag: Any, durable: bool = False) -> None:
+        self.host.send_timer(("arm", due, self.run_id, pos, tag, durable))
+
+    def _exc_data(self, exc: BaseException) -> dict[str, Any]:
+        data: dict[str, Any] = {"error": describe_error(exc), "type": type(exc).__name__}
+        try:
+            self.host.rt.codec.dumps(exc)
+            data["exc"] = exc
+        except PayloadError:
+            data["exc"] = None
+        return data
+
+    # --- life cycle ---------------------------------------------------------------------------
+    def start(self) -> None:
+        """Create the coroutine and run it to its first pending operation (replaying what is known)."""
+        self.phase = "running"
+        if self.record.state == "pending" or self.record.state == "blocked":
+            self.record.state = "running"
+            self.record.error = None
+            self.host.mark_dirty(self)
+        try:
+            self.coro = self.fn(self.ctx, *self.args)
+        except Exception as exc:  # bad arguments for the workflow signature
+            self._fail(exc)
+            return
+        self._drive()
+
+    def _drive(self, throw: BaseException | None = None) -> None:
+        self.driving = True
+        try:
+            while True:
+                try:
+                    cmd = self.coro.throw(throw) if throw is not None else self.coro.send(None)
+                    throw = None
+                except StopIteration as stop:
+                    if self.nondet is None and self.pos <= self.max_pos:
+                        ev = self.recorded.get(self.pos) or self.recorded[min(p for p in self.recorded if p >= self.pos)]
+                        self._nondet(self.pos, "workflow return", f"{ev[0].kind} {ev[0].name!r}")
+                    if self.nondet is not None:
+                        self._block(self.nondet)
+                    else:
+                        self._complete(stop.value)
+                    return
+                except Cancelled as exc:
+                    if self.nondet is not None:
+                        self._block(self.nondet)
+                    else:
+                        self._fail(exc, cancelled=True)
+                    return
+                except BaseException as exc:  # noqa: BLE001 - the workflow's own failure
+                    if self.nondet is not None:
+                        self._block(self.nondet)
+                    else:
+                        self._fail(exc)
+                    return
+                if self.nondet is not None:
+                    self.coro.close()
+                    self._block(self.nondet)
+                    return
+                if not isinstance(cmd, Command) or cmd.run is not self:
+                    throw = ConfigError(
+                        f"workflow {self.workflow!r} awaited {cmd!r}; workflow code may only await "
+                        "ctx.step/sleep/wait_signal/child/gather (no asyncio primitives)"
+                    )
+                    continue
+                if cmd.done:
+                    continue
+                if self.cancel_pos == cmd.pos and not self.cancelled:
+                    self._deliver_cancel()
+                    continue
+                self.awaiting = cmd
+                self._update_state()
+                return
+        finally:
+            self.driving = False
+
+    def _update_state(self) -> None:
+        if self.phase != "running":
+            return
+        aw = self.awaiting
+        if aw is None or aw.kind == "step" or any(c.kind == "step" for c in self.pending.values()):
+            state = "running"
+        elif aw.kind == "sleep":
+            state = "sleeping"
+        else:
+            state = "waiting"
+        if state != self.record.state:
+            self.record.state = state
+            self.host.mark_dirty(self)
+
+    def idle(self) -> bool:
+        """Waiting only on durable things (timers, signals, children): safe to passivate."""
+        if self.phase != "running" or self.steps_inflight or self.pending_commits or self.awaiting is None:
+            return False
+        return all(c.kind in ("sleep", "signal", "child") for c in self.pending.values())
+
+    # --- commands -----------------------------------------------------------------------------
+    def cmd_step(self, name: str, spec: StepSpec) -> Command:
+        cmd, evs = self._next("step", name)
+        cmd.spec = spec
+        failures = 0
+        retry_at: float | None = None
+        for ev in evs or ():
+            if ev.kind == "step_completed":
+                self._done(cmd, ev.data)
+                self._add_comp(ev.seq, cmd)
+                return cmd
+            if ev.kind == "step_failed":
+                self._done(cmd, None, self._step_error(cmd, ev.data))
+                return cmd
+            failures += 1
+            retry_at = ev.data.get("retry_at")
+        cmd.attempt = failures
+        self.pending[cmd.pos] = cmd
+        if retry_at is not None and retry_at > self.clock_now():
+            self._arm(retry_at, cmd.pos, ("retry", failures + 1))
+        else:
+            self._dispatch(cmd)
+        return cmd
+
+    def _dispatch(self, cmd: Command) -> None:
+        cmd.attempt += 1
+        cmd.inflight = True
+        self.steps_inflight += 1
+        spec: StepSpec = cmd.spec
+        self.host.dispatch_step(self, cmd.pos, cmd.name, cmd.attempt, spec.fn, "step")
+        if spec.timeout is not None:
+            self._arm(self.clock_now() + spec.timeout, cmd.pos, ("timeout", cmd.attempt))
+
+    def _add_comp(self, seq: int, cmd: Command) -> None:
+        if cmd.spec.compensate is not None:
+            bisect.insort(self.comps, (seq, cmd.pos, cmd.name, cmd.spec.compensate), key=lambda c: c[0])
+
+    def _step_error(self, cmd: Command, data: dict[str, Any]) -> StepFailed:
+        cls = StepTimeout if data.get("timeout") else StepFailed
+        err = cls(self.run_id, cmd.name, data.get("attempts", 1), data.get("error", "?"))
+        if data.get("exc") is not None:
+            err.__cause__ = data["exc"]
+        return err
+
+    def on_step_result(self, pos: int, attempt: int, ok: bool, payload: Any) -> None:
+        cmd = self.pending.get(pos)
+        if cmd is None or cmd.kind != "step" or not cmd.inflight or cmd.attempt != attempt:
+            return  # a late result of an abandoned attempt: discarded
+        cmd.inflight = False
+        self.steps_inflight -= 1
+        if ok:
+            record, value = payload
+            seq = self.host.append_encoded(self, record)
+            self._add_comp(seq, cmd)
+            self._resolve(cmd, value)
+        else:
+            self._attempt_failed(cmd, payload)
+        self._update_state()
+
+    def _attempt_failed(self, cmd: Command, exc: BaseException) -> None:
+        spec: StepSpec = cmd.spec
+        retryable = not isinstance(exc, (PayloadError, Cancelled)) and spec.retry.should_retry(cmd.attempt, exc)
+        if retryable:
+            retry_at = self.clock_now() + spec.retry.delay(cmd.attempt)
+            self._append(
+                "step_attempt_failed",
+                cmd.name,
+                cmd.pos,
+                {"attempt": cmd.attempt, "error": describe_error(exc), "retry_at": retry_at},
+            )
+            self._arm(retry_at, cmd.pos, ("retry", cmd.attempt + 1))
+            return
+        data = self._exc_data(exc)
+        data["attempts"] = cmd.attempt
+        data["timeout"] = isinstance(exc, StepTimeout)
+        self._append("step_failed", cmd.name, cmd.pos, data)
+        self._resolve(cmd, None, self._step_error(cmd, data))
+
+    def cmd_sleep(self, name: str, seconds: float) -> Command:
+        cmd, evs = self._next("sleep", name)
+        if evs:
+            if any(ev.kind == "timer_fired" for ev in evs):
+                self._done(cmd)
+                return cmd
+            cmd.due = evs[0].data
+        else:
+            cmd.due = self.clock_now() + seconds
+            self._append("timer_started", name, cmd.pos, cmd.due)
+            self.host.batch.put_timer(cmd.due, self.run_id, cmd.pos, "sleep")
+        self.pending[cmd.pos] = cmd
+        self._arm(cmd.due, cmd.pos, "sleep", durable=True)  # type: ignore[arg-type]
+        return cmd
+
+    def cmd_wait(self, name: str, timeout: float | None) -> Command:
+        cmd, evs = self._next("signal", name)
+        cmd.spec = timeout
+        for ev in evs or ():
+            if ev.kind == "signal_received":
+                self.seen_signals.add(ev.data["seq"])
+                self._done(cmd, ev.data["payload"])
+                return cmd
+            if ev.kind == "wait_timeout":
+                self._done(cmd, None, WaitTimeout(self.run_id, name, timeout or 0.0))
+                return cmd
+            cmd.due = ev.data
+        self.pending[cmd.pos] = cmd
+        self.waits.setdefault(name, []).append(cmd)
+        if self.inbox.get(name):
+            self._try_deliver(name)
+            return cmd
+        if timeout is not None and not evs:
+            cmd.due = self.clock_now() + timeout
+            self._append("wait_started", name, cmd.pos, cmd.due)
+            self.host.batch.put_timer(cmd.due, self.run_id, cmd.pos, "wait")
+        if cmd.due is not None:
+            self._arm(cmd.due, cmd.pos, "wait", durable=True)
+        return cmd
+
+    def on_signal(self, name: str, seq: int, payload: Any) -> None:
+        if seq in self.seen_signals:
+            return
+        self.seen_signals.add(seq)
+        bisect.insort(self.inbox.setdefault(name, []), (seq, payload), key=lambda s: s[0])
+        self._try_deliver(name)
+
+    def _try_deliver(self, name: str) -> None:
+        waits = self.waits.get(name)
+        box = self.inbox.get(name)
+        while waits and box:
+            cmd = waits.pop(0)
+            seq, payload = box.pop(0)
+            self._append("signal_received", name, cmd.pos, {"payload": payload, "seq": seq})
+            self.host.batch.del_signal(self.run_id, name, seq)
+            if cmd.due is not None:
+                self.host.batch.del_timer(cmd.due, self.run_id, cmd.pos)
+                self.host.send_timer(("disarm", cmd.due, self.run_id, cmd.pos, "wait"))
+            self._resolve(cmd, payload)
+
+    def on_timer(self, pos: int, tag: Any) -> None:
+        cmd = self.pending.get(pos)
+        if cmd is None:
+            return
+        if tag == "sleep" and cmd.kind == "sleep":
+            self._append("timer_fired", cmd.name, pos, None)
+            self.host.batch.del_timer(cmd.due, self.run_id, pos)  # type: ignore[arg-type]
+            self._resolve(cmd)
+        elif tag == "wait" and cmd.kind == "signal":
+            self._append("wait_timeout", cmd.name, pos, None)
+            self.host.batch.del_timer(cmd.due, self.run_id, pos)  # type: ignore[arg-type]
+            self.waits[cmd.name].remove(cmd)
+            self._resolve(cmd, None, WaitTimeout(self.run_id, cmd.name, cmd.spec or 0.0))
+        elif isinstance(tag, tuple) and cmd.kind == "step":
+            what, attempt = tag
+            if what == "retry" and not cmd.inflight and cmd.attempt + 1 == attempt:
+                self._dispatch(cmd)
+            elif what == "timeout" and cmd.inflight and cmd.attempt == attempt:
+                spec: StepSpec = cmd.spec
+                err = StepTimeout(self.run_id, cmd.name, attempt, f"attempt timed out after {spec.timeout}s")
+                self.on_step_result(pos, attempt, False, err)
+        self._update_state()
+
+    def cmd_child(self, wf: Any, args: tuple[Any, ...], run_id: str | None) -> Command:
+        name = self.host.rt.workflow_name(wf)
+        cmd, evs = self._next("child", name)
+        if evs:
+            child_id = evs[0].data["run_id"]
+            for ev in evs[1:]:
+                self._child_outcome(cmd, ev.kind, ev.data, resolve=False)
+                return cmd
+        else:
+            child_id = run_id or f"{self.run_id}/{cmd.pos}"
+            self._append("child_started", name, cmd.pos, {"run_id": child_id})
+            self.host.create_child(self, cmd, child_id, name, args)
+        cmd.spec = child_id
+        self.pending[cmd.pos] = cmd
+        self.host.watch(child_id, self.run_id, cmd.pos)
+        return cmd
+
+    def on_child_done(self, pos: int, kind: str, data: Any) -> None:
+        cmd = self.pending.get(pos)
+        if cmd is None or cmd.kind != "child":
+            return
+        self._append(kind, cmd.name, pos, data)
+        self._child_outcome(cmd, kind, data, resolve=True)
+
+    def _child_outcome(self, cmd: Command, kind: str, data: Any, resolve: bool) -> None:
+        done = self._resolve if resolve else self._done
+        if kind == "child_completed":
+            done(cmd, data)
+        elif data.get("cancelled"):
+            done(cmd, None, Cancelled(data.get("run_id", ""), "child run was cancelled"))
+        elif data.get("conflict"):
+            done(cmd, None, RunConflict(data["run_id"], data["conflict"], cmd.name))
+        else:
+            err = WorkflowFailed(data.get("run_id", ""), data.get("error", "?"))
+            if data.get("exc") is not None:
+                err.__cause__ = data["exc"]
+            done(cmd, None, err)
+
+    def cmd_value(self, kind: str, gen: Callable[[], Any]) -> Any:
+        cmd, evs = self._next(kind, kind)
+        if evs:
+            return evs[0].data
+        value = gen()
+        self._append(kind, kind, cmd.pos, value)
+        return value
+
+    def cmd_patched(self, change_id: str) -> bool:
+        pos = self.pos
+        if pos <= self.max_pos:
+            evs = self.recorded.get(pos)
+            if evs and evs[0].kind == "patch" and evs[0].name == change_id:
+                self.pos += 1
+                return True
+            return False
+        self.pos += 1
+        self._append("patch", change_id, pos, None)
+        return True
+
+    def set_progress(self, fraction: float) -> None:
+        if self.replaying:
+            return
+        self.record.progress = fraction
+        self._append("progress", "", -1, fraction)
+        self.host.mark_dirty(self)
+
+    # --- cancellation, saga, completion -------------------------------------------------------
+    def request_cancel(self) -> bool:
+        if self.phase != "running":
+            return self.phase == "compensating"
+        if self.cancelled:
+            return True
+        pos = self.awaiting.pos if self.awaiting is not None else self.pos
+        self._append("cancel_requested", "", pos, None)
+        self._deliver_cancel()
+        if self.awaiting is not None and self.awaiting.done:
+            self.awaiting = None
+            self._drive()
+        return True
+
+    def _deliver_cancel(self) -> None:
+        self.cancelled = True
+        for cmd in list(self.pending.values()):
+            if cmd.kind == "step" and cmd.inflight:
+                cmd.inflight = False
+                self.steps_inflight -= 1
+            elif cmd.kind in ("sleep", "signal") and cmd.due is not None:
+                self.host.batch.del_timer(cmd.due, self.run_id, cmd.pos)
+            elif cmd.kind == "child":
+                self.host.send_run(cmd.spec, ("cancel", cmd.spec, None))
+            self._done(cmd, None, Cancelled(self.run_id))
+        self.waits.clear()
+
+    def _complete(self, value: Any) -> None:
+        try:
+            self._append("run_completed", "", -1, value)
+        except PayloadError as exc:
+            self._fail(exc)
+            return
+        self._finish("completed", value, None)
+
+    def _fail(self, exc: BaseException, cancelled: bool = False) -> None:
+        self.phase = "compensating"
+        self.final = ("cancelled" if cancelled else "failed", exc)
+        self.record.state = "running"
+        self.comp_queue = [c for c in reversed(self.comps)]
+        self._next_compensation()
+
+    def _next_compensation(self) -> None:
+        while self.comp_queue:
+            seq, pos, name, fn = self.comp_queue.pop(0)
+            done = self.comp_done.get(pos)
+            if done is not None:
+                if done.kind == "compensation_failed":
+                    self.comp_errors.append(f"{name}: {done.data['error']}")
+                continue
+            self.host.dispatch_step(self, pos, name, 1, fn, "comp")
+            return
+        assert self.final is not None
+        state, exc = self.final
+        data = self._exc_data(exc)
+        if self.comp_errors:
+            data["compensation_errors"] = list(self.comp_errors)
+        error = data["error"] + (f" (compensation failed: {'; '.join(self.comp_errors)})" if self.comp_errors else "")
+        self._append("run_cancelled" if state == "cancelled" else "run_failed", "", -1, data)
+        self._finish(state, None, error, data)
+
+    def on_comp_result(self, pos: int, ok: bool, payload: Any) -> None:
+        if self.phase != "compensating":
+            return
+        name = next((c[2] for c in self.comps if c[1] == pos), "")
+        if ok:
+            self._append("compensation_completed", name, pos, None)
+        else:
+            self._append("compensation_failed", name, pos, {"error": describe_error(payload), "tb": "".join(traceback.format_exception(payload))[-2000:]})
+            self.comp_errors.append(f"{name}: {describe_error(payload)}")
+        self._next_compensation()
+
+    def _finish(self, state: str, value: Any, error: str | None, data: Any = None) -> None:
+        self.phase = "finished"
+        self.record.state = state
+        self.record.error = error
+        if state == "completed":
+            self.record.progress = 1.0
+        self.host.mark_dirty(self)
+        self.host.finished(self, state, value, data)
+
+    def _block(self, err: NondeterminismError) -> None:
+        self.phase = "blocked"
+        for cmd in self.pending.values():
+            cmd.inflight = False
+        self.pending.clear()
+        self.steps_inflight = 0
+        self._append("run_blocked", "", -1, {"error": str(err), "seq": err.seq, "expected": err.expected, "recorded": err.recorded})
+        self.record.state = "blocked"
+        self.record.error = str(err)
+        self.host.mark_dirty(self)
+        self.host.blocked_run(self)

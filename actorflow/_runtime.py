@@ -1,0 +1,144 @@
+"""Services the actors of one engine share in-process: journal, clock, step pool, registry, notifier."""
+
+from __future__ import annotations
+
+import queue
+import threading
+import zlib
+from typing import Any, Callable
+
+from storage import Journal, RunRecord
+
+from ._clock import Clock
+from ._steps import StepPool
+from ._types import RunStatus
+from .errors import WorkflowNotRegistered
+
+__all__ = ["Runtime", "Notifier"]
+
+
+class Notifier:
+    """Where run hosts report finished runs and status changes to waiting callers (thread-safe)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._waiters: dict[str, list[Callable[[tuple[str, Any, Any]], None]]] = {}
+        self._monitors: dict[str, list[Callable[[RunStatus], None]]] = {}
+
+    def watching(self, run_id: str) -> bool:
+        return run_id in self._monitors
+
+    def add_waiter(self, run_id: str, cb: Callable[[tuple[str, Any, Any]], None]) -> None:
+        with self._lock:
+            self._waiters.setdefault(run_id, []).append(cb)
+
+    def remove_waiter(self, run_id: str, cb: Callable[[tuple[str, Any, Any]], None]) -> None:
+        with self._lock:
+            cbs = self._waiters.get(run_id)
+            if cbs and cb in cbs:
+                cbs.remove(cb)
+                if not cbs:
+                    del self._waiters[run_id]
+
+    def add_monitor(self, run_id: str, cb: Callable[[RunStatus], None]) -> None:
+        with self._lock:
+            self._monitors.setdefault(run_id, []).append(cb)
+
+    def remove_monitor(self, run_id: str, cb: Callable[[RunStatus], None]) -> None:
+        with self._lock:
+            cbs = self._monitors.get(run_id)
+            if cbs and cb in cbs:
+                cbs.remove(cb)
+                if not cbs:
+                    del self._monitors[run_id]
+
+    def status_changed(self, status: RunStatus) -> None:
+        for cb in list(self._monitors.get(status.run_id, ())):
+            cb(status)
+
+    def finished(self, run_id: str, status: RunStatus, state: str, value: Any, data: Any) -> None:
+        with self._lock:
+            waiters = self._waiters.pop(run_id, [])
+            monitors = list(self._monitors.get(run_id, ()))
+        for cb in monitors:
+            cb(status)
+        for w in waiters:
+            w((state, value, data))
+
+
+class Runtime:
+    """Everything an engine's actors share; in embedded mode they reach it directly."""
+
+    def __init__(
+        self,
+        journal: Journal,
+        clock: Clock,
+        workflows: dict[str, Callable[..., Any]],
+        *,
+        shards: int = 2,
+        passivate_after: float | None = 60.0,
+        step_threads: int = 32,
+        timer_horizon: float = 30.0,
+    ) -> None:
+        self.journal = journal
+        self.codec = journal.codec
+        self.clock = clock
+        self.workflows = workflows
+        self.shards = shards
+        self.passivate_after = passivate_after
+        self.timer_horizon = timer_horizon
+        self.queue: "queue.SimpleQueue[tuple[Any, ...]]" = queue.SimpleQueue()
+        self.notifier = Notifier()
+        self.steps = StepPool(self, step_threads)
+        self.addresses: dict[str, Any] = {}
+        self.timer_next_due = 0.0
+        self.timer_heap_due: float | None = None
+        self._commit_lock = threading.Lock()
+        self.commits_pending = 0
+        self.closing = False
+        self.names: dict[Callable[..., Any], str] = {}
+        self.fatal: str | None = None
+
+    def post(self, item: tuple[Any, ...]) -> None:
+        """Hand an item to the pump thread (any thread may call this)."""
+        self.queue.put(item)
+
+    def shard_of(self, run_id: str) -> int:
+        return zlib.crc32(run_id.encode()) % self.shards if self.shards > 1 else 0
+
+    def workflow_name(self, wf: Any) -> str:
+        name = wf if isinstance(wf, str) else self.names.get(wf, getattr(wf, "__qualname__", repr(wf)))
+        if name not in self.workflows:
+            raise WorkflowNotRegistered(str(name), list(self.workflows))
+        return str(name)
+
+    def commit_started(self) -> None:
+        with self._commit_lock:
+            self.commits_pending += 1
+
+    def commit_finished(self) -> None:
+        with self._commit_lock:
+            self.commits_pending -= 1
+
+    def busy(self) -> bool:
+        return bool(self.commits_pending or self.steps.inflight or not self.queue.empty())
+
+    def final_outcome(self, run_id: str, rec: RunRecord) -> tuple[str, Any]:
+        """The outcome of a finished run as a child-done message carries it."""
+        ev = self.final_event(run_id)
+        if rec.state == "completed":
+            return ("child_completed", ev.data if ev is not None else None)
+        data = dict(ev.data) if ev is not None and isinstance(ev.data, dict) else {"error": rec.error}
+        data["run_id"] = run_id
+        data["cancelled"] = rec.state == "cancelled"
+        return ("child_failed", data)
+
+    def final_event(self, run_id: str) -> Any:
+        last = self.journal.last_seq(run_id)
+        for ev in reversed(self.journal.events(run_id, max(0, last - 3))):
+            if ev.kind in ("run_completed", "run_failed", "run_cancelled"):
+                return ev
+        for ev in reversed(self.journal.events(run_id)):
+            if ev.kind in ("run_completed", "run_failed", "run_cancelled"):
+                return ev
+        return None

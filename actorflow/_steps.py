@@ -1,0 +1,100 @@
+"""Runs step and compensation functions off the actor thread: a thread pool plus an asyncio loop."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any, Callable
+
+
+from ._types import StepInfo, _current_step
+
+if TYPE_CHECKING:
+    from ._runtime import Runtime
+
+__all__ = ["StepPool"]
+
+_SIMPLE = (type(None), bool, int, float, str)
+
+
+class StepPool:
+    """Executes step functions and posts ("step"|"comp", ...) results back to the runtime."""
+
+    def __init__(self, rt: "Runtime", threads: int = 32) -> None:
+        self.rt = rt
+        self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="actorflow-step")
+        self._loop = asyncio.new_event_loop()
+        self._loop_thread = threading.Thread(target=self._loop.run_forever, name="actorflow-async-steps", daemon=True)
+        self._loop_thread.start()
+        self._lock = threading.Lock()
+        self.inflight = 0
+        self._idle = threading.Condition(self._lock)
+
+    def submit(self, run_id: str, pos: int, name: str, attempt: int, fn: Callable[[], Any], kind: str) -> None:
+        if self.rt.closing:
+            return  # the engine is closing: the step runs again after the next open (at-least-once)
+        info = StepInfo(run_id, name, pos, attempt, f"{run_id}#{pos}:{name}")
+        with self._lock:
+            self.inflight += 1
+        fut: Future[Any]
+        if inspect.iscoroutinefunction(fn):
+            fut = asyncio.run_coroutine_threadsafe(self._run_async(fn, info), self._loop)
+        else:
+            fut = self._executor.submit(self._run_sync, fn, info)
+        fut.add_done_callback(lambda f: self._done(f, info, kind))
+
+    def _run_sync(self, fn: Callable[[], Any], info: StepInfo) -> Any:
+        token = _current_step.set(info)
+        try:
+            result = fn()
+        finally:
+            _current_step.reset(token)
+        if inspect.isawaitable(result):
+            return asyncio.run_coroutine_threadsafe(self._await(result, info), self._loop).result()
+        return result
+
+    async def _run_async(self, fn: Callable[[], Any], info: StepInfo) -> Any:
+        _current_step.set(info)
+        return await fn()
+
+    async def _await(self, awaitable: Any, info: StepInfo) -> Any:
+        _current_step.set(info)
+        return await awaitable
+
+    def _done(self, fut: "Future[Any]", info: StepInfo, kind: str) -> None:
+        exc = fut.exception()
+        post = self.rt.post
+        if kind == "comp":
+            item: tuple[Any, ...] = ("comp", info.run_id, info.seq, exc is None, exc)
+        elif exc is not None:
+            item = ("step", info.run_id, info.seq, info.attempt, False, exc)
+        else:
+            result = fut.result()
+            codec = self.rt.codec
+            try:
+                record, body = codec.encode_with_body(
+                    ("step_completed", info.name, info.seq, self.rt.clock.now(), result),
+                    f"result of step {info.name!r}",
+                )
+            except Exception as err:  # PayloadError: the result cannot be journaled
+                item = ("step", info.run_id, info.seq, info.attempt, False, err)
+            else:
+                value = result if type(result) in _SIMPLE else codec.loads_body(record[1], body)[4]
+                item = ("step", info.run_id, info.seq, info.attempt, True, (record, value))
+        post(item)
+        with self._lock:
+            self.inflight -= 1
+            if not self.inflight:
+                self._idle.notify_all()
+
+    def wait_idle(self, timeout: float | None) -> bool:
+        """Wait until no step is running (the grace period of close())."""
+        with self._lock:
+            return self._idle.wait_for(lambda: self.inflight == 0, timeout)
+
+    def close(self, wait: bool = False) -> None:
+        self._executor.shutdown(wait=wait, cancel_futures=True)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._loop_thread.join(timeout=5)
