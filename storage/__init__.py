@@ -1,6 +1,6 @@
 """Journal backends: the abstract `Journal`, the LMDB default and an in-memory one for tests."""
 
-from ._codec import Codec, DEFAULT_MAX_PAYLOAD, FORMAT_VERSION
+from ._codec import Codec, DEFAULT_MAX_PAYLOAD, FORMAT_VERSION, HEADER_SIZE
 from ._journal import FINISHED_STATES, Event, GroupCommitter, Journal, RunRecord, SignalResult, WriteBatch
 from ._lmdb import LmdbJournal
 from ._memory import MemoryJournal
@@ -9,6 +9,7 @@ __all__ = [
     "Codec",
     "DEFAULT_MAX_PAYLOAD",
     "FORMAT_VERSION",
+    "HEADER_SIZE",
     "FINISHED_STATES",
     "Event",
     "GroupCommitter",

@@ -81,6 +81,11 @@ class Codec:
         body = self.dumps(value, what)
         return _HEADER.pack(FORMAT_VERSION, self.codec_id, zlib.crc32(body)) + body
 
+    def encode_with_body(self, value: Any, what: str = "payload") -> tuple[bytes, bytes]:
+        """A full record and its body (so the caller can take the journaled copy without re-encoding)."""
+        body = self.dumps(value, what)
+        return _HEADER.pack(FORMAT_VERSION, self.codec_id, zlib.crc32(body)) + body, body
+
     def decode(self, record: bytes | memoryview, where: str = "record") -> Any:
         """Check and decode a record; JournalCorrupt / JournalVersionError name `where`."""
         if len(record) < HEADER_SIZE:
