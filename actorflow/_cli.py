@@ -1,0 +1,141 @@
+"""The `actorflow` command: a live demo, and read-only views of a data directory's runs and journals."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import threading
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn
+from rich.table import Table
+
+from ._engine import Engine
+from ._retry import RetryPolicy
+from ._types import RunStatus
+from .errors import WorkflowFailed
+
+__all__ = ["main"]
+
+
+def _demo_engine(data_dir: str, sleep_seconds: float, console: Console) -> tuple[Engine, Any]:
+    engine = Engine(data_dir)
+    inventory: dict[str, int] = {"widget": 3}
+
+    def reserve(order: dict[str, Any]) -> str:
+        inventory[order["item"]] -= order["qty"]
+        return f"reservation-{order['id']}"
+
+    def release(order: dict[str, Any]) -> None:
+        inventory[order["item"]] += order["qty"]
+        console.print(f"  [yellow]compensation[/] released {order['qty']} {order['item']} for {order['id']}")
+
+    def charge(order: dict[str, Any]) -> str:
+        if order.get("card") == "declined":
+            raise RuntimeError("card declined")
+        return f"payment-{order['id']}"
+
+    @engine.workflow(name="checkout")
+    async def checkout(ctx: Any, order: dict[str, Any]) -> str:
+        await ctx.step("validate", lambda: bool(order["qty"] > 0))
+        ctx.report_progress(0.2)
+        await ctx.step("reserve", lambda: reserve(order), compensate=lambda: release(order))
+        ctx.report_progress(0.4)
+        await ctx.step("charge", lambda: charge(order), retry=RetryPolicy.exponential(max_attempts=2, initial_delay=0.2))
+        ctx.report_progress(0.6)
+        await ctx.sleep("cooling_off", sleep_seconds)
+        ctx.report_progress(0.8)
+        delivered = await ctx.wait_signal("delivery_confirmed", timeout=60)
+        return "delivered" if delivered else "pending"
+
+    return engine, checkout
+
+
+def _demo(args: argparse.Namespace) -> int:
+    console = Console()
+    data_dir = args.data_dir or tempfile.mkdtemp(prefix="actorflow-demo-")
+    console.print(f"[bold]actorflow demo[/] — embedded engine, LMDB journal in {data_dir}")
+    engine, checkout = _demo_engine(data_dir, args.sleep, console)
+    orders = [
+        {"id": "o-1", "item": "widget", "qty": 1, "card": "ok"},
+        {"id": "o-2", "item": "widget", "qty": 2, "card": "declined"},
+    ]
+    with engine:
+        handles = [engine.start(checkout, o, run_id=f"order-{o['id']}") for o in orders]
+        with Progress(TextColumn("{task.description:<12}"), BarColumn(), TextColumn("{task.fields[state]:<10}"), console=console) as bars:
+            tasks = {h.run_id: bars.add_task(h.run_id, total=1.0, state="pending") for h in handles}
+
+            def follow(run_id: str) -> None:
+                for st in engine.monitor(run_id):
+                    bars.update(tasks[run_id], completed=st.progress, state=st.state.value)
+                    if st.state.value == "sleeping" or st.state.value == "waiting":
+                        if st.progress >= 0.8:
+                            engine.signal(run_id, "delivery_confirmed", True)
+
+            threads = [threading.Thread(target=follow, args=(h.run_id,)) for h in handles]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+        for h in handles:
+            try:
+                console.print(f"{h.run_id}: [green]{h.result(timeout=30)}[/]")
+            except WorkflowFailed as exc:
+                console.print(f"{h.run_id}: [red]failed[/] — {exc}")
+        for h in handles:
+            _print_history(console, engine, h.run_id)
+    return 0
+
+
+def _print_history(console: Console, engine: Engine, run_id: str) -> None:
+    table = Table(title=f"journal of {run_id}", show_lines=False)
+    for col in ("seq", "kind", "name", "pos", "data"):
+        table.add_column(col)
+    for ev in engine.history(run_id):
+        d = ev.to_dict()
+        table.add_row(str(ev.seq), ev.kind, ev.name, str(ev.pos), json.dumps(d["data"], default=str)[:60])
+    console.print(table)
+
+
+def _runs(args: argparse.Namespace) -> int:
+    engine = Engine(args.data_dir)
+    with engine:
+        statuses: list[RunStatus] = engine.runs(state=args.state, workflow=args.workflow)
+        for st in statuses:
+            print(json.dumps(st.to_dict()))
+    return 0
+
+
+def _history(args: argparse.Namespace) -> int:
+    engine = Engine(args.data_dir)
+    with engine:
+        for ev in engine.history(args.run_id):
+            print(json.dumps(ev.to_dict()))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="actorflow", description="Durable workflows on the actor model.")
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    demo = sub.add_parser("demo", help="run a checkout workflow with a live progress display")
+    demo.add_argument("--data-dir", default=None, help="journal directory (default: a new temp dir)")
+    demo.add_argument("--sleep", type=float, default=1.0, help="seconds of the durable cooling-off sleep")
+    demo.set_defaults(fn=_demo)
+    runs = sub.add_parser("runs", help="list runs in a data directory (JSON lines)")
+    runs.add_argument("--data-dir", default="./actorflow-data")
+    runs.add_argument("--state", default=None)
+    runs.add_argument("--workflow", default=None)
+    runs.set_defaults(fn=_runs)
+    hist = sub.add_parser("history", help="print a run's journal (JSON lines)")
+    hist.add_argument("run_id")
+    hist.add_argument("--data-dir", default="./actorflow-data")
+    hist.set_defaults(fn=_history)
+    args = parser.parse_args(argv)
+    return int(args.fn(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
