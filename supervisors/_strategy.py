@@ -86,7 +86,7 @@ class Backoff:
 
 @dataclass(frozen=True)
 class Intensity:
-    """Restart budget: more than max_restarts restarts within `within` seconds means the fault is not transient; escalate."""
+    """Restart budget: more than max_restarts restarts within `within` seconds is no transient fault; escalate."""
 
     max_restarts: int = 3
     within: float = 5.0

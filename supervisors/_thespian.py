@@ -48,6 +48,9 @@ class SupervisedActor(Actor):  # type: ignore[misc]
         self.name: str = type(self).__name__
         self.supervisor: ActorAddress | None = None
         self._dead = False
+        self._started = False
+        # Multiproc bases do not order messages across senders: work may overtake the supervisor's init.
+        self._early: list[tuple[Any, ActorAddress]] = []
 
     # -- to override ---------------------------------------------------------------------------
 
@@ -99,12 +102,34 @@ class SupervisedActor(Actor):  # type: ignore[misc]
         if self._dead:
             _log.debug("supervised_actor_dropped_message", actor=self.name, message=repr(message)[:200])
             return
+        if isinstance(message, _Init):
+            self._start(message, sender)
+        elif not self._started:
+            self._early.append((message, sender))
+        else:
+            self._deliver(message, sender)
+
+    def _start(self, init: _Init, sender: ActorAddress) -> None:
+        """Run on_start, then the messages that overtook the init, in arrival order."""
+        self.name = init.name
+        self.supervisor = sender
+        self._started = True
         try:
-            if isinstance(message, _Init):
-                self.name = message.name
-                self.supervisor = sender
-                self.on_start(message.init)
-            elif isinstance(message, WakeupMessage):
+            self.on_start(init.init)
+        except Exception as exc:
+            self._early.clear()
+            self._fail(exc)
+            return
+        early, self._early = self._early, []
+        for message, origin in early:
+            if self._dead:
+                break
+            self._deliver(message, origin)
+
+    def _deliver(self, message: Any, sender: ActorAddress) -> None:
+        """Call the hook for one message; any exception becomes a ChildFailed report."""
+        try:
+            if isinstance(message, WakeupMessage):
                 self.on_wakeup(message.payload)
             else:
                 self.handle(message, sender)

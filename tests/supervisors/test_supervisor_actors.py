@@ -226,6 +226,23 @@ def test_child_failed_carries_error_and_traceback_and_child_goes_quiet(asys: Act
     assert asys.ask(worker, "ping", 0.2) is None
 
 
+def test_messages_that_overtake_the_init_wait_for_on_start(asys: ActorSystem, key: str) -> None:
+    """Multiproc bases may deliver work before the supervisor's init; it must not run (or fail) unsupervised."""
+    worker = asys.createActor(Worker)
+    asys.tell(worker, "ping")
+    asys.tell(worker, "boom")
+    asys.tell(worker, "ping")
+    assert STARTS[key] == []
+    # The init arrives last: on_start runs first, then the held messages in order; the second ping is never
+    # handled because "boom" failed the actor (and the failure is reported, to us as the stand-in supervisor).
+    asys.tell(worker, _Init("late", {"key": key}))
+    assert asys.listen(5) == ("pong", "late")
+    report = asys.listen(5)
+    assert isinstance(report, ChildFailed) and report.error == "ValueError('kaboom late')"
+    assert asys.listen(0.2) is None
+    assert started(key) == ["late"]
+
+
 def test_stale_and_foreign_reports_are_ignored(asys: ActorSystem, key: str) -> None:
     sup, collector, before = start(asys, key)
     asys.tell(sup, ChildFailed("a", "forged"))
@@ -359,7 +376,10 @@ def nested(asys: ActorSystem, key: str, outer_budget: int) -> tuple[Any, Any]:
     )
     outer = SupervisorSpec(
         intensity=Intensity(max_restarts=outer_budget, within=60.0),
-        children=[ChildSpec("inner", SupervisorActor, Supervise(inner, collector)), ChildSpec("w", Worker, {"key": key})],
+        children=[
+            ChildSpec("inner", SupervisorActor, Supervise(inner, collector)),
+            ChildSpec("w", Worker, {"key": key}),
+        ],
         name="outer",
     )
     sup = asys.createActor(SupervisorActor)
