@@ -43,6 +43,8 @@ _DUE_SLACK = 0.002
 class SupervisedActor(Actor):  # type: ignore[misc]
     """Base for supervised actors: turns any exception into a ChildFailed report instead of Thespian's retry+poison."""
 
+    # Thespian sets `_myRef` and `_receive` on every actor instance: subclasses must not use those names.
+
     def __init__(self) -> None:
         super().__init__()
         self.name: str = type(self).__name__
@@ -103,7 +105,10 @@ class SupervisedActor(Actor):  # type: ignore[misc]
             _log.debug("supervised_actor_dropped_message", actor=self.name, message=repr(message)[:200])
             return
         if isinstance(message, _Init):
-            self._start(message, sender)
+            if self._started:
+                _log.warning("supervised_actor_duplicate_init", actor=self.name)
+            else:
+                self._start(message, sender)
         elif not self._started:
             self._early.append((message, sender))
         else:
