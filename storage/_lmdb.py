@@ -72,6 +72,7 @@ _DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
 _SEQ1 = pack_seq(1)
 _NOT_FOUND = SignalResult.NOT_FOUND
 _SCAN_CHUNK = 1024
+_NEARLY_FULL = 16 * MiB  # an I/O error with less free space than this under the journal is a full disk
 
 
 class _ReaderGate:
@@ -122,6 +123,15 @@ def _is_disk_full(exc: BaseException) -> bool:
         code = getattr(exc, "code", 0)
         return code in _DISK_FULL_ERRNOS or "No space left" in str(exc)
     return False
+
+
+def _disk_nearly_full(path: str) -> bool:
+    """LMDB reports a short write on a full disk as EIO: look at the free space to tell."""
+    try:
+        st = os.statvfs(path)
+    except OSError:
+        return False
+    return st.f_bavail * st.f_frsize < _NEARLY_FULL
 
 
 class LmdbJournal(Journal):
@@ -227,7 +237,7 @@ class LmdbJournal(Journal):
             except lmdb.MapFullError:
                 self._grow()
             except (lmdb.Error, OSError) as exc:
-                if _is_disk_full(exc):
+                if _is_disk_full(exc) or _disk_nearly_full(self.path):
                     raise JournalFull(
                         f"disk full under journal {self.path}: the commit was rolled back and nothing of it "
                         f"was written ({exc}); free space and retry",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import bisect
 import threading
 from concurrent.futures import Future
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from actorflow.errors import StorageError
 
@@ -60,62 +60,134 @@ class MemoryJournal(Journal):
             if self._closed:
                 raise StorageError("journal is closed")
             results: list[Any] = []
-            for op in batch.ops:
-                results.append(self._apply_op(op))
+            undo: list[Callable[[], None]] = []
+            try:
+                for op in batch.ops:
+                    results.append(self._apply_op(op, undo))
+            except BaseException:
+                for action in reversed(undo):  # a batch is atomic: nothing of a failed one stays
+                    action()
+                raise
             self.commits += 1
             return results
 
-    def _apply_op(self, op: tuple[Any, ...]) -> Any:
+    def _apply_op(self, op: tuple[Any, ...], undo: list[Callable[[], None]]) -> Any:
         code = op[0]
         if code == OP_APPEND:
             _, run_id, seq, rec = op
-            log = self._events.setdefault(run_id, [])
+            if "\x00" in run_id:
+                raise StorageError(f"invalid run id {run_id!r}: may not contain NUL")
+            log = self._events.get(run_id)
+            if log is None:
+                log = self._events[run_id] = []
+                undo.append(lambda: self._events.pop(run_id, None))
             if seq != len(log):
                 raise StorageError(f"run {run_id!r}: append of seq {seq} but next is {len(log)}")
             log.append(rec)
+            undo.append(log.pop)
         elif code == OP_PUT_RUN:
             _, run_id, rec, finished = op
+            undo.append(self._run_restorer(run_id))
             self._runs[run_id] = rec
             (self._active.discard if finished else self._active.add)(run_id)
         elif code == OP_CREATE_RUN:
             _, run_id, rec, ev, _wf = op
             if run_id in self._runs:
                 return self._decode_run(run_id, self._runs[run_id])
+            undo.append(self._run_restorer(run_id))
+            old_log = self._events.get(run_id)
+            undo.append(
+                lambda: self._events.pop(run_id, None)
+                if old_log is None
+                else self._events.__setitem__(run_id, old_log)
+            )
             self._runs[run_id] = rec
             self._active.add(run_id)
             self._events[run_id] = [ev]
         elif code == OP_PUT_TIMER:
             _, due, run_id, pos, rec = op
             key = (due, run_id, pos)
+            undo.append(self._timer_restorer(key))
             if key not in self._timer_data:
                 bisect.insort(self._timers, key)
             self._timer_data[key] = rec
         elif code == OP_DEL_TIMER:
             key = (op[1], op[2], op[3])
+            undo.append(self._timer_restorer(key))
             if self._timer_data.pop(key, None) is not None:
                 i = bisect.bisect_left(self._timers, key)
                 del self._timers[i]
         elif code == OP_PUT_SIGNAL:
             _, run_id, name, rec = op
+            if "\x00" in name:
+                raise StorageError(f"invalid signal name {name!r}: may not contain NUL")
             raw = self._runs.get(run_id)
             if raw is None:
                 return SignalResult.NOT_FOUND
             run = self._decode_run(run_id, raw)
             if run.finished:
                 return run.state
+            old_seq = self._signal_seq
             self._signal_seq += 1
-            self._signals.setdefault(run_id, {}).setdefault(name, {})[self._signal_seq] = rec
+            inbox = self._signals.setdefault(run_id, {}).setdefault(name, {})
+            inbox[self._signal_seq] = rec
+            undo.append(lambda: (inbox.pop(old_seq + 1, None), setattr(self, "_signal_seq", old_seq)))
             return self._signal_seq
         elif code == OP_DEL_SIGNAL:
             _, run_id, name, seq = op
-            self._signals.get(run_id, {}).get(name, {}).pop(seq, None)
+            inbox = self._signals.get(run_id, {}).get(name, {})
+            old = inbox.pop(seq, None)
+            if old is not None:
+                undo.append(lambda: inbox.__setitem__(seq, old))
         elif code == OP_KV_PUT:
+            undo.append(self._kv_restorer(op[1], op[2]))
             self._kv.setdefault(op[1], {})[op[2]] = op[3]
         elif code == OP_KV_DEL:
+            undo.append(self._kv_restorer(op[1], op[2]))
             self._kv.get(op[1], {}).pop(op[2], None)
         else:
             raise StorageError(f"unknown journal op {code}")
         return None
+
+    def _run_restorer(self, run_id: str) -> Callable[[], None]:
+        old = self._runs.get(run_id)
+        was_active = run_id in self._active
+
+        def restore() -> None:
+            if old is None:
+                self._runs.pop(run_id, None)
+            else:
+                self._runs[run_id] = old
+            (self._active.add if was_active else self._active.discard)(run_id)
+
+        return restore
+
+    def _timer_restorer(self, key: tuple[float, str, int]) -> Callable[[], None]:
+        old = self._timer_data.get(key)
+
+        def restore() -> None:
+            present = key in self._timer_data
+            if old is None:
+                if present:
+                    del self._timer_data[key]
+                    del self._timers[bisect.bisect_left(self._timers, key)]
+            else:
+                if not present:
+                    bisect.insort(self._timers, key)
+                self._timer_data[key] = old
+
+        return restore
+
+    def _kv_restorer(self, ns: str, key: str) -> Callable[[], None]:
+        old = self._kv.get(ns, {}).get(key)
+
+        def restore() -> None:
+            if old is None:
+                self._kv.get(ns, {}).pop(key, None)
+            else:
+                self._kv.setdefault(ns, {})[key] = old
+
+        return restore
 
     def _decode_run(self, run_id: str, raw: bytes) -> RunRecord:
         return RunRecord.from_tuple(self.codec.decode(raw, f"run record {run_id!r}"))

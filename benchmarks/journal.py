@@ -1,0 +1,186 @@
+"""Journal throughput: acknowledged durable events/s through LmdbJournal beside raw LMDB, same run, same disk.
+
+    python -m benchmarks.journal [--quick] [--dir DIR] [--repeat N]
+
+Prints one JSON line per measurement, then a summary line with the ratio
+journal-64-writers / raw-100-events-per-commit. Every commit is fsync'd (LMDB sync=True), in a temp
+directory on the real disk (default: the system temp dir; pass --dir to choose; tmpfs is refused).
+
+- raw_commit_per_event: one LMDB write txn + fsync per event (the floor without group commit)
+- raw_100_per_commit:   100 events per LMDB write txn + fsync (the ceiling the group commit aims at)
+- journal_1_writer:     one thread looping journal.commit(batch with one append)
+- journal_64_writers:   64 threads, each looping journal.commit(batch with one append) on its own run
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from typing import Any, Callable
+
+import lmdb
+
+from storage import Codec, Event, LmdbJournal
+
+EVENT_DATA = {"order": "o-123", "amount": 42.5, "items": [1, 2, 3]}
+
+
+def _fs_type(path: str) -> str:
+    path = os.path.realpath(path)
+    best, fstype = "", "?"
+    try:
+        with open("/proc/mounts") as f:
+            for line in f:
+                parts = line.split()
+                mnt = parts[1]
+                if (path == mnt or path.startswith(mnt.rstrip("/") + "/")) and len(mnt) > len(best):
+                    best, fstype = mnt, parts[2]
+    except OSError:
+        pass
+    return fstype
+
+
+def _record(codec: Codec, seq: int) -> bytes:
+    return codec.encode(("step", "charge", seq, time.time(), EVENT_DATA))
+
+
+def raw_lmdb(base: str, n_events: int, per_commit: int) -> float:
+    """Events/s writing pre-encoded records straight into LMDB, one fsync'd txn per `per_commit` events."""
+    codec = Codec()
+    rec = _record(codec, 0)
+    path = tempfile.mkdtemp(dir=base)
+    env = lmdb.open(path, map_size=256 << 20, max_dbs=4, sync=True, metasync=True)
+    db = env.open_db(b"events")
+    prefix = b"raw-run\x00"
+    try:
+        t0 = time.perf_counter()
+        seq = 0
+        while seq < n_events:
+            with env.begin(write=True) as txn:
+                for _ in range(per_commit):
+                    txn.put(prefix + seq.to_bytes(8, "big"), rec, db=db)
+                    seq += 1
+        return seq / (time.perf_counter() - t0)
+    finally:
+        env.close()
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def journal_writers(base: str, n_threads: int, events_per_thread: int) -> float:
+    """Events/s acknowledged by LmdbJournal with `n_threads` threads each committing one append at a time."""
+    path = tempfile.mkdtemp(dir=base)
+    j = LmdbJournal(path, sync=True)
+    start = threading.Barrier(n_threads + 1)
+    errors: list[BaseException] = []
+
+    def writer(i: int) -> None:
+        run_id = f"run-{i}"
+        try:
+            start.wait()
+            for seq in range(events_per_thread):
+                b = j.batch()
+                b.append(run_id, Event(seq, "step", "charge", EVENT_DATA, time.time(), seq))
+                j.commit(b)
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(i,)) for i in range(n_threads)]
+    for t in threads:
+        t.start()
+    try:
+        start.wait()
+        t0 = time.perf_counter()
+        for t in threads:
+            t.join()
+        elapsed = time.perf_counter() - t0
+        if errors:
+            raise errors[0]
+        for i in range(n_threads):  # everything acknowledged is there
+            assert j.last_seq(f"run-{i}") == events_per_thread - 1
+        return n_threads * events_per_thread / elapsed
+    finally:
+        j.close()
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _measure(name: str, fn: Callable[[], float], repeat: int, **params: Any) -> dict[str, Any]:
+    runs = [fn() for _ in range(repeat)]
+    line = {
+        "bench": name,
+        **params,
+        "events_per_s": {
+            "median": round(statistics.median(runs)),
+            "min": round(min(runs)),
+            "max": round(max(runs)),
+        },
+        "runs": [round(r) for r in runs],
+    }
+    print(json.dumps(line), flush=True)
+    return line
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.journal", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="fewer events and 3 repetitions (~15 s)")
+    ap.add_argument("--dir", default=None, help="directory on the disk to measure (default: system temp dir)")
+    ap.add_argument("--repeat", type=int, default=None, help="repetitions per measurement (default 5, quick 3)")
+    ap.add_argument("--writers", type=int, default=64)
+    args = ap.parse_args(argv)
+
+    repeat = args.repeat or (3 if args.quick else 5)
+    scale = 1 if args.quick else 3
+    base = tempfile.mkdtemp(prefix="actorflow-bench-", dir=args.dir)
+    fstype = _fs_type(base)
+    if fstype in ("tmpfs", "ramfs"):
+        shutil.rmtree(base, ignore_errors=True)
+        print(f"{base} is on {fstype}: fsync would not be real; pass --dir on a disk", file=sys.stderr)
+        return 2
+    print(
+        json.dumps(
+            {
+                "bench": "setup",
+                "dir": base,
+                "fs": fstype,
+                "cpus": os.cpu_count(),
+                "python": sys.version.split()[0],
+                "lmdb": ".".join(map(str, lmdb.version())),
+                "py_lmdb": lmdb.__version__,
+                "repeat": repeat,
+            }
+        ),
+        flush=True,
+    )
+    try:
+        raw1 = _measure("raw_commit_per_event", lambda: raw_lmdb(base, 1000 * scale, 1), repeat, events_per_commit=1)
+        raw100 = _measure(
+            "raw_100_per_commit", lambda: raw_lmdb(base, 20000 * scale, 100), repeat, events_per_commit=100
+        )
+        j1 = _measure("journal_1_writer", lambda: journal_writers(base, 1, 1000 * scale), repeat, writers=1)
+        jn = _measure(
+            f"journal_{args.writers}_writers",
+            lambda: journal_writers(base, args.writers, (20000 * scale) // args.writers),
+            repeat,
+            writers=args.writers,
+        )
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+    med = lambda line: line["events_per_s"]["median"]  # noqa: E731
+    summary = {
+        "bench": "summary",
+        "ratio_writers_vs_raw_100_per_commit": round(med(jn) / med(raw100), 3),
+        "ratio_1_writer_vs_raw_commit_per_event": round(med(j1) / med(raw1), 3),
+        "target_ratio": 0.5,
+    }
+    print(json.dumps(summary), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
