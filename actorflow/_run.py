@@ -77,7 +77,7 @@ class Run:
             elif ev.kind in ("compensation_completed", "compensation_failed"):
                 self.comp_done[ev.pos] = ev
         self.pos = 0
-        self.rng = random.Random()
+        self._rng: random.Random | None = None
         self.ctx = WorkflowContext(self)
         self.coro: Any = None
         self.awaiting: Command | None = None
@@ -98,6 +98,13 @@ class Run:
         self.last_active = host.rt.clock.now()
 
     # --- helpers ------------------------------------------------------------------------------
+    @property
+    def rng(self) -> random.Random:
+        """Seeded from the OS only when first used: its draws are journaled, so replay needs no seed."""
+        if self._rng is None:
+            self._rng = random.Random()
+        return self._rng
+
     @property
     def replaying(self) -> bool:
         return self.pos <= self.max_pos
