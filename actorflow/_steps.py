@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import queue
 import threading
-from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Callable
 
 
@@ -24,7 +24,13 @@ class StepPool:
 
     def __init__(self, rt: "Runtime", threads: int = 32) -> None:
         self.rt = rt
-        self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="actorflow-step")
+        # plain threads on a SimpleQueue: no Future/Condition allocation per step
+        self._tasks: "queue.SimpleQueue[Any]" = queue.SimpleQueue()
+        self._threads = [
+            threading.Thread(target=self._worker, name=f"actorflow-step-{i}", daemon=True) for i in range(threads)
+        ]
+        for t in self._threads:
+            t.start()
         self._loop = asyncio.new_event_loop()
         self._loop_thread = threading.Thread(target=self._loop.run_forever, name="actorflow-async-steps", daemon=True)
         self._loop_thread.start()
@@ -38,12 +44,24 @@ class StepPool:
         info = StepInfo(run_id, name, pos, attempt, f"{run_id}#{pos}:{name}")
         with self._lock:
             self.inflight += 1
-        fut: Future[Any]
         if inspect.iscoroutinefunction(fn):
             fut = asyncio.run_coroutine_threadsafe(self._run_async(fn, info), self._loop)
+            fut.add_done_callback(lambda f: self._done(f.exception(), None if f.exception() else f.result(), info, kind))
         else:
-            fut = self._executor.submit(self._run_sync, fn, info)
-        fut.add_done_callback(lambda f: self._done(f, info, kind))
+            self._tasks.put((fn, info, kind))
+
+    def _worker(self) -> None:
+        while True:
+            task = self._tasks.get()
+            if task is None:
+                return
+            fn, info, kind = task
+            try:
+                result = self._run_sync(fn, info)
+            except BaseException as exc:  # noqa: BLE001 - reported to the run as a failed attempt
+                self._done(exc, None, info, kind)
+            else:
+                self._done(None, result, info, kind)
 
     def _run_sync(self, fn: Callable[[], Any], info: StepInfo) -> Any:
         token = _current_step.set(info)
@@ -63,15 +81,13 @@ class StepPool:
         _current_step.set(info)
         return await awaitable
 
-    def _done(self, fut: "Future[Any]", info: StepInfo, kind: str) -> None:
-        exc = fut.exception()
+    def _done(self, exc: BaseException | None, result: Any, info: StepInfo, kind: str) -> None:
         post = self.rt.post
         if kind == "comp":
             item: tuple[Any, ...] = ("comp", info.run_id, info.seq, exc is None, exc)
         elif exc is not None:
             item = ("step", info.run_id, info.seq, info.attempt, False, exc)
         else:
-            result = fut.result()
             codec = self.rt.codec
             try:
                 record, body = codec.encode_with_body(
@@ -95,6 +111,15 @@ class StepPool:
             return self._idle.wait_for(lambda: self.inflight == 0, timeout)
 
     def close(self, wait: bool = False) -> None:
-        self._executor.shutdown(wait=wait, cancel_futures=True)
+        while True:  # drop queued steps: they run again after the next open
+            try:
+                self._tasks.get_nowait()
+            except queue.Empty:
+                break
+        for _ in self._threads:
+            self._tasks.put(None)
+        if wait:
+            for t in self._threads:
+                t.join()
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._loop_thread.join(timeout=5)
