@@ -15,6 +15,7 @@ from storage import Codec, Event, Journal, LmdbJournal, RunRecord, SignalResult,
 from storage._journal import check_run_id
 
 from ._clock import Clock, SystemClock
+from ._run import failure_text
 from ._runtime import Runtime
 from ._thespian import ActorRuntime
 from ._types import STOPPED_STATES, RunState, RunStatus
@@ -344,8 +345,9 @@ class Engine:
             return value
         data = data or {}
         if state == "cancelled":
-            raise Cancelled(run_id)
-        raise WorkflowFailed(run_id, data.get("error", "?"), data.get("exc"))
+            comp = data.get("compensation_errors")
+            raise Cancelled(run_id, f"cancelled (compensation failed: {'; '.join(comp)})" if comp else "cancelled")
+        raise WorkflowFailed(run_id, failure_text(data), data.get("exc"))
 
     def result(self, run_id: str, timeout: float | None = None) -> Any:
         """The run's return value; raises WorkflowFailed, Cancelled or TimeoutError."""

@@ -25,7 +25,7 @@ from .errors import (
 if TYPE_CHECKING:
     from ._host import RunHost
 
-__all__ = ["Run", "FAMILY", "describe_error"]
+__all__ = ["Run", "FAMILY", "describe_error", "failure_text"]
 
 # which command family each position-bound event kind belongs to (replay matches on family + name)
 FAMILY = {
@@ -50,6 +50,15 @@ FAMILY = {
 def describe_error(exc: BaseException) -> str:
     text = str(exc)
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def failure_text(data: dict[str, Any]) -> str:
+    """The error text of a failed/cancelled run's final event, with its failed compensations."""
+    error = str(data.get("error", "?"))
+    comp = data.get("compensation_errors")
+    if comp:
+        error += f" (compensation failed: {'; '.join(comp)})"
+    return error
 
 
 class Run:
@@ -434,7 +443,7 @@ class Run:
         elif data.get("conflict"):
             done(cmd, None, RunConflict(data["run_id"], data["conflict"], cmd.name))
         else:
-            err = WorkflowFailed(data.get("run_id", ""), data.get("error", "?"))
+            err = WorkflowFailed(data.get("run_id", ""), failure_text(data))
             if data.get("exc") is not None:
                 err.__cause__ = data["exc"]
             done(cmd, None, err)
@@ -523,7 +532,7 @@ class Run:
         data = self._exc_data(exc)
         if self.comp_errors:
             data["compensation_errors"] = list(self.comp_errors)
-        error = data["error"] + (f" (compensation failed: {'; '.join(self.comp_errors)})" if self.comp_errors else "")
+        error = failure_text(data)
         self._append("run_cancelled" if state == "cancelled" else "run_failed", "", -1, data)
         self._finish(state, None, error, data)
 
