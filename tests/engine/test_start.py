@@ -1,0 +1,313 @@
+"""Engine: registration, start (durable, idempotent per run id), start_many, astart, run/arun, life cycle."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Any
+
+import pytest
+
+import actorflow
+from actorflow import ConfigError, Engine, RunConflict, WorkflowNotRegistered
+from actorflow.testing import memory_engine
+from storage import MemoryJournal
+from storage._journal import OP_CREATE_RUN
+
+from .conftest import TIMEOUT, Gate
+
+
+def test_public_names_importable() -> None:
+    for name in actorflow.__all__:
+        assert hasattr(actorflow, name), name
+    for name in ("Engine", "RunHandle", "WorkflowContext", "RetryPolicy", "RunState", "RunStatus", "Event", "current_step"):
+        assert name in actorflow.__all__
+
+
+def test_workflow_decorator_returns_function_unchanged_and_names(engine: Engine) -> None:
+    async def wf(ctx: Any) -> int:
+        return 1
+
+    assert engine.workflow()(wf) is wf
+    assert engine.run(wf, timeout=TIMEOUT) == 1
+    assert engine.status(engine.start(wf).run_id).workflow == wf.__qualname__
+
+    async def other(ctx: Any) -> int:
+        return 2
+
+    engine.workflow(name="custom-name")(other)
+    h = engine.start("custom-name")
+    assert h.result(TIMEOUT) == 2
+    assert h.status().workflow == "custom-name"
+
+
+def test_non_async_workflow_is_config_error(engine: Engine) -> None:
+    def sync_wf(ctx: Any) -> None:
+        return None
+
+    with pytest.raises(ConfigError):
+        engine.workflow()(sync_wf)
+
+    async def agen(ctx: Any):  # an async generator is not an async def coroutine function
+        yield 1
+
+    with pytest.raises(ConfigError):
+        engine.workflow()(agen)
+
+
+def test_unregistered_workflow(engine: Engine) -> None:
+    async def stranger(ctx: Any) -> None:
+        return None
+
+    with pytest.raises(WorkflowNotRegistered) as ei:
+        engine.start("no-such-workflow")
+    assert ei.value.name == "no-such-workflow"
+    with pytest.raises(WorkflowNotRegistered):
+        engine.start(stranger)
+    with pytest.raises(WorkflowNotRegistered):
+        engine.run("no-such-workflow")
+    with pytest.raises(WorkflowNotRegistered):
+        engine.start_many("no-such-workflow", [()])
+    assert engine.runs() == []
+
+
+def test_engine_not_open_is_config_error() -> None:
+    e = memory_engine()
+
+    @e.workflow()
+    async def wf(ctx: Any) -> int:
+        return 1
+
+    with pytest.raises(ConfigError):
+        e.start(wf)
+    with e:
+        assert e.is_open
+        assert e.run(wf, timeout=TIMEOUT) == 1
+    assert not e.is_open
+    with pytest.raises(ConfigError):
+        e.start(wf)
+    e.close()  # closing twice is harmless
+
+
+def test_bad_engine_config() -> None:
+    with pytest.raises(ConfigError):
+        Engine(None, passivate_after=-1)
+    with pytest.raises(ConfigError):
+        Engine(None, system="bogus")
+
+
+def test_start_is_durable_before_it_returns(engine: Engine) -> None:
+    gate = Gate()
+
+    @engine.workflow()
+    async def wf(ctx: Any, x: int) -> int:
+        return await ctx.step("hold", lambda: gate(x))
+
+    h = engine.start(wf, 7, run_id="durable-1")
+    # the journal has the run and its start event right away, before the run did anything
+    rec = engine.journal.get_run("durable-1")
+    assert rec is not None and rec.workflow == wf.__qualname__
+    ev = engine.history("durable-1")[0]
+    assert (ev.seq, ev.kind, ev.data) == (0, "run_started", {"args": (7,)})
+    gate.release.set()
+    assert h.result(TIMEOUT) == 7
+
+
+def test_default_run_id_is_uuid4(engine: Engine) -> None:
+    @engine.workflow()
+    async def wf(ctx: Any) -> str:
+        return ctx.run_id
+
+    ids = set()
+    for _ in range(3):
+        h = engine.start(wf)
+        assert uuid.UUID(h.run_id).version == 4
+        assert h.result(TIMEOUT) == h.run_id
+        ids.add(h.run_id)
+    assert len(ids) == 3
+
+
+def test_same_run_id_same_workflow_returns_existing_run(engine: Engine) -> None:
+    calls: list[int] = []
+    gate = Gate()
+
+    @engine.workflow()
+    async def wf(ctx: Any, x: int) -> int:
+        await ctx.step("hold", gate)
+        return await ctx.step("record", lambda: calls.append(x) or x)
+
+    h1 = engine.start(wf, 1, run_id="same")
+    assert gate.entered.wait(TIMEOUT)
+    h2 = engine.start(wf, 2, run_id="same")  # while running
+    assert h2.run_id == "same"
+    gate.release.set()
+    assert h1.result(TIMEOUT) == 1
+    assert h2.result(TIMEOUT) == 1  # the original args stand
+    h3 = engine.start(wf, 3, run_id="same")  # after it finished
+    assert h3.result(TIMEOUT) == 1
+    assert engine.run(wf, 4, run_id="same", timeout=TIMEOUT) == 1
+    assert calls == [1]
+    assert gate.calls == 1
+    assert [e.kind for e in engine.history("same")].count("run_started") == 1
+    assert len(engine.runs()) == 1
+
+
+def test_same_run_id_other_workflow_conflicts(engine: Engine) -> None:
+    @engine.workflow()
+    async def first(ctx: Any) -> str:
+        return "first"
+
+    @engine.workflow()
+    async def second(ctx: Any) -> str:
+        return "second"
+
+    assert engine.run(first, run_id="shared", timeout=TIMEOUT) == "first"
+    with pytest.raises(RunConflict) as ei:
+        engine.start(second, run_id="shared")
+    err = ei.value
+    assert err.run_id == "shared"
+    assert err.existing == first.__qualname__
+    assert err.requested == second.__qualname__
+    with pytest.raises(RunConflict):
+        engine.start_many(second, [()], run_ids=["shared"])
+    assert engine.result("shared", TIMEOUT) == "first"
+    assert engine.status("shared").workflow == first.__qualname__
+
+
+def test_run_and_handle_api(engine: Engine) -> None:
+    @engine.workflow()
+    async def add(ctx: Any, a: int, b: int) -> int:
+        return a + b
+
+    assert engine.run(add, 2, 3, timeout=TIMEOUT) == 5
+    assert engine.run(add.__qualname__, 4, 5, run_id="by-name", timeout=TIMEOUT) == 9
+    h = engine.start(add, 1, 1)
+    assert repr(h) == f"RunHandle({h.run_id!r})"
+    assert h.result(timeout=TIMEOUT) == 2
+    assert h.status().state == actorflow.RunState.COMPLETED
+    assert h.status().progress == 1.0
+    assert h.cancel() is False
+    assert [e.kind for e in h.history()][-1] == "run_completed"
+
+
+class CountingJournal(MemoryJournal):
+    """Remembers how many CREATE_RUN ops each committed batch carried."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.create_batches: list[int] = []
+
+    def submit(self, batch: Any) -> Any:
+        n = sum(1 for op in batch.ops if op[0] == OP_CREATE_RUN)
+        if n:
+            self.create_batches.append(n)
+        return super().submit(batch)
+
+
+def test_start_many_is_one_commit(make_engine: Any) -> None:
+    journal = CountingJournal()
+    engine = make_engine(journal=journal, clock=actorflow.MockClock(autojump=True))
+
+    @engine.workflow()
+    async def square(ctx: Any, x: int) -> int:
+        return await ctx.step("sq", lambda: x * x)
+
+    handles = engine.start_many(square, [(i,) for i in range(50)])
+    assert journal.create_batches == [50]
+    assert len({h.run_id for h in handles}) == 50
+    assert [h.result(TIMEOUT) for h in handles] == [i * i for i in range(50)]
+    named = engine.start_many(square.__qualname__, [(2,), (3,)], run_ids=["m-2", "m-3"])
+    assert [h.run_id for h in named] == ["m-2", "m-3"]
+    assert [h.result(TIMEOUT) for h in named] == [4, 9]
+    # again with the same ids: the existing runs, original args
+    again = engine.start_many(square, [(10,), (11,)], run_ids=["m-2", "m-3"])
+    assert [h.result(TIMEOUT) for h in again] == [4, 9]
+    with pytest.raises(ConfigError):
+        engine.start_many(square, [(1,), (2,)], run_ids=["only-one"])
+
+
+def test_astart_many_concurrent_and_arun(engine: Engine) -> None:
+    @engine.workflow()
+    async def double(ctx: Any, x: int) -> int:
+        return await ctx.step("double", lambda: 2 * x)
+
+    async def main() -> tuple[list[Any], list[int], int]:
+        handles = await asyncio.gather(*(engine.astart(double, i) for i in range(100)))
+        results = await asyncio.gather(*(h.aresult(TIMEOUT) for h in handles))
+        one = await engine.arun(double, 21, run_id="arun-1", timeout=TIMEOUT)
+        return handles, results, one
+
+    handles, results, one = asyncio.run(main())
+    assert results == [2 * i for i in range(100)]
+    assert len({h.run_id for h in handles}) == 100
+    assert one == 42
+    assert engine.result("arun-1") == 42
+
+
+def test_astart_same_id_and_conflict(engine: Engine) -> None:
+    @engine.workflow()
+    async def a(ctx: Any, x: int) -> int:
+        return x
+
+    @engine.workflow()
+    async def b(ctx: Any, x: int) -> int:
+        return -x
+
+    async def main() -> Any:
+        h1 = await engine.astart(a, 1, run_id="as-1")
+        h2 = await engine.astart(a, 2, run_id="as-1")
+        assert await h2.aresult(TIMEOUT) == 1
+        with pytest.raises(RunConflict):
+            await engine.astart(b, 3, run_id="as-1")
+        return await h1.aresult(TIMEOUT)
+
+    assert asyncio.run(main()) == 1
+
+
+def test_result_timeout(engine: Engine) -> None:
+    @engine.workflow()
+    async def forever(ctx: Any) -> None:
+        await ctx.wait_signal("never")
+
+    h = engine.start(forever)
+    with pytest.raises(TimeoutError):
+        h.result(timeout=0.05)
+
+    async def main() -> None:
+        with pytest.raises(TimeoutError):
+            await h.aresult(timeout=0.05)
+
+    asyncio.run(main())
+    assert h.cancel() is True
+
+
+def test_bad_workflow_arguments_fail_the_run(engine: Engine) -> None:
+    @engine.workflow()
+    async def one_arg(ctx: Any, x: int) -> int:
+        return x
+
+    with pytest.raises(actorflow.WorkflowFailed) as ei:
+        engine.run(one_arg, 1, 2, timeout=TIMEOUT)
+    assert isinstance(ei.value.__cause__, TypeError)
+    assert engine.runs(state="failed")[0].workflow == one_arg.__qualname__
+
+
+def test_close_with_running_steps_abandons_them_after_grace(tmp_path: Any, make_engine: Any) -> None:
+    gate = Gate()
+
+    async def wf(ctx: Any) -> int:
+        return await ctx.step("hold", lambda: gate(5))
+
+    e1 = make_engine(tmp_path, clock=actorflow.MockClock(autojump=True))
+    e1.workflow(name="wf")(wf)
+    e1.start("wf", run_id="g-1")
+    assert gate.entered.wait(TIMEOUT)
+    e1.close(grace=0.05)  # the step is still running: abandoned
+    gate.release.set()
+    e2 = make_engine(tmp_path, clock=actorflow.MockClock(autojump=True), open=False)
+    e2.workflow(name="wf")(wf)
+    e2.open()
+    assert e2.result("g-1", TIMEOUT) == 5
+    assert gate.calls == 2  # at-least-once: it ran again after reopening
+    kinds = [e.kind for e in e2.history("g-1")]
+    assert kinds.count("step_completed") == 1
