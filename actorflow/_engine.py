@@ -399,9 +399,14 @@ class Engine:
 
     # --- monitoring ----------------------------------------------------------------------------
     def monitor(self, run_id: str, timeout: float | None = None) -> Iterator[RunStatus]:
-        """The current status, then each change of state or progress, until the run stops."""
+        """The current status, then each change of state or progress, until the run stops.
+
+        Raises RunNotFound when called (not on first iteration) for an unknown run id."""
         rt = self._runtime()
         self._record(run_id)
+        return self._monitor(rt, run_id, timeout)
+
+    def _monitor(self, rt: Runtime, run_id: str, timeout: float | None) -> Iterator[RunStatus]:
         q: "queue.SimpleQueue[RunStatus]" = queue.SimpleQueue()
         rt.notifier.add_monitor(run_id, q.put)
         try:
@@ -419,9 +424,13 @@ class Engine:
         finally:
             rt.notifier.remove_monitor(run_id, q.put)
 
-    async def amonitor(self, run_id: str) -> AsyncIterator[RunStatus]:
+    def amonitor(self, run_id: str) -> AsyncIterator[RunStatus]:
+        """Async `monitor`; raises RunNotFound when called for an unknown run id."""
         rt = self._runtime()
         self._record(run_id)
+        return self._amonitor(rt, run_id)
+
+    async def _amonitor(self, rt: Runtime, run_id: str) -> AsyncIterator[RunStatus]:
         loop = asyncio.get_running_loop()
         aq: asyncio.Queue[RunStatus] = asyncio.Queue()
 
