@@ -48,12 +48,16 @@ def wait_until(pred: Callable[[], Any], timeout: float = TIMEOUT, what: str = "c
 
 
 def wait_state(engine: Engine, run_id: str, *states: str, timeout: float = TIMEOUT) -> actorflow.RunStatus:
-    """Follow `engine.monitor` until the run is in one of `states` (fails on timeout)."""
+    """Poll `engine.status` until the run is in one of `states` (fails the test on timeout)."""
     wanted = {actorflow.RunState(s) for s in states}
     last = None
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        st = engine.status(run_id)
+        try:
+            st = engine.status(run_id)
+        except actorflow.RunNotFound:  # not created yet (a child run)
+            time.sleep(0.002)
+            continue
         if st.state in wanted:
             return st
         last = st
