@@ -28,7 +28,8 @@ class TimerService:
         self.loaded_until = 0.0
 
     def start(self, now: float) -> None:
-        self.loaded_until = now
+        # from the start of the index: timers that fell due while the engine was down fire late, never lost
+        self.loaded_until = 0.0
         self._refill(now)
 
     def _refill(self, now: float) -> None:
