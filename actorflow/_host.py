@@ -36,7 +36,7 @@ class RunHost:
         self.rt = rt
         self.shard = shard
         self.runs: dict[str, Run] = {}
-        self.blocked: set[str] = set()
+        self.blocked: dict[str, int] = {}  # run id -> next event seq (its run_blocked may not be committed yet)
         self.finishing: dict[str, tuple[str, Any]] = {}
         self.watchers: dict[str, list[tuple[str, int]]] = {}
         self.batch = rt.journal.batch()
@@ -122,7 +122,7 @@ class RunHost:
 
     def blocked_run(self, run: Run) -> None:
         self.runs.pop(run.run_id, None)
-        self.blocked.add(run.run_id)
+        self.blocked[run.run_id] = run.next_seq
         log.warning("run blocked", run_id=run.run_id, error=run.record.error)
 
     # --- message handling ---------------------------------------------------------------------
@@ -217,7 +217,7 @@ class RunHost:
         if fn is None:
             log.warning("run of unregistered workflow left as is", run_id=run_id, workflow=rec.workflow)
             return None
-        self.blocked.discard(run_id)
+        self.blocked.pop(run_id, None)
         events = journal.events(run_id)
         run = Run(self, rec, fn, tuple(events[0].data["args"]), events)
         self.runs[run_id] = run
@@ -233,9 +233,10 @@ class RunHost:
             if reply is not None:
                 self.outputs.append((None, lambda: reply.set_result(False)))
             return
-        self.blocked.discard(run_id)
+        next_seq = self.blocked.pop(run_id, 0)
+        self.dirty.pop(run_id, None)  # the blocked record waiting for this batch's flush must not win
         now = self.rt.clock.now()
-        seq = self.rt.journal.last_seq(run_id) + 1
+        seq = max(self.rt.journal.last_seq(run_id) + 1, next_seq)
         self.batch.append(run_id, Event(seq, "run_cancelled", "", {"error": "Cancelled: cancelled while blocked"}, now))
         rec.state, rec.updated_at = "cancelled", now
         self.batch.put_run(rec)
