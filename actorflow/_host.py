@@ -268,13 +268,21 @@ class RunHost:
             targets.append((parent_id, pos))
 
     def _recover(self) -> None:
-        """Load this shard's runs that were doing something; sleepers and waiters wake on demand."""
+        """Load this shard's runs that were doing something; sleepers and waiters wake on demand.
+
+        A waiter with signals in its inbox is loaded too: the message that would have woken it was
+        lost with the crash (or the failed host), but the signal itself is durable and must arrive.
+        """
         journal = self.rt.journal
         for run_id in journal.active_run_ids():
             if self.rt.shard_of(run_id) != self.shard or run_id in self.runs:
                 continue
             rec = journal.get_run(run_id)
-            if rec is not None and rec.state in ("pending", "running", "blocked"):
+            if rec is None:
+                continue
+            if rec.state in ("pending", "running", "blocked") or (
+                rec.state in ("waiting", "sleeping") and journal.signals(run_id)
+            ):
                 self._load(run_id, force=True)
 
     def _rearm(self) -> None:
