@@ -1,0 +1,178 @@
+"""Passivation: idle sleeping/waiting runs leave memory and come back by replay when woken."""
+
+from __future__ import annotations
+
+import collections
+from typing import Any, Iterator
+
+import pytest
+
+import actorflow
+from actorflow import Engine, MockClock, RunState
+from actorflow import _host
+
+from .conftest import TIMEOUT, wait_state, wait_until
+
+CALLS: collections.Counter[str] = collections.Counter()
+
+
+@pytest.fixture
+def hosts(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[_host.RunHost]]:
+    """Every RunHost created while the test runs (to look at which runs are in memory)."""
+    made: list[_host.RunHost] = []
+    orig = _host.RunHost.__init__
+
+    def init(self: _host.RunHost, *a: Any, **kw: Any) -> None:
+        orig(self, *a, **kw)
+        made.append(self)
+
+    monkeypatch.setattr(_host.RunHost, "__init__", init)
+    CALLS.clear()
+    yield made
+
+
+def in_memory(hosts: list[_host.RunHost]) -> set[str]:
+    return {rid for h in hosts for rid in list(h.runs)}
+
+
+def step(name: str) -> Any:
+    def fn() -> str:
+        CALLS[name] += 1
+        return name
+
+    return fn
+
+
+def make(make_engine: Any, clock: MockClock, **kw: Any) -> Engine:
+    engine = make_engine(clock=clock, passivate_after=5.0, open=False, **kw)
+
+    @engine.workflow(name="waiter")
+    async def waiter(ctx: Any, i: int) -> Any:
+        a = await ctx.step("a", step(f"a{i}"))
+        got = await ctx.wait_signal("go")
+        b = await ctx.step("b", step(f"b{i}"))
+        return a, got, b
+
+    @engine.workflow(name="sleeper")
+    async def sleeper(ctx: Any) -> Any:
+        a = await ctx.step("a", step("sa"))
+        await ctx.sleep("nap", 3600)
+        b = await ctx.step("b", step("sb"))
+        return a, b
+
+    @engine.workflow(name="busy")
+    async def busy(ctx: Any) -> Any:
+        return await ctx.wait_signal("go")
+
+    engine.open()
+    return engine
+
+
+def test_idle_waiting_runs_leave_memory_and_resume_on_signal(make_engine: Any, hosts: list[_host.RunHost]) -> None:
+    clock = MockClock()
+    engine = make(make_engine, clock)
+    for i in range(10):
+        engine.start("waiter", i, run_id=f"w{i}")
+    wait_until(lambda: len(engine.runs(state="waiting")) == 10, what="10 waiting runs")
+    assert in_memory(hosts) == {f"w{i}" for i in range(10)}
+    clock.advance(3.0)  # not idle long enough yet
+    engine.start("busy", run_id="fresh")  # started now: younger than the others
+    wait_state(engine, "fresh", "waiting")
+    clock.advance(3.0)
+    wait_until(lambda: in_memory(hosts) == {"fresh"}, what="the 10 idle runs passivated")
+    assert engine.status("w3").state == RunState.WAITING  # passivation does not change the state
+    clock.advance(6.0)
+    wait_until(lambda: not in_memory(hosts), what="everything passivated")
+    for i in range(10):
+        engine.signal(f"w{i}", "go", i * 100)
+    results = [engine.result(f"w{i}", TIMEOUT) for i in range(10)]
+    assert results == [(f"a{i}", i * 100, f"b{i}") for i in range(10)]
+    assert all(CALLS[f"a{i}"] == 1 and CALLS[f"b{i}"] == 1 for i in range(10))  # replay ran no step again
+    engine.signal("fresh", "go", "x")
+    assert engine.result("fresh", TIMEOUT) == "x"
+
+
+def test_passivated_sleeper_resumes_when_timer_fires(make_engine: Any, hosts: list[_host.RunHost]) -> None:
+    clock = MockClock()
+    engine = make(make_engine, clock)
+    h = engine.start("sleeper", run_id="s")
+    wait_state(engine, "s", "sleeping")
+    clock.advance(10.0)
+    wait_until(lambda: not in_memory(hosts), what="the sleeper passivated")
+    clock.advance(3600.0)
+    assert h.result(TIMEOUT) == ("sa", "sb")
+    assert CALLS == {"sa": 1, "sb": 1}
+    kinds = [e.kind for e in h.history()]
+    assert kinds.count("timer_fired") == 1 and kinds.count("step_completed") == 2
+
+
+def test_passivated_run_can_be_cancelled(make_engine: Any, hosts: list[_host.RunHost]) -> None:
+    clock = MockClock()
+    engine = make(make_engine, clock)
+    h = engine.start("waiter", 1, run_id="pc")
+    wait_state(engine, "pc", "waiting")
+    clock.advance(10.0)
+    wait_until(lambda: not in_memory(hosts), what="passivated")
+    assert h.cancel() is True
+    with pytest.raises(actorflow.Cancelled):
+        h.result(TIMEOUT)
+    assert CALLS == {"a1": 1}
+
+
+def test_runs_with_steps_in_flight_stay(make_engine: Any, hosts: list[_host.RunHost]) -> None:
+    from .conftest import Gate
+
+    gate = Gate()
+    clock = MockClock()
+    engine = make_engine(clock=clock, passivate_after=1.0, open=False)
+
+    @engine.workflow(name="stepper")
+    async def stepper(ctx: Any) -> Any:
+        return await ctx.step("hold", gate)
+
+    engine.open()
+    h = engine.start("stepper", run_id="busy-step")
+    assert gate.entered.wait(TIMEOUT)
+    clock.advance(10.0)
+    # wait until a housekeeping round that saw the advanced clock has run: a second, later round
+    ran: list[float] = []
+    orig = _host.RunHost._housekeep
+
+    def spy(self: _host.RunHost) -> None:
+        orig(self)
+        ran.append(clock.now())
+
+    for host in hosts:
+        host._housekeep = spy.__get__(host)  # type: ignore[method-assign]
+    clock.advance(2.0)
+    wait_until(lambda: len(ran) >= len(hosts), what="housekeeping")
+    assert in_memory(hosts) == {"busy-step"}  # a run with a step in flight is not idle
+    gate.release.set()
+    assert h.result(TIMEOUT) is None
+
+
+def test_passivate_after_none_keeps_runs(make_engine: Any, hosts: list[_host.RunHost]) -> None:
+    clock = MockClock()
+    engine = make_engine(clock=clock, passivate_after=None, open=False)
+
+    @engine.workflow(name="w")
+    async def w(ctx: Any) -> Any:
+        return await ctx.wait_signal("go")
+
+    engine.open()
+    engine.start("w", run_id="keep")
+    wait_state(engine, "keep", "waiting")
+    ran: list[int] = []
+    orig = _host.RunHost._housekeep
+
+    def spy(self: _host.RunHost) -> None:
+        orig(self)
+        ran.append(1)
+
+    for host in hosts:
+        host._housekeep = spy.__get__(host)  # type: ignore[method-assign]
+    clock.advance(1000.0)
+    wait_until(lambda: len(ran) >= len(hosts), what="housekeeping")
+    assert in_memory(hosts) == {"keep"}
+    engine.signal("keep", "go", 5)
+    assert engine.result("keep", TIMEOUT) == 5

@@ -1,0 +1,125 @@
+"""Supervision: a host actor that fails is restarted by the supervisor and its runs recover by replay."""
+
+from __future__ import annotations
+
+import collections
+import threading
+from typing import Any, Iterator
+
+import pytest
+
+from actorflow import Engine, MockClock
+from actorflow import _host, _timers
+
+from .conftest import TIMEOUT, wait_state
+
+CALLS: collections.Counter[str] = collections.Counter()
+
+
+class Injected(Exception):
+    pass
+
+
+@pytest.fixture(autouse=True)
+def _reset() -> Iterator[None]:
+    CALLS.clear()
+    yield
+
+
+def counted(name: str) -> Any:
+    def fn() -> str:
+        CALLS[name] += 1
+        return f"{name}!"
+
+    return fn
+
+
+def fail_once_on(monkeypatch: pytest.MonkeyPatch, kind: str, step_pos: int | None = None) -> threading.Event:
+    """Make RunHost.handle raise once, on the first batch that carries a message of `kind`."""
+    fired = threading.Event()
+    orig = _host.RunHost.handle
+
+    def handle(self: _host.RunHost, items: list[tuple[Any, ...]]) -> Any:
+        if not fired.is_set() and any(i[0] == kind and (step_pos is None or i[2] == step_pos) for i in items):
+            fired.set()
+            raise Injected(f"injected failure on {kind}")
+        return orig(self, items)
+
+    monkeypatch.setattr(_host.RunHost, "handle", handle)
+    return fired
+
+
+def test_host_failure_on_step_result_is_recovered(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    fired = fail_once_on(monkeypatch, "step", step_pos=1)
+
+    @engine.workflow()
+    async def wf(ctx: Any) -> Any:
+        a = await ctx.step("a", counted("a"))
+        b = await ctx.step("b", counted("b"))  # its result message is lost with the failing host
+        c = await ctx.step("c", counted("c"))
+        return a, b, c
+
+    h = engine.start(wf)
+    assert h.result(TIMEOUT) == ("a!", "b!", "c!")
+    assert fired.is_set()
+    assert CALLS["a"] == 1 and CALLS["c"] == 1
+    assert CALLS["b"] == 2  # at-least-once: the step whose result was lost ran again after recovery
+    kinds = [e.kind for e in h.history()]
+    assert kinds.count("step_completed") == 3
+
+
+def test_host_failure_on_start_is_recovered(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    fired = fail_once_on(monkeypatch, "start")
+
+    @engine.workflow()
+    async def wf(ctx: Any, x: int) -> int:
+        return await ctx.step("x", lambda: x + 1)
+
+    handles = [engine.start(wf, i) for i in range(5)]
+    assert [h.result(TIMEOUT) for h in handles] == [1, 2, 3, 4, 5]
+    assert fired.is_set()
+
+
+def test_host_failure_on_signal_keeps_the_signal(make_engine: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    engine = make_engine(clock=MockClock())
+
+    @engine.workflow()
+    async def wf(ctx: Any) -> Any:
+        a = await ctx.step("a", counted("a"))
+        got = await ctx.wait_signal("go")
+        return a, got
+
+    h = engine.start(wf)
+    wait_state(engine, h.run_id, "waiting")
+    fired = fail_once_on(monkeypatch, "signal")
+    h.signal("go", "payload")  # durable in the inbox: the restarted host finds it when it recovers the run
+    assert fired.wait(TIMEOUT)
+    assert h.result(TIMEOUT) == ("a!", "payload")
+    assert CALLS["a"] == 1
+
+
+def test_timer_actor_failure_rearms(make_engine: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = MockClock()
+    engine = make_engine(clock=clock)
+    fired = threading.Event()
+    orig = _timers.TimerService.tick
+
+    def tick(self: _timers.TimerService, now: float) -> Any:
+        if now >= 1_700_000_000.0 + 50 and not fired.is_set():
+            fired.set()
+            raise Injected("timer actor failure")
+        return orig(self, now)
+
+    monkeypatch.setattr(_timers.TimerService, "tick", tick)
+
+    @engine.workflow()
+    async def wf(ctx: Any) -> str:
+        await ctx.sleep("nap", 100)
+        return "woke"
+
+    h = engine.start(wf)
+    wait_state(engine, h.run_id, "sleeping")
+    clock.advance(60)
+    assert fired.wait(TIMEOUT)
+    clock.advance(60)
+    assert h.result(TIMEOUT) == "woke"
