@@ -1,0 +1,128 @@
+"""Bad input: unpicklable or oversized arguments, step results, workflow results and signal payloads."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import pytest
+
+import actorflow
+from actorflow import Engine, PayloadError, StepFailed, WorkflowFailed
+from actorflow.testing import memory_engine
+
+from .conftest import TIMEOUT, wait_state
+
+
+def test_unpicklable_argument_is_refused_before_anything_is_written(engine: Engine) -> None:
+    @engine.workflow()
+    async def wf(ctx: Any, x: Any) -> Any:
+        return 1
+
+    before = engine.runs()
+    with pytest.raises(PayloadError) as ei:
+        engine.start(wf, threading.Lock(), run_id="bad-arg")
+    assert "lock" in str(ei.value).lower()
+    assert engine.runs() == before
+    with pytest.raises(actorflow.RunNotFound):
+        engine.status("bad-arg")
+    with pytest.raises(PayloadError):
+        engine.start_many(wf, [(1,), (threading.Lock(),)], run_ids=["ok-1", "bad-2"])
+    assert engine.runs() == before  # the whole batch was refused
+    with pytest.raises(PayloadError):
+        engine.run(wf, threading.Lock())
+
+    import asyncio
+
+    async def main() -> None:
+        with pytest.raises(PayloadError):
+            await engine.astart(wf, threading.Lock())
+
+    asyncio.run(main())
+    assert engine.runs() == before
+    assert engine.run(wf, "fine", timeout=TIMEOUT) == 1  # the engine is unharmed
+
+
+def test_unpicklable_step_result_fails_the_step(engine: Engine) -> None:
+    calls: list[int] = []
+
+    def make_lock() -> Any:
+        calls.append(1)
+        return threading.Lock()
+
+    @engine.workflow()
+    async def wf(ctx: Any) -> Any:
+        try:
+            await ctx.step("lock", make_lock, retry=actorflow.RetryPolicy.linear(3, 1.0))
+        except StepFailed as exc:
+            return type(exc.__cause__).__name__, "lock" in str(exc.__cause__).lower(), exc.attempts
+        return "journaled?"
+
+    h = engine.start(wf)
+    assert h.result(TIMEOUT) == ("PayloadError", True, 1)
+    assert calls == [1]  # a result that can never be journaled is not retried
+    assert "step_completed" not in [e.kind for e in h.history()]
+
+
+def test_unpicklable_workflow_result_fails_the_run(engine: Engine) -> None:
+    @engine.workflow()
+    async def wf(ctx: Any) -> Any:
+        return threading.Lock()
+
+    h = engine.start(wf)
+    with pytest.raises(WorkflowFailed) as ei:
+        h.result(TIMEOUT)
+    assert isinstance(ei.value.__cause__, PayloadError)
+    assert h.status().state == actorflow.RunState.FAILED
+    assert h.history()[-1].kind == "run_failed"
+
+
+def test_unpicklable_signal_payload(engine: Engine) -> None:
+    @engine.workflow()
+    async def wf(ctx: Any) -> Any:
+        return await ctx.wait_signal("s")
+
+    h = engine.start(wf)
+    wait_state(engine, h.run_id, "waiting")
+    with pytest.raises(PayloadError):
+        h.signal("s", threading.Lock())
+    h.signal("s", "ok")
+    assert h.result(TIMEOUT) == "ok"
+
+
+def test_oversized_payloads() -> None:
+    engine = memory_engine(max_payload=10_000)
+
+    @engine.workflow()
+    async def wf(ctx: Any, x: Any) -> Any:
+        try:
+            await ctx.step("big", lambda: "y" * 50_000)
+        except StepFailed as exc:
+            assert isinstance(exc.__cause__, PayloadError)
+        got = await ctx.wait_signal("s")
+        return len(got)
+
+    with engine:
+        with pytest.raises(PayloadError) as ei:
+            engine.start(wf, b"x" * 20_000)
+        assert ei.value.size > ei.value.limit == 10_000
+        assert engine.runs() == []
+        h = engine.start(wf, b"x" * 100)
+        wait_state(engine, h.run_id, "waiting")
+        with pytest.raises(PayloadError):
+            h.signal("s", "z" * 20_000)
+        h.signal("s", "z" * 100)
+        assert h.result(TIMEOUT) == 100
+
+
+def test_oversized_workflow_result() -> None:
+    engine = memory_engine(max_payload=10_000)
+
+    @engine.workflow()
+    async def wf(ctx: Any) -> Any:
+        return list(range(100_000))
+
+    with engine:
+        with pytest.raises(WorkflowFailed) as ei:
+            engine.run(wf, timeout=TIMEOUT)
+        assert isinstance(ei.value.__cause__, PayloadError)
