@@ -76,8 +76,12 @@ class Run:
         self.max_pos = -1
         self.cancel_pos: int | None = None
         self.comp_done: dict[int, Event] = {}
+        self.progress_recorded = 0  # progress events in the journal: replayed report_progress calls skip them
+        self.progress_replayed = 0
         for ev in events:
-            if ev.kind in FAMILY:
+            if ev.kind == "progress":
+                self.progress_recorded += 1
+            elif ev.kind in FAMILY:
                 self.recorded.setdefault(ev.pos, []).append(ev)
                 if ev.pos > self.max_pos:
                     self.max_pos = ev.pos
@@ -469,7 +473,10 @@ class Run:
         return True
 
     def set_progress(self, fraction: float) -> None:
-        if self.replaying:
+        # progress events carry no position: the n-th call matches the n-th recorded one (also when it
+        # comes after the last positioned event, where `replaying` is already False)
+        if self.progress_replayed < self.progress_recorded:
+            self.progress_replayed += 1
             return
         self.record.progress = fraction
         self._append("progress", "", -1, fraction)
