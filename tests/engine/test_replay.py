@@ -411,3 +411,23 @@ def test_signal_journaled_but_not_delivered_before_a_crash(tmp_path: Path, make_
     e2 = open_engine(make_engine, tmp_path, {"order": order_v1}, clock=MockClock(T0))  # no autojump
     assert e2.result("inbox", TIMEOUT)[2] == "from-the-inbox"
     assert CALLS == {"reserve": 1, "charge": 1, "ship": 1}
+
+
+async def progress_wf(ctx: Any) -> Any:
+    await ctx.step("a", count("a"))
+    ctx.report_progress(0.3)
+    await ctx.wait_signal("go")
+    ctx.report_progress(0.6)
+    return "done"
+
+
+def test_progress_not_journaled_again_on_replay(tmp_path: Path, make_engine: Any) -> None:
+    e1 = open_engine(make_engine, tmp_path, {"p": progress_wf})
+    e1.start("p", run_id="prog")
+    wait_state(e1, "prog", "waiting")
+    e1.close()
+    e2 = open_engine(make_engine, tmp_path, {"p": progress_wf})
+    assert e2.status("prog").progress == 0.3
+    e2.signal("prog", "go")
+    assert e2.result("prog", TIMEOUT) == "done"
+    assert [e.data for e in e2.history("prog") if e.kind == "progress"] == [0.3, 0.6]
