@@ -1,0 +1,506 @@
+"""Benchmark runner: scenario registry, isolated worker processes, statistics and output writers.
+
+Every measurement (one scenario, one side, one repetition) runs in a fresh Python process, so one
+scenario's threads, memory or a hung engine cannot disturb the next, and DBOS (a process-wide
+singleton) starts clean each time. The parent only collects the numbers:
+
+- stdout: ONE JSON line per scenario (params, per-metric median/min/max/runs, peer numbers, ratios);
+- results dir: latest.json (everything, plus the environment), latest.md (table), latest.png (chart).
+
+Ratios are always actorflow / peer for the same metric; each metric says whether higher or lower is
+better, and the table words the comparison accordingly. Medians over repetitions with the min-max
+range: the reference machine is a noisy 2-core VM, so nothing here asserts a timing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+__all__ = [
+    "Metric",
+    "Scenario",
+    "Settings",
+    "register",
+    "scenarios",
+    "summarize",
+    "main",
+    "worker_main",
+]
+
+RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+PEERS = ("dbos",)
+
+
+# --- registry ----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Metric:
+    """One number a scenario reports per repetition (the worker returns it under `key`)."""
+
+    key: str
+    label: str
+    unit: str
+    better: str = "higher"  # "higher" or "lower"
+    peer_key: str | None = None  # the peer's metric this one is compared with (None: no peer number)
+    chart: bool = False  # shown in latest.png
+
+
+@dataclass(frozen=True)
+class Settings:
+    quick: bool = False
+    tiny: bool = False  # the smoke test's configuration: smallest sizes that still exercise everything
+
+
+@dataclass
+class Scenario:
+    """A benchmark: `params(settings)` sizes it; `actorflow`/`peers` are "module:function" names that a
+    worker process calls as fn(params, workdir) -> {metric key: number, ...} for one repetition."""
+
+    name: str
+    title: str
+    metrics: list[Metric]
+    params: Callable[[Settings], dict[str, Any]]
+    actorflow: str
+    peers: dict[str, str] = field(default_factory=dict)
+    order: int = 100
+    quick_repeat: int | None = None  # repetitions under --quick when --repeat is not given
+    timeout: float = 900.0  # seconds per worker process
+    notes: str = ""
+
+
+_REGISTRY: dict[str, Scenario] = {}
+
+
+def register(scenario: Scenario) -> Scenario:
+    if scenario.name in _REGISTRY and _REGISTRY[scenario.name] is not scenario:
+        raise ValueError(f"scenario {scenario.name!r} registered twice")
+    _REGISTRY[scenario.name] = scenario
+    return scenario
+
+
+def scenarios() -> dict[str, Scenario]:
+    """All registered scenarios in run order (importing benchmarks.scenarios registers them)."""
+    from . import scenarios as _pkg
+
+    _pkg.discover()
+    return dict(sorted(_REGISTRY.items(), key=lambda kv: (kv[1].order, kv[0])))
+
+
+def _resolve(ref: str) -> Callable[[dict[str, Any], str], dict[str, Any]]:
+    mod, _, fn = ref.partition(":")
+    return getattr(importlib.import_module(mod), fn)  # type: ignore[no-any-return]
+
+
+def peer_available(peer: str) -> bool:
+    if peer == "dbos":
+        try:
+            import importlib.util
+
+            return importlib.util.find_spec("dbos") is not None
+        except (ImportError, ValueError):
+            return False
+    return False
+
+
+# --- statistics --------------------------------------------------------------------------------
+def _round(x: float) -> float:
+    if x == 0 or not isinstance(x, (int, float)):
+        return x
+    ax = abs(x)
+    if ax >= 1000:
+        return round(x)
+    if ax >= 10:
+        return round(x, 1)
+    if ax >= 0.1:
+        return round(x, 3)
+    return float(f"{x:.3g}")
+
+
+def summarize(values: list[float]) -> dict[str, Any]:
+    """Median with min-max over repetitions (None values, e.g. a metric one repetition lacked, dropped)."""
+    vals = [float(v) for v in values if v is not None]
+    if not vals:
+        return {"median": None, "min": None, "max": None, "runs": []}
+    return {
+        "median": _round(statistics.median(vals)),
+        "min": _round(min(vals)),
+        "max": _round(max(vals)),
+        "runs": [_round(v) for v in vals],
+    }
+
+
+def ratio(af: float | None, peer: float | None) -> float | None:
+    if af is None or peer is None or peer == 0:
+        return None
+    return _round(af / peer)
+
+
+def advantage(metric: Metric, r: float | None) -> float | None:
+    """How many times better actorflow is (>1) or worse (<1) on this metric."""
+    if r is None or r == 0:
+        return None
+    return _round(r if metric.better == "higher" else 1.0 / r)
+
+
+# --- worker processes ----------------------------------------------------------------------------
+def _env_for_worker() -> dict[str, str]:
+    env = dict(os.environ)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    env.setdefault("PYTHONHASHSEED", "0")
+    return env
+
+
+def run_worker(scenario: Scenario, side: str, params: dict[str, Any], base: str) -> dict[str, Any]:
+    """One repetition of one side in a fresh process; returns its metrics (or {"error": ...})."""
+    workdir = tempfile.mkdtemp(prefix=f"{scenario.name}-{side}-", dir=base)
+    out = os.path.join(workdir, "result.json")
+    cmd = [
+        sys.executable,
+        "-m",
+        "benchmarks",
+        "--worker",
+        scenario.name,
+        "--side",
+        side,
+        "--params",
+        json.dumps(params),
+        "--workdir",
+        workdir,
+        "--result-file",
+        out,
+    ]
+    t0 = time.perf_counter()
+    try:
+        proc = subprocess.run(
+            cmd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=scenario.timeout,
+            env=_env_for_worker(),
+        )
+    except subprocess.TimeoutExpired:
+        shutil.rmtree(workdir, ignore_errors=True)
+        return {"error": f"worker timed out after {scenario.timeout}s"}
+    try:
+        if proc.returncode != 0 or not os.path.exists(out):
+            tail = (proc.stderr or "").strip().splitlines()[-15:]
+            return {"error": f"worker exited {proc.returncode}: " + " | ".join(tail)}
+        with open(out) as f:
+            res: dict[str, Any] = json.load(f)
+        res.setdefault("_worker_s", round(time.perf_counter() - t0, 2))
+        return res
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def worker_main(name: str, side: str, params: dict[str, Any], workdir: str, result_file: str) -> int:
+    sc = scenarios()[name]
+    ref = sc.actorflow if side == "actorflow" else sc.peers[side]
+    res = _resolve(ref)(params, workdir)
+    with open(result_file, "w") as f:
+        json.dump(res, f)
+    return 0
+
+
+# --- running scenarios --------------------------------------------------------------------------
+def run_scenario(sc: Scenario, settings: Settings, repeat: int, peers: list[str], base: str) -> dict[str, Any]:
+    params = sc.params(settings)
+    sides = ["actorflow"] + [p for p in peers if p in sc.peers]
+    raw: dict[str, list[dict[str, Any]]] = {s: [] for s in sides}
+    errors: dict[str, list[str]] = {}
+    t0 = time.perf_counter()
+    for rep in range(repeat):
+        for side in sides:  # interleaved, so drift over time hits both sides alike
+            print(f"[bench] {sc.name} {side} {rep + 1}/{repeat} ...", file=sys.stderr, flush=True)
+            res = run_worker(sc, side, params, base)
+            if "error" in res:
+                errors.setdefault(side, []).append(res["error"])
+                print(f"[bench] {sc.name} {side}: {res['error']}", file=sys.stderr, flush=True)
+                continue
+            raw[side].append(res)
+    line: dict[str, Any] = {"scenario": sc.name, "title": sc.title, "params": params, "repeat": repeat}
+    af_metrics = {m.key: summarize([r.get(m.key) for r in raw["actorflow"]]) for m in sc.metrics}
+    line["actorflow"] = af_metrics
+    line["units"] = {m.key: m.unit for m in sc.metrics}
+    line["better"] = {m.key: m.better for m in sc.metrics}
+    extra = _extras(raw["actorflow"], {m.key for m in sc.metrics})
+    if extra:
+        line["actorflow_info"] = extra
+    for peer in peers:
+        if peer not in sc.peers:
+            continue
+        peer_keys = {m.peer_key for m in sc.metrics if m.peer_key}
+        pm = {k: summarize([r.get(k) for r in raw[peer]]) for k in sorted(peer_keys)}
+        line[peer] = pm
+        pextra = _extras(raw[peer], peer_keys)
+        if pextra:
+            line[f"{peer}_info"] = pextra
+        line[f"ratio_actorflow_over_{peer}"] = {
+            m.key: ratio(af_metrics[m.key]["median"], pm[m.peer_key]["median"]) for m in sc.metrics if m.peer_key
+        }
+    if errors:
+        line["errors"] = errors
+    line["elapsed_s"] = round(time.perf_counter() - t0, 1)
+    return line
+
+
+def _extras(results: list[dict[str, Any]], known: set[str]) -> dict[str, Any]:
+    """Non-metric facts a worker reported (sizes it actually reached, lateness samples...): first run's."""
+    if not results:
+        return {}
+    return {k: v for k, v in results[0].items() if k not in known and not k.startswith("_")}
+
+
+# --- output writers ------------------------------------------------------------------------------
+def _fmt(x: Any) -> str:
+    if x is None:
+        return "–"
+    if isinstance(x, float) and x.is_integer() and abs(x) >= 1000:
+        x = int(x)
+    if isinstance(x, int) or (isinstance(x, float) and abs(x) >= 1000):
+        return f"{x:,.0f}"
+    return f"{x:g}"
+
+
+def _cell(s: dict[str, Any] | None) -> str:
+    if not s or s.get("median") is None:
+        return "–"
+    if len(s.get("runs", [])) > 1:
+        return f"{_fmt(s['median'])} ({_fmt(s['min'])}–{_fmt(s['max'])})"
+    return _fmt(s["median"])
+
+
+def write_markdown(path: str, lines: list[dict[str, Any]], env: dict[str, Any], regs: dict[str, Scenario]) -> None:
+    peers = env.get("peers") or []
+    out = [
+        "# actorflow benchmarks",
+        "",
+        f"{env['when']} · {env['cpus']} CPUs · Python {env['python']} · {env['platform']} · "
+        f"mode {'quick' if env['quick'] else 'full'}{' (tiny)' if env.get('tiny') else ''} · "
+        f"data on {env['fs']} ({env['base']}) · peers: {', '.join(peers) or 'none'}",
+        "",
+        "Cells: median over repetitions (min–max). Ratio = actorflow / peer on the same metric; "
+        "'advantage' says how many times better actorflow is (>1) or worse (<1), whichever way the metric points.",
+        "",
+    ]
+    peer = peers[0] if peers else None
+    head = ["scenario", "metric", "unit", "better", "actorflow"]
+    if peer:
+        head += [peer, f"ratio af/{peer}", "advantage"]
+    out.append("| " + " | ".join(head) + " |")
+    out.append("|" + "---|" * len(head))
+    for line in lines:
+        sc = regs.get(line["scenario"])
+        if sc is None:
+            continue
+        for m in sc.metrics:
+            row = [line["scenario"], m.label, m.unit, "↑" if m.better == "higher" else "↓", _cell(line["actorflow"].get(m.key))]
+            if peer:
+                pm = line.get(peer, {}).get(m.peer_key) if m.peer_key else None
+                r = line.get(f"ratio_actorflow_over_{peer}", {}).get(m.key) if m.peer_key else None
+                adv = advantage(m, r)
+                row += [_cell(pm), _fmt(r), f"{_fmt(adv)}×" if adv is not None else "–"]
+            out.append("| " + " | ".join(row) + " |")
+    out.append("")
+    out.append("## Parameters and notes")
+    out.append("")
+    for line in lines:
+        sc = regs.get(line["scenario"])
+        out.append(f"- **{line['scenario']}** — {line['title']}. params `{json.dumps(line['params'])}`, "
+                   f"repeat {line['repeat']}, {line['elapsed_s']} s."
+                   + (f" {sc.notes}" if sc and sc.notes else ""))
+        for key in [k for k in line if k.endswith("_info")]:
+            out.append(f"  - {key}: `{json.dumps(line[key])}`")
+        if line.get("errors"):
+            out.append(f"  - errors: `{json.dumps(line['errors'])[:500]}`")
+    out.append("")
+    with open(path, "w") as f:
+        f.write("\n".join(out))
+
+
+def write_chart(path: str, lines: list[dict[str, Any]], env: dict[str, Any], regs: dict[str, Scenario]) -> bool:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("[bench] matplotlib not installed: no chart", file=sys.stderr)
+        return False
+    peers = env.get("peers") or []
+    peer = peers[0] if peers else None
+    panels: list[tuple[str, Metric, dict[str, Any]]] = []
+    for line in lines:
+        sc = regs.get(line["scenario"])
+        if sc is None:
+            continue
+        for m in sc.metrics:
+            if m.chart and line["actorflow"].get(m.key, {}).get("median") is not None:
+                panels.append((line["scenario"], m, line))
+    if not panels:
+        return False
+    cols = min(4, len(panels))
+    rows = (len(panels) + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 3.2 * rows), squeeze=False)
+    for ax in axes.flat[len(panels):]:
+        ax.axis("off")
+    for ax, (name, m, line) in zip(axes.flat, panels):
+        labels, meds, lo, hi, colors = [], [], [], [], []
+        a = line["actorflow"][m.key]
+        labels.append("actorflow")
+        meds.append(a["median"])
+        lo.append(a["median"] - a["min"])
+        hi.append(a["max"] - a["median"])
+        colors.append("#2a6fdb")
+        if peer and m.peer_key and line.get(peer, {}).get(m.peer_key, {}).get("median") is not None:
+            p = line[peer][m.peer_key]
+            labels.append(peer)
+            meds.append(p["median"])
+            lo.append(p["median"] - p["min"])
+            hi.append(p["max"] - p["median"])
+            colors.append("#e07b39")
+        ax.bar(labels, meds, yerr=[lo, hi], color=colors, capsize=4)
+        ax.set_title(f"{name}: {m.label}", fontsize=9)
+        ax.set_ylabel(f"{m.unit} ({'higher' if m.better == 'higher' else 'lower'} is better)", fontsize=8)
+        ax.tick_params(labelsize=8)
+        if len(meds) == 2 and min(meds) > 0 and max(meds) / min(meds) > 30:
+            ax.set_yscale("log")
+        for i, v in enumerate(meds):
+            ax.annotate(_fmt(v), (i, v), ha="center", va="bottom", fontsize=8)
+    fig.suptitle(
+        f"actorflow vs {peer or '(no peer)'} — {env['cpus']} CPUs, {'quick' if env['quick'] else 'full'} run, {env['when']}",
+        fontsize=10,
+    )
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def _fs_type(path: str) -> str:
+    path = os.path.realpath(path)
+    best, fstype = "", "?"
+    try:
+        with open("/proc/mounts") as f:
+            for line in f:
+                parts = line.split()
+                if (path == parts[1] or path.startswith(parts[1].rstrip("/") + "/")) and len(parts[1]) > len(best):
+                    best, fstype = parts[1], parts[2]
+    except OSError:
+        pass
+    return fstype
+
+
+def _environment(base: str, settings: Settings, peers: list[str]) -> dict[str, Any]:
+    env: dict[str, Any] = {
+        "when": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "platform": platform.platform(terse=True),
+        "base": base,
+        "fs": _fs_type(base),
+        "quick": settings.quick,
+        "tiny": settings.tiny,
+        "peers": peers,
+    }
+    try:
+        import lmdb
+
+        env["lmdb"] = ".".join(map(str, lmdb.version()))
+    except ImportError:
+        pass
+    for pkg in ("thespian", "dbos", "sqlalchemy"):
+        try:
+            from importlib.metadata import version
+
+            env[pkg] = version(pkg)
+        except Exception:  # noqa: BLE001
+            pass
+    try:
+        import sqlite3
+
+        env["sqlite"] = sqlite3.sqlite_version
+    except ImportError:
+        pass
+    return env
+
+
+# --- CLI -----------------------------------------------------------------------------------------
+def main(argv: list[str] | None = None) -> int:
+    regs_all = scenarios()
+    ap = argparse.ArgumentParser(
+        prog="python -m benchmarks",
+        description="actorflow benchmarks, side by side with a peer (DBOS Transact on SQLite).",
+    )
+    ap.add_argument("scenario", nargs="*", help=f"scenarios to run (default all): {', '.join(regs_all)}")
+    ap.add_argument("--peer", action="append", choices=PEERS, default=[], help="also measure this peer")
+    ap.add_argument("--quick", action="store_true", help="small sizes, 1-2 repetitions (< 2 min)")
+    ap.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)  # smoke-test sizes
+    ap.add_argument("--repeat", type=int, default=None, help="repetitions per scenario (default 3, quick 1-2)")
+    ap.add_argument("--out", default=RESULTS_DIR, help="where latest.{json,md,png} go (default benchmarks/results)")
+    ap.add_argument("--dir", default=None, help="parent directory for the data dirs (default: system temp dir)")
+    ap.add_argument("--list", action="store_true", help="list the scenarios and exit")
+    # internal: one repetition of one side, in this process
+    ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--side", default="actorflow", help=argparse.SUPPRESS)
+    ap.add_argument("--params", default="{}", help=argparse.SUPPRESS)
+    ap.add_argument("--workdir", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--result-file", default=None, help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+
+    if args.worker:
+        return worker_main(args.worker, args.side, json.loads(args.params), args.workdir, args.result_file)
+    if args.list:
+        for name, sc in regs_all.items():
+            print(f"{name:10s} {sc.title}" + (f"  [peer: {', '.join(sc.peers)}]" if sc.peers else ""))
+        return 0
+    unknown = [s for s in args.scenario if s not in regs_all]
+    if unknown:
+        ap.error(f"unknown scenario(s) {unknown}; known: {list(regs_all)}")
+    selected = [regs_all[s] for s in (args.scenario or regs_all)]
+    settings = Settings(quick=args.quick or args.tiny, tiny=args.tiny)
+    peers = []
+    for p in dict.fromkeys(args.peer):
+        if peer_available(p):
+            peers.append(p)
+        else:
+            print(f"[bench] peer {p!r} is not installed (pip install 'actorflow[bench]'): running without it", file=sys.stderr)
+
+    base = tempfile.mkdtemp(prefix="actorflow-bench-", dir=args.dir)
+    env = _environment(base, settings, peers)
+    if env["fs"] in ("tmpfs", "ramfs"):
+        print(f"[bench] warning: {base} is on {env['fs']}: fsync is not real there; pass --dir on a disk", file=sys.stderr)
+    lines: list[dict[str, Any]] = []
+    t0 = time.perf_counter()
+    try:
+        for sc in selected:
+            repeat = args.repeat or ((sc.quick_repeat or 2) if settings.quick else 3)
+            if settings.tiny and not args.repeat:
+                repeat = 1
+            line = run_scenario(sc, settings, repeat, peers, base)
+            print(json.dumps(line), flush=True)
+            lines.append(line)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+    env["total_s"] = round(time.perf_counter() - t0, 1)
+    os.makedirs(args.out, exist_ok=True)
+    with open(os.path.join(args.out, "latest.json"), "w") as f:
+        json.dump({"environment": env, "scenarios": lines}, f, indent=1)
+    write_markdown(os.path.join(args.out, "latest.md"), lines, env, regs_all)
+    write_chart(os.path.join(args.out, "latest.png"), lines, env, regs_all)
+    print(f"[bench] {len(lines)} scenario(s) in {env['total_s']} s; results in {args.out}/latest.{{json,md,png}}", file=sys.stderr)
+    return 1 if any(line.get("errors") for line in lines) else 0
+

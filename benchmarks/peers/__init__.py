@@ -1,0 +1,1 @@
+"""Peer implementations of the scenarios (imported only inside worker processes)."""

@@ -1,0 +1,334 @@
+"""DBOS Transact (SQLite system database) versions of the scenarios — the peer actorflow is measured against.
+
+Durability matched to actorflow's default (fsync before acknowledging): the SQLite file is in WAL
+mode with synchronous=FULL on every connection DBOS opens (a pool "connect" listener; DBOS itself
+sets only busy_timeout and foreign_keys). Each function here runs in its own worker process
+(DBOS is a process-wide singleton) and returns one repetition's metrics, like the actorflow side.
+
+    python -m benchmarks.peers.dbos_peer check   # prints the pragmas DBOS's own engine runs with
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.pool import Pool
+
+
+@event.listens_for(Pool, "connect")
+def _durable_sqlite(dbapi_conn: Any, _rec: Any) -> None:
+    if isinstance(dbapi_conn, sqlite3.Connection):
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=FULL")
+        cur.close()
+
+
+from dbos import DBOS, DBOSConfig, SetWorkflowID  # noqa: E402
+
+# --- workflows (registered at import, before launch, as DBOS requires) ----------------------------
+
+
+@DBOS.step()
+def _ident(x: Any) -> Any:
+    return x
+
+
+@DBOS.workflow()
+def three_step(i: int) -> int:
+    a = _ident(i)
+    b = _ident(a + 1)
+    return _ident(b + 1)  # type: ignore[no-any-return]
+
+
+@DBOS.step()
+async def _aident(x: Any) -> Any:
+    return x
+
+
+@DBOS.workflow()
+async def three_step_async(i: int) -> int:
+    a = await _aident(i)
+    b = await _aident(a + 1)
+    return await _aident(b + 1)  # type: ignore[no-any-return]
+
+
+@DBOS.workflow()
+def hundred(n: int) -> int:
+    acc = 0
+    for k in range(n):
+        acc += _ident(k)
+    return acc
+
+
+@DBOS.step()
+async def _now() -> float:
+    return time.time()
+
+
+@DBOS.workflow()
+async def sleeper(seconds: float) -> None:
+    await DBOS.sleep_async(seconds)
+
+
+@DBOS.workflow()
+async def waiter(topic: str) -> Any:
+    return await DBOS.recv_async(topic, timeout_seconds=3600)
+
+
+@DBOS.workflow()
+async def timed_sleeper(due: float) -> float:
+    await DBOS.sleep_async(max(0.0, due - time.time()))
+    return await _now()  # type: ignore[no-any-return]
+
+
+_BLOCK = threading.Event()  # set in the recovering process; never set in the one that is killed
+_s1_done = 0
+_s2_done = 0
+_s1_lock = threading.Lock()
+
+
+@DBOS.step()
+def _rec_s1(i: int) -> int:
+    global _s1_done
+    with _s1_lock:
+        _s1_done += 1
+    return i
+
+
+@DBOS.step()
+def _rec_s2(i: int) -> int:
+    global _s2_done
+    _BLOCK.wait()  # blocks forever in the process that gets SIGKILLed
+    with _s1_lock:
+        _s2_done += 1
+    return i + 1
+
+
+@DBOS.workflow()
+def recoverable(i: int) -> int:
+    a = _rec_s1(i)
+    b = _rec_s2(a)
+    return _ident(b + 1)  # type: ignore[no-any-return]
+
+
+# --- life cycle -------------------------------------------------------------------------------------
+
+
+def _launch(workdir: str, **extra: Any) -> None:
+    os.makedirs(workdir, exist_ok=True)
+    cfg: DBOSConfig = {
+        "name": "actorflow-bench",
+        "system_database_url": f"sqlite:///{os.path.join(workdir, 'dbos.sqlite')}",
+        "log_level": "ERROR",
+        **extra,  # type: ignore[typeddict-item]
+    }
+    DBOS(config=cfg)
+    DBOS.launch()
+
+
+def _shutdown() -> None:
+    try:
+        DBOS.destroy()
+    except Exception:  # noqa: BLE001
+        pass
+
+
+def check(workdir: str) -> dict[str, Any]:
+    """The journal mode and synchronous level of a connection from DBOS's own system-db engine."""
+    import dbos._dbos as _d
+
+    _launch(workdir)
+    try:
+        with _d._dbos_global_instance._sys_db.engine.connect() as c:  # type: ignore[union-attr]
+            return {
+                "journal_mode": c.exec_driver_sql("PRAGMA journal_mode").scalar(),
+                "synchronous": c.exec_driver_sql("PRAGMA synchronous").scalar(),  # 2 = FULL
+            }
+    finally:
+        _shutdown()
+
+
+def _cpu_wall() -> tuple[float, float]:
+    return time.process_time(), time.perf_counter()
+
+
+# --- scenarios --------------------------------------------------------------------------------------
+
+
+def seq3(p: dict[str, Any], workdir: str) -> dict[str, Any]:
+    n = p["dbos_n"]
+    _launch(workdir)
+    try:
+        for i in range(p.get("warmup", 5)):
+            three_step(i)
+        c0, w0 = _cpu_wall()
+        for i in range(n):
+            assert three_step(i) == i + 2
+        cpu, wall = time.process_time() - c0, time.perf_counter() - w0
+    finally:
+        _shutdown()
+    return {"wf_per_s": n / wall, "ms_per_wf": 1000 * wall / n, "cpu_ms_per_wf": 1000 * cpu / n, "n": n}
+
+
+def conc3(p: dict[str, Any], workdir: str) -> dict[str, Any]:
+    n = p["dbos_n"]
+    out: dict[str, Any] = {"n": n}
+    _launch(workdir)
+    try:
+        three_step(-1)
+        c0, w0 = _cpu_wall()
+        handles = [DBOS.start_workflow(three_step, i) for i in range(n)]
+        results = [h.get_result() for h in handles]
+        cpu, wall = time.process_time() - c0, time.perf_counter() - w0
+        assert results == [i + 2 for i in range(n)]
+        out["threads_wf_per_s"] = n / wall
+        out["threads_cpu_ms_per_wf"] = 1000 * cpu / n
+
+        async def go() -> list[Any]:
+            hs = await asyncio.gather(*(DBOS.start_workflow_async(three_step_async, i) for i in range(n)))
+            return await asyncio.gather(*(h.get_result() for h in hs))
+
+        c0, w0 = _cpu_wall()
+        results = asyncio.run(go())
+        cpu, wall = time.process_time() - c0, time.perf_counter() - w0
+        assert results == [i + 2 for i in range(n)]
+        out["async_wf_per_s"] = n / wall
+        out["async_cpu_ms_per_wf"] = 1000 * cpu / n
+    finally:
+        _shutdown()
+    return out
+
+
+def steps100(p: dict[str, Any], workdir: str) -> dict[str, Any]:
+    steps, wfs = p["steps"], p["workflows"]
+    _launch(workdir)
+    try:
+        hundred(3)
+        c0, w0 = _cpu_wall()
+        for _ in range(wfs):
+            assert hundred(steps) == steps * (steps - 1) // 2
+        cpu, wall = time.process_time() - c0, time.perf_counter() - w0
+    finally:
+        _shutdown()
+    total = steps * wfs
+    return {"cpu_us_per_step": 1e6 * cpu / total, "wall_us_per_step": 1e6 * wall / total, "steps_per_s": total / wall}
+
+
+def sleepers(p: dict[str, Any], workdir: str) -> dict[str, Any]:
+    """RSS per waiting workflow (half durable sleep, half recv) and lateness of a crowd of sleepers."""
+    from benchmarks.scenarios._common import percentile, rss_bytes
+
+    n, m = p["dbos_n"], p["dbos_late_n"]
+    _launch(workdir)
+    try:
+        three_step(-1)
+        rss0, anon0 = rss_bytes()
+
+        async def start_waiters() -> float:
+            t0 = time.perf_counter()
+            await asyncio.gather(
+                *(DBOS.start_workflow_async(sleeper, 3600.0) for _ in range(n // 2)),
+                *(DBOS.start_workflow_async(waiter, "never") for _ in range(n - n // 2)),
+            )
+            return time.perf_counter() - t0
+
+        loop = asyncio.new_event_loop()
+        start_s = loop.run_until_complete(start_waiters())
+        time.sleep(p["settle_s"])
+        rss1, anon1 = rss_bytes()
+        per_s = n / start_s
+
+        due = time.time() + m / per_s * 1.5 + p["margin_s"]
+
+        async def crowd() -> list[float]:
+            hs = await asyncio.gather(*(DBOS.start_workflow_async(timed_sleeper, due) for _ in range(m)))
+            return await asyncio.gather(*(h.get_result() for h in hs))
+
+        woke = loop.run_until_complete(crowd())
+        late = sorted(max(0.0, w - due) * 1000 for w in woke)
+        early = sum(1 for w in woke if w < due - 0.001)
+    finally:
+        _shutdown()
+    return {
+        "rss_per_run_bytes": (rss1 - rss0) / n,
+        "anon_per_run_bytes": (anon1 - anon0) / n,
+        "runs_per_gib": (1 << 30) / max(1.0, (rss1 - rss0) / n),
+        "lateness_p50_ms": percentile(late, 50),
+        "lateness_p99_ms": percentile(late, 99),
+        "lateness_max_ms": late[-1] if late else None,
+        "start_per_s": per_s,
+        "n": n,
+        "late_n": m,
+        "woke_early": early,
+    }
+
+
+def _recovery_child(workdir: str, n: int) -> None:
+    """Killed by the parent: starts n workflows that block in their second step, reports readiness."""
+    _launch(workdir)
+    for i in range(n):
+        with SetWorkflowID(f"rec-{i}"):
+            DBOS.start_workflow(recoverable, i)
+    while True:
+        with _s1_lock:
+            if _s1_done >= n:
+                break
+        time.sleep(0.01)
+    time.sleep(0.3)  # let the last step-1 outputs reach the database
+    print("READY", flush=True)
+    time.sleep(3600)
+
+
+def recovery(p: dict[str, Any], workdir: str) -> dict[str, Any]:
+    n = p["dbos_n"]
+    child = subprocess.Popen(
+        [sys.executable, "-c", f"from benchmarks.peers import dbos_peer as d; d._recovery_child({workdir!r}, {n})"],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=dict(os.environ),
+    )
+    try:
+        line = child.stdout.readline() if child.stdout else ""
+        if line.strip() != "READY":
+            raise RuntimeError(f"DBOS recovery child did not get ready: {line!r}")
+    finally:
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait()
+    _BLOCK.set()
+    t0 = time.perf_counter()
+    _launch(workdir)  # DBOS re-enqueues this executor's PENDING workflows on launch
+    t_open = time.perf_counter() - t0
+    try:
+        t_resumed = None
+        deadline = time.time() + 600
+        while time.time() < deadline:
+            if _s2_done >= n:
+                t_resumed = time.perf_counter() - t0
+                break
+            time.sleep(0.002)
+        for i in range(n):
+            h = DBOS.retrieve_workflow(f"rec-{i}")
+            assert h.get_result() == i + 2
+        t_all = time.perf_counter() - t0
+        rerun_s1 = _s1_done
+    finally:
+        _shutdown()
+    return {"open_s": t_open, "resumed_s": t_resumed, "all_done_s": t_all, "recovered_per_s": n / t_all,
+            "n": n, "s1_rerun_after_crash": rerun_s1}
+
+
+if __name__ == "__main__":
+    import tempfile
+
+    print(json.dumps(check(tempfile.mkdtemp(prefix="dbos-check-"))))

@@ -1,0 +1,76 @@
+"""Smoke test of the benchmark harness: the whole `python -m benchmarks` pipeline on its tiny sizes.
+
+No timing assertions (a noisy 2-core machine): only that every scenario ran, printed one JSON line
+with the expected keys, and the result files were written. With DBOS installed (the `bench` extra)
+the peer is measured too; without it the harness runs actorflow alone.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCENARIOS = {"journal", "seq3", "conc3", "steps100", "sleepers", "recovery"}
+HAS_DBOS = importlib.util.find_spec("dbos") is not None
+HAS_MPL = importlib.util.find_spec("matplotlib") is not None
+HAS_PSUTIL = importlib.util.find_spec("psutil") is not None
+
+
+def test_quick_harness_tiny(tmp_path):
+    cmd = [sys.executable, "-m", "benchmarks", "--quick", "--tiny", "--out", str(tmp_path / "results"),
+           "--dir", str(tmp_path)]
+    names = set(SCENARIOS)
+    if not HAS_PSUTIL:  # RSS needs psutil (bench extra); everything else runs without it
+        names.discard("sleepers")
+        cmd += sorted(names)
+    if HAS_DBOS:
+        cmd += ["--peer", "dbos"]
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=110, env=env)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+
+    lines = [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
+    assert [line["scenario"] for line in lines] == [s for s in _order() if s in names]
+    for line in lines:
+        assert not line.get("errors"), line.get("errors")
+        for key in ("scenario", "title", "params", "repeat", "actorflow", "units", "better", "elapsed_s"):
+            assert key in line, (line["scenario"], key)
+        assert line["actorflow"], line["scenario"]
+        for metric, stats in line["actorflow"].items():
+            assert set(stats) >= {"median", "min", "max", "runs"}, (line["scenario"], metric)
+            assert stats["median"] is not None, (line["scenario"], metric)
+            assert stats["min"] <= stats["median"] <= stats["max"]
+        if HAS_DBOS and line["scenario"] != "journal":
+            assert line["dbos"] and "ratio_actorflow_over_dbos" in line, line["scenario"]
+            assert all(s["median"] is not None for s in line["dbos"].values()), line["dbos"]
+            assert all(r is not None for r in line["ratio_actorflow_over_dbos"].values())
+        else:
+            assert "dbos" not in line
+
+    by = {line["scenario"]: line for line in lines}
+    assert by["seq3"]["actorflow"]["wf_per_s"]["median"] > 0
+    assert {"astart_wf_per_s", "start_wf_per_s", "start_many_wf_per_s"} <= set(by["conc3"]["actorflow"])
+    assert by["steps100"]["actorflow"]["cpu_us_per_step"]["median"] > 0
+    assert by["recovery"]["actorflow_info"]["s1_rerun_after_crash"] == 0  # journaled steps not re-run
+    if "sleepers" in by:
+        assert {"rss_per_run_bytes", "lateness_p50_ms", "lateness_p99_ms"} <= set(by["sleepers"]["actorflow"])
+
+    out = tmp_path / "results"
+    saved = json.loads((out / "latest.json").read_text())
+    assert [s["scenario"] for s in saved["scenarios"]] == [line["scenario"] for line in lines]
+    md = (out / "latest.md").read_text()
+    assert "| scenario | metric |" in md and "seq3" in md
+    if HAS_MPL:
+        assert (out / "latest.png").stat().st_size > 1000
+
+
+def _order() -> list[str]:
+    sys.path.insert(0, ROOT)
+    import actorflow  # noqa: F401
+    from benchmarks._harness import scenarios
+
+    return list(scenarios())
