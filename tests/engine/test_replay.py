@@ -152,10 +152,15 @@ def test_recovery_continues_without_rerunning_steps(tmp_path: Path, make_engine:
 
 def test_recovery_of_run_in_flight_at_close(tmp_path: Path, make_engine: Any) -> None:
     gate = Gate()
+    keys: list[str] = []
+
+    def step_b() -> str:
+        keys.append(actorflow.current_step().idempotency_key)
+        return gate("b-result")
 
     async def wf(ctx: Any) -> Any:
         a = await ctx.step("a", count("a"))
-        b = await ctx.step("b", lambda: gate("b-result"))
+        b = await ctx.step("b", step_b)
         return a, b
 
     e1 = open_engine(make_engine, tmp_path, {"wf": wf})
@@ -167,6 +172,7 @@ def test_recovery_of_run_in_flight_at_close(tmp_path: Path, make_engine: Any) ->
     assert e2.result("inflight", TIMEOUT) == ("a-result", "b-result")  # recovered at open: state running
     assert CALLS["a"] == 1
     assert gate.calls == 2
+    assert len(keys) == 2 and keys[0] == keys[1]  # the idempotency key is stable across the re-run
 
 
 def test_now_random_uuid_identical_on_replay(tmp_path: Path, make_engine: Any) -> None:

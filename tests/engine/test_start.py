@@ -311,3 +311,53 @@ def test_close_with_running_steps_abandons_them_after_grace(tmp_path: Any, make_
     assert gate.calls == 2  # at-least-once: it ran again after reopening
     kinds = [e.kind for e in e2.history("g-1")]
     assert kinds.count("step_completed") == 1
+
+
+def test_concurrent_astarts_share_commits(tmp_path: Any, make_engine: Any) -> None:
+    engine = make_engine(tmp_path, clock=actorflow.MockClock(autojump=True), open=False)
+
+    @engine.workflow()
+    async def wf(ctx: Any, x: int) -> int:
+        return x
+
+    engine.open()
+    journal = engine.journal
+    create_txns: list[int] = []
+    orig_write = journal._write  # type: ignore[attr-defined]
+
+    def write(batches: list[Any]) -> Any:
+        n = sum(1 for b in batches for op in b.ops if op[0] == OP_CREATE_RUN)
+        if n:
+            create_txns.append(n)
+        return orig_write(batches)
+
+    journal._write = write  # type: ignore[attr-defined]
+
+    async def main() -> list[int]:
+        handles = await asyncio.gather(*(engine.astart(wf, i) for i in range(100)))
+        return await asyncio.gather(*(h.aresult(TIMEOUT) for h in handles))
+
+    assert asyncio.run(main()) == list(range(100))
+    assert sum(create_txns) == 100
+    assert len(create_txns) < 50, create_txns  # many starts per LMDB transaction (one fsync each)
+
+
+def test_ctx_identity(engine: Engine) -> None:
+    @engine.workflow(name="ident")
+    async def wf(ctx: Any) -> Any:
+        return ctx.run_id, ctx.workflow, ctx.is_replaying, isinstance(ctx, actorflow.WorkflowContext)
+
+    assert engine.run("ident", run_id="who", timeout=TIMEOUT) == ("who", "ident", False, True)
+
+
+def test_cancel_right_after_start(engine: Engine) -> None:
+    @engine.workflow()
+    async def wf(ctx: Any) -> None:
+        await ctx.wait_signal("never")
+
+    for i in range(10):
+        h = engine.start(wf, run_id=f"quick-{i}")
+        assert h.cancel() is True
+        with pytest.raises(actorflow.Cancelled):
+            h.result(TIMEOUT)
+        assert h.status().state == actorflow.RunState.CANCELLED
