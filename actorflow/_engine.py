@@ -352,6 +352,9 @@ class Engine:
     def result(self, run_id: str, timeout: float | None = None) -> Any:
         """The run's return value; raises WorkflowFailed, Cancelled or TimeoutError."""
         rt = self._runtime()
+        recent = rt.notifier.recent.get(run_id)
+        if recent is not None:
+            return self._outcome(run_id, recent)
         rec = self._record(run_id)
         if rec.finished:
             return self._outcome(run_id, self._final(run_id, rec))
@@ -375,6 +378,9 @@ class Engine:
 
     async def aresult(self, run_id: str, timeout: float | None = None) -> Any:
         rt = self._runtime()
+        recent = rt.notifier.recent.get(run_id)
+        if recent is not None:
+            return self._outcome(run_id, recent)
         rec = self._record(run_id)
         if rec.finished:
             return self._outcome(run_id, self._final(run_id, rec))

@@ -109,14 +109,14 @@ class RunHost:
         parent_pos = run.record.meta.get("parent_pos")
         if run.record.parent and (run.record.parent, parent_pos) not in targets:
             targets.append((run.record.parent, parent_pos))
-        status = RunStatus.from_record(run.record)
+        record = run.record
         rt = self.rt
 
         def release() -> None:
             self.finishing.pop(run_id, None)
             for parent_id, pos in targets:
                 self.outbox.append((rt.shard_of(parent_id), ("child_done", parent_id, pos, outcome[0], outcome[1])))
-            rt.notifier.finished(run_id, status, state, value, data)
+            rt.notifier.finished(run_id, record, state, value, data)
 
         self.outputs.append((None, release))
 
@@ -240,10 +240,9 @@ class RunHost:
         self.batch.append(run_id, Event(seq, "run_cancelled", "", {"error": "Cancelled: cancelled while blocked"}, now))
         rec.state, rec.updated_at = "cancelled", now
         self.batch.put_run(rec)
-        status = RunStatus.from_record(rec)
 
         def done() -> None:
-            self.rt.notifier.finished(run_id, status, "cancelled", None, {"error": "cancelled while blocked"})
+            self.rt.notifier.finished(run_id, rec, "cancelled", None, {"error": "cancelled while blocked"})
             if reply is not None:
                 reply.set_result(True)
 

@@ -67,7 +67,7 @@ class RetryPolicy:
 
     @classmethod
     def none(cls) -> "RetryPolicy":
-        return cls()
+        return _NONE
 
     def delay(self, n: int, rng: Callable[[], float] = random.random) -> float:
         """Seconds to wait before retry number `n` (1 = the first retry)."""
@@ -91,3 +91,6 @@ class RetryPolicy:
         if attempt >= self.max_attempts:
             return False
         return not (self.non_retryable and isinstance(error, self.non_retryable))
+
+
+_NONE = RetryPolicy()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import queue
 import threading
 import zlib
+from collections import OrderedDict
 from typing import Any, Callable
 
 from storage import Journal, RunRecord
@@ -20,8 +21,11 @@ __all__ = ["Runtime", "Notifier"]
 class Notifier:
     """Where run hosts report finished runs and status changes to waiting callers (thread-safe)."""
 
+    RECENT = 50_000  # outcomes of recently finished runs kept for result() without a journal read
+
     def __init__(self) -> None:
         self._lock = threading.Lock()
+        self.recent: "OrderedDict[str, tuple[str, Any, Any]]" = OrderedDict()
         self._waiters: dict[str, list[Callable[[tuple[str, Any, Any]], None]]] = {}
         self._monitors: dict[str, list[Callable[[RunStatus], None]]] = {}
 
@@ -56,14 +60,22 @@ class Notifier:
         for cb in list(self._monitors.get(status.run_id, ())):
             cb(status)
 
-    def finished(self, run_id: str, status: RunStatus, state: str, value: Any, data: Any) -> None:
+    def finished(self, run_id: str, record: RunRecord, state: str, value: Any, data: Any) -> None:
+        outcome = (state, value, data)
         with self._lock:
-            waiters = self._waiters.pop(run_id, [])
+            recent = self.recent
+            recent[run_id] = outcome
+            if len(recent) > self.RECENT:
+                recent.popitem(last=False)
+            waiters = self._waiters.pop(run_id, None)
             monitors = list(self._monitors.get(run_id, ()))
-        for cb in monitors:
-            cb(status)
-        for w in waiters:
-            w((state, value, data))
+        if monitors:
+            status = RunStatus.from_record(record)
+            for cb in monitors:
+                cb(status)
+        if waiters:
+            for w in waiters:
+                w(outcome)
 
 
 class Runtime:

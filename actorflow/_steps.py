@@ -44,7 +44,8 @@ class StepPool:
         info = StepInfo(run_id, name, pos, attempt, f"{run_id}#{pos}:{name}")
         with self._lock:
             self.inflight += 1
-        if inspect.iscoroutinefunction(fn):
+        code = getattr(fn, "__code__", None)
+        if (code.co_flags & inspect.CO_COROUTINE) if code is not None else inspect.iscoroutinefunction(fn):
             fut = asyncio.run_coroutine_threadsafe(self._run_async(fn, info), self._loop)
             fut.add_done_callback(lambda f: self._done(f.exception(), None if f.exception() else f.result(), info, kind))
         else:
