@@ -437,3 +437,49 @@ def test_progress_not_journaled_again_on_replay(tmp_path: Path, make_engine: Any
     e2.signal("prog", "go")
     assert e2.result("prog", TIMEOUT) == "done"
     assert [e.data for e in e2.history("prog") if e.kind == "progress"] == [0.3, 0.6]
+
+
+FLAKY_ATTEMPTS: list[int] = []
+
+
+def flaky() -> str:
+    attempt = actorflow.current_step().attempt
+    FLAKY_ATTEMPTS.append(attempt)
+    if attempt == 1:
+        raise RuntimeError("first attempt fails")
+    return f"ok on attempt {attempt}"
+
+
+async def retry_wf(ctx: Any) -> Any:
+    return await ctx.step("flaky", flaky, retry=actorflow.RetryPolicy.linear(3, delay=1000.0, jitter=False))
+
+
+def test_retry_backoff_survives_restart(tmp_path: Path, make_engine: Any) -> None:
+    FLAKY_ATTEMPTS.clear()
+    e1 = open_engine(make_engine, tmp_path, {"r": retry_wf}, clock=MockClock(T0))
+    e1.start("r", run_id="retry")
+    wait_until(lambda: any(e.kind == "step_attempt_failed" for e in e1.history("retry")), what="attempt 1 failed")
+    e1.close()
+    clock = MockClock(T0 + 10)
+    e2 = open_engine(make_engine, tmp_path, {"r": retry_wf}, clock=clock)
+    with pytest.raises(TimeoutError):
+        e2.result("retry", timeout=0.05)  # the retry is not due yet
+    clock.advance(1000)
+    assert e2.result("retry", TIMEOUT) == "ok on attempt 2"
+    assert FLAKY_ATTEMPTS == [1, 2]
+
+
+async def wait_timeout_wf(ctx: Any) -> Any:
+    try:
+        return await ctx.wait_signal("answer", timeout=600)
+    except actorflow.WaitTimeout:
+        return "timed out"
+
+
+def test_wait_timeout_due_during_downtime(tmp_path: Path, make_engine: Any) -> None:
+    e1 = open_engine(make_engine, tmp_path, {"w": wait_timeout_wf}, clock=MockClock(T0))
+    e1.start("w", run_id="wt")
+    wait_state(e1, "wt", "waiting")
+    e1.close()
+    e2 = open_engine(make_engine, tmp_path, {"w": wait_timeout_wf}, clock=MockClock(T0 + 3600))
+    assert e2.result("wt", TIMEOUT) == "timed out"
