@@ -357,14 +357,22 @@ class LmdbJournal(Journal):
             return out
         except BaseException as exc:
             self._sig_seq = sig0
-            try:
-                txn.abort()
-            except lmdb.Error:
-                pass
+            self._abort_write(txn)
             if isinstance(exc, (ValueError, TypeError, AttributeError, OverflowError, struct.error)):
                 # a malformed op (bad key part, negative seq...): fail its batch, not the writer
                 raise StorageError(f"invalid journal op {_describe(op)}: {exc}") from exc
             raise
+
+    def _abort_write(self, txn: lmdb.Transaction) -> None:
+        """Abort a write txn with no reader inside LMDB: py-lmdb 2.x/3.0 can deadlock aborting a
+        write transaction while other threads run read transactions (1.8 does not)."""
+        self._gate.acquire_exclusive()
+        try:
+            txn.abort()
+        except lmdb.Error:
+            pass
+        finally:
+            self._gate.release_exclusive()
 
     def _next_seq(self, txn: lmdb.Transaction, prefix: bytes) -> int:
         return self._last_seq_in(txn, prefix) + 1
