@@ -1,0 +1,65 @@
+"""Child process of test_crash: commits batches forever and acknowledges each one on stdout.
+
+    python _crash_writer.py REPO_ROOT JOURNAL_DIR SEED
+
+Four threads each own two runs. A batch appends 1-6 events to its thread's runs and records, in
+the same batch, the last seq of each touched run under kv ("last", run). Only after `commit`
+returns (the batch is fsync'd) does the thread print one line "run seq" per appended event.
+The parent kills this process with SIGKILL at a random point and checks the journal.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import sys
+import threading
+from typing import Any
+
+N_RUNS = 8
+N_THREADS = 4
+
+
+def payload(run_id: str, seq: int) -> dict[str, Any]:
+    return {"run": run_id, "seq": seq, "pad": "x" * ((seq * 7919 + len(run_id)) % 300)}
+
+
+def main() -> None:
+    root, path, seed = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    sys.path.insert(0, root)
+    import actorflow  # noqa: F401  (before storage: storage imports actorflow.errors)
+    from storage import Event, LmdbJournal
+
+    j = LmdbJournal(path, sync=True)
+    runs = [f"run-{i}" for i in range(N_RUNS)]
+    next_seq = {r: j.last_seq(r) + 1 for r in runs}
+    os.write(1, b"ready\n")
+
+    def writer(k: int) -> None:
+        rnd = random.Random(seed * 1000 + k)
+        mine = runs[k::N_THREADS]
+        while True:
+            b = j.batch()
+            acks = []
+            touched = {}
+            for _ in range(rnd.randint(1, 6)):
+                r = rnd.choice(mine)
+                s = next_seq[r]
+                next_seq[r] += 1
+                b.append(r, Event(s, "step", f"s{s}", payload(r, s), float(s), s))
+                acks.append(f"{r} {s}\n")
+                touched[r] = s
+            for r, s in touched.items():
+                b.kv_put("last", r, s)
+            j.commit(b)
+            os.write(1, "".join(acks).encode())  # one write: lines of one batch stay together
+
+    threads = [threading.Thread(target=writer, args=(k,), daemon=True) for k in range(N_THREADS)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+
+if __name__ == "__main__":
+    main()
