@@ -6,10 +6,15 @@ Prints one JSON line per measurement, then a summary line with the ratio
 journal-64-writers / raw-100-events-per-commit. Every commit is fsync'd (LMDB sync=True), in a temp
 directory on the real disk (default: the system temp dir; pass --dir to choose; tmpfs is refused).
 
-- raw_commit_per_event: one LMDB write txn + fsync per event (the floor without group commit)
-- raw_100_per_commit:   100 events per LMDB write txn + fsync (the ceiling the group commit aims at)
-- journal_1_writer:     one thread looping journal.commit(batch with one append)
-- journal_64_writers:   64 threads, each looping journal.commit(batch with one append) on its own run
+- raw_commit_per_event:       one LMDB write txn + fsync per event (the floor without group commit)
+- raw_100_per_commit:         100 events of ONE run per LMDB write txn + fsync (sequential keys: the
+                              brief's ceiling; each commit dirties ~3 B-tree pages)
+- raw_100_per_commit_64_runs: the same, but the 100 events are spread over 64 runs as the 64 writers'
+                              are (each commit dirties ~one leaf page per run: the like-for-like ceiling)
+- thread_handoff_64:          64 Python threads passing a baton round a ring of locks: the CPython
+                              ceiling for anything that wakes one blocked thread per event
+- journal_1_writer:           one thread looping journal.commit(batch with one append)
+- journal_64_writers:         64 threads, each looping journal.commit(batch with one append) on its own run
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from typing import Any, Callable
 
 import lmdb
 
+import actorflow  # noqa: F401  (before storage: storage imports actorflow.errors)
 from storage import Codec, Event, LmdbJournal
 
 EVENT_DATA = {"order": "o-123", "amount": 42.5, "items": [1, 2, 3]}
@@ -51,26 +57,53 @@ def _record(codec: Codec, seq: int) -> bytes:
     return codec.encode(("step", "charge", seq, time.time(), EVENT_DATA))
 
 
-def raw_lmdb(base: str, n_events: int, per_commit: int) -> float:
-    """Events/s writing pre-encoded records straight into LMDB, one fsync'd txn per `per_commit` events."""
+def raw_lmdb(base: str, n_events: int, per_commit: int, n_runs: int = 1) -> float:
+    """Events/s writing pre-encoded records straight into LMDB, one fsync'd txn per `per_commit` events,
+    round-robin over `n_runs` runs with the journal's key layout (run_id NUL seq)."""
     codec = Codec()
     rec = _record(codec, 0)
     path = tempfile.mkdtemp(dir=base)
     env = lmdb.open(path, map_size=256 << 20, max_dbs=4, sync=True, metasync=True)
     db = env.open_db(b"events")
-    prefix = b"raw-run\x00"
+    prefixes = [f"raw-run-{i}".encode() + b"\x00" for i in range(n_runs)]
+    seqs = [0] * n_runs
     try:
         t0 = time.perf_counter()
-        seq = 0
-        while seq < n_events:
+        done = 0
+        while done < n_events:
             with env.begin(write=True) as txn:
                 for _ in range(per_commit):
-                    txn.put(prefix + seq.to_bytes(8, "big"), rec, db=db)
-                    seq += 1
-        return seq / (time.perf_counter() - t0)
+                    r = done % n_runs
+                    txn.put(prefixes[r] + seqs[r].to_bytes(8, "big"), rec, db=db)
+                    seqs[r] += 1
+                    done += 1
+        return done / (time.perf_counter() - t0)
     finally:
         env.close()
         shutil.rmtree(path, ignore_errors=True)
+
+
+def thread_handoff(n_threads: int, n_handoffs: int) -> float:
+    """Handoffs/s of a baton passed round a ring of `n_threads` threads blocked on locks."""
+    locks = [threading.Lock() for _ in range(n_threads)]
+    for lk in locks:
+        lk.acquire()
+    rounds = n_handoffs // n_threads
+
+    def member(i: int) -> None:
+        me, nxt = locks[i], locks[(i + 1) % n_threads]
+        for _ in range(rounds):
+            me.acquire()
+            nxt.release()
+
+    threads = [threading.Thread(target=member, args=(i,)) for i in range(n_threads)]
+    for t in threads:
+        t.start()
+    t0 = time.perf_counter()
+    locks[0].release()
+    for t in threads:
+        t.join()
+    return rounds * n_threads / (time.perf_counter() - t0)
 
 
 def journal_writers(base: str, n_threads: int, events_per_thread: int) -> float:
@@ -128,7 +161,7 @@ def _measure(name: str, fn: Callable[[], float], repeat: int, **params: Any) -> 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.journal", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--quick", action="store_true", help="fewer events and 3 repetitions (~15 s)")
+    ap.add_argument("--quick", action="store_true", help="fewer events and 3 repetitions (~10 s)")
     ap.add_argument("--dir", default=None, help="directory on the disk to measure (default: system temp dir)")
     ap.add_argument("--repeat", type=int, default=None, help="repetitions per measurement (default 5, quick 3)")
     ap.add_argument("--writers", type=int, default=64)
@@ -153,6 +186,7 @@ def main(argv: list[str] | None = None) -> int:
                 "lmdb": ".".join(map(str, lmdb.version())),
                 "py_lmdb": lmdb.__version__,
                 "repeat": repeat,
+                "loadavg_before": [round(x, 2) for x in os.getloadavg()],
             }
         ),
         flush=True,
@@ -160,7 +194,21 @@ def main(argv: list[str] | None = None) -> int:
     try:
         raw1 = _measure("raw_commit_per_event", lambda: raw_lmdb(base, 1000 * scale, 1), repeat, events_per_commit=1)
         raw100 = _measure(
-            "raw_100_per_commit", lambda: raw_lmdb(base, 20000 * scale, 100), repeat, events_per_commit=100
+            "raw_100_per_commit", lambda: raw_lmdb(base, 20000 * scale, 100), repeat, events_per_commit=100, n_runs=1
+        )
+        raw100_spread = _measure(
+            f"raw_100_per_commit_{args.writers}_runs",
+            lambda: raw_lmdb(base, 20000 * scale, 100, args.writers),
+            repeat,
+            events_per_commit=100,
+            n_runs=args.writers,
+        )
+        handoff = _measure(
+            f"thread_handoff_{args.writers}",
+            lambda: thread_handoff(args.writers, 20000 * scale),
+            repeat,
+            threads=args.writers,
+            unit="handoffs/s in events_per_s",
         )
         j1 = _measure("journal_1_writer", lambda: journal_writers(base, 1, 1000 * scale), repeat, writers=1)
         jn = _measure(
@@ -175,8 +223,11 @@ def main(argv: list[str] | None = None) -> int:
     summary = {
         "bench": "summary",
         "ratio_writers_vs_raw_100_per_commit": round(med(jn) / med(raw100), 3),
+        "ratio_writers_vs_raw_100_per_commit_same_runs": round(med(jn) / med(raw100_spread), 3),
+        "ratio_writers_vs_thread_handoff": round(med(jn) / med(handoff), 3),
         "ratio_1_writer_vs_raw_commit_per_event": round(med(j1) / med(raw1), 3),
         "target_ratio": 0.5,
+        "loadavg_after": [round(x, 2) for x in os.getloadavg()],
     }
     print(json.dumps(summary), flush=True)
     return 0
