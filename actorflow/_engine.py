@@ -20,6 +20,7 @@ from ._runtime import Runtime
 from ._thespian import ActorRuntime
 from ._types import STOPPED_STATES, RunState, RunStatus
 from .errors import (
+    ActorflowError,
     Cancelled,
     ConfigError,
     RunConflict,
@@ -213,6 +214,8 @@ class Engine:
         rt = self._rt
         if rt is None:
             raise ConfigError("the engine is not open: call engine.open() or use `with engine:`")
+        if rt.fatal is not None:
+            raise ActorflowError(f"the engine's actor system stopped ({rt.fatal}); close and reopen the engine")
         return rt
 
     # --- starting runs -------------------------------------------------------------------------

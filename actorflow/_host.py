@@ -241,7 +241,14 @@ class RunHost:
         rec.state, rec.updated_at = "cancelled", now
         self.batch.put_run(rec)
 
+        targets = list(self.watchers.pop(run_id, ()))
+        if rec.parent and (rec.parent, rec.meta.get("parent_pos")) not in targets:
+            targets.append((rec.parent, rec.meta.get("parent_pos")))
+        outcome = {"run_id": run_id, "cancelled": True, "error": "Cancelled: cancelled while blocked"}
+
         def done() -> None:
+            for parent_id, pos in targets:
+                self.outbox.append((self.rt.shard_of(parent_id), ("child_done", parent_id, pos, "child_failed", outcome)))
             self.rt.notifier.finished(run_id, rec, "cancelled", None, {"error": "cancelled while blocked"})
             if reply is not None:
                 reply.set_result(True)

@@ -56,6 +56,14 @@ class Notifier:
                 if not cbs:
                     del self._monitors[run_id]
 
+    def fail_all(self, state: str, data: Any) -> None:
+        """The runtime cannot go on: wake every waiter with a failure instead of letting it hang."""
+        with self._lock:
+            waiters, self._waiters = self._waiters, {}
+        for cbs in waiters.values():
+            for w in cbs:
+                w((state, None, data))
+
     def status_changed(self, status: RunStatus) -> None:
         for cb in list(self._monitors.get(status.run_id, ())):
             cb(status)

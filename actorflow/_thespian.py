@@ -119,7 +119,8 @@ class ListenerActor(Actor):  # type: ignore[misc]
                     self.send(rt.addresses[f"host-{i}"], ("batch", [("rearm",)]))
         elif isinstance(message, Escalated):
             log.error("supervisor gave up", child=message.child, error=message.error)
-            self.rt.fatal = message.error
+            self.rt.fatal = f"actor {message.child!r} kept failing beyond its restart budget: {message.error}"
+            self.rt.notifier.fail_all("failed", {"error": f"engine stopped: {self.rt.fatal}"})
 
 
 class ActorRuntime:

@@ -123,3 +123,36 @@ def test_timer_actor_failure_rearms(make_engine: Any, monkeypatch: pytest.Monkey
     assert fired.wait(TIMEOUT)
     clock.advance(60)
     assert h.result(TIMEOUT) == "woke"
+
+
+def test_supervisor_giving_up_fails_waiters_and_refuses_new_work(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A host that fails on every message exhausts the restart budget: callers get an error, not a hang."""
+    from actorflow import ActorflowError, WorkflowFailed
+
+    @engine.workflow()
+    async def wf(ctx: Any) -> Any:
+        return await ctx.wait_signal("go")
+
+    h = engine.start(wf)
+    wait_state(engine, h.run_id, "waiting")
+    outcome: list[BaseException] = []
+    waiter = threading.Thread(target=lambda: _catch(outcome, h.result, TIMEOUT))
+    waiter.start()
+
+    def always_fail(self: _host.RunHost, items: list[tuple[Any, ...]]) -> Any:
+        raise Injected("host keeps failing")
+
+    monkeypatch.setattr(_host.RunHost, "handle", always_fail)
+    engine.signal(h.run_id, "go", 1)  # the host fails on it, and on every recovery after each restart
+    waiter.join(TIMEOUT)
+    with pytest.raises(ActorflowError, match="restart budget"):
+        engine.signal(h.run_id, "go", 2)
+    assert outcome and isinstance(outcome[0], WorkflowFailed)
+    assert "engine stopped" in str(outcome[0])
+
+
+def _catch(out: list[BaseException], fn: Any, *args: Any) -> None:
+    try:
+        fn(*args)
+    except BaseException as exc:  # noqa: BLE001 - the test inspects it
+        out.append(exc)
