@@ -483,3 +483,29 @@ def test_wait_timeout_due_during_downtime(tmp_path: Path, make_engine: Any) -> N
     e1.close()
     e2 = open_engine(make_engine, tmp_path, {"w": wait_timeout_wf}, clock=MockClock(T0 + 3600))
     assert e2.result("wt", TIMEOUT) == "timed out"
+
+
+def test_cancelling_a_blocked_child_fails_its_waiting_parent(tmp_path: Path, make_engine: Any) -> None:
+    async def child_v1(ctx: Any) -> Any:
+        await ctx.step("a", lambda: 1)
+        return await ctx.wait_signal("go")
+
+    async def child_v2(ctx: Any) -> Any:
+        await ctx.step("renamed", lambda: 1)
+        return await ctx.wait_signal("go")
+
+    async def parent(ctx: Any) -> Any:
+        try:
+            return await ctx.child("child")
+        except actorflow.Cancelled:
+            return "child cancelled"
+
+    e1 = open_engine(make_engine, tmp_path, {"child": child_v1, "parent": parent})
+    e1.start("parent", run_id="p")
+    wait_state(e1, "p/0", "waiting")
+    e1.close()
+    e2 = open_engine(make_engine, tmp_path, {"child": child_v2, "parent": parent})
+    e2.signal("p/0", "go", "x")  # wakes the passivated child: its replay diverges
+    wait_state(e2, "p/0", "blocked")
+    assert e2.cancel("p/0", timeout=TIMEOUT) is True
+    assert e2.result("p", TIMEOUT) == "child cancelled"
