@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import structlog
 
 from storage import Event, RunRecord
+from storage._journal import OP_PUT_RUN
 
 from ._run import Run
 from ._types import RunStatus
@@ -332,6 +333,11 @@ class RunHost:
             return
         batch, outputs, touched = self.batch, self.outputs, list(self.touched.values())
         self.batch, self.outputs, self.touched = self.rt.journal.batch(), [], {}
+        if not self.commits_in_flight and all(op[0] == OP_PUT_RUN for op in batch.ops):
+            # only status records changed, no fact: nothing released here depends on this write
+            for _idx, fn in outputs:
+                fn()
+            outputs = []
         for run in touched:
             run.pending_commits += 1
         self.commits_in_flight += 1
