@@ -18,7 +18,7 @@ DEFAULT_MAX_PAYLOAD = 2 * 1024 * 1024
 CODEC_PICKLE = 1
 CODEC_JSON = 2
 
-# header: format version (B), codec id (B), crc32 of body (I)
+# header: format version (B), codec id (B), crc32 of body seeded with the version and codec id (I)
 _HEADER = struct.Struct(">BBI")
 HEADER_SIZE = _HEADER.size
 
@@ -79,12 +79,12 @@ class Codec:
     def encode(self, value: Any, what: str = "payload") -> bytes:
         """A full record: header (version, codec, crc32) followed by the body."""
         body = self.dumps(value, what)
-        return _HEADER.pack(FORMAT_VERSION, self.codec_id, zlib.crc32(body)) + body
+        return _HEADER.pack(FORMAT_VERSION, self.codec_id, _crc(FORMAT_VERSION, self.codec_id, body)) + body
 
     def encode_with_body(self, value: Any, what: str = "payload") -> tuple[bytes, bytes]:
         """A full record and its body (so the caller can take the journaled copy without re-encoding)."""
         body = self.dumps(value, what)
-        return _HEADER.pack(FORMAT_VERSION, self.codec_id, zlib.crc32(body)) + body, body
+        return _HEADER.pack(FORMAT_VERSION, self.codec_id, _crc(FORMAT_VERSION, self.codec_id, body)) + body, body
 
     def decode(self, record: bytes | memoryview, where: str = "record") -> Any:
         """Check and decode a record; JournalCorrupt / JournalVersionError name `where`."""
@@ -100,7 +100,7 @@ class Codec:
                 supported=FORMAT_VERSION,
             )
         body = bytes(record[HEADER_SIZE:])
-        if version == 0 or zlib.crc32(body) != crc or codec_id not in (CODEC_PICKLE, CODEC_JSON):
+        if version == 0 or _crc(version, codec_id, body) != crc or codec_id not in (CODEC_PICKLE, CODEC_JSON):
             raise JournalCorrupt(f"{where}: checksum mismatch, record is corrupt", where=where)
         try:
             return self.loads_body(codec_id, body)
@@ -114,6 +114,11 @@ class Codec:
                 self.dumps(value, what)
             return value
         return self.loads_body(self.codec_id, self.dumps(value, what))
+
+
+def _crc(version: int, codec_id: int, body: bytes) -> int:
+    # seeding with the header bytes makes a flipped version or codec byte a checksum failure too
+    return zlib.crc32(body, (version << 8) | codec_id)
 
 
 def _json_default(value: Any) -> Any:

@@ -193,3 +193,16 @@ def test_events_read_back_in_seq_order(plan: list[tuple[int, int]], backend: str
                     assert [e.seq for e in j.events(f"run-{r}", mid)] == list(range(mid, len(expected[r])))
         finally:
             j.close()
+
+
+def test_flipped_codec_byte_is_a_checksum_failure() -> None:
+    """The checksum covers the header's codec id: a record cannot silently decode under the other codec."""
+    from actorflow.errors import JournalCorrupt
+    from storage import Codec
+
+    codec = Codec("json")
+    rec = bytearray(codec.encode([1, 2, 3]))
+    assert codec.decode(bytes(rec)) == [1, 2, 3]
+    rec[1] = 1  # json -> pickle codec id
+    with pytest.raises(JournalCorrupt):
+        codec.decode(bytes(rec))
