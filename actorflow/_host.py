@@ -368,8 +368,10 @@ class RunHost:
         exc = fut.exception()
         if exc is not None:
             self._commit_failed(exc, touched)
-            return
-        self._release(outputs, fut.result())
+        else:
+            self._release(outputs, fut.result())
+        outputs.clear()  # the message carrying this token may outlive it: let passivated runs go
+        touched.clear()
 
     def _release(self, outputs: list[Output], results: list[Any]) -> None:
         for idx, fn in outputs:

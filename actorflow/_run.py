@@ -64,6 +64,43 @@ def failure_text(data: dict[str, Any]) -> str:
 class Run:
     """A workflow run hosted in memory; all facts go through the host's journal batch first."""
 
+    __slots__ = (
+        "_rng",
+        "args",
+        "awaiting",
+        "cancel_pos",
+        "cancelled",
+        "comp_done",
+        "comp_errors",
+        "comp_queue",
+        "comps",
+        "coro",
+        "ctx",
+        "driving",
+        "final",
+        "fn",
+        "host",
+        "inbox",
+        "last_active",
+        "max_pos",
+        "next_seq",
+        "nondet",
+        "pending",
+        "pending_commits",
+        "phase",
+        "pos",
+        "progress_recorded",
+        "progress_replayed",
+        "record",
+        "recorded",
+        "run_id",
+        "seen_signals",
+        "steps_inflight",
+        "waits",
+        "workflow",
+    )
+
+
     def __init__(self, host: "RunHost", record: RunRecord, fn: Callable[..., Any], args: tuple[Any, ...], events: list[Event]) -> None:
         self.host = host
         self.record = record

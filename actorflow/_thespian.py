@@ -132,7 +132,8 @@ class ActorRuntime:
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
         self._error: BaseException | None = None
-        self.housekeep_every = 1.0
+        pa = rt.passivate_after
+        self.housekeep_every = 1.0 if not pa else min(1.0, max(0.05, pa / 2))
         self.asys: Any = None
 
     def start(self) -> None:
@@ -232,3 +233,4 @@ class ActorRuntime:
                     asys.tell(rt.addresses[f"host-{i}"], ("batch", [("housekeep",)]))
             if stop:
                 return
+            del items, per_host, signals  # do not pin the last batch's runs while blocked
