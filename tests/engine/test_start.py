@@ -361,3 +361,28 @@ def test_cancel_right_after_start(engine: Engine) -> None:
         with pytest.raises(actorflow.Cancelled):
             h.result(TIMEOUT)
         assert h.status().state == actorflow.RunState.CANCELLED
+
+
+def test_open_leaves_the_host_logging_configuration_alone(tmp_path: Any) -> None:
+    """Thespian replaces logging config unless told not to: the engine must not touch the host's."""
+    import logging
+
+    root = logging.getLogger()
+    before = (list(root.handlers), root.level, logging.getLogger("Thespian").handlers[:])
+    sentinel = logging.NullHandler()
+    root.addHandler(sentinel)
+    try:
+        e = Engine(tmp_path / "data")
+
+        @e.workflow()
+        async def wf(ctx: Any) -> int:
+            return await ctx.step("one", lambda: 1)
+
+        with e:
+            assert e.run(wf, timeout=TIMEOUT) == 1
+            assert sentinel in root.handlers
+            assert root.level == before[1]
+        assert list(root.handlers) == before[0] + [sentinel]
+        assert logging.getLogger("Thespian").handlers == before[2]
+    finally:
+        root.removeHandler(sentinel)
