@@ -50,7 +50,8 @@ class RunHost:
     # --- used by runs --------------------------------------------------------------------------
     def append(self, run: Run, kind: str, name: str, pos: int, data: Any) -> int:
         seq = run.next_seq
-        self.batch.append(run.run_id, Event(seq, kind, name, data, self.rt.clock.now(), pos))
+        record = self.rt.codec.encode((kind, name, pos, self.rt.clock.now(), data), f"{kind} {name!r}")
+        self.batch.append_encoded(run.run_id, seq, record)
         run.next_seq = seq + 1
         self.touched[run.run_id] = run
         return seq

@@ -56,13 +56,13 @@ class TimerService:
         elif op == "disarm" and key in self._keys:
             self._disarmed.add(key)
 
-    def tick(self, now: float) -> list[tuple[str, int, Any]]:
-        """Pop every timer due at `now`; returns (run_id, pos, tag) in due order."""
+    def tick(self, now: float, limit: int = 2000) -> list[tuple[str, int, Any]]:
+        """Pop up to `limit` timers due at `now` (a crowd is fired in chunks that commit as they go)."""
         if now + self.horizon / 2 >= self.loaded_until:
             self._refill(now)
         fired: list[tuple[str, int, Any]] = []
         heap = self._heap
-        while heap and heap[0][0] <= now:
+        while heap and heap[0][0] <= now and len(fired) < limit:
             key = heapq.heappop(heap)
             self._keys.discard(key)
             if key in self._disarmed:
