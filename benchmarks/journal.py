@@ -2,8 +2,8 @@
 
     python -m benchmarks.journal [--quick] [--dir DIR] [--repeat N]
 
-Prints one JSON line per measurement, then a summary line with the ratio
-journal-64-writers / raw-100-events-per-commit. Every commit is fsync'd (LMDB sync=True), in a temp
+Prints one JSON line per measurement (median, min, max over the repeats), then a summary line with
+each writer model's ratio to raw-100-events-per-commit and to the like-for-like raw baseline. Every commit is fsync'd (LMDB sync=True), in a temp
 directory on the real disk (default: the system temp dir; pass --dir to choose; tmpfs is refused).
 
 - raw_commit_per_event:       one LMDB write txn + fsync per event (the floor without group commit)
@@ -14,12 +14,21 @@ directory on the real disk (default: the system temp dir; pass --dir to choose; 
 - thread_handoff_64:          64 Python threads passing a baton round a ring of locks: the CPython
                               ceiling for anything that wakes one blocked thread per event
 - journal_1_writer:           one thread looping journal.commit(batch with one append)
-- journal_64_writers:         64 threads, each looping journal.commit(batch with one append) on its own run
+- journal_64_threads:         64 OS threads, each looping journal.commit(batch with one append) on its
+                              own run (blocking callers: the leader/follower path)
+- journal_64_asyncio:         64 asyncio tasks on one event loop, each looping
+                              `await asyncio.wrap_future(journal.submit(batch))` (as the engine's async API)
+- journal_64_actors:          64 actor-style writers, each keeping one append outstanding: the next
+                              batch is built and submitted from the previous one's done callback (as the
+                              engine's run hosts chain commits through submit() + add_done_callback)
+
+Every journal measurement checks afterwards that each run holds exactly the acknowledged events.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import shutil
@@ -106,7 +115,12 @@ def thread_handoff(n_threads: int, n_handoffs: int) -> float:
     return rounds * n_threads / (time.perf_counter() - t0)
 
 
-def journal_writers(base: str, n_threads: int, events_per_thread: int) -> float:
+def _check(j: LmdbJournal, n_writers: int, events_per_writer: int) -> None:
+    for i in range(n_writers):  # everything acknowledged is there, nothing more
+        assert j.last_seq(f"run-{i}") == events_per_writer - 1
+
+
+def journal_threads(base: str, n_threads: int, events_per_thread: int) -> float:
     """Events/s acknowledged by LmdbJournal with `n_threads` threads each committing one append at a time."""
     path = tempfile.mkdtemp(dir=base)
     j = LmdbJournal(path, sync=True)
@@ -135,9 +149,86 @@ def journal_writers(base: str, n_threads: int, events_per_thread: int) -> float:
         elapsed = time.perf_counter() - t0
         if errors:
             raise errors[0]
-        for i in range(n_threads):  # everything acknowledged is there
-            assert j.last_seq(f"run-{i}") == events_per_thread - 1
+        _check(j, n_threads, events_per_thread)
         return n_threads * events_per_thread / elapsed
+    finally:
+        j.close()
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def journal_asyncio(base: str, n_tasks: int, events_per_task: int) -> float:
+    """Events/s with `n_tasks` asyncio tasks on one loop, each awaiting submit() of one append at a time."""
+    path = tempfile.mkdtemp(dir=base)
+    j = LmdbJournal(path, sync=True)
+
+    async def writer(i: int) -> None:
+        run_id = f"run-{i}"
+        wrap = asyncio.wrap_future
+        for seq in range(events_per_task):
+            b = j.batch()
+            b.append(run_id, Event(seq, "step", "charge", EVENT_DATA, time.time(), seq))
+            await wrap(j.submit(b))
+
+    async def all_writers() -> float:
+        t0 = time.perf_counter()
+        await asyncio.gather(*(writer(i) for i in range(n_tasks)))
+        return time.perf_counter() - t0
+
+    try:
+        elapsed = asyncio.run(all_writers())
+        _check(j, n_tasks, events_per_task)
+        return n_tasks * events_per_task / elapsed
+    finally:
+        j.close()
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def journal_actors(base: str, n_actors: int, events_per_actor: int) -> float:
+    """Events/s with `n_actors` writers that each keep one append outstanding, resubmitting from the
+    done callback of the previous one (no thread of their own: they run where the callback runs)."""
+    path = tempfile.mkdtemp(dir=base)
+    j = LmdbJournal(path, sync=True)
+    finished = threading.Event()
+    remaining = [n_actors]
+    errors: list[BaseException] = []
+    count_lock = threading.Lock()
+
+    def actor(i: int) -> Callable[[Any], None]:
+        run_id = f"run-{i}"
+        seq = 0
+
+        def step(fut: Any) -> None:
+            nonlocal seq
+            if fut is not None:
+                exc = fut.exception()
+                if exc is not None:
+                    errors.append(exc)
+                    finished.set()
+                    return
+                seq += 1
+                if seq == events_per_actor:
+                    with count_lock:
+                        remaining[0] -= 1
+                        if not remaining[0]:
+                            finished.set()
+                    return
+            b = j.batch()
+            b.append(run_id, Event(seq, "step", "charge", EVENT_DATA, time.time(), seq))
+            j.submit(b).add_done_callback(step)
+
+        return step
+
+    actors = [actor(i) for i in range(n_actors)]
+    try:
+        t0 = time.perf_counter()
+        for a in actors:
+            a(None)
+        finished.wait()
+        elapsed = time.perf_counter() - t0
+        if errors:
+            raise errors[0]
+        _check(j, n_actors, events_per_actor)
+        return n_actors * events_per_actor / elapsed
     finally:
         j.close()
         shutil.rmtree(path, ignore_errors=True)
@@ -165,6 +256,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dir", default=None, help="directory on the disk to measure (default: system temp dir)")
     ap.add_argument("--repeat", type=int, default=None, help="repetitions per measurement (default 5, quick 3)")
     ap.add_argument("--writers", type=int, default=64)
+    ap.add_argument(
+        "--only",
+        default=None,
+        help="comma-separated journal measurements to run (e.g. journal_64_actors,handoff); raw baselines always run",
+    )
     args = ap.parse_args(argv)
 
     repeat = args.repeat or (3 if args.quick else 5)
@@ -191,44 +287,79 @@ def main(argv: list[str] | None = None) -> int:
         ),
         flush=True,
     )
+    w = args.writers
+    n_many = (20000 * scale) // w  # events per writer in the many-writer measurements
+    models = {
+        f"journal_{w}_threads": (
+            f"{w} OS threads, each looping journal.commit(one-append batch)",
+            lambda: journal_threads(base, w, n_many),
+        ),
+        f"journal_{w}_asyncio": (
+            f"{w} asyncio tasks on one loop, each looping await asyncio.wrap_future(journal.submit(one-append batch))",
+            lambda: journal_asyncio(base, w, n_many),
+        ),
+        f"journal_{w}_actors": (
+            f"{w} actor-style writers, each resubmitting one append from its previous commit's done callback",
+            lambda: journal_actors(base, w, n_many),
+        ),
+    }
+    wanted = set(args.only.split(",")) if args.only else None
+    lines: dict[str, dict[str, Any]] = {}
     try:
         raw1 = _measure("raw_commit_per_event", lambda: raw_lmdb(base, 1000 * scale, 1), repeat, events_per_commit=1)
         raw100 = _measure(
             "raw_100_per_commit", lambda: raw_lmdb(base, 20000 * scale, 100), repeat, events_per_commit=100, n_runs=1
         )
         raw100_spread = _measure(
-            f"raw_100_per_commit_{args.writers}_runs",
-            lambda: raw_lmdb(base, 20000 * scale, 100, args.writers),
+            f"raw_100_per_commit_{w}_runs",
+            lambda: raw_lmdb(base, 20000 * scale, 100, w),
             repeat,
             events_per_commit=100,
-            n_runs=args.writers,
+            n_runs=w,
         )
-        handoff = _measure(
-            f"thread_handoff_{args.writers}",
-            lambda: thread_handoff(args.writers, 20000 * scale),
-            repeat,
-            threads=args.writers,
-            unit="handoffs/s in events_per_s",
-        )
-        j1 = _measure("journal_1_writer", lambda: journal_writers(base, 1, 1000 * scale), repeat, writers=1)
-        jn = _measure(
-            f"journal_{args.writers}_writers",
-            lambda: journal_writers(base, args.writers, (20000 * scale) // args.writers),
-            repeat,
-            writers=args.writers,
-        )
+        if wanted is None or "handoff" in wanted:
+            handoff = _measure(
+                f"thread_handoff_{w}",
+                lambda: thread_handoff(w, 20000 * scale),
+                repeat,
+                threads=w,
+                unit="handoffs/s in events_per_s",
+            )
+        else:
+            handoff = None
+        if wanted is None or "journal_1_writer" in wanted:
+            lines["journal_1_writer"] = _measure(
+                "journal_1_writer",
+                lambda: journal_threads(base, 1, 1000 * scale),
+                repeat,
+                writers=1,
+                model="1 thread looping journal.commit(one-append batch)",
+            )
+        for name, (model, fn) in models.items():
+            if wanted is None or name in wanted:
+                lines[name] = _measure(name, fn, repeat, writers=w, model=model)
     finally:
         shutil.rmtree(base, ignore_errors=True)
     med = lambda line: line["events_per_s"]["median"]  # noqa: E731
-    summary = {
-        "bench": "summary",
-        "ratio_writers_vs_raw_100_per_commit": round(med(jn) / med(raw100), 3),
-        "ratio_writers_vs_raw_100_per_commit_same_runs": round(med(jn) / med(raw100_spread), 3),
-        "ratio_writers_vs_thread_handoff": round(med(jn) / med(handoff), 3),
-        "ratio_1_writer_vs_raw_commit_per_event": round(med(j1) / med(raw1), 3),
-        "target_ratio": 0.5,
-        "loadavg_after": [round(x, 2) for x in os.getloadavg()],
-    }
+    summary: dict[str, Any] = {"bench": "summary", "target_ratio": 0.5}
+    if "journal_1_writer" in lines:
+        summary["journal_1_writer_vs_raw_commit_per_event"] = round(med(lines["journal_1_writer"]) / med(raw1), 3)
+    for name in models:
+        if name not in lines:
+            continue
+        line = lines[name]
+        summary[name] = {
+            "events_per_s_median": med(line),
+            "ratio_vs_raw_100_per_commit": round(med(line) / med(raw100), 3),
+            "ratio_vs_raw_100_per_commit_same_runs": round(med(line) / med(raw100_spread), 3),
+            "ratio_min_max_vs_raw_100_per_commit": [
+                round(line["events_per_s"]["min"] / med(raw100), 3),
+                round(line["events_per_s"]["max"] / med(raw100), 3),
+            ],
+        }
+        if handoff is not None and "threads" in name:
+            summary[name]["ratio_vs_thread_handoff"] = round(med(line) / med(handoff), 3)
+    summary["loadavg_after"] = [round(x, 2) for x in os.getloadavg()]
     print(json.dumps(summary), flush=True)
     return 0
 
