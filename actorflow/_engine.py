@@ -390,8 +390,12 @@ class Engine:
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[tuple[str, Any, Any]] = loop.create_future()
 
+        def deliver(outcome: tuple[str, Any, Any]) -> None:
+            if not fut.done():
+                fut.set_result(outcome)
+
         def cb(outcome: tuple[str, Any, Any]) -> None:
-            loop.call_soon_threadsafe(lambda: fut.done() or fut.set_result(outcome))
+            loop.call_soon_threadsafe(deliver, outcome)
 
         rt.notifier.add_waiter(run_id, cb)
         try:

@@ -107,7 +107,7 @@ class RunHost:
             outcome = ("child_failed", d)
         self.finishing[run_id] = outcome
         self.runs.pop(run_id, None)
-        targets = list(self.watchers.pop(run_id, ()))
+        targets: list[tuple[str, Any]] = list(self.watchers.pop(run_id, ()))
         parent_pos = run.record.meta.get("parent_pos")
         if run.record.parent and (run.record.parent, parent_pos) not in targets:
             targets.append((run.record.parent, parent_pos))
@@ -243,7 +243,7 @@ class RunHost:
         rec.state, rec.updated_at = "cancelled", now
         self.batch.put_run(rec)
 
-        targets = list(self.watchers.pop(run_id, ()))
+        targets: list[tuple[str, Any]] = list(self.watchers.pop(run_id, ()))
         if rec.parent and (rec.parent, rec.meta.get("parent_pos")) not in targets:
             targets.append((rec.parent, rec.meta.get("parent_pos")))
         outcome = {"run_id": run_id, "cancelled": True, "error": "Cancelled: cancelled while blocked"}

@@ -380,7 +380,7 @@ class Run:
             self._append("timer_started", name, cmd.pos, cmd.due)
             self.host.batch.put_timer(cmd.due, self.run_id, cmd.pos, "sleep")
         self.pending[cmd.pos] = cmd
-        self._arm(cmd.due, cmd.pos, "sleep", durable=True)  # type: ignore[arg-type]
+        self._arm(cmd.due, cmd.pos, "sleep", durable=True)
         return cmd
 
     def cmd_wait(self, name: str, timeout: float | None) -> Command:

@@ -7,7 +7,7 @@ import threading
 from typing import Any
 
 import structlog
-from thespian.actors import Actor, ActorSystem  # type: ignore[import-untyped]
+from thespian.actors import Actor, ActorSystem
 
 from supervisors import (
     Backoff,
@@ -52,7 +52,7 @@ def _send_outbox(actor: Any, rt: Runtime, out: list[tuple[Any, Any]]) -> None:
         actor.send(rt.addresses[f"host-{shard}"], ("batch", items))
 
 
-class HostActor(SupervisedActor):  # type: ignore[misc]
+class HostActor(SupervisedActor):
     """Hosts the run actors of one shard."""
 
     def on_start(self, init: Any) -> None:
@@ -66,7 +66,7 @@ class HostActor(SupervisedActor):  # type: ignore[misc]
             _send_outbox(self, self.rt, self.logic.handle(message[1]))
 
 
-class TimerActor(SupervisedActor):  # type: ignore[misc]
+class TimerActor(SupervisedActor):
     """Owns the timer wheel; fires due timers to the hosts of their runs."""
 
     def on_start(self, init: Any) -> None:
@@ -91,7 +91,7 @@ class TimerActor(SupervisedActor):  # type: ignore[misc]
         self.rt.timer_heap_due = self.svc.earliest() if self.rt.clock.jumps else None
 
 
-class SignalActor(SupervisedActor):  # type: ignore[misc]
+class SignalActor(SupervisedActor):
     """Routes durable signals (already in the inbox index) to the hosts of their runs."""
 
     def on_start(self, init: Any) -> None:

@@ -43,7 +43,7 @@ class ActorflowError(Exception):
         return self.message
 
 
-def _rebuild(cls: type, message: str, evidence: dict[str, Any], state: dict[str, Any]) -> Any:
+def _rebuild(cls: "type[ActorflowError]", message: str, evidence: dict[str, Any], state: dict[str, Any]) -> Any:
     err = cls.__new__(cls)
     ActorflowError.__init__(err, message, **evidence)
     err.__dict__.update(state)
@@ -131,6 +131,11 @@ class WaitTimeout(ActorflowError):
 
 class NondeterminismError(ActorflowError):
     """Replayed workflow code diverged from its journal; the run is held `blocked`."""
+
+    run_id: str
+    seq: int
+    expected: str
+    recorded: str
 
     def __init__(self, run_id: str, seq: int, expected: str, recorded: str) -> None:
         super().__init__(
