@@ -110,7 +110,7 @@ class Codec:
     def roundtrip(self, value: Any, what: str = "payload") -> Any:
         """The journaled copy of `value` (what a replay would see)."""
         if type(value) in _SIMPLE:
-            if type(value) in (str, bytes) and len(value) > self.max_payload:  # type: ignore[arg-type]
+            if type(value) in (str, bytes) and len(value) > self.max_payload:
                 self.dumps(value, what)
             return value
         return self.loads_body(self.codec_id, self.dumps(value, what))

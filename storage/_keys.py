@@ -43,7 +43,8 @@ _POS_BIAS = 1 << 31
 
 
 def unpack_seq(b: bytes) -> int:
-    return _unpack_q(b)[0]
+    seq: int = _unpack_q(b)[0]
+    return seq
 
 
 def name_bytes(name: str, what: str) -> bytes:

@@ -60,7 +60,7 @@ class MemoryJournal(Journal):
             if self._closed:
                 raise StorageError("journal is closed")
             results: list[Any] = []
-            undo: list[Callable[[], None]] = []
+            undo: list[Callable[[], object]] = []
             try:
                 for op in batch.ops:
                     results.append(self._apply_op(op, undo))
@@ -71,7 +71,7 @@ class MemoryJournal(Journal):
             self.commits += 1
             return results
 
-    def _apply_op(self, op: tuple[Any, ...], undo: list[Callable[[], None]]) -> Any:
+    def _apply_op(self, op: tuple[Any, ...], undo: list[Callable[[], object]]) -> Any:
         code = op[0]
         if code == OP_APPEND:
             _, run_id, seq, rec = op
@@ -131,7 +131,11 @@ class MemoryJournal(Journal):
             self._signal_seq += 1
             inbox = self._signals.setdefault(run_id, {}).setdefault(name, {})
             inbox[self._signal_seq] = rec
-            undo.append(lambda: (inbox.pop(old_seq + 1, None), setattr(self, "_signal_seq", old_seq)))
+            def undo_signal() -> None:
+                inbox.pop(old_seq + 1, None)
+                self._signal_seq = old_seq
+
+            undo.append(undo_signal)
             return self._signal_seq
         elif code == OP_DEL_SIGNAL:
             _, run_id, name, seq = op
@@ -149,7 +153,7 @@ class MemoryJournal(Journal):
             raise StorageError(f"unknown journal op {code}")
         return None
 
-    def _run_restorer(self, run_id: str) -> Callable[[], None]:
+    def _run_restorer(self, run_id: str) -> Callable[[], object]:
         old = self._runs.get(run_id)
         was_active = run_id in self._active
 
@@ -162,7 +166,7 @@ class MemoryJournal(Journal):
 
         return restore
 
-    def _timer_restorer(self, key: tuple[float, str, int]) -> Callable[[], None]:
+    def _timer_restorer(self, key: tuple[float, str, int]) -> Callable[[], object]:
         old = self._timer_data.get(key)
 
         def restore() -> None:
@@ -178,7 +182,7 @@ class MemoryJournal(Journal):
 
         return restore
 
-    def _kv_restorer(self, ns: str, key: str) -> Callable[[], None]:
+    def _kv_restorer(self, ns: str, key: str) -> Callable[[], object]:
         old = self._kv.get(ns, {}).get(key)
 
         def restore() -> None:
@@ -223,7 +227,7 @@ class MemoryJournal(Journal):
     def timers(self, until: float, start: float = 0.0, limit: int | None = None) -> list[tuple[float, str, int, Any]]:
         with self._lock:
             i = bisect.bisect_left(self._timers, (start, "", -1))
-            out = []
+            out: list[tuple[float, str, int, Any]] = []
             while i < len(self._timers) and self._timers[i][0] < until and (limit is None or len(out) < limit):
                 key = self._timers[i]
                 out.append((key[0], key[1], key[2], self.codec.decode(self._timer_data[key], "timer")))
