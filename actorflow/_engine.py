@@ -352,62 +352,62 @@ class Engine:
             raise Cancelled(run_id, f"cancelled (compensation failed: {'; '.join(comp)})" if comp else "cancelled")
         raise WorkflowFailed(run_id, failure_text(data), data.get("exc"))
 
+    def _settled(self, rt: Runtime, run_id: str) -> tuple[str, Any, Any] | None:
+        """The outcome if the run has finished (from memory, else the journal); RunNotFound if unknown."""
+        recent = rt.notifier.recent.get(run_id)
+        if recent is not None:
+            return recent
+        rec = self._record(run_id)
+        return self._final(run_id, rec) if rec.finished else None
+
     def result(self, run_id: str, timeout: float | None = None) -> Any:
         """The run's return value; raises WorkflowFailed, Cancelled or TimeoutError."""
         rt = self._runtime()
-        recent = rt.notifier.recent.get(run_id)
-        if recent is not None:
-            return self._outcome(run_id, recent)
-        rec = self._record(run_id)
-        if rec.finished:
-            return self._outcome(run_id, self._final(run_id, rec))
-        box: list[tuple[str, Any, Any]] = []
-        done = threading.Event()
+        outcome = self._settled(rt, run_id)
+        if outcome is None:
+            box: list[tuple[str, Any, Any]] = []
+            done = threading.Event()
 
-        def cb(outcome: tuple[str, Any, Any]) -> None:
-            box.append(outcome)
-            done.set()
+            def cb(o: tuple[str, Any, Any]) -> None:
+                box.append(o)
+                done.set()
 
-        rt.notifier.add_waiter(run_id, cb)
-        try:
-            rec = self._record(run_id)
-            if rec.finished:
-                return self._outcome(run_id, self._final(run_id, rec))
-            if not done.wait(timeout):
-                raise TimeoutError(f"run {run_id!r} did not finish within {timeout}s (state {rec.state})")
-        finally:
-            rt.notifier.remove_waiter(run_id, cb)
-        return self._outcome(run_id, box[0])
+            rt.notifier.add_waiter(run_id, cb)
+            try:
+                outcome = self._settled(rt, run_id)  # it may have finished before the waiter was added
+                if outcome is None:
+                    if not done.wait(timeout):
+                        raise TimeoutError(f"run {run_id!r} did not finish within {timeout}s")
+                    outcome = box[0]
+            finally:
+                rt.notifier.remove_waiter(run_id, cb)
+        return self._outcome(run_id, outcome)
 
     async def aresult(self, run_id: str, timeout: float | None = None) -> Any:
+        """`result()` for asyncio callers."""
         rt = self._runtime()
-        recent = rt.notifier.recent.get(run_id)
-        if recent is not None:
-            return self._outcome(run_id, recent)
-        rec = self._record(run_id)
-        if rec.finished:
-            return self._outcome(run_id, self._final(run_id, rec))
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[tuple[str, Any, Any]] = loop.create_future()
+        outcome = self._settled(rt, run_id)
+        if outcome is None:
+            loop = asyncio.get_running_loop()
+            fut: asyncio.Future[tuple[str, Any, Any]] = loop.create_future()
 
-        def deliver(outcome: tuple[str, Any, Any]) -> None:
-            if not fut.done():
-                fut.set_result(outcome)
+            def deliver(o: tuple[str, Any, Any]) -> None:
+                if not fut.done():
+                    fut.set_result(o)
 
-        def cb(outcome: tuple[str, Any, Any]) -> None:
-            loop.call_soon_threadsafe(deliver, outcome)
+            def cb(o: tuple[str, Any, Any]) -> None:
+                loop.call_soon_threadsafe(deliver, o)
 
-        rt.notifier.add_waiter(run_id, cb)
-        try:
-            rec = self._record(run_id)
-            if rec.finished:
-                return self._outcome(run_id, self._final(run_id, rec))
+            rt.notifier.add_waiter(run_id, cb)
             try:
-                outcome = await asyncio.wait_for(fut, timeout)
-            except asyncio.TimeoutError:
-                raise TimeoutError(f"run {run_id!r} did not finish within {timeout}s") from None
-        finally:
-            rt.notifier.remove_waiter(run_id, cb)
+                outcome = self._settled(rt, run_id)
+                if outcome is None:
+                    try:
+                        outcome = await asyncio.wait_for(fut, timeout)
+                    except asyncio.TimeoutError:
+                        raise TimeoutError(f"run {run_id!r} did not finish within {timeout}s") from None
+            finally:
+                rt.notifier.remove_waiter(run_id, cb)
         return self._outcome(run_id, outcome)
 
     # --- monitoring ----------------------------------------------------------------------------
