@@ -24,6 +24,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import textwrap
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -162,11 +163,22 @@ def _env_for_worker() -> dict[str, str]:
     return env
 
 
-def run_worker(scenario: Scenario, side: str, params: dict[str, Any], base: str) -> dict[str, Any]:
-    """One repetition of one side in a fresh process; returns its metrics (or {"error": ...})."""
+def _py_spy() -> str | None:
+    here = os.path.join(os.path.dirname(sys.executable), "py-spy")
+    return here if os.path.exists(here) else shutil.which("py-spy")
+
+
+def run_worker(
+    scenario: Scenario, side: str, params: dict[str, Any], base: str, profile: str | None = None
+) -> dict[str, Any]:
+    """One repetition of one side in a fresh process; returns its metrics (or {"error": ...}).
+    With `profile` (a path), the worker runs under `py-spy record --gil` writing raw stacks there."""
     workdir = tempfile.mkdtemp(prefix=f"{scenario.name}-{side}-", dir=base)
     out = os.path.join(workdir, "result.json")
-    cmd = [
+    prefix: list[str] = []
+    if profile:
+        prefix = [_py_spy() or "py-spy", "record", "--gil", "--nonblocking", "--subprocesses", "-r", "400", "-f", "raw", "-o", profile, "--"]
+    cmd = prefix + [
         sys.executable,
         "-m",
         "benchmarks",
@@ -213,6 +225,54 @@ def worker_main(name: str, side: str, params: dict[str, Any], workdir: str, resu
     with open(result_file, "w") as f:
         json.dump(res, f)
     return 0
+
+
+def profile_report(raw_path: str, top: int = 30) -> str:
+    """Hot spots from py-spy raw stacks sampled with --gil (CPU actually executing Python): each
+    function's cumulative and self share of the samples, and the share per thread role. Import,
+    engine open/close and harness frames are left out of the denominator."""
+    import collections
+    import re
+
+    roles_of = [
+        ("StepPool._worker", "step pool threads"),
+        ("ActorRuntime._run", "pump thread (actors: hosts, timers)"),
+        ("GroupCommitter._run", "group-commit writer thread"),
+        ("BaseEventLoop.run_forever", "caller (asyncio loop)"),
+        ("worker_main", "caller thread"),
+    ]
+    cum: collections.Counter[str] = collections.Counter()
+    own: collections.Counter[str] = collections.Counter()
+    roles: collections.Counter[str] = collections.Counter()
+    total = dropped = 0
+    with open(raw_path) as f:
+        for line in f:
+            stack, _, n_s = line.rstrip().rpartition(" ")
+            if not stack or not n_s.isdigit():
+                continue
+            n = int(n_s)
+            if any(x in stack for x in ("_find_and_load", "Engine.open", "Engine.close", "Engine.__exit__")):
+                dropped += n
+                continue
+            total += n
+            names = [re.sub(r":\d+\)$", ")", fr) for fr in stack.split(";") if not fr.startswith("process ")]
+            names = names or ["(native code, no Python frame)"]
+            role = next((label for key, label in roles_of if any(nm.startswith(key) for nm in names)), "other/native")
+            roles[role] += n
+            for nm in set(names):
+                cum[nm] += n
+            own[names[-1]] += n
+    if not total:
+        return "no samples\n"
+    skip = ("Thread.", "<module>", "_run_code", "_run_module", "main (", "worker_main", "run (asyncio", "Runner.run",
+            "BaseEventLoop.run_", "BaseEventLoop._run_once", "Handle._run", "actorflow (benchmarks")
+    out = [f"{total} samples holding the GIL ({dropped} in import/open/close left out)", "", "thread roles:"]
+    out += [f"  {100 * n / total:5.1f}%  {r}" for r, n in roles.most_common()]
+    out += ["", "cumulative (function and its callees):"]
+    out += [f"  {100 * n / total:5.1f}%  {f}" for f, n in [x for x in cum.most_common(top * 3) if x[0] and not x[0].startswith(skip)][:top]]
+    out += ["", "self:"]
+    out += [f"  {100 * n / total:5.1f}%  {f}" for f, n in own.most_common(top // 2)]
+    return "\n".join(out) + "\n"
 
 
 # --- running scenarios --------------------------------------------------------------------------
@@ -373,7 +433,7 @@ def write_chart(path: str, lines: list[dict[str, Any]], env: dict[str, Any], reg
             hi.append(p["max"] - p["median"])
             colors.append("#e07b39")
         ax.bar(labels, meds, yerr=[lo, hi], color=colors, capsize=4)
-        ax.set_title(f"{name}: {m.label}", fontsize=9)
+        ax.set_title(textwrap.fill(f"{name}: {m.label}", 42), fontsize=8.5)
         ax.set_ylabel(f"{m.unit} ({'higher' if m.better == 'higher' else 'lower'} is better)", fontsize=8)
         ax.tick_params(labelsize=8)
         if len(meds) == 2 and min(meds) > 0 and max(meds) / min(meds) > 30:
@@ -438,6 +498,28 @@ def _environment(base: str, settings: Settings, peers: list[str]) -> dict[str, A
     return env
 
 
+def render(paths: list[str], out_dir: str, regs: dict[str, Scenario], peers: list[str]) -> int:
+    by: dict[str, dict[str, Any]] = {}
+    for path in paths:
+        with open(path) as f:
+            for raw in f:
+                if raw.strip():
+                    line = json.loads(raw)
+                    by[line["scenario"]] = line
+    lines = [by[name] for name in regs if name in by]
+    found = sorted({k for line in lines for k in line if k in PEERS})
+    quick = all(line["repeat"] < 3 for line in lines)
+    env = _environment(tempfile.gettempdir(), Settings(quick=quick), peers or found)
+    env["rendered_from"] = paths
+    os.makedirs(out_dir, exist_ok=True)
+    with open(os.path.join(out_dir, "latest.json"), "w") as f:
+        json.dump({"environment": env, "scenarios": lines}, f, indent=1)
+    write_markdown(os.path.join(out_dir, "latest.md"), lines, env, regs)
+    write_chart(os.path.join(out_dir, "latest.png"), lines, env, regs)
+    print(f"[bench] rendered {len(lines)} scenario(s) into {out_dir}", file=sys.stderr)
+    return 0
+
+
 # --- CLI -----------------------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> int:
     regs_all = scenarios()
@@ -453,6 +535,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=RESULTS_DIR, help="where latest.{json,md,png} go (default benchmarks/results)")
     ap.add_argument("--dir", default=None, help="parent directory for the data dirs (default: system temp dir)")
     ap.add_argument("--list", action="store_true", help="list the scenarios and exit")
+    ap.add_argument("--render", nargs="+", metavar="JSONL", default=None,
+                    help="measure nothing: rebuild latest.{json,md,png} from saved stdout JSON lines "
+                         "(later files win per scenario), e.g. to merge a re-run scenario into a full run")
+    ap.add_argument("--profile", action="store_true",
+                    help="profile the actorflow side once per scenario with py-spy (--gil); writes profile-<scenario>.txt")
     # internal: one repetition of one side, in this process
     ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--side", default="actorflow", help=argparse.SUPPRESS)
@@ -463,6 +550,8 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.worker:
         return worker_main(args.worker, args.side, json.loads(args.params), args.workdir, args.result_file)
+    if args.render:
+        return render(args.render, args.out, regs_all, args.peer)
     if args.list:
         for name, sc in regs_all.items():
             print(f"{name:10s} {sc.title}" + (f"  [peer: {', '.join(sc.peers)}]" if sc.peers else ""))
@@ -485,6 +574,26 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[bench] warning: {base} is on {env['fs']}: fsync is not real there; pass --dir on a disk", file=sys.stderr)
     lines: list[dict[str, Any]] = []
     t0 = time.perf_counter()
+    if args.profile:
+        if not _py_spy():
+            ap.error("--profile needs py-spy (pip install py-spy)")
+        os.makedirs(args.out, exist_ok=True)
+        try:
+            for sc in selected:
+                raw = os.path.join(base, f"{sc.name}.raw")
+                print(f"[bench] profiling {sc.name} ...", file=sys.stderr, flush=True)
+                res = run_worker(sc, "actorflow", sc.params(settings), base, profile=raw)
+                report = f"# py-spy --gil profile of `{sc.name}` (actorflow side), {env['when']}\n"
+                report += f"# result: {json.dumps({k: _round(v) if isinstance(v, float) else v for k, v in res.items()})}\n\n"
+                report += profile_report(raw) if os.path.exists(raw) else "py-spy wrote nothing\n"
+                path = os.path.join(args.out, f"profile-{sc.name}.txt")
+                with open(path, "w") as f:
+                    f.write(report)
+                print(report, file=sys.stderr)
+                print(json.dumps({"scenario": sc.name, "profile": path, "result": res}), flush=True)
+        finally:
+            shutil.rmtree(base, ignore_errors=True)
+        return 0
     try:
         for sc in selected:
             repeat = args.repeat or ((sc.quick_repeat or 2) if settings.quick else 3)

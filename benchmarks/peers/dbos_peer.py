@@ -99,7 +99,7 @@ _s1_lock = threading.Lock()
 
 
 @DBOS.step()
-def _rec_s1(i: int) -> int:
+async def _rec_s1(i: int) -> int:
     global _s1_done
     with _s1_lock:
         _s1_done += 1
@@ -107,19 +107,21 @@ def _rec_s1(i: int) -> int:
 
 
 @DBOS.step()
-def _rec_s2(i: int) -> int:
+async def _rec_s2(i: int) -> int:
     global _s2_done
-    _BLOCK.wait()  # blocks forever in the process that gets SIGKILLed
+    if not _BLOCK.is_set():
+        await asyncio.Event().wait()  # never returns in the process that gets SIGKILLed
     with _s1_lock:
         _s2_done += 1
     return i + 1
 
 
 @DBOS.workflow()
-def recoverable(i: int) -> int:
-    a = _rec_s1(i)
-    b = _rec_s2(a)
-    return _ident(b + 1)  # type: ignore[no-any-return]
+async def recoverable(i: int) -> int:
+    # async: a workflow blocked in step 2 holds no executor thread, so every run reaches step 2
+    a = await _rec_s1(i)
+    b = await _rec_s2(a)
+    return await _aident(b + 1)  # type: ignore[no-any-return]
 
 
 # --- life cycle -------------------------------------------------------------------------------------
@@ -277,20 +279,26 @@ def sleepers(p: dict[str, Any], workdir: str) -> dict[str, Any]:
 def _recovery_child(workdir: str, n: int) -> None:
     """Killed by the parent: starts n workflows that block in their second step, reports readiness."""
     _launch(workdir)
-    for i in range(n):
-        with SetWorkflowID(f"rec-{i}"):
-            DBOS.start_workflow(recoverable, i)
-    while True:
-        with _s1_lock:
-            if _s1_done >= n:
-                break
-        time.sleep(0.01)
-    time.sleep(0.3)  # let the last step-1 outputs reach the database
-    print("READY", flush=True)
-    time.sleep(3600)
+
+    async def start_all() -> None:
+        for i in range(n):
+            with SetWorkflowID(f"rec-{i}"):
+                await DBOS.start_workflow_async(recoverable, i)
+
+    async def until_ready() -> None:
+        await start_all()
+        while _s1_done < n:
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.3)  # let the last step-1 outputs reach the database
+        print("READY", flush=True)
+        await asyncio.sleep(3600)  # keeps this loop (and any workflow on it) running until SIGKILL
+
+    asyncio.run(until_ready())
 
 
 def recovery(p: dict[str, Any], workdir: str) -> dict[str, Any]:
+    from benchmarks.scenarios._common import wait_ready
+
     n = p["dbos_n"]
     child = subprocess.Popen(
         [sys.executable, "-c", f"from benchmarks.peers import dbos_peer as d; d._recovery_child({workdir!r}, {n})"],
@@ -299,7 +307,7 @@ def recovery(p: dict[str, Any], workdir: str) -> dict[str, Any]:
         env=dict(os.environ),
     )
     try:
-        line = child.stdout.readline() if child.stdout else ""
+        line = wait_ready(child, 600)
         if line.strip() != "READY":
             raise RuntimeError(f"DBOS recovery child did not get ready: {line!r}")
     finally:

@@ -53,3 +53,11 @@ class Timer:
     def __exit__(self, *exc: Any) -> None:
         self.wall = time.perf_counter() - self.wall0
         self.cpu = time.process_time() - self.cpu0
+
+
+def wait_ready(proc: Any, timeout: float) -> str:
+    """The first stdout line of a child process, or "" if none within `timeout` seconds."""
+    import select
+
+    ready, _, _ = select.select([proc.stdout], [], [], timeout)
+    return proc.stdout.readline() if ready else ""
