@@ -6,6 +6,7 @@ import asyncio
 import inspect
 import os
 import queue
+import random
 import threading
 import uuid
 from concurrent.futures import Future
@@ -34,6 +35,17 @@ __all__ = ["Engine", "RunHandle"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 _FINAL_KINDS = ("run_completed", "run_failed", "run_cancelled")
+
+
+_ids = random.Random()  # seeded once from os.urandom; a urandom call per start costs a GIL round trip
+_ids_lock = threading.Lock()
+
+
+def _new_run_id() -> str:
+    """A random (version 4) UUID for a run started without an explicit id."""
+    with _ids_lock:
+        bits = _ids.getrandbits(128)
+    return str(uuid.UUID(int=bits, version=4))
 
 
 class RunHandle:
@@ -220,7 +232,7 @@ class Engine:
 
     # --- starting runs -------------------------------------------------------------------------
     def _start_batch(self, rt: Runtime, name: str, args: tuple[Any, ...], run_id: str | None, batch: WriteBatch) -> tuple[str, RunRecord]:
-        rid = run_id if run_id is not None else str(uuid.uuid4())
+        rid = run_id if run_id is not None else _new_run_id()
         check_run_id(rid)
         now = rt.clock.now()
         rec = RunRecord(rid, name, "pending", now, now)
@@ -401,7 +413,9 @@ class Engine:
             rt.notifier.add_waiter(run_id, cb)
             try:
                 outcome = self._settled(rt, run_id)
-                if outcome is None:
+                if outcome is None and timeout is None:
+                    outcome = await fut
+                elif outcome is None:
                     try:
                         outcome = await asyncio.wait_for(fut, timeout)
                     except asyncio.TimeoutError:

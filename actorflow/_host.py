@@ -334,12 +334,14 @@ class RunHost:
             return
         batch, outputs, touched = self.batch, self.outputs, list(self.touched.values())
         self.batch, self.outputs, self.touched = self.rt.journal.batch(), [], {}
-        if not self.commits_in_flight and all(op[0] == OP_PUT_RUN for op in batch.ops):
-            # only status records changed, no fact: nothing released here depends on this write
+        records_only = not self.commits_in_flight and all(op[0] == OP_PUT_RUN for op in batch.ops)
+        if records_only:
+            # only status records changed, no fact: nothing released here depends on this write,
+            # so act now and let the write complete in the background
             for _idx, fn in outputs:
                 fn()
             outputs = []
-        if not self.commits_in_flight and not self.rt.commits_pending and self.rt.queue.empty():
+        elif not self.commits_in_flight and not self.rt.commits_pending and self.rt.queue.empty():
             # nothing else to do meanwhile: commit on this thread and act at once (saves two
             # thread hand-offs per step for a lone sequential workflow)
             try:

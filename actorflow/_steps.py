@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import queue
 import threading
+from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any, Callable
 
 
@@ -47,7 +49,7 @@ class StepPool:
         code = getattr(fn, "__code__", None)
         if (code.co_flags & inspect.CO_COROUTINE) if code is not None else inspect.iscoroutinefunction(fn):
             fut = asyncio.run_coroutine_threadsafe(self._run_async(fn, info), self._loop)
-            fut.add_done_callback(lambda f: self._done(f.exception(), None if f.exception() else f.result(), info, kind))
+            fut.add_done_callback(functools.partial(self._future_done, info=info, kind=kind))
         else:
             self._tasks.put((fn, info, kind))
 
@@ -57,22 +59,24 @@ class StepPool:
             if task is None:
                 return
             fn, info, kind = task
+            token = _current_step.set(info)
             try:
-                result = self._run_sync(fn, info)
+                result = fn()
             except BaseException as exc:  # noqa: BLE001 - reported to the run as a failed attempt
                 self._done(exc, None, info, kind)
+                continue
+            finally:
+                _current_step.reset(token)
+            if inspect.isawaitable(result):
+                # a sync callable that returned a coroutine: finish it on the loop, free this thread
+                fut = asyncio.run_coroutine_threadsafe(self._await(result, info), self._loop)
+                fut.add_done_callback(functools.partial(self._future_done, info=info, kind=kind))
             else:
                 self._done(None, result, info, kind)
 
-    def _run_sync(self, fn: Callable[[], Any], info: StepInfo) -> Any:
-        token = _current_step.set(info)
-        try:
-            result = fn()
-        finally:
-            _current_step.reset(token)
-        if inspect.isawaitable(result):
-            return asyncio.run_coroutine_threadsafe(self._await(result, info), self._loop).result()
-        return result
+    def _future_done(self, fut: "Future[Any]", info: StepInfo, kind: str) -> None:
+        exc = fut.exception()
+        self._done(exc, None if exc is not None else fut.result(), info, kind)
 
     async def _run_async(self, fn: Callable[[], Any], info: StepInfo) -> Any:
         _current_step.set(info)

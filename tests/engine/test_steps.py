@@ -376,3 +376,27 @@ def test_awaiting_asyncio_in_workflow_is_an_error(engine: Engine) -> None:
         return "allowed"
 
     assert engine.run(wf, timeout=TIMEOUT) == "refused"
+
+
+def test_sync_callable_returning_a_coroutine_does_not_hold_a_pool_thread() -> None:
+    """`lambda: some_async(x)` is awaited on the step loop; the single pool thread stays free."""
+    import asyncio as _asyncio
+
+    from actorflow.testing import memory_engine
+
+    engine = memory_engine(step_threads=1)
+    opened: list[bool] = []
+
+    async def wait_open() -> str:
+        while not opened:
+            await _asyncio.sleep(0.001)  # real asyncio inside a step function: allowed
+        return "opened"
+
+    @engine.workflow()
+    async def wf(ctx: Any) -> Any:
+        waiting = ctx.step("wait", lambda: wait_open())
+        opener = ctx.step("open", lambda: opened.append(True) or "done")
+        return await ctx.gather(waiting, opener)
+
+    with engine:
+        assert engine.run(wf, timeout=10) == ["opened", "done"]
