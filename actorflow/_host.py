@@ -332,16 +332,16 @@ class RunHost:
             for _idx, fn in outputs:
                 fn() if _idx is None else fn(None)
             return
-        batch, outputs, touched = self.batch, self.outputs, list(self.touched.values())
-        self.batch, self.outputs, self.touched = self.rt.journal.batch(), [], {}
-        records_only = not self.commits_in_flight and all(op[0] == OP_PUT_RUN for op in batch.ops)
-        if records_only:
-            # only status records changed, no fact: nothing released here depends on this write,
-            # so act now and let the write complete in the background
+        if all(op[0] == OP_PUT_RUN for op in self.batch.ops):
+            # only status records changed, no fact: nothing released here depends on this write
+            outputs, self.outputs = self.outputs, []
             for _idx, fn in outputs:
                 fn()
-            outputs = []
-        elif not self.commits_in_flight and not self.rt.commits_pending and self.rt.queue.empty():
+            if any(run.steps_inflight for run in self.touched.values()):
+                return  # a step result is coming: its commit carries these records along
+        batch, outputs, touched = self.batch, self.outputs, list(self.touched.values())
+        self.batch, self.outputs, self.touched = self.rt.journal.batch(), [], {}
+        if not self.commits_in_flight and not self.rt.commits_pending and self.rt.queue.empty():
             # nothing else to do meanwhile: commit on this thread and act at once (saves two
             # thread hand-offs per step for a lone sequential workflow)
             try:
