@@ -9,12 +9,14 @@ import queue
 import random
 import threading
 import uuid
+import weakref
 from concurrent.futures import Future
 from typing import Any, AsyncIterator, Callable, Iterable, Iterator, Sequence, TypeVar
 
 from storage import Codec, Event, Journal, LmdbJournal, RunRecord, SignalResult, WriteBatch
 from storage._journal import check_run_id
 
+from ._aio import LoopBridge
 from ._clock import Clock, SystemClock
 from ._run import failure_text
 from ._runtime import Runtime
@@ -124,6 +126,7 @@ class Engine:
         self._workflows: dict[str, Callable[..., Any]] = {}
         self._names: dict[Callable[..., Any], str] = {}
         self._lock = threading.Lock()
+        self._bridges: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, LoopBridge]" = weakref.WeakKeyDictionary()
         self._rt: Runtime | None = None
         self._actors: ActorRuntime | None = None
         self.journal: Journal | None = None
@@ -258,14 +261,29 @@ class Engine:
         return RunHandle(self, rid)
 
     async def astart(self, wf: Callable[..., Any] | str, *args: Any, run_id: str | None = None) -> RunHandle:
-        """Async start; many concurrent astarts share one group commit."""
+        """Async start; all astarts of one event-loop iteration share one durable commit."""
         rt = self._runtime()
         name = self._name_of(wf)
-        batch = rt.journal.batch()
-        rid, rec = self._start_batch(rt, name, args, run_id, batch)
-        existing = (await asyncio.wrap_future(rt.journal.submit(batch)))[0]
-        self._after_start(rt, batch, 0, rec, existing)
-        return RunHandle(self, rid)
+
+        def add(batch: WriteBatch) -> tuple[int, RunRecord]:
+            _rid, rec = self._start_batch(rt, name, args, run_id, batch)
+            return len(batch.ops) - 1, rec
+
+        handle: RunHandle = await self._bridge().start(rt, add, self._astarted)
+        return handle
+
+    def _astarted(self, batch: WriteBatch, idx: int, rec: RunRecord, existing: RunRecord | None) -> RunHandle:
+        rt = self._runtime()
+        self._after_start(rt, batch, idx, rec, existing)
+        return RunHandle(self, rec.run_id)
+
+    def _bridge(self) -> LoopBridge:
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            bridge = self._bridges.get(loop)
+            if bridge is None:
+                bridge = self._bridges[loop] = LoopBridge(loop)
+            return bridge
 
     def start_many(
         self,
@@ -400,16 +418,9 @@ class Engine:
         rt = self._runtime()
         outcome = self._settled(rt, run_id)
         if outcome is None:
-            loop = asyncio.get_running_loop()
-            fut: asyncio.Future[tuple[str, Any, Any]] = loop.create_future()
-
-            def deliver(o: tuple[str, Any, Any]) -> None:
-                if not fut.done():
-                    fut.set_result(o)
-
-            def cb(o: tuple[str, Any, Any]) -> None:
-                loop.call_soon_threadsafe(deliver, o)
-
+            bridge = self._bridge()
+            fut: asyncio.Future[tuple[str, Any, Any]] = bridge.loop.create_future()
+            cb = bridge.waiter(fut)
             rt.notifier.add_waiter(run_id, cb)
             try:
                 outcome = self._settled(rt, run_id)

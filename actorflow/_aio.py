@@ -1,0 +1,114 @@
+"""asyncio bridging: per event loop, one commit for a tick's astarts and one wakeup per burst of results."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from concurrent.futures import Future
+from typing import TYPE_CHECKING, Any, Callable
+
+from storage import RunRecord, WriteBatch
+
+if TYPE_CHECKING:
+    from ._runtime import Runtime
+
+__all__ = ["LoopBridge"]
+
+Outcome = tuple[str, Any, Any]
+
+
+class LoopBridge:
+    """Coalesces one event loop's traffic with the engine's threads.
+
+    Every `astart` issued in one loop iteration goes into a single journal batch (one fsync for
+    all of them), and finished-run outcomes for `aresult` waiters are handed over in bursts with a
+    single `call_soon_threadsafe`, instead of one thread crossing per run.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self._starts: list[tuple[Callable[[WriteBatch], tuple[int, RunRecord]], asyncio.Future[Any]]] = []
+        self._lock = threading.Lock()
+        self._ready: list[tuple[asyncio.Future[Outcome], Outcome]] = []
+        self._drain_scheduled = False
+
+    # --- starts --------------------------------------------------------------------------------
+    def start(
+        self,
+        rt: "Runtime",
+        add: Callable[[WriteBatch], tuple[int, RunRecord]],
+        finish: Callable[[WriteBatch, int, RunRecord, Any], Any],
+    ) -> "asyncio.Future[Any]":
+        """Queue a start for this loop iteration's shared commit; resolves to `finish(...)`."""
+        fut: asyncio.Future[Any] = self.loop.create_future()
+        if not self._starts:
+            self.loop.call_soon(self._flush, rt, finish)
+        self._starts.append((add, fut))
+        return fut
+
+    def _flush(self, rt: "Runtime", finish: Callable[[WriteBatch, int, RunRecord, Any], Any]) -> None:
+        starts, self._starts = self._starts, []
+        batch = rt.journal.batch()
+        added: list[tuple[int, RunRecord, asyncio.Future[Any]]] = []
+        for add, fut in starts:
+            try:
+                idx, rec = add(batch)  # encodes first: a bad payload fails alone, before any write
+            except Exception as exc:  # noqa: BLE001 - handed to that caller
+                fut.set_exception(exc)
+                continue
+            added.append((idx, rec, fut))
+        if not added:
+            return
+        try:
+            commit = rt.journal.submit(batch)
+        except Exception as exc:  # noqa: BLE001 - the journal is closed or broken
+            for _idx, _rec, fut in added:
+                fut.set_exception(exc)
+            return
+
+        def committed(f: "Future[list[Any]]") -> None:
+            self.loop.call_soon_threadsafe(self._started, batch, added, f, finish)
+
+        commit.add_done_callback(committed)
+
+    @staticmethod
+    def _started(
+        batch: WriteBatch,
+        added: list[tuple[int, RunRecord, "asyncio.Future[Any]"]],
+        commit: "Future[list[Any]]",
+        finish: Callable[[WriteBatch, int, RunRecord, Any], Any],
+    ) -> None:
+        exc = commit.exception()
+        results = commit.result() if exc is None else None
+        for idx, rec, fut in added:
+            if fut.done():
+                continue
+            if results is None:
+                fut.set_exception(exc)  # type: ignore[arg-type]
+                continue
+            try:
+                fut.set_result(finish(batch, idx, rec, results[idx]))
+            except Exception as err:  # noqa: BLE001 - RunConflict and friends go to that caller
+                fut.set_exception(err)
+
+    # --- results -------------------------------------------------------------------------------
+    def waiter(self, fut: "asyncio.Future[Outcome]") -> Callable[[Outcome], None]:
+        """A notifier callback (called on engine threads) that resolves `fut` on this loop."""
+
+        def deliver(outcome: Outcome) -> None:
+            with self._lock:
+                self._ready.append((fut, outcome))
+                if self._drain_scheduled:
+                    return
+                self._drain_scheduled = True
+            self.loop.call_soon_threadsafe(self._drain)
+
+        return deliver
+
+    def _drain(self) -> None:
+        with self._lock:
+            ready, self._ready = self._ready, []
+            self._drain_scheduled = False
+        for fut, outcome in ready:
+            if not fut.done():
+                fut.set_result(outcome)
