@@ -73,6 +73,7 @@ _SEQ1 = pack_seq(1)
 _NOT_FOUND = SignalResult.NOT_FOUND
 _SCAN_CHUNK = 1024
 _NEARLY_FULL = 16 * MiB  # an I/O error with less free space than this under the journal is a full disk
+_TAILS_MAX = 100_000  # runs remembered by the append fast path before its cache is dropped
 
 
 class _ReaderGate:
@@ -179,6 +180,8 @@ class LmdbJournal(Journal):
             self._env.close()
             raise
         self._gate = _ReaderGate()
+        self._tails: dict[str, int] = {}  # run id -> the seq after the last event this journal wrote
+        self._next_txn_id = -1  # LMDB's id of our next write txn if no other writer commits meanwhile
         self._close_lock = threading.Lock()
         self._closed = False
         self._committer = GroupCommitter(self._apply, name=f"actorflow-journal-{os.path.basename(self.path)}", max_ops=max_batch_ops)
@@ -267,101 +270,125 @@ class LmdbJournal(Journal):
         self.map_growths += 1
 
     def _write(self, batches: list[WriteBatch]) -> list[list[Any]]:
+        """All `batches` in one write transaction; per batch, the per-op results.
+
+        Appends are the hot path (one per event): an append of seq N must find seq N-1 already there.
+        `_tails` remembers, per run, the seq after the last one this journal wrote, so the common
+        append (the next seq of a run we just wrote) needs no read; the put's no-overwrite flag
+        still refuses a seq that exists. The cache is dropped whole when a transaction fails, when
+        another writer committed in between (LMDB's txn id skipped), and when it grows large.
+        """
         txn = self._env.begin(write=True)
+        txn_id = txn.id()
+        tails = self._tails
+        if txn_id != self._next_txn_id or len(tails) > _TAILS_MAX:
+            tails.clear()
         sig0 = self._sig_seq
         op: Any = None
         try:
-            get = txn.get
             put = txn.put
-            delete = txn.delete
             evdb = self._events
-            runsdb = self._runs
-            actdb = self._active
-            decode = self.codec.decode
+            tail = tails.get
+            pack = pack_seq
+            other = self._write_other
             out: list[list[Any]] = []
             for batch in batches:
-                res: list[Any] = []
-                for op in batch.ops:
-                    code = op[0]
-                    if code == OP_APPEND:
+                ops = batch.ops
+                res: list[Any] = [None] * len(ops)
+                for i, op in enumerate(ops):
+                    if op[0] == OP_APPEND:
                         _, run_id, seq, rec = op
-                        if "\x00" in run_id:
-                            raise ValueError(f"invalid run id {run_id!r}: may not contain NUL")
-                        prefix = run_id.encode() + SEP
-                        if (seq and get(prefix + pack_seq(seq - 1), db=evdb) is None) or not put(
-                            prefix + pack_seq(seq), rec, overwrite=False, db=evdb
-                        ):
-                            raise StorageError(
-                                f"run {run_id!r}: append of seq {seq} but next is {self._next_seq(txn, prefix)}",
-                                run_id=run_id,
-                                seq=seq,
-                            )
-                        res.append(None)
-                    elif code == OP_PUT_RUN:
-                        _, run_id, rec, finished = op
-                        k = name_bytes(run_id, "run id")
-                        put(k, rec, db=runsdb)
-                        if finished:
-                            delete(k, db=actdb)
+                        if tail(run_id) == seq:  # seq - 1 is the last event this journal wrote for the run
+                            if not put(run_id.encode() + SEP + pack(seq), rec, overwrite=False, db=evdb):
+                                self._append_refused(txn, run_id, seq)
                         else:
-                            put(k, b"", db=actdb)
-                        res.append(None)
-                    elif code == OP_CREATE_RUN:
-                        _, run_id, rec, ev, _wf = op
-                        k = name_bytes(run_id, "run id")
-                        existing = get(k, db=runsdb)
-                        if existing is not None:
-                            res.append(RunRecord.from_tuple(decode(existing, f"run record {run_id!r}")))
-                            continue
-                        put(k, rec, db=runsdb)
-                        put(k, b"", db=actdb)
-                        prefix = k + SEP
-                        if get(prefix + _SEQ1, db=evdb) is not None:
-                            self._drop_events(txn, prefix)
-                        put(prefix + pack_seq(0), ev, db=evdb)
-                        res.append(None)
-                    elif code == OP_PUT_SIGNAL:
-                        _, run_id, name, rec = op
-                        raw = get(name_bytes(run_id, "run id"), db=runsdb)
-                        if raw is None:
-                            res.append(_NOT_FOUND)
-                            continue
-                        state = decode(raw, f"run record {run_id!r}")[2]
-                        if state in FINISHED_STATES:
-                            res.append(state)
-                            continue
-                        self._sig_seq += 1
-                        put(signal_key(run_id, name, self._sig_seq), rec, db=self._signals)
-                        res.append(self._sig_seq)
-                    elif code == OP_DEL_SIGNAL:
-                        delete(signal_key(op[1], op[2], op[3]), db=self._signals)
-                        res.append(None)
-                    elif code == OP_PUT_TIMER:
-                        put(timer_key(op[1], op[2], op[3]), op[4], db=self._timers)
-                        res.append(None)
-                    elif code == OP_DEL_TIMER:
-                        delete(timer_key(op[1], op[2], op[3]), db=self._timers)
-                        res.append(None)
-                    elif code == OP_KV_PUT:
-                        put(kv_key(op[1], op[2]), op[3], db=self._kv)
-                        res.append(None)
-                    elif code == OP_KV_DEL:
-                        delete(kv_key(op[1], op[2]), db=self._kv)
-                        res.append(None)
+                            if "\x00" in run_id:
+                                raise ValueError(f"invalid run id {run_id!r}: may not contain NUL")
+                            prefix = run_id.encode() + SEP
+                            if (seq and txn.get(prefix + pack(seq - 1), db=evdb) is None) or not put(
+                                prefix + pack(seq), rec, overwrite=False, db=evdb
+                            ):
+                                self._append_refused(txn, run_id, seq)
+                        tails[run_id] = seq + 1
                     else:
-                        raise StorageError(f"unknown journal op {code}")
+                        res[i] = other(txn, op)
                 out.append(res)
             if self._sig_seq != sig0:
                 put(_META_SIGNAL_SEQ, pack_seq(self._sig_seq), db=self._meta)
             txn.commit()
+            self._next_txn_id = txn_id + 1
             return out
         except BaseException as exc:
+            tails.clear()
             self._sig_seq = sig0
             self._abort_write(txn)
             if isinstance(exc, (ValueError, TypeError, AttributeError, OverflowError, struct.error)):
                 # a malformed op (bad key part, negative seq...): fail its batch, not the writer
                 raise StorageError(f"invalid journal op {_describe(op)}: {exc}") from exc
             raise
+
+    def _append_refused(self, txn: lmdb.Transaction, run_id: str, seq: int) -> None:
+        prefix = run_id.encode() + SEP
+        raise StorageError(
+            f"run {run_id!r}: append of seq {seq} but next is {self._next_seq(txn, prefix)}",
+            run_id=run_id,
+            seq=seq,
+        )
+
+    def _write_other(self, txn: lmdb.Transaction, op: tuple[Any, ...]) -> Any:
+        """Every op but an append (inside `_write`'s transaction); returns the op's result."""
+        code = op[0]
+        put = txn.put
+        if code == OP_PUT_RUN:
+            _, run_id, rec, finished = op
+            k = name_bytes(run_id, "run id")
+            put(k, rec, db=self._runs)
+            if finished:
+                txn.delete(k, db=self._active)
+            else:
+                put(k, b"", db=self._active)
+            return None
+        if code == OP_CREATE_RUN:
+            _, run_id, rec, ev, _wf = op
+            k = name_bytes(run_id, "run id")
+            existing = txn.get(k, db=self._runs)
+            if existing is not None:
+                return RunRecord.from_tuple(self.codec.decode(existing, f"run record {run_id!r}"))
+            put(k, rec, db=self._runs)
+            put(k, b"", db=self._active)
+            prefix = k + SEP
+            if txn.get(prefix + _SEQ1, db=self._events) is not None:
+                self._drop_events(txn, prefix)
+            put(prefix + pack_seq(0), ev, db=self._events)
+            self._tails[run_id] = 1  # the run's only event is now seq 0
+            return None
+        if code == OP_PUT_SIGNAL:
+            _, run_id, name, rec = op
+            raw = txn.get(name_bytes(run_id, "run id"), db=self._runs)
+            if raw is None:
+                return _NOT_FOUND
+            state = self.codec.decode(raw, f"run record {run_id!r}")[2]
+            if state in FINISHED_STATES:
+                return state
+            self._sig_seq += 1
+            put(signal_key(run_id, name, self._sig_seq), rec, db=self._signals)
+            return self._sig_seq
+        if code == OP_DEL_SIGNAL:
+            txn.delete(signal_key(op[1], op[2], op[3]), db=self._signals)
+            return None
+        if code == OP_PUT_TIMER:
+            put(timer_key(op[1], op[2], op[3]), op[4], db=self._timers)
+            return None
+        if code == OP_DEL_TIMER:
+            txn.delete(timer_key(op[1], op[2], op[3]), db=self._timers)
+            return None
+        if code == OP_KV_PUT:
+            put(kv_key(op[1], op[2]), op[3], db=self._kv)
+            return None
+        if code == OP_KV_DEL:
+            txn.delete(kv_key(op[1], op[2]), db=self._kv)
+            return None
+        raise StorageError(f"unknown journal op {code}")
 
     def _abort_write(self, txn: lmdb.Transaction) -> None:
         """Abort a write txn with no reader inside LMDB: py-lmdb 2.x/3.0 can deadlock aborting a

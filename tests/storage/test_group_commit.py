@@ -6,17 +6,19 @@ is shut, everything submitted queues up behind the commit in progress.
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import signal
 import threading
 import time
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
 from typing import Any, Callable
 
 import pytest
 
 from actorflow.errors import StorageError
 from storage import Codec, GroupCommitter, WriteBatch
-from storage._journal import _SyncWaiter
+from storage._journal import CommitFuture, _SyncWaiter
 
 
 def wait_until(pred: Callable[[], bool], timeout: float = 10.0) -> None:
@@ -293,3 +295,186 @@ def test_commit_with_timeout(committer: GroupCommitter, store: FakeStore) -> Non
         committer.commit(kv("slow"), timeout=0.05)
     store.gate.set()
     assert committer.commit(kv("fast"), timeout=10) == ["ok:fast"]
+
+
+# --- CommitFuture: the cheap Future that submit() returns -------------------------------------------
+
+
+def test_submit_returns_a_real_concurrent_future(committer: GroupCommitter, store: FakeStore) -> None:
+    fut = committer.submit(kv("a"))
+    assert isinstance(fut, Future) and isinstance(fut, CommitFuture)
+    assert fut.result(10) == ["ok:a"]
+    assert fut.done() and not fut.cancelled() and not fut.running() and fut.exception() is None
+    assert "finished" in repr(fut)
+    seen: list[Any] = []
+    fut.add_done_callback(seen.append)  # already done: runs at once, in the caller's thread
+    assert seen == [fut]
+
+
+def test_futures_resolve_fifo_across_rounds_with_callbacks_in_order(store: FakeStore) -> None:
+    c = GroupCommitter(store.apply, name="fifo", max_ops=5)  # 40 batches: at least 8 rounds
+    order: list[str] = []
+    try:
+        store.hold()
+        first = c.submit(kv("first"))
+        first.add_done_callback(lambda f: order.append("first"))
+        assert store.entered.wait(10)
+        futures = []
+        for i in range(40):
+            f = c.submit(kv(f"f{i}"))
+            f.add_done_callback(lambda f, i=i: order.append(f"f{i}"))
+            f.add_done_callback(lambda f, i=i: order.append(f"f{i}'"))  # callbacks in registration order
+            futures.append(f)
+        store.gate.set()
+        assert [f.result(10) for f in futures] == [[f"ok:f{i}"] for i in range(40)]
+        wait_until(lambda: len(order) == 81)
+        assert order == ["first"] + [x for i in range(40) for x in (f"f{i}", f"f{i}'")]
+        assert len(store.calls) >= 9
+    finally:
+        store.gate.set()
+        c.close()
+
+
+def test_failed_merged_round_isolates_the_bad_batch_and_keeps_fifo(committer: GroupCommitter, store: FakeStore) -> None:
+    store.hold()
+    committer.submit(kv("first"))
+    assert store.entered.wait(10)
+    names = ["g0", "g1", "bad", "g2", "bad", "g3"]
+    outcomes: list[tuple[str, Any]] = []
+    futures = []
+    for n in names:
+        f = committer.submit(kv(n))
+        f.add_done_callback(lambda f, n=n: outcomes.append((n, f.exception() or f.result())))
+        futures.append(f)
+    store.gate.set()
+    for n, f in zip(names, futures):
+        if n == "bad":
+            with pytest.raises(StorageError, match="bad batch"):
+                f.result(10)
+        else:
+            assert f.result(10) == [f"ok:{n}"]
+    wait_until(lambda: len(outcomes) == len(names))
+    assert [n for n, _ in outcomes] == names  # delivered in submission order, failures included
+    assert all(isinstance(v, StorageError) == (n == "bad") for n, v in outcomes)
+    # the good ones were committed one by one after the merged attempt failed, still in order
+    assert [n for call in store.calls[1:] for n in call] == ["g0", "g1", "g2", "g3"]
+
+
+def test_blocking_result_and_wait_are_woken(committer: GroupCommitter, store: FakeStore) -> None:
+    """Threads that block on a CommitFuture (result(), exception(), futures.wait, as_completed) build
+    its Condition lazily; they must all be woken when the round completes."""
+    store.hold()
+    committer.submit(kv("first"))
+    assert store.entered.wait(10)
+    futures = [committer.submit(kv(f"w{i}")) for i in range(8)]
+    got: dict[str, Any] = {}
+
+    def by_result() -> None:
+        got["result"] = futures[0].result(10)
+
+    def by_exception() -> None:
+        got["exception"] = futures[1].exception(10)
+
+    def by_wait() -> None:
+        done, not_done = concurrent.futures.wait(futures[2:5], timeout=10)
+        got["wait"] = (len(done), len(not_done))
+
+    def by_as_completed() -> None:
+        got["as_completed"] = sorted(f.result() for f in concurrent.futures.as_completed(futures[5:], timeout=10))
+
+    threads = [threading.Thread(target=t) for t in (by_result, by_exception, by_wait, by_as_completed)]
+    for t in threads:
+        t.start()
+    wait_until(lambda: all(f._cond is not None for f in futures))  # type: ignore[attr-defined]
+    with pytest.raises(TimeoutError):
+        futures[0].result(0.01)
+    store.gate.set()
+    for t in threads:
+        t.join(10)
+    assert got == {
+        "result": ["ok:w0"],
+        "exception": None,
+        "wait": (3, 0),
+        "as_completed": [["ok:w5"], ["ok:w6"], ["ok:w7"]],
+    }
+
+
+def test_lazy_condition_race_stress(committer: GroupCommitter) -> None:
+    """Many threads submit and immediately block on result() while rounds complete underneath:
+    none may miss its wakeup (the setter/waiter ordering of the lazy Condition)."""
+    n_threads, per = 16, 200
+    errors: list[BaseException] = []
+
+    def worker(i: int) -> None:
+        try:
+            for k in range(per):
+                f = committer.submit(kv(f"{i}-{k}"))
+                if k % 3 == 0:
+                    assert concurrent.futures.wait([f], timeout=10).done == {f}
+                assert f.result(10) == [f"ok:{i}-{k}"]
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(n_threads)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors and not any(t.is_alive() for t in threads)
+
+
+def test_commit_future_set_twice_and_cancel() -> None:
+    f = CommitFuture()
+    calls: list[Any] = []
+    f.add_done_callback(lambda x: calls.append(("cb", x.cancelled())))
+    assert f.cancel() and f.cancel() and f.cancelled() and f.done()
+    assert calls == [("cb", True)]
+    with pytest.raises(InvalidStateError):
+        f.set_result(1)
+    with pytest.raises(concurrent.futures.CancelledError):
+        f.result(0)
+    g = CommitFuture()
+    g.set_exception(ValueError("boom"))
+    with pytest.raises(ValueError, match="boom"):
+        g.result()
+    assert isinstance(g.exception(), ValueError) and not g.cancel()
+    with pytest.raises(InvalidStateError):
+        g.set_result(2)
+    h = CommitFuture()
+    assert h.set_running_or_notify_cancel() and h.running() and not h.cancel()
+    h.set_result(3)
+    assert h.result() == 3
+
+
+def test_commit_future_callback_errors_are_logged_not_raised(caplog: pytest.LogCaptureFixture) -> None:
+    f = CommitFuture()
+    after: list[int] = []
+    f.add_done_callback(lambda _: 1 / 0)
+    f.add_done_callback(lambda _: after.append(1))
+    f.set_result(None)
+    assert after == [1]
+    assert "exception calling callback" in caplog.text
+
+
+def test_asyncio_wrap_future_result_error_and_cancel(committer: GroupCommitter, store: FakeStore) -> None:
+    async def main() -> None:
+        assert await asyncio.wrap_future(committer.submit(kv("a"))) == ["ok:a"]
+        with pytest.raises(StorageError, match="bad batch"):
+            await asyncio.wrap_future(committer.submit(kv("bad")))
+        store.hold()
+        committer.submit(kv("first"))
+        await asyncio.get_running_loop().run_in_executor(None, store.entered.wait, 10)
+        src = committer.submit(kv("cancelled"))
+        task = asyncio.ensure_future(asyncio.wrap_future(src))
+        await asyncio.sleep(0)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await asyncio.sleep(0)  # the loop passes the cancel on in its next iteration
+        assert src.cancelled()  # cancelling the awaiting side cancels the journal future
+        after = committer.submit(kv("after"))
+        store.gate.set()
+        assert await asyncio.wrap_future(after) == ["ok:after"]
+
+    asyncio.run(main())
+    assert any("cancelled" in call for call in store.calls)  # queued before the cancel: committed anyway
