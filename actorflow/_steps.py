@@ -43,22 +43,23 @@ class StepPool:
     def submit(self, run_id: str, pos: int, name: str, attempt: int, fn: Callable[[], Any], kind: str) -> None:
         if self.rt.closing:
             return  # the engine is closing: the step runs again after the next open (at-least-once)
-        info = StepInfo(run_id, name, pos, attempt, f"{run_id}#{pos}:{name}")
         with self._lock:
             self.inflight += 1
         code = getattr(fn, "__code__", None)
         if (code.co_flags & inspect.CO_COROUTINE) if code is not None else inspect.iscoroutinefunction(fn):
+            info = StepInfo(run_id, name, pos, attempt, f"{run_id}#{pos}:{name}")
             fut = asyncio.run_coroutine_threadsafe(self._run_async(fn, info), self._loop)
             fut.add_done_callback(functools.partial(self._future_done, info=info, kind=kind))
         else:
-            self._tasks.put((fn, info, kind))
+            self._tasks.put((fn, run_id, pos, name, attempt, kind))  # StepInfo is built off the pump
 
     def _worker(self) -> None:
         while True:
             task = self._tasks.get()
             if task is None:
                 return
-            fn, info, kind = task
+            fn, run_id, pos, name, attempt, kind = task
+            info = StepInfo(run_id, name, pos, attempt, f"{run_id}#{pos}:{name}")
             token = _current_step.set(info)
             try:
                 result = fn()
