@@ -211,8 +211,7 @@ class RunHost:
             return self.runs[run_id]
         if run_id in self.blocked and not force:
             return None
-        journal = self.rt.journal
-        rec = journal.get_run(run_id)
+        rec, events, signals = self.rt.journal.load_run(run_id)
         if rec is None or rec.finished:
             return None
         fn = self.rt.workflows.get(rec.workflow)
@@ -220,10 +219,9 @@ class RunHost:
             log.warning("run of unregistered workflow left as is", run_id=run_id, workflow=rec.workflow)
             return None
         self.blocked.pop(run_id, None)
-        events = journal.events(run_id)
         run = Run(self, rec, fn, tuple(events[0].data["args"]), events)
         self.runs[run_id] = run
-        for name, seq, payload in journal.signals(run_id):
+        for name, seq, payload in signals:
             run.seen_signals.add(seq)
             run.inbox.setdefault(name, []).append((seq, payload))
         run.start()

@@ -245,6 +245,13 @@ class Journal(abc.ABC):
     def close(self) -> None:
         """Flush pending commits and release the store."""
 
+    def load_run(self, run_id: str) -> tuple[RunRecord | None, list[Event], list[tuple[str, int, Any]]]:
+        """What waking a run needs: its record, and for an unfinished run its events and inbox."""
+        rec = self.get_run(run_id)
+        if rec is None or rec.finished:
+            return rec, [], []
+        return rec, self.events(run_id), self.signals(run_id)
+
     def runs(self, state: str | None = None, workflow: str | None = None) -> list[RunRecord]:
         return [
             r

@@ -23,6 +23,8 @@ import errno
 import os
 import struct
 import threading
+import time
+_T = []
 from concurrent.futures import Future
 from typing import Any, Iterator
 
@@ -278,6 +280,7 @@ class LmdbJournal(Journal):
         still refuses a seq that exists. The cache is dropped whole when a transaction fails, when
         another writer committed in between (LMDB's txn id skipped), and when it grows large.
         """
+        _tb = time.perf_counter()
         txn = self._env.begin(write=True)
         txn_id = txn.id()
         tails = self._tails
@@ -315,7 +318,9 @@ class LmdbJournal(Journal):
                 out.append(res)
             if self._sig_seq != sig0:
                 put(_META_SIGNAL_SEQ, pack_seq(self._sig_seq), db=self._meta)
+            _t0 = time.perf_counter()
             txn.commit()
+            _T.append((_tb, _t0, time.perf_counter(), len(batches)))
             self._next_txn_id = txn_id + 1
             return out
         except BaseException as exc:
@@ -443,18 +448,54 @@ class LmdbJournal(Journal):
 
     def events(self, run_id: str, from_seq: int = 0) -> list[Event]:
         prefix = event_prefix(run_id)
-        n = len(prefix)
-        raw: list[tuple[bytes, bytes]] = []
         txn = self._read_txn()
         try:
-            cur = txn.cursor(db=self._events)
-            if cur.set_range(prefix + pack_seq(max(0, from_seq))):
-                for k, v in cur.iternext():
-                    if not k.startswith(prefix):
-                        break
-                    raw.append((k, v))
+            raw = self._raw_events(txn, prefix, from_seq)
         finally:
             self._end_read(txn)
+        return self._decode_events(run_id, len(prefix), raw)
+
+    def load_run(self, run_id: str) -> tuple[RunRecord | None, list[Event], list[tuple[str, int, Any]]]:
+        """Record, events and inbox of a run in one read transaction (waking a passivated run)."""
+        k = name_bytes(run_id, "run id")
+        prefix = event_prefix(run_id)
+        raw_sig: list[tuple[bytes, bytes]] = []
+        txn = self._read_txn()
+        try:
+            raw_rec = txn.get(k, db=self._runs)
+            raw_ev = self._raw_events(txn, prefix, 0) if raw_rec is not None else []
+            if raw_rec is not None:
+                cur = txn.cursor(db=self._signals)
+                if cur.set_range(prefix):
+                    for sk, sv in cur.iternext():
+                        if not sk.startswith(prefix):
+                            break
+                        raw_sig.append((sk, sv))
+        finally:
+            self._end_read(txn)
+        if raw_rec is None:
+            return None, [], []
+        rec = RunRecord.from_tuple(self.codec.decode(raw_rec, f"run record {run_id!r}"))
+        if rec.finished:
+            return rec, [], []
+        n = len(prefix)
+        sigs = []
+        for sk, sv in raw_sig:
+            sname, seq = parse_signal_key(sk, n)
+            sigs.append((sname, seq, self.codec.decode(sv, f"signal {sname!r} of run {run_id!r}")))
+        return rec, self._decode_events(run_id, n, raw_ev), sigs
+
+    def _raw_events(self, txn: lmdb.Transaction, prefix: bytes, from_seq: int) -> list[tuple[bytes, bytes]]:
+        raw: list[tuple[bytes, bytes]] = []
+        cur = txn.cursor(db=self._events)
+        if cur.set_range(prefix + pack_seq(max(0, from_seq))):
+            for k, v in cur.iternext():
+                if not k.startswith(prefix):
+                    break
+                raw.append((k, v))
+        return raw
+
+    def _decode_events(self, run_id: str, n: int, raw: list[tuple[bytes, bytes]]) -> list[Event]:
         out = []
         decode = self.codec.decode
         for k, v in raw:

@@ -395,3 +395,23 @@ def test_closed_journal_refuses(make_journal: Callable[..., Journal]) -> None:
     if make_journal.backend == "lmdb":  # type: ignore[attr-defined]
         with pytest.raises(StorageError, match="closed"):
             j.events("r")
+
+
+def test_load_run_returns_record_events_and_inbox_of_that_run_only(journal: Journal) -> None:
+    create(journal, "r1")
+    append(journal, "r1", 1, 2)
+    create(journal, "r10")  # a run id that extends r1: its events and signals must not leak in
+    append(journal, "r10", 1)
+    b = journal.batch()
+    b.put_signal("r1", "go", "p1")
+    b.put_signal("r10", "go", "other")
+    b.put_signal("r1", "go", "p2")
+    journal.commit(b)
+    rec, events, signals = journal.load_run("r1")
+    assert rec is not None and rec.run_id == "r1"
+    assert [e.seq for e in events] == [0, 1, 2]
+    assert [(name, payload) for name, _seq, payload in signals] == [("go", "p1"), ("go", "p2")]
+    assert journal.load_run("missing") == (None, [], [])
+    put_run(journal, "r10", "completed")
+    rec10, ev10, sig10 = journal.load_run("r10")
+    assert rec10 is not None and rec10.finished and ev10 == [] and sig10 == []
