@@ -386,3 +386,22 @@ def test_open_leaves_the_host_logging_configuration_alone(tmp_path: Any) -> None
         assert logging.getLogger("Thespian").handlers == before[2]
     finally:
         root.removeHandler(sentinel)
+
+
+def test_gc_thresholds_raised_while_open_and_restored_unless_host_tuned(tmp_path: Any) -> None:
+    import gc
+
+    saved = gc.get_threshold()
+    try:
+        gc.set_threshold(700, 10, 10)
+        e = Engine(tmp_path / "a", gc_threshold=(40_000, 15, 50))
+        with e:
+            assert gc.get_threshold() == (40_000, 15, 50)
+        assert gc.get_threshold() == (700, 10, 10)
+        gc.set_threshold(1234, 5, 5)  # the host tuned its GC: leave it alone
+        with Engine(tmp_path / "b"):
+            assert gc.get_threshold() == (1234, 5, 5)
+        with Engine(tmp_path / "c", gc_threshold=None):
+            assert gc.get_threshold() == (1234, 5, 5)
+    finally:
+        gc.set_threshold(*saved)
