@@ -296,8 +296,8 @@ class CommitFuture(Future):  # type: ignore[type-arg]
         self._done_callbacks: list[Any] = []
         self._cond: threading.Condition | None = None
 
-    @property  # type: ignore[override]
-    def _condition(self) -> threading.Condition:
+    @property
+    def _condition(self) -> threading.Condition:  # type: ignore[override]
         cond = self._cond
         if cond is None:
             with _STATE_LOCK:
@@ -316,8 +316,11 @@ class CommitFuture(Future):  # type: ignore[type-arg]
                     for waiter in self._waiters:
                         waiter.add_result(self) if ok else waiter.add_exception(self)
                 cond.notify_all()
-        if self._done_callbacks:
-            self._invoke_callbacks()
+        for callback in self._done_callbacks:
+            try:
+                callback(self)
+            except Exception:
+                _LOGGER.exception("exception calling callback for %r", self)
 
     def _settle(self, ok: bool, value: Any) -> bool:
         with _STATE_LOCK:
@@ -588,6 +591,7 @@ class GroupCommitter:
         tls.committing = True
         try:
             oks: list[bool] | None = None
+            values: list[Any]
             try:
                 values = self._apply([b for b, _ in taken])
             except BaseException as exc:  # noqa: BLE001 - every waiter must hear about it
@@ -603,17 +607,18 @@ class GroupCommitter:
                 foks = None if oks is None else []
                 for i, (_, x) in enumerate(taken):
                     ok = True if oks is None else oks[i]
+                    v: Any = values[i]
                     if type(x) is _SyncWaiter:
                         if ok:
-                            x.result = values[i]
+                            x.result = v
                         else:
-                            x.exc = values[i]
+                            x.exc = v
                         x.done = True
                         if x is not own:
                             relay.append(x)
                     else:
                         futures.append(x)
-                        fvalues.append(values[i])
+                        fvalues.append(v)
                         if foks is not None:
                             foks.append(ok)
             with self._lock:
