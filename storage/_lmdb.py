@@ -23,8 +23,6 @@ import errno
 import os
 import struct
 import threading
-import time
-_T = []
 from concurrent.futures import Future
 from typing import Any, Iterator
 
@@ -280,7 +278,6 @@ class LmdbJournal(Journal):
         still refuses a seq that exists. The cache is dropped whole when a transaction fails, when
         another writer committed in between (LMDB's txn id skipped), and when it grows large.
         """
-        _tb = time.perf_counter()
         txn = self._env.begin(write=True)
         txn_id = txn.id()
         tails = self._tails
@@ -318,9 +315,7 @@ class LmdbJournal(Journal):
                 out.append(res)
             if self._sig_seq != sig0:
                 put(_META_SIGNAL_SEQ, pack_seq(self._sig_seq), db=self._meta)
-            _t0 = time.perf_counter()
             txn.commit()
-            _T.append((_tb, _t0, time.perf_counter(), len(batches)))
             self._next_txn_id = txn_id + 1
             return out
         except BaseException as exc:
