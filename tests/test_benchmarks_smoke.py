@@ -26,7 +26,7 @@ def test_quick_harness_tiny(tmp_path):
     names = set(SCENARIOS)
     if not HAS_PSUTIL:  # RSS needs psutil (bench extra); everything else runs without it
         names.discard("sleepers")
-        cmd += sorted(names)
+        cmd += [s for s in _order() if s in names]
     if HAS_DBOS:
         cmd += ["--peer", "dbos"]
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
