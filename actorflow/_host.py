@@ -66,8 +66,14 @@ class RunHost:
     def mark_dirty(self, run: Run) -> None:
         self.dirty[run.run_id] = run
 
-    def send_timer(self, msg: tuple[Any, ...]) -> None:
-        self.outputs.append((None, lambda: self.outbox.append(("timer", msg))))
+    def send_timer(self, msg: tuple[Any, ...], unless_done: Any = None) -> None:
+        """Arm/disarm a timer once durable; with `unless_done`, skip it if that command resolved meanwhile."""
+
+        def release() -> None:
+            if unless_done is None or not unless_done.done:
+                self.outbox.append(("timer", msg))
+
+        self.outputs.append((None, release))
 
     def send_run(self, run_id: str, item: tuple[Any, ...]) -> None:
         self.outputs.append((None, lambda: self.outbox.append((self.rt.shard_of(run_id), item))))

@@ -194,8 +194,9 @@ class Run:
             self.awaiting = None
             self._drive()
 
-    def _arm(self, due: float, pos: int, tag: Any, durable: bool = False) -> None:
-        self.host.send_timer(("arm", due, self.run_id, pos, tag, durable))
+    def _arm(self, due: float, pos: int, tag: Any, durable: bool = False, cmd: Command | None = None) -> None:
+        # with `cmd`: not armed if it resolves first (a run woken by this very timer re-arms it on replay)
+        self.host.send_timer(("arm", due, self.run_id, pos, tag, durable), cmd)
 
     def _exc_data(self, exc: BaseException) -> dict[str, Any]:
         data: dict[str, Any] = {"error": describe_error(exc), "type": type(exc).__name__}
@@ -380,7 +381,7 @@ class Run:
             self._append("timer_started", name, cmd.pos, cmd.due)
             self.host.batch.put_timer(cmd.due, self.run_id, cmd.pos, "sleep")
         self.pending[cmd.pos] = cmd
-        self._arm(cmd.due, cmd.pos, "sleep", durable=True)
+        self._arm(cmd.due, cmd.pos, "sleep", durable=True, cmd=cmd)
         return cmd
 
     def cmd_wait(self, name: str, timeout: float | None) -> Command:
@@ -405,7 +406,7 @@ class Run:
             self._append("wait_started", name, cmd.pos, cmd.due)
             self.host.batch.put_timer(cmd.due, self.run_id, cmd.pos, "wait")
         if cmd.due is not None:
-            self._arm(cmd.due, cmd.pos, "wait", durable=True)
+            self._arm(cmd.due, cmd.pos, "wait", durable=True, cmd=cmd)
         return cmd
 
     def on_signal(self, name: str, seq: int, payload: Any) -> None:

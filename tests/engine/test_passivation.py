@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import threading
 from typing import Any, Iterator
 
 import pytest
@@ -176,3 +177,37 @@ def test_passivate_after_none_keeps_runs(make_engine: Any, hosts: list[_host.Run
     assert in_memory(hosts) == {"keep"}
     engine.signal("keep", "go", 5)
     assert engine.result("keep", TIMEOUT) == 5
+
+
+def test_woken_sleeper_is_loaded_once(make_engine: Any, hosts: list[_host.RunHost]) -> None:
+    """Replaying a run woken by its timer re-arms that timer; it must not fire a second time."""
+    clock = MockClock()
+    engine = make_engine(clock=clock, passivate_after=5.0, open=False)
+
+    @engine.workflow(name="nap")
+    async def nap(ctx: Any) -> str:
+        await ctx.sleep("nap", 3600)
+        return "rested"
+
+    engine.open()
+    h = engine.start("nap", run_id="n")
+    wait_state(engine, "n", "sleeping")
+    clock.advance(10.0)
+    wait_until(lambda: not in_memory(hosts), what="the sleeper passivated")
+    loads: list[str] = []
+    journal = engine.journal
+    assert journal is not None
+    orig_load = journal.load_run
+
+    def counting_load(run_id: str) -> Any:
+        loads.append(run_id)
+        return orig_load(run_id)
+
+    journal.load_run = counting_load  # type: ignore[method-assign]
+    clock.advance(3600.0)
+    assert h.result(TIMEOUT) == "rested"
+    for _ in range(3):  # let the pump run a few more rounds: a duplicate fire would show up here
+        settled = threading.Event()
+        engine._runtime().post(("__call__", settled.set))
+        assert settled.wait(TIMEOUT)
+    assert loads == ["n"]
