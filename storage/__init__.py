@@ -1,7 +1,8 @@
 """Journal backends: the abstract `Journal`, the LMDB default and an in-memory one for tests."""
 
 from ._codec import Codec, DEFAULT_MAX_PAYLOAD, FORMAT_VERSION, HEADER_SIZE
-from ._journal import FINISHED_STATES, Event, GroupCommitter, Journal, RunRecord, SignalResult, WriteBatch
+from ._group_commit import CommitFuture, GroupCommitter
+from ._journal import FINISHED_STATES, Event, Journal, RunRecord, SignalResult, WriteBatch
 from ._lmdb import LmdbJournal
 from ._memory import MemoryJournal
 
@@ -12,6 +13,7 @@ __all__ = [
     "HEADER_SIZE",
     "FINISHED_STATES",
     "Event",
+    "CommitFuture",
     "GroupCommitter",
     "Journal",
     "RunRecord",

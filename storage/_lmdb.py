@@ -24,13 +24,14 @@ import os
 import struct
 import threading
 from concurrent.futures import Future
-from typing import Any, Iterator
+from typing import Any, Iterator, cast
 
 import lmdb
 
 from actorflow.errors import JournalCorrupt, JournalFull, JournalVersionError, StorageError
 
 from ._codec import FORMAT_VERSION, Codec
+from ._group_commit import GroupCommitter
 from ._journal import (
     FINISHED_STATES,
     OP_APPEND,
@@ -43,7 +44,6 @@ from ._journal import (
     OP_PUT_SIGNAL,
     OP_PUT_TIMER,
     Event,
-    GroupCommitter,
     Journal,
     RunRecord,
     SignalResult,
@@ -74,6 +74,15 @@ _NOT_FOUND = SignalResult.NOT_FOUND
 _SCAN_CHUNK = 1024
 _NEARLY_FULL = 16 * MiB  # an I/O error with less free space than this under the journal is a full disk
 _TAILS_MAX = 100_000  # runs remembered by the append fast path before its cache is dropped
+
+
+def _items(cur: lmdb.Cursor) -> Iterator[tuple[bytes, bytes]]:
+    """A cursor's (key, value) pairs from here on; plain bytes, as this journal never asks for buffers."""
+    return cast(Iterator[tuple[bytes, bytes]], cur.iternext())
+
+
+def _key(cur: lmdb.Cursor) -> bytes:
+    return cast(bytes, cur.key())
 
 
 class _ReaderGate:
@@ -407,7 +416,7 @@ class LmdbJournal(Journal):
     def _drop_events(self, txn: lmdb.Transaction, prefix: bytes) -> None:
         cur = txn.cursor(db=self._events)
         if cur.set_range(prefix):
-            while cur.key().startswith(prefix):
+            while _key(cur).startswith(prefix):
                 if not cur.delete():
                     break
 
@@ -436,7 +445,7 @@ class LmdbJournal(Journal):
         # every key of the run sorts below run_id + b"\x01"
         found = cur.prev() if cur.set_range(prefix[:-1] + b"\x01") else cur.last()
         if found:
-            k = cur.key()
+            k = _key(cur)
             if k.startswith(prefix):
                 return unpack_seq(k[len(prefix) :])
         return -1
@@ -462,7 +471,7 @@ class LmdbJournal(Journal):
             if raw_rec is not None:
                 cur = txn.cursor(db=self._signals)
                 if cur.set_range(prefix):
-                    for sk, sv in cur.iternext():
+                    for sk, sv in _items(cur):
                         if not sk.startswith(prefix):
                             break
                         raw_sig.append((sk, sv))
@@ -484,7 +493,7 @@ class LmdbJournal(Journal):
         raw: list[tuple[bytes, bytes]] = []
         cur = txn.cursor(db=self._events)
         if cur.set_range(prefix + pack_seq(max(0, from_seq))):
-            for k, v in cur.iternext():
+            for k, v in _items(cur):
                 if not k.startswith(prefix):
                     break
                 raw.append((k, v))
@@ -535,7 +544,7 @@ class LmdbJournal(Journal):
             try:
                 cur = txn.cursor(db=db)
                 if cur.set_range(start):
-                    for k, v in cur.iternext():
+                    for k, v in _items(cur):
                         if not k.startswith(prefix):
                             break
                         if k == skip:
@@ -568,7 +577,7 @@ class LmdbJournal(Journal):
         try:
             cur = txn.cursor(db=self._timers)
             if cur.set_range(lo):
-                for k, v in cur.iternext():
+                for k, v in _items(cur):
                     if k[:8] >= hi:
                         break
                     raw.append((k, v))
