@@ -19,7 +19,7 @@ from storage._journal import check_run_id
 
 from ._aio import LoopBridge
 from ._clock import Clock, SystemClock
-from ._run import failure_text
+from ._saga import failure_text
 from ._runtime import Runtime
 from ._thespian import ActorRuntime
 from ._types import STOPPED_STATES, RunState, RunStatus

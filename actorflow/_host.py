@@ -9,6 +9,7 @@ import structlog
 from storage import Event, RunRecord
 from storage._journal import OP_PUT_RUN
 
+from . import _saga
 from ._run import Run
 from ._types import RunStatus
 
@@ -190,11 +191,11 @@ class RunHost:
         elif kind == "signal":
             run.on_signal(item[2], item[3], item[4])
         elif kind == "comp":
-            run.on_comp_result(item[2], item[3], item[4])
+            _saga.on_comp_result(run, item[2], item[3], item[4])
         elif kind == "child_done":
             run.on_child_done(item[2], item[3], item[4])
         elif kind == "cancel":
-            ok = run.request_cancel()
+            ok = _saga.request_cancel(run)
             if item[2] is not None:
                 self.outputs.append((None, lambda f=item[2]: f.set_result(ok)))
 

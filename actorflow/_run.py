@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import bisect
 import random
-import traceback
 from typing import TYPE_CHECKING, Any, Callable
 
 from storage import Event, RunRecord
 
+from . import _saga
+from ._saga import describe_error, failure_text
 from ._context import Command, StepSpec, WorkflowContext
 from .errors import (
     Cancelled,
@@ -25,7 +26,7 @@ from .errors import (
 if TYPE_CHECKING:
     from ._host import RunHost
 
-__all__ = ["Run", "FAMILY", "describe_error", "failure_text"]
+__all__ = ["Run", "FAMILY"]
 
 # which command family each position-bound event kind belongs to (replay matches on family + name)
 FAMILY = {
@@ -45,20 +46,6 @@ FAMILY = {
     "uuid4": "uuid4",
     "patch": "patch",
 }
-
-
-def describe_error(exc: BaseException) -> str:
-    text = str(exc)
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
-def failure_text(data: dict[str, Any]) -> str:
-    """The error text of a failed/cancelled run's final event, with its failed compensations."""
-    error = str(data.get("error", "?"))
-    comp = data.get("compensation_errors")
-    if comp:
-        error += f" (compensation failed: {'; '.join(comp)})"
-    return error
 
 
 class Run:
@@ -218,7 +205,7 @@ class Run:
         try:
             self.coro = self.fn(self.ctx, *self.args)
         except Exception as exc:  # bad arguments for the workflow signature
-            self._fail(exc)
+            _saga.fail(self, exc)
             return
         self._drive()
 
@@ -234,25 +221,25 @@ class Run:
                         ev = self.recorded.get(self.pos) or self.recorded[min(p for p in self.recorded if p >= self.pos)]
                         self._nondet(self.pos, "workflow return", f"{ev[0].kind} {ev[0].name!r}")
                     if self.nondet is not None:
-                        self._block(self.nondet)
+                        _saga.block(self, self.nondet)
                     else:
-                        self._complete(stop.value)
+                        _saga.complete(self, stop.value)
                     return
                 except Cancelled as exc:
                     if self.nondet is not None:
-                        self._block(self.nondet)
+                        _saga.block(self, self.nondet)
                     else:
-                        self._fail(exc, cancelled=True)
+                        _saga.fail(self, exc, cancelled=True)
                     return
                 except BaseException as exc:  # noqa: BLE001 - the workflow's own failure
                     if self.nondet is not None:
-                        self._block(self.nondet)
+                        _saga.block(self, self.nondet)
                     else:
-                        self._fail(exc)
+                        _saga.fail(self, exc)
                     return
                 if self.nondet is not None:
                     self.coro.close()
-                    self._block(self.nondet)
+                    _saga.block(self, self.nondet)
                     return
                 if not isinstance(cmd, Command) or cmd.run is not self:
                     throw = ConfigError(
@@ -263,7 +250,7 @@ class Run:
                 if cmd.done:
                     continue
                 if self.cancel_pos == cmd.pos and not self.cancelled:
-                    self._deliver_cancel()
+                    _saga.deliver_cancel(self)
                     continue
                 self.awaiting = cmd
                 self._update_state()
@@ -519,96 +506,3 @@ class Run:
         self.record.progress = fraction
         self._append("progress", "", -1, fraction)
         self.host.mark_dirty(self)
-
-    # --- cancellation, saga, completion -------------------------------------------------------
-    def request_cancel(self) -> bool:
-        if self.phase != "running":
-            return self.phase == "compensating"
-        if self.cancelled:
-            return True
-        pos = self.awaiting.pos if self.awaiting is not None else self.pos
-        self._append("cancel_requested", "", pos, None)
-        self._deliver_cancel()
-        if self.awaiting is not None and self.awaiting.done:
-            self.awaiting = None
-            self._drive()
-        return True
-
-    def _deliver_cancel(self) -> None:
-        self.cancelled = True
-        for cmd in list(self.pending.values()):
-            if cmd.kind == "step" and cmd.inflight:
-                cmd.inflight = False
-                self.steps_inflight -= 1
-            elif cmd.kind in ("sleep", "signal") and cmd.due is not None:
-                self.host.batch.del_timer(cmd.due, self.run_id, cmd.pos)
-            elif cmd.kind == "child":
-                self.host.send_run(cmd.spec, ("cancel", cmd.spec, None))
-            self._done(cmd, None, Cancelled(self.run_id))
-        self.waits.clear()
-
-    def _complete(self, value: Any) -> None:
-        try:
-            self._append("run_completed", "", -1, value)
-        except PayloadError as exc:
-            self._fail(exc)
-            return
-        self._finish("completed", value, None)
-
-    def _fail(self, exc: BaseException, cancelled: bool = False) -> None:
-        self.phase = "compensating"
-        self.final = ("cancelled" if cancelled else "failed", exc)
-        self.record.state = "running"
-        self.comp_queue = [c for c in reversed(self.comps)]
-        self._next_compensation()
-
-    def _next_compensation(self) -> None:
-        while self.comp_queue:
-            seq, pos, name, fn = self.comp_queue.pop(0)
-            done = self.comp_done.get(pos)
-            if done is not None:
-                if done.kind == "compensation_failed":
-                    self.comp_errors.append(f"{name}: {done.data['error']}")
-                continue
-            self.host.dispatch_step(self, pos, name, 1, fn, "comp")
-            return
-        assert self.final is not None
-        state, exc = self.final
-        data = self._exc_data(exc)
-        if self.comp_errors:
-            data["compensation_errors"] = list(self.comp_errors)
-        error = failure_text(data)
-        self._append("run_cancelled" if state == "cancelled" else "run_failed", "", -1, data)
-        self._finish(state, None, error, data)
-
-    def on_comp_result(self, pos: int, ok: bool, payload: Any) -> None:
-        if self.phase != "compensating":
-            return
-        name = next((c[2] for c in self.comps if c[1] == pos), "")
-        if ok:
-            self._append("compensation_completed", name, pos, None)
-        else:
-            self._append("compensation_failed", name, pos, {"error": describe_error(payload), "tb": "".join(traceback.format_exception(payload))[-2000:]})
-            self.comp_errors.append(f"{name}: {describe_error(payload)}")
-        self._next_compensation()
-
-    def _finish(self, state: str, value: Any, error: str | None, data: Any = None) -> None:
-        self.phase = "finished"
-        self.record.state = state
-        self.record.error = error
-        if state == "completed":
-            self.record.progress = 1.0
-        self.host.mark_dirty(self)
-        self.host.finished(self, state, value, data)
-
-    def _block(self, err: NondeterminismError) -> None:
-        self.phase = "blocked"
-        for cmd in self.pending.values():
-            cmd.inflight = False
-        self.pending.clear()
-        self.steps_inflight = 0
-        self._append("run_blocked", "", -1, {"error": str(err), "seq": err.seq, "expected": err.expected, "recorded": err.recorded})
-        self.record.state = "blocked"
-        self.record.error = str(err)
-        self.host.mark_dirty(self)
-        self.host.blocked_run(self)
