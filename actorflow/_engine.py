@@ -213,11 +213,12 @@ class Engine:
             self._rt = self._actors = None
         rt.closing = True
         rt.steps.wait_idle(self.close_grace if grace is None else grace)
-        for _ in range(50):  # let the pump journal what finished steps reported
+        rt.post(("__flush__",))  # status records still waiting for a step's commit are written now
+        for i in range(50):  # let the pump journal what finished steps reported
             done = threading.Event()
             rt.post(("__call__", done.set))
             done.wait()
-            if not rt.commits_pending and rt.queue.empty():
+            if i and not rt.commits_pending and rt.queue.empty():
                 break
             rt.journal.commit(rt.journal.batch())
         actors.stop()

@@ -138,12 +138,8 @@ class RunHost:
     def handle(self, items: list[tuple[Any, ...]]) -> list[tuple[Any, Any]]:
         """Process a batch of messages; returns (target, message) pairs for the actor layer to send."""
         for item in items:
-            try:
-                self._handle(item)
-            except Exception:
-                log.exception("host failed on message", kind=item[0])
-                raise
-        self.flush()
+            self._handle(item)  # an exception goes to the supervisor (SupervisedActor reports it)
+        self.flush(force=any(item[0] == "housekeep" for item in items))
         out, self.outbox = self.outbox, []
         return out
 
@@ -321,7 +317,12 @@ class RunHost:
                 del self.runs[run_id]
 
     # --- commit --------------------------------------------------------------------------------
-    def flush(self) -> None:
+    def flush(self, force: bool = False) -> None:
+        """Submit this batch's journal writes; what they caused is released once durable.
+
+        Status-only changes of runs with a step in flight wait for that step's commit (saving an
+        fsync), at most until the next housekeeping round (`force`), so status() stays fresh.
+        """
         now = self.rt.clock.now()
         notify = self.rt.notifier
         for run in self.dirty.values():
@@ -342,7 +343,7 @@ class RunHost:
             outputs, self.outputs = self.outputs, []
             for _idx, fn in outputs:
                 fn()
-            if any(run.steps_inflight for run in self.touched.values()):
+            if not force and any(run.steps_inflight for run in self.touched.values()):
                 return  # a step result is coming: its commit carries these records along
         batch, outputs, touched = self.batch, self.outputs, list(self.touched.values())
         self.batch, self.outputs, self.touched = self.rt.journal.batch(), [], {}

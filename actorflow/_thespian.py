@@ -218,6 +218,8 @@ class ActorRuntime:
                     continue
                 elif kind == "__call__":
                     item[1]()
+                elif kind == "__flush__":
+                    next_housekeep = clock.now()  # housekeep (and force-flush every host) this round
                 else:
                     per_host.setdefault(rt.shard_of(item[1]), []).append(item)
             if signals:

@@ -242,3 +242,26 @@ def test_unknown_run_ids_raise_run_not_found(engine: Engine) -> None:
         with pytest.raises(RunNotFound) as ei:
             call()
         assert ei.value.run_id == "ghost"
+
+
+def test_status_shows_running_during_a_long_first_step(make_engine: Any) -> None:
+    """The pending->running record rides along with the step's commit, but never longer than a housekeeping round."""
+    from actorflow import MockClock
+
+    from .conftest import Gate
+
+    gate = Gate()
+    clock = MockClock()
+    engine = make_engine(clock=clock, passivate_after=1.0, open=False)
+
+    @engine.workflow(name="long")
+    async def long(ctx: Any) -> Any:
+        return await ctx.step("hold", gate)
+
+    engine.open()
+    h = engine.start("long", run_id="long-1")
+    assert gate.entered.wait(TIMEOUT)
+    clock.advance(1.0)  # one housekeeping round (every passivate_after/2 of clock time)
+    wait_state(engine, "long-1", "running")
+    gate.release.set()
+    assert h.result(TIMEOUT) is None
