@@ -29,6 +29,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from .journal import fs_type
+
 __all__ = [
     "Metric",
     "Scenario",
@@ -450,20 +452,6 @@ def write_chart(path: str, lines: list[dict[str, Any]], env: dict[str, Any], reg
     return True
 
 
-def _fs_type(path: str) -> str:
-    path = os.path.realpath(path)
-    best, fstype = "", "?"
-    try:
-        with open("/proc/mounts") as f:
-            for line in f:
-                parts = line.split()
-                if (path == parts[1] or path.startswith(parts[1].rstrip("/") + "/")) and len(parts[1]) > len(best):
-                    best, fstype = parts[1], parts[2]
-    except OSError:
-        pass
-    return fstype
-
-
 def _environment(base: str, settings: Settings, peers: list[str]) -> dict[str, Any]:
     env: dict[str, Any] = {
         "when": time.strftime("%Y-%m-%d %H:%M:%S"),
@@ -471,7 +459,7 @@ def _environment(base: str, settings: Settings, peers: list[str]) -> dict[str, A
         "python": platform.python_version(),
         "platform": platform.platform(terse=True),
         "base": base,
-        "fs": _fs_type(base),
+        "fs": fs_type(base),
         "quick": settings.quick,
         "tiny": settings.tiny,
         "peers": peers,

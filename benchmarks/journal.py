@@ -57,7 +57,8 @@ from storage import Codec, Event, LmdbJournal
 EVENT_DATA = {"order": "o-123", "amount": 42.5, "items": [1, 2, 3]}
 
 
-def _fs_type(path: str) -> str:
+def fs_type(path: str) -> str:
+    """The file system type of the mount holding `path` (fsync numbers mean little on tmpfs)."""
     path = os.path.realpath(path)
     best, fstype = "", "?"
     try:
@@ -275,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
     w = args.writers
     n_many = (20000 * scale) // w  # events per writer in the many-writer measurements
     base = tempfile.mkdtemp(prefix="actorflow-bench-", dir=args.dir)
-    fstype = _fs_type(base)
+    fstype = fs_type(base)
     if fstype in ("tmpfs", "ramfs"):
         shutil.rmtree(base, ignore_errors=True)
         print(f"{base} is on {fstype}: fsync would not be real; pass --dir on a disk", file=sys.stderr)
