@@ -38,7 +38,6 @@ __all__ = ["Engine", "RunHandle"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 _GC_DEFAULT = (700, 10, 10)
-_FINAL_KINDS = ("run_completed", "run_failed", "run_cancelled")
 
 
 _ids = random.Random()  # seeded once from os.urandom; a urandom call per start costs a GIL round trip

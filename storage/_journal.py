@@ -6,7 +6,7 @@ import abc
 import json
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 from ._codec import Codec
 
@@ -177,7 +177,6 @@ class WriteBatch:
         return len(self.ops) - 1
 
 
-CommitCallback = Callable[["Future[list[Any]]"], None]
 
 
 class Journal(abc.ABC):
