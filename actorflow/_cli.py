@@ -13,10 +13,12 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn
 from rich.table import Table
 
+from storage import LmdbJournal
+
 from ._engine import Engine
 from ._retry import RetryPolicy
 from ._types import RunStatus
-from .errors import WorkflowFailed
+from .errors import ActorflowError, RunNotFound, WorkflowFailed
 
 __all__ = ["main"]
 
@@ -101,18 +103,18 @@ def _print_history(console: Console, engine: Engine, run_id: str) -> None:
 
 
 def _runs(args: argparse.Namespace) -> int:
-    engine = Engine(args.data_dir)
-    with engine:
-        statuses: list[RunStatus] = engine.runs(state=args.state, workflow=args.workflow)
-        for st in statuses:
-            print(json.dumps(st.to_dict()))
+    # the journal, not an Engine: works beside a running engine and runs no workflow code
+    with LmdbJournal(args.data_dir) as journal:
+        for rec in journal.runs(args.state, args.workflow):
+            print(json.dumps(RunStatus.from_record(rec).to_dict()))
     return 0
 
 
 def _history(args: argparse.Namespace) -> int:
-    engine = Engine(args.data_dir)
-    with engine:
-        for ev in engine.history(args.run_id):
+    with LmdbJournal(args.data_dir) as journal:
+        if journal.get_run(args.run_id) is None:
+            raise RunNotFound(args.run_id)
+        for ev in journal.events(args.run_id):
             print(json.dumps(ev.to_dict()))
     return 0
 
@@ -134,7 +136,11 @@ def main(argv: list[str] | None = None) -> int:
     hist.add_argument("--data-dir", default="./actorflow-data")
     hist.set_defaults(fn=_history)
     args = parser.parse_args(argv)
-    return int(args.fn(args))
+    try:
+        return int(args.fn(args))
+    except ActorflowError as exc:
+        print(f"actorflow: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

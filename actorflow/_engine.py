@@ -19,6 +19,7 @@ from storage._journal import check_run_id
 
 from ._aio import LoopBridge
 from ._clock import Clock, SystemClock
+from ._lockfile import DirLock
 from ._saga import failure_text
 from ._runtime import Runtime
 from ._thespian import ActorRuntime
@@ -128,6 +129,7 @@ class Engine:
         # throughput; open() raises the thresholds unless the host already tuned them
         self.gc_threshold = gc_threshold
         self._gc_saved: tuple[int, int, int] | None = None
+        self._dir_lock: DirLock | None = None
         self._codec = Codec(codec, max_payload)
         self._workflows: dict[str, Callable[..., Any]] = {}
         self._names: dict[Callable[..., Any], str] = {}
@@ -177,7 +179,13 @@ class Engine:
             if journal is None:
                 if self.data_dir is None:
                     raise ConfigError("Engine needs a data_dir (or a journal)")
-                journal = LmdbJournal(self.data_dir, sync=self.sync, codec=self._codec)
+                self._dir_lock = DirLock(self.data_dir)
+                self._dir_lock.acquire()
+                try:
+                    journal = LmdbJournal(self.data_dir, sync=self.sync, codec=self._codec)
+                except BaseException:
+                    self._release_dir()
+                    raise
             self.journal = journal
             rt = Runtime(
                 journal,
@@ -196,6 +204,7 @@ class Engine:
                 rt.steps.close()
                 if self._journal_given is None:
                     journal.close()
+                    self._release_dir()
                 raise
             self._rt, self._actors = rt, actors
             if self.gc_threshold is not None and gc.get_threshold() == _GC_DEFAULT:
@@ -227,6 +236,12 @@ class Engine:
         rt.steps.close()
         if self._journal_given is None:
             rt.journal.close()
+            self._release_dir()
+
+    def _release_dir(self) -> None:
+        if self._dir_lock is not None:
+            self._dir_lock.release()
+            self._dir_lock = None
 
     def __enter__(self) -> "Engine":
         return self.open()

@@ -85,6 +85,10 @@ def _key(cur: lmdb.Cursor) -> bytes:
     return cast(bytes, cur.key())
 
 
+_OPEN_LOCK = threading.Lock()
+_OPEN_PATHS: set[str] = set()  # real paths of environments open in this process
+
+
 class _ReaderGate:
     """Many readers, or one exclusive holder (map resize, close); the exclusive side has priority."""
 
@@ -169,6 +173,29 @@ class LmdbJournal(Journal):
         self.commits = 0
         self.map_growths = 0
         os.makedirs(self.path, exist_ok=True)
+        self._key = os.path.realpath(self.path)
+        with _OPEN_LOCK:
+            if self._key in _OPEN_PATHS:
+                raise StorageError(
+                    f"the LMDB journal at {self.path} is already open in this process; share that "
+                    "journal (LMDB must not open one environment twice in a process)",
+                    path=self.path,
+                )
+            _OPEN_PATHS.add(self._key)
+        try:
+            self._open_env(map_size, max_readers, sync)
+        except BaseException:
+            with _OPEN_LOCK:
+                _OPEN_PATHS.discard(self._key)
+            raise
+        self._gate = _ReaderGate()
+        self._tails: dict[str, int] = {}  # run id -> the seq after the last event this journal wrote
+        self._next_txn_id = -1  # LMDB's id of our next write txn if no other writer commits meanwhile
+        self._close_lock = threading.Lock()
+        self._closed = False
+        self._committer = GroupCommitter(self._apply, name=f"actorflow-journal-{os.path.basename(self.path)}", max_ops=max_batch_ops)
+
+    def _open_env(self, map_size: int, max_readers: int, sync: bool) -> None:
         try:
             self._env = lmdb.open(
                 self.path,
@@ -188,12 +215,6 @@ class LmdbJournal(Journal):
         except BaseException:
             self._env.close()
             raise
-        self._gate = _ReaderGate()
-        self._tails: dict[str, int] = {}  # run id -> the seq after the last event this journal wrote
-        self._next_txn_id = -1  # LMDB's id of our next write txn if no other writer commits meanwhile
-        self._close_lock = threading.Lock()
-        self._closed = False
-        self._committer = GroupCommitter(self._apply, name=f"actorflow-journal-{os.path.basename(self.path)}", max_ops=max_batch_ops)
 
     # --- open -------------------------------------------------------------------------------
     def _open_dbs(self) -> None:
@@ -639,6 +660,8 @@ class LmdbJournal(Journal):
                 self._env.close()
             finally:
                 self._gate.release_exclusive()
+                with _OPEN_LOCK:
+                    _OPEN_PATHS.discard(self._key)
 
     @property
     def closed(self) -> bool:

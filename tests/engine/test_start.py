@@ -405,3 +405,51 @@ def test_gc_thresholds_raised_while_open_and_restored_unless_host_tuned(tmp_path
             assert gc.get_threshold() == (1234, 5, 5)
     finally:
         gc.set_threshold(*saved)
+
+
+def test_one_engine_per_data_dir_across_processes(tmp_path: Any) -> None:
+    """A second process must not recover (and re-run) the runs an engine already owns."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    data = tmp_path / "data"
+    child = subprocess.Popen(
+        [sys.executable, "-c", "import sys; from actorflow import Engine; e = Engine(sys.argv[1]); e.open(); "
+         "print('open', flush=True); sys.stdin.read()", str(data)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert child.stdout is not None and child.stdout.readline().strip() == "open"
+        with pytest.raises(ConfigError, match=f"pid {child.pid}"):
+            Engine(data).open()
+    finally:
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait(TIMEOUT)
+    e = Engine(data)  # the kernel released the dead holder's lock
+    with e:
+        assert e.runs() == []
+
+
+def test_cli_reads_a_journal_beside_nothing_else(tmp_path: Any, capsys: Any) -> None:
+    import json
+
+    from actorflow._cli import main
+
+    e = Engine(tmp_path / "d")
+
+    @e.workflow(name="one")
+    async def one(ctx: Any) -> int:
+        return await ctx.step("s", lambda: 1)
+
+    with e:
+        e.run("one", run_id="r1", timeout=TIMEOUT)
+    assert main(["runs", "--data-dir", str(tmp_path / "d")]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [(r["run_id"], r["state"]) for r in rows] == [("r1", "completed")]
+    assert main(["history", "r1", "--data-dir", str(tmp_path / "d")]) == 0
+    kinds = [json.loads(line)["kind"] for line in capsys.readouterr().out.splitlines()]
+    assert kinds == ["run_started", "step_completed", "run_completed"]
+    assert main(["history", "nope", "--data-dir", str(tmp_path / "d")]) == 1
+    assert "no workflow run with id 'nope'" in capsys.readouterr().err

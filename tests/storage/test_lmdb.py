@@ -261,3 +261,15 @@ def test_second_open_in_same_process_is_refused(tmp_path: Path) -> None:
             LmdbJournal(tmp_path / "j")
     finally:
         j.close()
+
+
+def test_same_environment_twice_in_one_process_is_refused(tmp_path: Path) -> None:
+    from actorflow.errors import StorageError
+
+    first = LmdbJournal(str(tmp_path / "j"), sync=False)
+    try:
+        with pytest.raises(StorageError, match="already open in this process"):
+            LmdbJournal(str(tmp_path / "j" / "."), sync=False)
+    finally:
+        first.close()
+    LmdbJournal(str(tmp_path / "j"), sync=False).close()  # closing frees the path again
