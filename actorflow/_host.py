@@ -23,7 +23,8 @@ log = structlog.get_logger("actorflow.host")
 # message kinds that reflect a durable outside event and therefore wake (load) a passivated run
 _WAKING = frozenset({"signal", "child_done", "cancel", "load"})
 
-Output = tuple[int | None, Callable[..., None]]
+Output = tuple[int | None, Any]  # (None, fn()) | (op index, fn(result)) | (_STEP, step to submit)
+_STEP = -1
 
 
 class RunHost:
@@ -80,8 +81,7 @@ class RunHost:
         self.outputs.append((None, lambda: self.outbox.append((self.rt.shard_of(run_id), item))))
 
     def dispatch_step(self, run: Run, pos: int, name: str, attempt: int, fn: Callable[[], Any], kind: str) -> None:
-        run_id = run.run_id
-        self.outputs.append((None, lambda: self.rt.steps.submit(run_id, pos, name, attempt, fn, kind)))
+        self.outputs.append((_STEP, (run.run_id, pos, name, attempt, fn, kind)))
 
     def watch(self, child_id: str, parent_id: str, pos: int) -> None:
         self.send_run(child_id, ("watch", child_id, parent_id, pos))
@@ -335,14 +335,12 @@ class RunHost:
         self.dirty = {}
         if not self.batch.ops:
             outputs, self.outputs = self.outputs, []
-            for _idx, fn in outputs:
-                fn() if _idx is None else fn(None)
+            self._release(outputs, None)
             return
         if all(op[0] == OP_PUT_RUN for op in self.batch.ops):
             # only status records changed, no fact: nothing released here depends on this write
             outputs, self.outputs = self.outputs, []
-            for _idx, fn in outputs:
-                fn()
+            self._release(outputs, None)
             if not force and any(run.steps_inflight for run in self.touched.values()):
                 return  # a step result is coming: its commit carries these records along
         batch, outputs, touched = self.batch, self.outputs, list(self.touched.values())
@@ -382,12 +380,17 @@ class RunHost:
         outputs.clear()  # the message carrying this token may outlive it: let passivated runs go
         touched.clear()
 
-    def _release(self, outputs: list[Output], results: list[Any]) -> None:
+    def _release(self, outputs: list[Output], results: list[Any] | None) -> None:
+        steps: list[tuple[Any, ...]] = []
         for idx, fn in outputs:
             if idx is None:
                 fn()
+            elif idx == _STEP:
+                steps.append(fn)
             else:
-                fn(results[idx])
+                fn(None if results is None else results[idx])
+        if steps:
+            self.rt.steps.submit_many(steps)
 
     def _commit_failed(self, exc: BaseException, touched: list[Run]) -> None:
         log.error("journal commit failed; affected runs unloaded until reopened", error=str(exc), runs=len(touched))

@@ -41,17 +41,23 @@ class StepPool:
         self._idle = threading.Condition(self._lock)
 
     def submit(self, run_id: str, pos: int, name: str, attempt: int, fn: Callable[[], Any], kind: str) -> None:
+        self.submit_many([(run_id, pos, name, attempt, fn, kind)])
+
+    def submit_many(self, steps: list[tuple[Any, ...]]) -> None:
+        """Start (run_id, pos, name, attempt, fn, kind) steps; one lock round for the lot."""
         if self.rt.closing:
-            return  # the engine is closing: the step runs again after the next open (at-least-once)
+            return  # the engine is closing: the steps run again after the next open (at-least-once)
         with self._lock:
-            self.inflight += 1
-        code = getattr(fn, "__code__", None)
-        if (code.co_flags & inspect.CO_COROUTINE) if code is not None else inspect.iscoroutinefunction(fn):
-            info = StepInfo(run_id, name, pos, attempt, f"{run_id}#{pos}:{name}")
-            fut = asyncio.run_coroutine_threadsafe(self._run_async(fn, info), self._loop)
-            fut.add_done_callback(functools.partial(self._future_done, info=info, kind=kind))
-        else:
-            self._tasks.put((fn, run_id, pos, name, attempt, kind))  # StepInfo is built off the pump
+            self.inflight += len(steps)
+        put = self._tasks.put
+        for run_id, pos, name, attempt, fn, kind in steps:
+            code = getattr(fn, "__code__", None)
+            if (code.co_flags & inspect.CO_COROUTINE) if code is not None else inspect.iscoroutinefunction(fn):
+                info = StepInfo(run_id, name, pos, attempt, f"{run_id}#{pos}:{name}")
+                fut = asyncio.run_coroutine_threadsafe(self._run_async(fn, info), self._loop)
+                fut.add_done_callback(functools.partial(self._future_done, info=info, kind=kind))
+            else:
+                put((fn, run_id, pos, name, attempt, kind))  # StepInfo is built off the pump
 
     def _worker(self) -> None:
         while True:
