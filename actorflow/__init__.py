@@ -29,7 +29,8 @@ from .errors import (
 if TYPE_CHECKING:
     from ._clock import Clock, MockClock, SystemClock
     from ._context import WorkflowContext
-    from ._engine import Engine, RunHandle
+    from ._engine import Engine
+    from ._handle import RunHandle
     from ._retry import RetryPolicy
     from ._types import Event, RunState, RunStatus, StepInfo, current_step
 
@@ -41,7 +42,7 @@ _LAZY = {
     "SystemClock": "._clock",
     "WorkflowContext": "._context",
     "Engine": "._engine",
-    "RunHandle": "._engine",
+    "RunHandle": "._handle",
     "RetryPolicy": "._retry",
     "Event": "._types",
     "RunState": "._types",

@@ -6,10 +6,7 @@ import asyncio
 import gc
 import inspect
 import os
-import queue
-import random
 import threading
-import uuid
 import weakref
 from concurrent.futures import Future
 from typing import Any, AsyncIterator, Callable, Iterable, Iterator, Sequence, TypeVar
@@ -19,11 +16,13 @@ from storage._journal import check_run_id
 
 from ._aio import LoopBridge
 from ._clock import Clock, SystemClock
+from ._handle import RunHandle, new_run_id
 from ._lockfile import DirLock
+from ._monitor import afollow, follow
 from ._saga import failure_text
 from ._runtime import Runtime
 from ._thespian import ActorRuntime
-from ._types import STOPPED_STATES, RunState, RunStatus
+from ._types import RunState, RunStatus
 from .errors import (
     ActorflowError,
     Cancelled,
@@ -39,51 +38,6 @@ __all__ = ["Engine", "RunHandle"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 _GC_DEFAULT = (700, 10, 10)
-
-
-_ids = random.Random()  # seeded once from os.urandom; a urandom call per start costs a GIL round trip
-_ids_lock = threading.Lock()
-
-
-def _new_run_id() -> str:
-    """A random (version 4) UUID for a run started without an explicit id."""
-    with _ids_lock:
-        bits = _ids.getrandbits(128)
-    return str(uuid.UUID(int=bits, version=4))
-
-
-class RunHandle:
-    """A reference to one run; cheap to create, valid across engine restarts."""
-
-    __slots__ = ("engine", "run_id")
-
-    def __init__(self, engine: "Engine", run_id: str) -> None:
-        self.engine = engine
-        self.run_id = run_id
-
-    def result(self, timeout: float | None = None) -> Any:
-        return self.engine.result(self.run_id, timeout)
-
-    async def aresult(self, timeout: float | None = None) -> Any:
-        return await self.engine.aresult(self.run_id, timeout)
-
-    def status(self) -> RunStatus:
-        return self.engine.status(self.run_id)
-
-    def signal(self, name: str, payload: Any = None) -> None:
-        self.engine.signal(self.run_id, name, payload)
-
-    def cancel(self) -> bool:
-        return self.engine.cancel(self.run_id)
-
-    def monitor(self) -> Iterator[RunStatus]:
-        return self.engine.monitor(self.run_id)
-
-    def history(self) -> list[Event]:
-        return self.engine.history(self.run_id)
-
-    def __repr__(self) -> str:
-        return f"RunHandle({self.run_id!r})"
 
 
 class Engine:
@@ -263,7 +217,7 @@ class Engine:
 
     # --- starting runs -------------------------------------------------------------------------
     def _start_batch(self, rt: Runtime, name: str, args: tuple[Any, ...], run_id: str | None, batch: WriteBatch) -> tuple[str, RunRecord]:
-        rid = run_id if run_id is not None else _new_run_id()
+        rid = run_id if run_id is not None else new_run_id()
         check_run_id(rid)
         now = rt.clock.now()
         rec = RunRecord(rid, name, "pending", now, now)
@@ -470,48 +424,10 @@ class Engine:
         Raises RunNotFound when called (not on first iteration) for an unknown run id."""
         rt = self._runtime()
         self._record(run_id)
-        return self._monitor(rt, run_id, timeout)
-
-    def _monitor(self, rt: Runtime, run_id: str, timeout: float | None) -> Iterator[RunStatus]:
-        q: "queue.SimpleQueue[RunStatus]" = queue.SimpleQueue()
-        rt.notifier.add_monitor(run_id, q.put)
-        try:
-            last = self.status(run_id)
-            yield last
-            while last.state not in STOPPED_STATES:
-                try:
-                    st = q.get(timeout=timeout)
-                except queue.Empty:
-                    raise TimeoutError(f"no change of run {run_id!r} within {timeout}s") from None
-                if st.updated_at < last.updated_at or (st.state, st.progress) == (last.state, last.progress):
-                    continue
-                last = st
-                yield st
-        finally:
-            rt.notifier.remove_monitor(run_id, q.put)
+        return follow(rt.notifier, lambda: self.status(run_id), run_id, timeout)
 
     def amonitor(self, run_id: str) -> AsyncIterator[RunStatus]:
         """Async `monitor`; raises RunNotFound when called for an unknown run id."""
         rt = self._runtime()
         self._record(run_id)
-        return self._amonitor(rt, run_id)
-
-    async def _amonitor(self, rt: Runtime, run_id: str) -> AsyncIterator[RunStatus]:
-        loop = asyncio.get_running_loop()
-        aq: asyncio.Queue[RunStatus] = asyncio.Queue()
-
-        def cb(st: RunStatus) -> None:
-            loop.call_soon_threadsafe(aq.put_nowait, st)
-
-        rt.notifier.add_monitor(run_id, cb)
-        try:
-            last = self.status(run_id)
-            yield last
-            while last.state not in STOPPED_STATES:
-                st = await aq.get()
-                if st.updated_at < last.updated_at or (st.state, st.progress) == (last.state, last.progress):
-                    continue
-                last = st
-                yield st
-        finally:
-            rt.notifier.remove_monitor(run_id, cb)
+        return afollow(rt.notifier, lambda: self.status(run_id), run_id)
