@@ -85,6 +85,13 @@ class Engine:
         self._gc_saved: tuple[int, int, int] | None = None
         self._dir_lock: DirLock | None = None
         self._codec = Codec(codec, max_payload)
+        if journal is not None and (
+            journal.codec.codec_id != self._codec.codec_id or journal.codec.max_payload != max_payload
+        ):
+            raise ConfigError(
+                f"codec={codec!r}/max_payload={max_payload} differ from the given journal's codec; "
+                "configure the journal's Codec instead (the journal encodes every payload)"
+            )
         self._workflows: dict[str, Callable[..., Any]] = {}
         self._names: dict[Callable[..., Any], str] = {}
         self._lock = threading.Lock()

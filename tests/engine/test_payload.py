@@ -126,3 +126,14 @@ def test_oversized_workflow_result() -> None:
         with pytest.raises(WorkflowFailed) as ei:
             engine.run(wf, timeout=TIMEOUT)
         assert isinstance(ei.value.__cause__, PayloadError)
+
+
+def test_codec_settings_that_contradict_a_given_journal_are_refused() -> None:
+    from actorflow import ConfigError, Engine
+    from storage import Codec, MemoryJournal
+
+    with pytest.raises(ConfigError, match="journal's Codec"):
+        Engine(None, journal=MemoryJournal(), max_payload=1024)
+    with pytest.raises(ConfigError, match="journal's Codec"):
+        Engine(None, journal=MemoryJournal(), codec="json")
+    Engine(None, journal=MemoryJournal(codec=Codec("json", 1024)), codec="json", max_payload=1024)  # consistent
