@@ -11,6 +11,7 @@ from storage._journal import OP_PUT_RUN
 
 from . import _saga
 from ._run import Run
+from .errors import StorageError
 from ._types import RunStatus
 
 if TYPE_CHECKING:
@@ -25,6 +26,7 @@ _WAKING = frozenset({"signal", "child_done", "cancel", "load"})
 
 Output = tuple[int | None, Any]  # (None, fn()) | (op index, fn(result)) | (_STEP, step to submit)
 _STEP = -1
+_REPLY = -2  # (future, value): a caller waiting for this batch; failed if the commit fails
 
 
 class RunHost:
@@ -76,6 +78,10 @@ class RunHost:
                 self.outbox.append(("timer", msg))
 
         self.outputs.append((None, release))
+
+    def reply(self, fut: Any, value: Any) -> None:
+        """Answer a waiting caller once this batch is durable."""
+        self.outputs.append((_REPLY, (fut, value)))
 
     def send_run(self, run_id: str, item: tuple[Any, ...]) -> None:
         self.outputs.append((None, lambda: self.outbox.append((self.rt.shard_of(run_id), item))))
@@ -165,7 +171,7 @@ class RunHost:
         if run is None:
             if run_id in self.finishing:
                 if kind == "cancel" and item[2] is not None:
-                    self.outputs.append((None, lambda f=item[2]: f.set_result(False)))
+                    self.reply(item[2], False)
                 return
             if kind == "start":
                 run = self._start(item)
@@ -173,7 +179,7 @@ class RunHost:
             if kind == "cancel" and run_id in self.blocked:
                 self._cancel_blocked(run_id, item[2])
                 return
-            if kind in _WAKING or (kind == "timer" and item[3] in ("sleep", "wait")):
+            if kind in _WAKING or (kind == "timer" and item[3] in ("sleep", "wait", "reload")):
                 run = self._load(run_id)
             if run is None:
                 if kind == "cancel" and item[2] is not None:
@@ -193,7 +199,7 @@ class RunHost:
         elif kind == "cancel":
             ok = _saga.request_cancel(run)
             if item[2] is not None:
-                self.outputs.append((None, lambda f=item[2]: f.set_result(ok)))
+                self.reply(item[2], ok)
 
     def _start(self, item: tuple[Any, ...]) -> Run | None:
         _, run_id, rec_tuple, args = item
@@ -234,7 +240,7 @@ class RunHost:
         rec = self.rt.journal.get_run(run_id)
         if rec is None or rec.finished:
             if reply is not None:
-                self.outputs.append((None, lambda: reply.set_result(False)))
+                self.reply(reply, False)
             return
         next_seq = self.blocked.pop(run_id, 0)
         self.dirty.pop(run_id, None)  # the blocked record waiting for this batch's flush must not win
@@ -253,10 +259,10 @@ class RunHost:
             for parent_id, pos in targets:
                 self.outbox.append((self.rt.shard_of(parent_id), ("child_done", parent_id, pos, "child_failed", outcome)))
             self.rt.notifier.finished(run_id, rec, "cancelled", None, {"error": "cancelled while blocked"})
-            if reply is not None:
-                reply.set_result(True)
 
         self.outputs.append((None, done))
+        if reply is not None:
+            self.reply(reply, True)
 
     def _cancel_unloaded(self, run_id: str, reply: Any) -> None:
         # a run this host cannot load (workflow not registered here): cancel it without running code
@@ -351,7 +357,7 @@ class RunHost:
             try:
                 results = self.rt.journal.commit(batch)
             except Exception as exc:  # noqa: BLE001 - handled like a failed asynchronous commit
-                self._commit_failed(exc, touched)
+                self._commit_failed(exc, touched, outputs)
                 return
             self._release(outputs, results)
             return
@@ -374,7 +380,7 @@ class RunHost:
             run.pending_commits -= 1
         exc = fut.exception()
         if exc is not None:
-            self._commit_failed(exc, touched)
+            self._commit_failed(exc, touched, outputs)
         else:
             self._release(outputs, fut.result())
         outputs.clear()  # the message carrying this token may outlive it: let passivated runs go
@@ -387,13 +393,23 @@ class RunHost:
                 fn()
             elif idx == _STEP:
                 steps.append(fn)
+            elif idx == _REPLY:
+                fut, value = fn
+                if not fut.done():
+                    fut.set_result(value)
             else:
                 fn(None if results is None else results[idx])
         if steps:
             self.rt.steps.submit_many(steps)
 
-    def _commit_failed(self, exc: BaseException, touched: list[Run]) -> None:
-        log.error("journal commit failed; affected runs unloaded until reopened", error=str(exc), runs=len(touched))
+    def _commit_failed(self, exc: BaseException, touched: list[Run], outputs: list[Output]) -> None:
+        """Nothing of the batch happened: drop its runs from memory and replay them from the journal in a second."""
+        log.error("journal commit failed; affected runs reload from the journal", error=str(exc), runs=len(touched))
+        for idx, x in outputs:
+            if idx == _REPLY and not x[0].done():
+                x[0].set_exception(StorageError(f"journal commit failed: {exc}"))
+        retry_at = self.rt.clock.now() + 1.0
         for run in touched:
             self.runs.pop(run.run_id, None)
             self.finishing.pop(run.run_id, None)
+            self.outbox.append(("timer", ("arm", retry_at, run.run_id, -1, "reload", False)))

@@ -156,3 +156,40 @@ def _catch(out: list[BaseException], fn: Any, *args: Any) -> None:
         fn(*args)
     except BaseException as exc:  # noqa: BLE001 - the test inspects it
         out.append(exc)
+
+
+def test_failed_journal_commit_reloads_its_runs(make_engine: Any) -> None:
+    """A commit that fails (disk full, I/O error) loses nothing journaled: its runs replay and go on."""
+    from actorflow import StorageError
+    from storage import MemoryJournal
+
+    from .conftest import Gate
+
+    journal = MemoryJournal()
+    gate = Gate()
+    engine = make_engine(journal=journal, clock=MockClock(autojump=True), open=False)
+
+    @engine.workflow(name="two")
+    async def two(ctx: Any) -> Any:
+        a = await ctx.step("a", counted("a"))
+        b = await ctx.step("b", gate)
+        return a, b
+
+    engine.open()
+    h = engine.start("two")
+    assert gate.entered.wait(TIMEOUT)
+    orig = journal._apply
+    failed = threading.Event()
+
+    def fail_once(batch: Any) -> Any:
+        if not failed.is_set():
+            failed.set()
+            raise StorageError("injected: disk full")
+        return orig(batch)
+
+    journal._apply = fail_once  # type: ignore[method-assign]
+    gate.release.set()  # b's result goes into the failing commit: the run reloads and runs b again
+    assert h.result(TIMEOUT) == ("a!", None)
+    assert failed.is_set() and CALLS["a"] == 1 and gate.calls == 2
+    kinds = [e.kind for e in h.history()]
+    assert kinds.count("step_completed") == 2
