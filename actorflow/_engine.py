@@ -382,7 +382,7 @@ class Engine:
     def result(self, run_id: str, timeout: float | None = None) -> Any:
         """The run's return value; raises WorkflowFailed, Cancelled or TimeoutError."""
         rt = self._runtime()
-        outcome = self._settled(rt, run_id)
+        outcome = rt.notifier.recent.get(run_id)
         if outcome is None:
             box: list[tuple[str, Any, Any]] = []
             done = threading.Event()
@@ -393,7 +393,8 @@ class Engine:
 
             rt.notifier.add_waiter(run_id, cb)
             try:
-                outcome = self._settled(rt, run_id)  # it may have finished before the waiter was added
+                # one journal read, after the waiter is in place: no finish can fall in between
+                outcome = self._settled(rt, run_id)
                 if outcome is None:
                     if not done.wait(timeout):
                         raise TimeoutError(f"run {run_id!r} did not finish within {timeout}s")
@@ -405,7 +406,7 @@ class Engine:
     async def aresult(self, run_id: str, timeout: float | None = None) -> Any:
         """`result()` for asyncio callers."""
         rt = self._runtime()
-        outcome = self._settled(rt, run_id)
+        outcome = rt.notifier.recent.get(run_id)
         if outcome is None:
             bridge = self._bridge()
             fut: asyncio.Future[tuple[str, Any, Any]] = bridge.loop.create_future()
