@@ -6,6 +6,7 @@ import datetime as _dt
 import uuid
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Generator, Sequence
 
+from . import _waits
 from ._retry import RetryPolicy
 from .errors import ConfigError
 
@@ -141,16 +142,16 @@ class WorkflowContext:
 
     def sleep(self, name: str, seconds: float | _dt.timedelta) -> Command:
         """A durable timer: survives restarts, fires late (never lost) after downtime."""
-        return self._run.cmd_sleep(str(name), _seconds(seconds, f"sleep {name!r} duration"))
+        return _waits.cmd_sleep(self._run, str(name), _seconds(seconds, f"sleep {name!r} duration"))
 
     def wait_signal(self, name: str, timeout: float | _dt.timedelta | None = None) -> Command:
         """The next payload of signal `name`; raises WaitTimeout after `timeout` seconds."""
         t = None if timeout is None else _seconds(timeout, f"wait_signal {name!r} timeout")
-        return self._run.cmd_wait(str(name), t)
+        return _waits.cmd_wait(self._run, str(name), t)
 
     def child(self, wf: Callable[..., Any] | str, *args: Any, run_id: str | None = None) -> Command:
         """Start a durable child run and await its result; cancelling this run cancels it."""
-        return self._run.cmd_child(wf, args, run_id)
+        return _waits.cmd_child(self._run, wf, args, run_id)
 
     def gather(self, *awaitables: Awaitable[Any]) -> Awaitable[list[Any]]:
         """Await several ctx operations that run concurrently; results in argument order."""

@@ -9,10 +9,10 @@ import structlog
 from storage import Event, RunRecord
 from storage._journal import OP_PUT_RUN
 
-from . import _saga
+from . import _saga, _waits
 from ._run import Run
-from .errors import StorageError
 from ._types import RunStatus
+from .errors import StorageError
 
 if TYPE_CHECKING:
     from ._runtime import Runtime
@@ -105,7 +105,7 @@ class RunHost:
             elif existing.workflow != name:
                 live = self.runs.get(run.run_id)
                 if live is not None:
-                    live.on_child_done(cmd.pos, "child_failed", {"run_id": child_id, "conflict": existing.workflow, "error": f"run id {child_id!r} belongs to workflow {existing.workflow!r}"})
+                    _waits.on_child_done(live, cmd.pos, "child_failed", {"run_id": child_id, "conflict": existing.workflow, "error": f"run id {child_id!r} belongs to workflow {existing.workflow!r}"})
 
         self.outputs.append((idx, created))
 
@@ -191,11 +191,11 @@ class RunHost:
         elif kind == "timer":
             run.on_timer(item[2], item[3])
         elif kind == "signal":
-            run.on_signal(item[2], item[3], item[4])
+            _waits.on_signal(run, item[2], item[3], item[4])
         elif kind == "comp":
             _saga.on_comp_result(run, item[2], item[3], item[4])
         elif kind == "child_done":
-            run.on_child_done(item[2], item[3], item[4])
+            _waits.on_child_done(run, item[2], item[3], item[4])
         elif kind == "cancel":
             ok = _saga.request_cancel(run)
             if item[2] is not None:

@@ -9,18 +9,16 @@ from typing import TYPE_CHECKING, Any, Callable
 from storage import Event, RunRecord
 
 from . import _saga
-from ._saga import describe_error, failure_text
+from ._saga import describe_error
 from ._context import Command, StepSpec, WorkflowContext
 from .errors import (
     Cancelled,
     ConfigError,
     NondeterminismError,
     PayloadError,
-    RunConflict,
     StepFailed,
     StepTimeout,
     WaitTimeout,
-    WorkflowFailed,
 )
 
 if TYPE_CHECKING:
@@ -356,66 +354,6 @@ class Run:
         self._append("step_failed", cmd.name, cmd.pos, data)
         self._resolve(cmd, None, self._step_error(cmd, data))
 
-    def cmd_sleep(self, name: str, seconds: float) -> Command:
-        cmd, evs = self._next("sleep", name)
-        if evs:
-            if any(ev.kind == "timer_fired" for ev in evs):
-                self._done(cmd)
-                return cmd
-            cmd.due = evs[0].data
-        else:
-            cmd.due = self.clock_now() + seconds
-            self._append("timer_started", name, cmd.pos, cmd.due)
-            self.host.batch.put_timer(cmd.due, self.run_id, cmd.pos, "sleep")
-        self.pending[cmd.pos] = cmd
-        self._arm(cmd.due, cmd.pos, "sleep", durable=True, cmd=cmd)
-        return cmd
-
-    def cmd_wait(self, name: str, timeout: float | None) -> Command:
-        cmd, evs = self._next("signal", name)
-        cmd.spec = timeout
-        for ev in evs or ():
-            if ev.kind == "signal_received":
-                self.seen_signals.add(ev.data["seq"])
-                self._done(cmd, ev.data["payload"])
-                return cmd
-            if ev.kind == "wait_timeout":
-                self._done(cmd, None, WaitTimeout(self.run_id, name, timeout or 0.0))
-                return cmd
-            cmd.due = ev.data
-        self.pending[cmd.pos] = cmd
-        self.waits.setdefault(name, []).append(cmd)
-        if self.inbox.get(name):
-            self._try_deliver(name)
-            return cmd
-        if timeout is not None and not evs:
-            cmd.due = self.clock_now() + timeout
-            self._append("wait_started", name, cmd.pos, cmd.due)
-            self.host.batch.put_timer(cmd.due, self.run_id, cmd.pos, "wait")
-        if cmd.due is not None:
-            self._arm(cmd.due, cmd.pos, "wait", durable=True, cmd=cmd)
-        return cmd
-
-    def on_signal(self, name: str, seq: int, payload: Any) -> None:
-        if seq in self.seen_signals:
-            return
-        self.seen_signals.add(seq)
-        bisect.insort(self.inbox.setdefault(name, []), (seq, payload), key=lambda s: s[0])
-        self._try_deliver(name)
-
-    def _try_deliver(self, name: str) -> None:
-        waits = self.waits.get(name)
-        box = self.inbox.get(name)
-        while waits and box:
-            cmd = waits.pop(0)
-            seq, payload = box.pop(0)
-            self._append("signal_received", name, cmd.pos, {"payload": payload, "seq": seq})
-            self.host.batch.del_signal(self.run_id, name, seq)
-            if cmd.due is not None:
-                self.host.batch.del_timer(cmd.due, self.run_id, cmd.pos)
-                self.host.send_timer(("disarm", cmd.due, self.run_id, cmd.pos, "wait"))
-            self._resolve(cmd, payload)
-
     def on_timer(self, pos: int, tag: Any) -> None:
         cmd = self.pending.get(pos)
         if cmd is None:
@@ -438,44 +376,6 @@ class Run:
                 err = StepTimeout(self.run_id, cmd.name, attempt, f"attempt timed out after {spec.timeout}s")
                 self.on_step_result(pos, attempt, False, err)
         self._update_state()
-
-    def cmd_child(self, wf: Any, args: tuple[Any, ...], run_id: str | None) -> Command:
-        name = self.host.rt.workflow_name(wf)
-        cmd, evs = self._next("child", name)
-        if evs:
-            child_id = evs[0].data["run_id"]
-            for ev in evs[1:]:
-                self._child_outcome(cmd, ev.kind, ev.data, resolve=False)
-                return cmd
-        else:
-            child_id = run_id or f"{self.run_id}/{cmd.pos}"
-            self._append("child_started", name, cmd.pos, {"run_id": child_id})
-            self.host.create_child(self, cmd, child_id, name, args)
-        cmd.spec = child_id
-        self.pending[cmd.pos] = cmd
-        self.host.watch(child_id, self.run_id, cmd.pos)
-        return cmd
-
-    def on_child_done(self, pos: int, kind: str, data: Any) -> None:
-        cmd = self.pending.get(pos)
-        if cmd is None or cmd.kind != "child":
-            return
-        self._append(kind, cmd.name, pos, data)
-        self._child_outcome(cmd, kind, data, resolve=True)
-
-    def _child_outcome(self, cmd: Command, kind: str, data: Any, resolve: bool) -> None:
-        done = self._resolve if resolve else self._done
-        if kind == "child_completed":
-            done(cmd, data)
-        elif data.get("cancelled"):
-            done(cmd, None, Cancelled(data.get("run_id", ""), "child run was cancelled"))
-        elif data.get("conflict"):
-            done(cmd, None, RunConflict(data["run_id"], data["conflict"], cmd.name))
-        else:
-            err = WorkflowFailed(data.get("run_id", ""), failure_text(data))
-            if data.get("exc") is not None:
-                err.__cause__ = data["exc"]
-            done(cmd, None, err)
 
     def cmd_value(self, kind: str, gen: Callable[[], Any]) -> Any:
         cmd, evs = self._next(kind, kind)
