@@ -38,6 +38,8 @@ __all__ = ["Engine", "RunHandle"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 _GC_DEFAULT = (700, 10, 10)
+_gc_lock = threading.Lock()
+_gc_tuned: list[Any] = [None, 0]  # [(saved, applied) thresholds, number of open engines relying on them]
 
 
 class Engine:
@@ -82,7 +84,7 @@ class Engine:
         # thousands of live coroutines make CPython's default cyclic-GC cadence cost ~30% of
         # throughput; open() raises the thresholds unless the host already tuned them
         self.gc_threshold = gc_threshold
-        self._gc_saved: tuple[int, int, int] | None = None
+        self._gc_held = False
         self._dir_lock: DirLock | None = None
         self._codec = Codec(codec, max_payload)
         if journal is not None and (
@@ -168,9 +170,7 @@ class Engine:
                     self._release_dir()
                 raise
             self._rt, self._actors = rt, actors
-            if self.gc_threshold is not None and gc.get_threshold() == _GC_DEFAULT:
-                self._gc_saved = gc.get_threshold()
-                gc.set_threshold(*self.gc_threshold)
+            self._tune_gc()
         return self
 
     def close(self, grace: float | None = None) -> None:
@@ -191,13 +191,35 @@ class Engine:
                 break
             rt.journal.commit(rt.journal.batch())
         actors.stop()
-        if self._gc_saved is not None and gc.get_threshold() == self.gc_threshold:
-            gc.set_threshold(*self._gc_saved)
-        self._gc_saved = None
+        self._untune_gc()
         rt.steps.close()
         if self._journal_given is None:
             rt.journal.close()
             self._release_dir()
+
+    def _tune_gc(self) -> None:
+        """Raise the GC thresholds for the first open engine, unless the host tuned them itself."""
+        with _gc_lock:
+            if _gc_tuned[0] is None:
+                if self.gc_threshold is None or gc.get_threshold() != _GC_DEFAULT:
+                    return
+                _gc_tuned[0] = (gc.get_threshold(), self.gc_threshold)
+                gc.set_threshold(*self.gc_threshold)
+            _gc_tuned[1] += 1
+            self._gc_held = True
+
+    def _untune_gc(self) -> None:
+        """The last engine relying on the raised thresholds restores the host's."""
+        if not self._gc_held:
+            return
+        self._gc_held = False
+        with _gc_lock:
+            _gc_tuned[1] -= 1
+            if _gc_tuned[1] == 0 and _gc_tuned[0] is not None:
+                saved, applied = _gc_tuned[0]
+                if gc.get_threshold() == applied:
+                    gc.set_threshold(*saved)
+                _gc_tuned[0] = None
 
     def _release_dir(self) -> None:
         if self._dir_lock is not None:

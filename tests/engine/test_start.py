@@ -453,3 +453,20 @@ def test_cli_reads_a_journal_beside_nothing_else(tmp_path: Any, capsys: Any) -> 
     assert kinds == ["run_started", "step_completed", "run_completed"]
     assert main(["history", "nope", "--data-dir", str(tmp_path / "d")]) == 1
     assert "no workflow run with id 'nope'" in capsys.readouterr().err
+
+
+def test_gc_thresholds_stay_raised_until_the_last_engine_closes(tmp_path: Any) -> None:
+    import gc
+
+    saved = gc.get_threshold()
+    try:
+        gc.set_threshold(700, 10, 10)
+        a, b = Engine(tmp_path / "a", gc_threshold=(30_000, 12, 40)), Engine(tmp_path / "b")
+        a.open()
+        b.open()
+        a.close()
+        assert gc.get_threshold() == (30_000, 12, 40)  # b still relies on them
+        b.close()
+        assert gc.get_threshold() == (700, 10, 10)
+    finally:
+        gc.set_threshold(*saved)
