@@ -174,7 +174,7 @@ class RunHost:
                     self.reply(item[2], False)
                 return
             if kind == "start":
-                run = self._start(item)
+                self._start(item)
                 return
             if kind == "cancel" and run_id in self.blocked:
                 self._cancel_blocked(run_id, item[2])
@@ -183,7 +183,8 @@ class RunHost:
                 run = self._load(run_id)
             if run is None:
                 if kind == "cancel" and item[2] is not None:
-                    self._cancel_unloaded(run_id, item[2])
+                    # not loadable here (workflow not registered): cancelled without running code
+                    self._cancel_blocked(run_id, item[2])
                 return
         run.last_active = self.rt.clock.now()
         if kind == "step":
@@ -263,10 +264,6 @@ class RunHost:
         self.outputs.append((None, done))
         if reply is not None:
             self.reply(reply, True)
-
-    def _cancel_unloaded(self, run_id: str, reply: Any) -> None:
-        # a run this host cannot load (workflow not registered here): cancel it without running code
-        self._cancel_blocked(run_id, reply)
 
     def _watch(self, child_id: str, parent_id: str, pos: int) -> None:
         outcome = self.finishing.get(child_id)

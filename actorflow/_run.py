@@ -85,7 +85,6 @@ class Run:
         "workflow",
     )
 
-
     def __init__(self, host: "RunHost", record: RunRecord, fn: Callable[..., Any], args: tuple[Any, ...], events: list[Event]) -> None:
         self.host = host
         self.record = record
@@ -214,26 +213,16 @@ class Run:
                 try:
                     cmd = self.coro.throw(throw) if throw is not None else self.coro.send(None)
                     throw = None
-                except StopIteration as stop:
-                    if self.nondet is None and self.pos <= self.max_pos:
+                except BaseException as exc:  # noqa: BLE001 - the workflow returned, raised or was cancelled
+                    if isinstance(exc, StopIteration) and self.nondet is None and self.pos <= self.max_pos:
                         ev = self.recorded.get(self.pos) or self.recorded[min(p for p in self.recorded if p >= self.pos)]
                         self._nondet(self.pos, "workflow return", f"{ev[0].kind} {ev[0].name!r}")
                     if self.nondet is not None:
                         _saga.block(self, self.nondet)
+                    elif isinstance(exc, StopIteration):
+                        _saga.complete(self, exc.value)
                     else:
-                        _saga.complete(self, stop.value)
-                    return
-                except Cancelled as exc:
-                    if self.nondet is not None:
-                        _saga.block(self, self.nondet)
-                    else:
-                        _saga.fail(self, exc, cancelled=True)
-                    return
-                except BaseException as exc:  # noqa: BLE001 - the workflow's own failure
-                    if self.nondet is not None:
-                        _saga.block(self, self.nondet)
-                    else:
-                        _saga.fail(self, exc)
+                        _saga.fail(self, exc, cancelled=isinstance(exc, Cancelled))
                     return
                 if self.nondet is not None:
                     self.coro.close()

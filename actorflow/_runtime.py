@@ -113,7 +113,6 @@ class Runtime:
         self.addresses: dict[str, Any] = {}
         self.timer_next_due = 0.0
         self.timer_heap_due: float | None = None
-        self._commit_lock = threading.Lock()
         self.commits_pending = 0
         self.closing = False
         self.names: dict[Callable[..., Any], str] = {}
@@ -132,13 +131,12 @@ class Runtime:
             raise WorkflowNotRegistered(str(name), list(self.workflows))
         return str(name)
 
+    # only the pump thread changes the count (hosts run there); other threads just read it
     def commit_started(self) -> None:
-        with self._commit_lock:
-            self.commits_pending += 1
+        self.commits_pending += 1
 
     def commit_finished(self) -> None:
-        with self._commit_lock:
-            self.commits_pending -= 1
+        self.commits_pending -= 1
 
     def busy(self) -> bool:
         return bool(self.commits_pending or self.steps.inflight or not self.queue.empty())
@@ -154,11 +152,9 @@ class Runtime:
         return ("child_failed", data)
 
     def final_event(self, run_id: str) -> Any:
+        """A finished run's final event: its last one (nothing is journaled after a run ends)."""
         last = self.journal.last_seq(run_id)
-        for ev in reversed(self.journal.events(run_id, max(0, last - 3))):
-            if ev.kind in ("run_completed", "run_failed", "run_cancelled"):
-                return ev
-        for ev in reversed(self.journal.events(run_id)):
-            if ev.kind in ("run_completed", "run_failed", "run_cancelled"):
-                return ev
-        return None
+        if last < 0:
+            return None
+        ev = self.journal.events(run_id, last)[0]
+        return ev if ev.kind in ("run_completed", "run_failed", "run_cancelled") else None
