@@ -12,7 +12,7 @@ from storage._journal import OP_PUT_RUN
 from . import _saga, _waits
 from ._run import Run
 from ._types import RunStatus
-from .errors import StorageError
+from .errors import PayloadError, StorageError
 
 if TYPE_CHECKING:
     from ._runtime import Runtime
@@ -54,7 +54,11 @@ class RunHost:
     # --- used by runs --------------------------------------------------------------------------
     def append(self, run: Run, kind: str, name: str, pos: int, data: Any) -> int:
         seq = run.next_seq
-        record = self.rt.codec.encode((kind, name, pos, self.rt.clock.now(), data), f"{kind} {name!r}")
+        fields = (kind, name, pos, self.rt.clock.now(), data)
+        try:
+            record = self.rt.codec.encode(fields, kind)
+        except PayloadError:  # again, to name the event in the error (not formatted on every append)
+            record = self.rt.codec.encode(fields, f"{kind} {name!r}")
         self.batch.append_encoded(run.run_id, seq, record)
         run.next_seq = seq + 1
         self.touched[run.run_id] = run

@@ -246,8 +246,6 @@ def test_unknown_run_ids_raise_run_not_found(engine: Engine) -> None:
 
 def test_status_shows_running_during_a_long_first_step(make_engine: Any) -> None:
     """The pending->running record rides along with the step's commit, but never longer than a housekeeping round."""
-    from actorflow import MockClock
-
     from .conftest import Gate
 
     gate = Gate()
