@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import threading
+import time
 import uuid
 from typing import TYPE_CHECKING, Any, Iterator
 
@@ -17,13 +18,26 @@ __all__ = ["RunHandle", "new_run_id"]
 
 _ids = random.Random()  # seeded once from os.urandom; a urandom call per start costs a GIL round trip
 _ids_lock = threading.Lock()
+_last = [0, 0]  # [unix ms, counter] of the last id: ids of one process are strictly increasing
 
 
 def new_run_id() -> str:
-    """A random (version 4) UUID for a run started without an explicit id."""
+    """A time-ordered (version 7, RFC 9562) UUID for a run started without an explicit id.
+
+    Runs started together sit side by side in every journal index, so a commit touches few B-tree
+    pages and the pages fill up (a third less journal than random ids), and listings come out in
+    start order. Layout: 48-bit unix ms, version, 12-bit counter within the ms, variant, 62 random bits.
+    """
+    ms = time.time_ns() // 1_000_000  # wall time only orders ids; it is never replayed
     with _ids_lock:
-        bits = _ids.getrandbits(128)
-    return str(uuid.UUID(int=bits, version=4))
+        last_ms, counter = _last
+        if ms <= last_ms:  # same millisecond, or the wall clock stepped back: keep counting up
+            ms, counter = (last_ms, counter + 1) if counter < 0xFFF else (last_ms + 1, 0)
+        else:
+            counter = 0
+        _last[0], _last[1] = ms, counter
+        rand = _ids.getrandbits(62)
+    return str(uuid.UUID(int=(ms << 80) | (0x7 << 76) | (counter << 64) | (0x2 << 62) | rand))
 
 
 class RunHandle:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from typing import Any
 
@@ -113,18 +114,23 @@ def test_start_is_durable_before_it_returns(engine: Engine) -> None:
     assert h.result(TIMEOUT) == 7
 
 
-def test_default_run_id_is_uuid4(engine: Engine) -> None:
+def test_default_run_id_is_a_time_ordered_uuid7(engine: Engine) -> None:
     @engine.workflow()
     async def wf(ctx: Any) -> str:
         return ctx.run_id
 
-    ids = set()
+    ids = []
     for _ in range(3):
         h = engine.start(wf)
-        assert uuid.UUID(h.run_id).version == 4
+        u = uuid.UUID(h.run_id)
+        assert (u.version, u.variant) == (7, uuid.RFC_4122)
         assert h.result(TIMEOUT) == h.run_id
-        ids.add(h.run_id)
-    assert len(ids) == 3
+        ids.append(h.run_id)
+    ids += [h.run_id for h in engine.start_many(wf, [()] * 5000)]
+    assert len(set(ids)) == len(ids)
+    assert ids == sorted(ids)  # started later sorts later, also within one millisecond
+    ms = uuid.UUID(ids[0]).int >> 80
+    assert abs(ms / 1000 - time.time()) < 60
 
 
 def test_same_run_id_same_workflow_returns_existing_run(engine: Engine) -> None:
