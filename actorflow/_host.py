@@ -50,6 +50,7 @@ class RunHost:
         self.dirty: dict[str, Run] = {}
         self.touched: dict[str, Run] = {}
         self.commits_in_flight = 0
+        self.prefetched: dict[str, Any] = {}  # run id -> journal.load_run() result, read ahead for this batch
 
     # --- used by runs --------------------------------------------------------------------------
     def append(self, run: Run, kind: str, name: str, pos: int, data: Any) -> int:
@@ -147,11 +148,30 @@ class RunHost:
     # --- message handling ---------------------------------------------------------------------
     def handle(self, items: list[tuple[Any, ...]]) -> list[tuple[Any, Any]]:
         """Process a batch of messages; returns (target, message) pairs for the actor layer to send."""
-        for item in items:
-            self._handle(item)  # an exception goes to the supervisor (SupervisedActor reports it)
+        if len(items) > 1:
+            self._prefetch(items)
+        try:
+            for item in items:
+                self._handle(item)  # an exception goes to the supervisor (SupervisedActor reports it)
+        finally:
+            self.prefetched.clear()
         self.flush(force=any(item[0] == "housekeep" for item in items))
         out, self.outbox = self.outbox, []
         return out
+
+    def _prefetch(self, items: list[tuple[Any, ...]]) -> None:
+        """Read every passivated run this batch wakes in one journal transaction."""
+        runs, blocked, finishing = self.runs, self.blocked, self.finishing
+        wake = [
+            item[1]
+            for item in items
+            if (item[0] in _WAKING or (item[0] == "timer" and item[3] in ("sleep", "wait", "reload")))
+            and item[1] not in runs
+            and item[1] not in blocked
+            and item[1] not in finishing
+        ]
+        if len(wake) > 1:
+            self.prefetched = self.rt.journal.load_runs(list(dict.fromkeys(wake)))
 
     def _handle(self, item: tuple[Any, ...]) -> None:
         kind = item[0]
@@ -225,7 +245,8 @@ class RunHost:
             return self.runs[run_id]
         if run_id in self.blocked and not force:
             return None
-        rec, events, signals = self.rt.journal.load_run(run_id)
+        got = self.prefetched.pop(run_id, None)
+        rec, events, signals = got if got is not None else self.rt.journal.load_run(run_id)
         if rec is None or rec.finished:
             return None
         fn = self.rt.workflows.get(rec.workflow)

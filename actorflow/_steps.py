@@ -7,6 +7,7 @@ import functools
 import inspect
 import queue
 import threading
+import types
 from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -19,6 +20,16 @@ if TYPE_CHECKING:
 __all__ = ["StepPool"]
 
 _SIMPLE = (type(None), bool, int, float, str)
+
+
+def _is_async(fn: Callable[[], Any]) -> bool:
+    """inspect.iscoroutinefunction without its slow path for plain functions and builtins."""
+    code = getattr(fn, "__code__", None)
+    if code is not None:
+        return bool(code.co_flags & inspect.CO_COROUTINE)
+    if isinstance(fn, (types.BuiltinFunctionType, types.BuiltinMethodType)):
+        return False
+    return inspect.iscoroutinefunction(fn)
 
 
 class StepPool:
@@ -51,8 +62,7 @@ class StepPool:
             self.inflight += len(steps)
         put = self._tasks.put
         for run_id, pos, name, attempt, fn, kind in steps:
-            code = getattr(fn, "__code__", None)
-            if (code.co_flags & inspect.CO_COROUTINE) if code is not None else inspect.iscoroutinefunction(fn):
+            if _is_async(fn):
                 info = StepInfo(run_id, name, pos, attempt, f"{run_id}#{pos}:{name}")
                 fut = asyncio.run_coroutine_threadsafe(self._run_async(fn, info), self._loop)
                 fut.add_done_callback(functools.partial(self._future_done, info=info, kind=kind))

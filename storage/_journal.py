@@ -247,6 +247,10 @@ class Journal(abc.ABC):
             return rec, [], []
         return rec, self.events(run_id), self.signals(run_id)
 
+    def load_runs(self, run_ids: list[str]) -> dict[str, tuple[RunRecord | None, list[Event], list[tuple[str, int, Any]]]]:
+        """`load_run` for many runs at once (a crowd of timers firing); backends read them in one go."""
+        return {run_id: self.load_run(run_id) for run_id in run_ids}
+
     def runs(self, state: str | None = None, workflow: str | None = None) -> list[RunRecord]:
         return [
             r

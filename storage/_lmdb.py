@@ -482,33 +482,50 @@ class LmdbJournal(Journal):
 
     def load_run(self, run_id: str) -> tuple[RunRecord | None, list[Event], list[tuple[str, int, Any]]]:
         """Record, events and inbox of a run in one read transaction (waking a passivated run)."""
-        k = name_bytes(run_id, "run id")
-        prefix = event_prefix(run_id)
-        raw_sig: list[tuple[bytes, bytes]] = []
+        return self.load_runs([run_id])[run_id]
+
+    def load_runs(self, run_ids: list[str]) -> dict[str, tuple[RunRecord | None, list[Event], list[tuple[str, int, Any]]]]:
+        """`load_run` for many runs in one read transaction (a crowd of timers firing at once)."""
+        raw: list[tuple[str, bytes, bytes | None, list[tuple[bytes, bytes]], list[tuple[bytes, bytes]]]] = []
         txn = self._read_txn()
         try:
-            raw_rec = txn.get(k, db=self._runs)
-            raw_ev = self._raw_events(txn, prefix, 0) if raw_rec is not None else []
-            if raw_rec is not None:
-                cur = txn.cursor(db=self._signals)
-                if cur.set_range(prefix):
-                    for sk, sv in _items(cur):
-                        if not sk.startswith(prefix):
-                            break
-                        raw_sig.append((sk, sv))
+            runs_db, ev_cur, sig_cur = self._runs, txn.cursor(db=self._events), txn.cursor(db=self._signals)
+            for run_id in run_ids:
+                prefix = event_prefix(run_id)
+                raw_rec = cast("bytes | None", txn.get(name_bytes(run_id, "run id"), db=runs_db))
+                raw_ev: list[tuple[bytes, bytes]] = []
+                raw_sig: list[tuple[bytes, bytes]] = []
+                if raw_rec is not None:
+                    if ev_cur.set_range(prefix):
+                        for k, v in _items(ev_cur):
+                            if not k.startswith(prefix):
+                                break
+                            raw_ev.append((k, v))
+                    if sig_cur.set_range(prefix):
+                        for sk, sv in _items(sig_cur):
+                            if not sk.startswith(prefix):
+                                break
+                            raw_sig.append((sk, sv))
+                raw.append((run_id, prefix, raw_rec, raw_ev, raw_sig))
         finally:
             self._end_read(txn)
-        if raw_rec is None:
-            return None, [], []
-        rec = RunRecord.from_tuple(self.codec.decode(raw_rec, f"run record {run_id!r}"))
-        if rec.finished:
-            return rec, [], []
-        n = len(prefix)
-        sigs = []
-        for sk, sv in raw_sig:
-            sname, seq = parse_signal_key(sk, n)
-            sigs.append((sname, seq, self.codec.decode(sv, f"signal {sname!r} of run {run_id!r}")))
-        return rec, self._decode_events(run_id, n, raw_ev), sigs
+        out: dict[str, tuple[RunRecord | None, list[Event], list[tuple[str, int, Any]]]] = {}
+        decode = self.codec.decode
+        for run_id, prefix, raw_rec, raw_ev, raw_sig in raw:
+            if raw_rec is None:
+                out[run_id] = (None, [], [])
+                continue
+            rec = RunRecord.from_tuple(decode(raw_rec, f"run record {run_id!r}"))
+            if rec.finished:
+                out[run_id] = (rec, [], [])
+                continue
+            n = len(prefix)
+            sigs = []
+            for sk, sv in raw_sig:
+                sname, seq = parse_signal_key(sk, n)
+                sigs.append((sname, seq, decode(sv, f"signal {sname!r} of run {run_id!r}")))
+            out[run_id] = (rec, self._decode_events(run_id, n, raw_ev), sigs)
+        return out
 
     def _raw_events(self, txn: lmdb.Transaction, prefix: bytes, from_seq: int) -> list[tuple[bytes, bytes]]:
         raw: list[tuple[bytes, bytes]] = []

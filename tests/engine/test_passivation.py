@@ -211,3 +211,45 @@ def test_woken_sleeper_is_loaded_once(make_engine: Any, hosts: list[_host.RunHos
         engine._runtime().post(("__call__", settled.set))
         assert settled.wait(TIMEOUT)
     assert loads == ["n"]
+
+
+
+def test_a_crowd_of_passivated_sleepers_is_read_back_in_one_go(
+    make_engine: Any, hosts: list[_host.RunHost], tmp_path: Any
+) -> None:
+    """Timers firing together wake their passivated runs with one journal read for the lot."""
+    clock = MockClock()
+    engine = make_engine(tmp_path / "crowd", clock=clock, passivate_after=5.0, open=False)
+
+    @engine.workflow(name="nap")
+    async def nap(ctx: Any, i: int) -> int:
+        await ctx.sleep("nap", 3600)
+        return await ctx.step("after", lambda: i * 2)  # type: ignore[no-any-return]
+
+    engine.open()
+    handles = engine.start_many(nap, [(i,) for i in range(40)])
+    for h in handles:
+        wait_state(engine, h.run_id, "sleeping")
+    clock.advance(10.0)
+    wait_until(lambda: not in_memory(hosts), what="the sleepers passivated")
+    journal = engine.journal
+    assert journal is not None
+    batches: list[list[str]] = []
+    singles: list[str] = []
+    orig_many, orig_one = journal.load_runs, journal.load_run
+
+    def load_runs(run_ids: list[str]) -> Any:
+        batches.append(list(run_ids))
+        return orig_many(run_ids)
+
+    def load_run(run_id: str) -> Any:
+        singles.append(run_id)
+        return orig_one(run_id)
+
+    journal.load_runs = load_runs  # type: ignore[method-assign]
+    journal.load_run = load_run  # type: ignore[method-assign]
+    clock.advance(3600.0)
+    assert [h.result(TIMEOUT) for h in handles] == [i * 2 for i in range(40)]
+    loaded = [r for b in batches for r in b] + singles
+    assert sorted(loaded) == sorted(h.run_id for h in handles)  # each run read exactly once
+    assert batches and max(len(b) for b in batches) > 1

@@ -415,3 +415,24 @@ def test_load_run_returns_record_events_and_inbox_of_that_run_only(journal: Jour
     put_run(journal, "r10", "completed")
     rec10, ev10, sig10 = journal.load_run("r10")
     assert rec10 is not None and rec10.finished and ev10 == [] and sig10 == []
+
+
+def test_load_runs_reads_many_runs_as_load_run_does(journal: Journal) -> None:
+    create(journal, "r1")
+    append(journal, "r1", 1, 2)
+    create(journal, "r10")
+    append(journal, "r10", 1)
+    create(journal, "done")
+    put_run(journal, "done", "completed")
+    b = journal.batch()
+    b.put_signal("r10", "go", "p")
+    journal.commit(b)
+    ids = ["r10", "missing", "r1", "done"]
+    got = journal.load_runs(ids)
+    assert list(got) == ids
+    for run_id in ids:
+        assert got[run_id] == journal.load_run(run_id)
+    assert [e.seq for e in got["r1"][1]] == [0, 1, 2]
+    assert [(n, p) for n, _s, p in got["r10"][2]] == [("go", "p")]
+    assert got["missing"] == (None, [], [])
+    assert got["done"][1:] == ([], [])
