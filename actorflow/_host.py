@@ -50,6 +50,7 @@ class RunHost:
         self.dirty: dict[str, Run] = {}
         self.touched: dict[str, Run] = {}
         self.commits_in_flight = 0
+        self.housekept = False
         self.prefetched: dict[str, Any] = {}  # run id -> journal.load_run() result, read ahead for this batch
 
     # --- used by runs --------------------------------------------------------------------------
@@ -155,7 +156,8 @@ class RunHost:
                 self._handle(item)  # an exception goes to the supervisor (SupervisedActor reports it)
         finally:
             self.prefetched.clear()
-        self.flush(force=any(item[0] == "housekeep" for item in items))
+        self.flush(force=self.housekept)
+        self.housekept = False
         out, self.outbox = self.outbox, []
         return out
 
@@ -180,6 +182,7 @@ class RunHost:
             return
         if kind == "housekeep":
             self._housekeep()
+            self.housekept = True  # and flush every record this round (status() stays fresh)
             return
         if kind == "recover":
             self._recover()
