@@ -22,6 +22,7 @@ __all__ = ["RunHost"]
 log = structlog.get_logger("actorflow.host")
 
 # message kinds that reflect a durable outside event and therefore wake (load) a passivated run
+_CHUNK = 256  # messages whose passivated runs are read ahead together (a bounded set of fresh objects)
 _WAKING = frozenset({"signal", "child_done", "cancel", "load"})
 
 Output = tuple[int | None, Any]  # (None, fn()) | (op index, fn(result)) | (_STEP, step to submit)
@@ -126,6 +127,7 @@ class RunHost:
             outcome = ("child_failed", d)
         self.finishing[run_id] = outcome
         self.runs.pop(run_id, None)
+        run.detach()
         targets: list[tuple[str, Any]] = list(self.watchers.pop(run_id, ()))
         parent_pos = run.record.meta.get("parent_pos")
         if run.record.parent and (run.record.parent, parent_pos) not in targets:
@@ -143,17 +145,21 @@ class RunHost:
 
     def blocked_run(self, run: Run) -> None:
         self.runs.pop(run.run_id, None)
+        run.detach()
         self.blocked[run.run_id] = run.next_seq
         log.warning("run blocked", run_id=run.run_id, error=run.record.error)
 
     # --- message handling ---------------------------------------------------------------------
     def handle(self, items: list[tuple[Any, ...]]) -> list[tuple[Any, Any]]:
         """Process a batch of messages; returns (target, message) pairs for the actor layer to send."""
-        if len(items) > 1:
-            self._prefetch(items)
         try:
-            for item in items:
-                self._handle(item)  # an exception goes to the supervisor (SupervisedActor reports it)
+            for lo in range(0, len(items), _CHUNK):
+                chunk = items[lo : lo + _CHUNK] if len(items) > _CHUNK else items
+                if len(chunk) > 1:
+                    self._prefetch(chunk)
+                for item in chunk:
+                    self._handle(item)  # an exception goes to the supervisor (SupervisedActor reports it)
+                self.prefetched.clear()
         finally:
             self.prefetched.clear()
         self.flush(force=self.housekept)
@@ -346,6 +352,7 @@ class RunHost:
         for run_id, run in list(self.runs.items()):
             if now - run.last_active >= limit and run.idle():
                 del self.runs[run_id]
+                run.detach()
 
     # --- commit --------------------------------------------------------------------------------
     def flush(self, force: bool = False) -> None:
@@ -436,5 +443,6 @@ class RunHost:
         retry_at = self.rt.clock.now() + 1.0
         for run in touched:
             self.runs.pop(run.run_id, None)
+            run.detach()
             self.finishing.pop(run.run_id, None)
             self.outbox.append(("timer", ("arm", retry_at, run.run_id, -1, "reload", False)))

@@ -46,6 +46,10 @@ FAMILY = {
 }
 
 
+class _Detached(BaseException):
+    """Raised into workflow code that runs after its run left memory (a finally block on close)."""
+
+
 class Run:
     """A workflow run hosted in memory; all facts go through the host's journal batch first."""
 
@@ -60,7 +64,7 @@ class Run:
         "comp_queue",
         "comps",
         "coro",
-        "ctx",
+        "detached",
         "driving",
         "final",
         "fn",
@@ -112,7 +116,7 @@ class Run:
                 self.comp_done[ev.pos] = ev
         self.pos = 0
         self._rng: random.Random | None = None
-        self.ctx = WorkflowContext(self)
+        self.detached = False
         self.coro: Any = None
         self.awaiting: Command | None = None
         self.pending: dict[int, Command] = {}
@@ -150,6 +154,8 @@ class Run:
         return self.host.append(self, kind, name, pos, data)
 
     def _next(self, kind: str, name: str) -> tuple[Command, list[Event] | None]:
+        if self.detached:
+            raise _Detached(f"run {self.run_id!r} is no longer hosted here: a workflow's finally block may not await ctx operations")
         pos = self.pos
         self.pos += 1
         cmd = Command(self, pos, kind, name)
@@ -200,13 +206,15 @@ class Run:
             self.record.error = None
             self.host.mark_dirty(self)
         try:
-            self.coro = self.fn(self.ctx, *self.args)
+            self.coro = self.fn(WorkflowContext(self), *self.args)
         except Exception as exc:  # bad arguments for the workflow signature
             _saga.fail(self, exc)
             return
         self._drive()
 
     def _drive(self, throw: BaseException | None = None) -> None:
+        if self.coro is None:
+            return  # detached: this run left memory (finished, blocked or passivated)
         self.driving = True
         try:
             while True:
@@ -258,6 +266,23 @@ class Run:
         if state != self.record.state:
             self.record.state = state
             self.host.mark_dirty(self)
+
+    def detach(self) -> None:
+        """Let go of a run leaving memory: freed at once by reference counting, not by a later GC pass.
+
+        Closing a suspended coroutine runs the workflow's finally blocks, as garbage collection
+        would; a ctx operation there raises instead of journaling for a run no longer hosted here.
+        """
+        self.detached = True
+        coro, self.coro = self.coro, None
+        self.awaiting = None
+        self.pending.clear()
+        self.waits.clear()
+        if coro is not None:
+            try:
+                coro.close()
+            except BaseException:  # noqa: BLE001 - a finally block that awaited or raised while let go
+                pass
 
     def idle(self) -> bool:
         """Waiting only on durable things (timers, signals, children): safe to passivate."""

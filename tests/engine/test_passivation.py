@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import collections
+import gc
 import threading
+import weakref
 from typing import Any, Iterator
 
 import pytest
@@ -253,3 +255,54 @@ def test_a_crowd_of_passivated_sleepers_is_read_back_in_one_go(
     loaded = [r for b in batches for r in b] + singles
     assert sorted(loaded) == sorted(h.run_id for h in handles)  # each run read exactly once
     assert batches and max(len(b) for b in batches) > 1
+
+
+def test_a_passivated_run_leaves_memory_without_waiting_for_a_gc_pass(
+    make_engine: Any, hosts: list[_host.RunHost]
+) -> None:
+    """Its coroutine is let go at once (reference counting), so a crowd of passivated runs is no
+    pile of cyclic garbage for the collector to chew through when their timers fire."""
+    clock = MockClock()
+    engine = make(make_engine, clock)
+    engine.start("busy", run_id="p")
+    wait_state(engine, "p", "waiting")
+    host = next(h for h in hosts if "p" in h.runs)
+    coro = weakref.ref(host.runs["p"].coro)
+    gc.disable()
+    try:
+        clock.advance(10.0)
+        wait_until(lambda: not in_memory(hosts), what="the run passivated")
+        assert coro() is None
+    finally:
+        gc.enable()
+    engine.signal("p", "go", 7)
+    assert engine.result("p", TIMEOUT) == 7
+
+
+def test_finally_block_of_a_passivated_run_journals_nothing_until_it_really_runs(
+    make_engine: Any, hosts: list[_host.RunHost]
+) -> None:
+    clock = MockClock()
+    engine = make_engine(clock=clock, passivate_after=5.0, open=False)
+
+    @engine.workflow(name="tidy")
+    async def tidy(ctx: Any) -> str:
+        try:
+            await ctx.sleep("nap", 3600)
+        finally:
+            await ctx.step("cleanup", step("cleanup"))
+        return "done"
+
+    engine.open()
+    h = engine.start("tidy", run_id="t")
+    wait_state(engine, "t", "sleeping")
+    clock.advance(10.0)
+    wait_until(lambda: not in_memory(hosts), what="the sleeper passivated")
+    assert [e.kind for e in h.history()] == ["run_started", "timer_started"]
+    assert CALLS["cleanup"] == 0
+    clock.advance(3600.0)
+    assert h.result(TIMEOUT) == "done"
+    assert CALLS["cleanup"] == 1
+    kinds = [e.kind for e in h.history()]
+    assert kinds[:3] == ["run_started", "timer_started", "timer_fired"]
+    assert kinds.count("step_completed") == 1
