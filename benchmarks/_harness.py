@@ -78,6 +78,7 @@ class Scenario:
     peers: dict[str, str] = field(default_factory=dict)
     order: int = 100
     quick_repeat: int | None = None  # repetitions under --quick when --repeat is not given
+    full_repeat: int | None = None  # repetitions in full mode when --repeat is not given (default 3)
     timeout: float = 900.0  # seconds per worker process
     notes: str = ""
 
@@ -293,7 +294,8 @@ def run_scenario(sc: Scenario, settings: Settings, repeat: int, peers: list[str]
                 print(f"[bench] {sc.name} {side}: {res['error']}", file=sys.stderr, flush=True)
                 continue
             raw[side].append(res)
-    line: dict[str, Any] = {"scenario": sc.name, "title": sc.title, "params": params, "repeat": repeat}
+    line: dict[str, Any] = {"scenario": sc.name, "title": sc.title, "params": params, "repeat": repeat,
+                            "quick": settings.quick}
     af_metrics = {m.key: summarize([r.get(m.key) for r in raw["actorflow"]]) for m in sc.metrics}
     line["actorflow"] = af_metrics
     line["units"] = {m.key: m.unit for m in sc.metrics}
@@ -496,7 +498,7 @@ def render(paths: list[str], out_dir: str, regs: dict[str, Scenario], peers: lis
                     by[line["scenario"]] = line
     lines = [by[name] for name in regs if name in by]
     found = sorted({k for line in lines for k in line if k in PEERS})
-    quick = all(line["repeat"] < 3 for line in lines)
+    quick = all(line.get("quick", line["repeat"] < 3) for line in lines)  # old lines: guess from repeat
     env = _environment(tempfile.gettempdir(), Settings(quick=quick), peers or found)
     env["rendered_from"] = paths
     os.makedirs(out_dir, exist_ok=True)
@@ -584,7 +586,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         for sc in selected:
-            repeat = args.repeat or ((sc.quick_repeat or 2) if settings.quick else 3)
+            repeat = args.repeat or ((sc.quick_repeat or 2) if settings.quick else (sc.full_repeat or 3))
             if settings.tiny and not args.repeat:
                 repeat = 1
             line = run_scenario(sc, settings, repeat, peers, base)

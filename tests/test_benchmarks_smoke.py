@@ -14,7 +14,7 @@ import subprocess
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SCENARIOS = {"journal", "seq3", "conc3", "steps100", "sleepers", "recovery"}
+SCENARIOS = {"journal", "seq3", "conc3", "steps100", "sleepers", "million", "recovery"}
 HAS_DBOS = importlib.util.find_spec("dbos") is not None
 HAS_MPL = importlib.util.find_spec("matplotlib") is not None
 HAS_PSUTIL = importlib.util.find_spec("psutil") is not None
@@ -44,7 +44,7 @@ def test_quick_harness_tiny(tmp_path):
             assert set(stats) >= {"median", "min", "max", "runs"}, (line["scenario"], metric)
             assert stats["median"] is not None, (line["scenario"], metric)
             assert stats["min"] <= stats["median"] <= stats["max"]
-        if HAS_DBOS and line["scenario"] != "journal":
+        if HAS_DBOS and line["scenario"] not in ("journal", "million"):  # no peer for these
             assert line["dbos"] and "ratio_actorflow_over_dbos" in line, line["scenario"]
             assert all(s["median"] is not None for s in line["dbos"].values()), line["dbos"]
             assert all(r is not None for r in line["ratio_actorflow_over_dbos"].values())
@@ -56,6 +56,8 @@ def test_quick_harness_tiny(tmp_path):
     assert {"astart_wf_per_s", "start_wf_per_s", "start_many_wf_per_s"} <= set(by["conc3"]["actorflow"])
     assert by["steps100"]["actorflow"]["cpu_us_per_step"]["median"] > 0
     assert by["recovery"]["actorflow_info"]["s1_rerun_after_crash"] == 0  # journaled steps not re-run
+    assert by["million"]["actorflow"]["rss_mib"]["median"] > 0
+    assert {"fire_lateness_p99_ms", "resume_lateness_p99_ms"} <= set(by["million"]["actorflow"])
     if "sleepers" in by:
         assert {"rss_per_run_bytes", "lateness_p50_ms", "lateness_p99_ms"} <= set(by["sleepers"]["actorflow"])
 
