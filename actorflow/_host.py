@@ -52,6 +52,7 @@ class RunHost:
         self.touched: dict[str, Run] = {}
         self.commits_in_flight = 0
         self.housekept = False
+        self.rederivable = 0  # ops of this batch that recovery would write again the same (fired sleeps)
         self.prefetched: dict[str, Any] = {}  # run id -> journal.load_run() result, read ahead for this batch
 
     # --- used by runs --------------------------------------------------------------------------
@@ -375,14 +376,17 @@ class RunHost:
             outputs, self.outputs = self.outputs, []
             self._release(outputs, None)
             return
-        if all(op[0] == OP_PUT_RUN for op in self.batch.ops):
-            # only status records changed, no fact: nothing released here depends on this write
+        if self.rederivable + sum(1 for op in self.batch.ops if op[0] == OP_PUT_RUN) == len(self.batch.ops):
+            # only status records and fired sleep timers: recovery derives the same again (the
+            # timer index entry goes only with the fact, so an overdue timer fires anew), so
+            # nothing released here needs this write to be durable first
             outputs, self.outputs = self.outputs, []
             self._release(outputs, None)
             if not force and any(run.steps_inflight for run in self.touched.values()):
-                return  # a step result is coming: its commit carries these records along
+                return  # a step result is coming: its commit carries these writes along
         batch, outputs, touched = self.batch, self.outputs, list(self.touched.values())
         self.batch, self.outputs, self.touched = self.rt.journal.batch(), [], {}
+        self.rederivable = 0
         if not self.commits_in_flight and not self.rt.commits_pending and self.rt.queue.empty():
             # nothing else to do meanwhile: commit on this thread and act at once (saves two
             # thread hand-offs per step for a lone sequential workflow)

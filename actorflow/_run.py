@@ -375,6 +375,7 @@ class Run:
         if tag == "sleep" and cmd.kind == "sleep":
             self._append("timer_fired", cmd.name, pos, None)
             self.host.batch.del_timer(cmd.due, self.run_id, pos)  # type: ignore[arg-type]
+            self.host.rederivable += 2
             self._resolve(cmd)
         elif tag == "wait" and cmd.kind == "signal":
             self._append("wait_timeout", cmd.name, pos, None)

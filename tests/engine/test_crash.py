@@ -21,8 +21,9 @@ import time
 from pathlib import Path
 
 from actorflow import Engine
+from storage import LmdbJournal
 
-from . import crash_child
+from . import crash_child, sleep_crash_child
 from .conftest import TIMEOUT
 
 HELPER = Path(__file__).with_name("crash_child.py")
@@ -110,3 +111,23 @@ def test_sigkill_many_times_then_recover(tmp_path: Path) -> None:
                 assert k2 == k1 + 1, f"{rid}: s{k2} ran without s{k1 + 1} before it (seed {seed})"
     reruns = sum(n - 1 for n in per_step.values())
     print(f"crash test: seed {seed}, {kills} kills, {len(lines)} ledger lines, {reruns} step re-runs after a kill")
+
+
+def test_sigkill_inside_the_step_after_a_sleep_fires_the_timer_again(tmp_path: Path) -> None:
+    """The fired timer rides along with the step's result, so a kill -9 while that step runs loses
+    both: after reopening, the still-indexed, overdue timer fires again and the step runs again."""
+    data_dir, marker = tmp_path / "data", tmp_path / "marker"
+    child = Path(__file__).with_name("sleep_crash_child.py")
+    proc = subprocess.run([sys.executable, str(child), str(data_dir), str(marker)], capture_output=True, timeout=TIMEOUT)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+    assert marker.read_text().count("ran") == 1
+    with LmdbJournal(str(data_dir)) as journal:  # what survived: the sleep, not its firing
+        assert [e.kind for e in journal.events("napper")] == ["run_started", "timer_started"]
+        assert journal.timer_count() == 1
+    engine = Engine(str(data_dir))
+    sleep_crash_child.register(engine, str(marker))
+    with engine:
+        assert engine.result("napper", TIMEOUT) == 2
+        kinds = [e.kind for e in engine.history("napper")]
+    assert kinds == ["run_started", "timer_started", "timer_fired", "step_completed", "run_completed"]
+    assert marker.read_text().count("ran") == 2
