@@ -35,6 +35,44 @@ def rss_bytes() -> tuple[int, int]:
     return mi.rss, mi.rss - getattr(mi, "shared", 0)
 
 
+def cpu_times() -> tuple[float, float]:
+    """(user, system) CPU seconds of this process, all threads."""
+    import resource
+
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    return ru.ru_utime, ru.ru_stime
+
+
+def raw_commit_floor(workdir: str, n: int = 500) -> dict[str, float]:
+    """What one fsync'd LMDB commit of one small event costs here with no engine at all (same disk,
+    same flags as the journal): the floor under any durable step. µs of wall, user and system CPU."""
+    import shutil
+
+    import lmdb
+
+    path = os.path.join(workdir, "raw-floor")
+    os.makedirs(path, exist_ok=True)
+    env = lmdb.open(path, map_size=64 << 20, max_dbs=4, sync=True, metasync=True, readahead=False)
+    try:
+        db = env.open_db(b"events")
+        value = os.urandom(80)
+        for i in range(50):  # warm-up: the first commits grow the file
+            with env.begin(write=True) as txn:
+                txn.put(b"warm\0" + i.to_bytes(8, "big"), value, db=db)
+        u0, s0 = cpu_times()
+        t0 = time.perf_counter()
+        for i in range(n):
+            with env.begin(write=True) as txn:
+                txn.put(b"floor\0" + i.to_bytes(8, "big"), value, db=db)
+        wall = time.perf_counter() - t0
+        u1, s1 = cpu_times()
+    finally:
+        env.close()
+        shutil.rmtree(path, ignore_errors=True)
+    return {"wall_us": 1e6 * wall / n, "user_us": 1e6 * (u1 - u0) / n, "sys_us": 1e6 * (s1 - s0) / n,
+            "cpu_us": 1e6 * (u1 - u0 + s1 - s0) / n}
+
+
 def percentile(sorted_vals: list[float], p: float) -> float | None:
     if not sorted_vals:
         return None
