@@ -1,0 +1,317 @@
+"""The LMDB journal's reads: each in its own short read transaction, in the caller's thread.
+
+A reader gate keeps reads out while the map is being grown or the environment closed (py-lmdb
+must not resize under a live read transaction).
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any, Iterator, cast
+
+import lmdb
+
+from actorflow.errors import JournalCorrupt, JournalVersionError, StorageError
+
+from ._codec import Codec
+from ._journal import Event, RunRecord
+from ._keys import (
+    SEP,
+    due_bytes,
+    event_prefix,
+    kv_key,
+    name_bytes,
+    pack_seq,
+    parse_signal_key,
+    parse_timer_key,
+    unpack_seq,
+)
+
+__all__ = ["LmdbReads"]
+
+_SCAN_CHUNK = 1024
+
+
+def _items(cur: lmdb.Cursor) -> Iterator[tuple[bytes, bytes]]:
+    """A cursor's (key, value) pairs from here on; plain bytes, as this journal never asks for buffers."""
+    return cast(Iterator[tuple[bytes, bytes]], cur.iternext())
+
+
+def _key(cur: lmdb.Cursor) -> bytes:
+    return cast(bytes, cur.key())
+
+
+class _ReaderGate:
+    """Many readers, or one exclusive holder (map resize, close); the exclusive side has priority."""
+
+    __slots__ = ("_cond", "_readers", "_exclusive", "_waiting")
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition(threading.Lock())
+        self._readers = 0
+        self._exclusive = False
+        self._waiting = 0
+
+    def enter(self) -> None:
+        with self._cond:
+            while self._exclusive or self._waiting:
+                self._cond.wait()
+            self._readers += 1
+
+    def leave(self) -> None:
+        with self._cond:
+            self._readers -= 1
+            if not self._readers and self._waiting:
+                self._cond.notify_all()
+
+    def acquire_exclusive(self) -> None:
+        with self._cond:
+            self._waiting += 1
+            try:
+                while self._exclusive or self._readers:
+                    self._cond.wait()
+            finally:
+                self._waiting -= 1
+            self._exclusive = True
+
+    def release_exclusive(self) -> None:
+        with self._cond:
+            self._exclusive = False
+            self._cond.notify_all()
+
+
+class LmdbReads:
+    """Read methods of LmdbJournal (the environment and sub-databases are opened there)."""
+
+    _env: lmdb.Environment
+    _gate: _ReaderGate
+    _closed: bool
+    _events: Any
+    _runs: Any
+    _active: Any
+    _timers: Any
+    _signals: Any
+    _kv: Any
+    codec: Codec
+
+    def _read_txn(self) -> lmdb.Transaction:
+        if self._closed:
+            raise StorageError("journal is closed")
+        self._gate.enter()
+        if self._closed:
+            self._gate.leave()
+            raise StorageError("journal is closed")
+        try:
+            return self._env.begin()
+        except BaseException:
+            self._gate.leave()
+            raise
+
+    def _end_read(self, txn: lmdb.Transaction) -> None:
+        try:
+            txn.abort()
+        finally:
+            self._gate.leave()
+
+    def _last_seq_in(self, txn: lmdb.Transaction, prefix: bytes) -> int:
+        cur = txn.cursor(db=self._events)
+        # every key of the run sorts below run_id + b"\x01"
+        found = cur.prev() if cur.set_range(prefix[:-1] + b"\x01") else cur.last()
+        if found:
+            k = _key(cur)
+            if k.startswith(prefix):
+                return unpack_seq(k[len(prefix) :])
+        return -1
+
+    def events(self, run_id: str, from_seq: int = 0) -> list[Event]:
+        prefix = event_prefix(run_id)
+        txn = self._read_txn()
+        try:
+            raw = self._raw_events(txn, prefix, from_seq)
+        finally:
+            self._end_read(txn)
+        return self._decode_events(run_id, len(prefix), raw)
+
+    def load_run(self, run_id: str) -> tuple[RunRecord | None, list[Event], list[tuple[str, int, Any]]]:
+        """Record, events and inbox of a run in one read transaction (waking a passivated run)."""
+        return self.load_runs([run_id])[run_id]
+
+    def load_runs(self, run_ids: list[str]) -> dict[str, tuple[RunRecord | None, list[Event], list[tuple[str, int, Any]]]]:
+        """`load_run` for many runs in one read transaction (a crowd of timers firing at once)."""
+        raw: list[tuple[str, bytes, bytes | None, list[tuple[bytes, bytes]], list[tuple[bytes, bytes]]]] = []
+        txn = self._read_txn()
+        try:
+            runs_db, ev_cur, sig_cur = self._runs, txn.cursor(db=self._events), txn.cursor(db=self._signals)
+            for run_id in run_ids:
+                prefix = event_prefix(run_id)
+                raw_rec = cast("bytes | None", txn.get(name_bytes(run_id, "run id"), db=runs_db))
+                raw_ev: list[tuple[bytes, bytes]] = []
+                raw_sig: list[tuple[bytes, bytes]] = []
+                if raw_rec is not None:
+                    if ev_cur.set_range(prefix):
+                        for k, v in _items(ev_cur):
+                            if not k.startswith(prefix):
+                                break
+                            raw_ev.append((k, v))
+                    if sig_cur.set_range(prefix):
+                        for sk, sv in _items(sig_cur):
+                            if not sk.startswith(prefix):
+                                break
+                            raw_sig.append((sk, sv))
+                raw.append((run_id, prefix, raw_rec, raw_ev, raw_sig))
+        finally:
+            self._end_read(txn)
+        out: dict[str, tuple[RunRecord | None, list[Event], list[tuple[str, int, Any]]]] = {}
+        decode = self.codec.decode
+        for run_id, prefix, raw_rec, raw_ev, raw_sig in raw:
+            if raw_rec is None:
+                out[run_id] = (None, [], [])
+                continue
+            rec = RunRecord.from_tuple(decode(raw_rec, f"run record {run_id!r}"))
+            if rec.finished:
+                out[run_id] = (rec, [], [])
+                continue
+            n = len(prefix)
+            sigs = []
+            for sk, sv in raw_sig:
+                sname, seq = parse_signal_key(sk, n)
+                sigs.append((sname, seq, decode(sv, f"signal {sname!r} of run {run_id!r}")))
+            out[run_id] = (rec, self._decode_events(run_id, n, raw_ev), sigs)
+        return out
+
+    def _raw_events(self, txn: lmdb.Transaction, prefix: bytes, from_seq: int) -> list[tuple[bytes, bytes]]:
+        raw: list[tuple[bytes, bytes]] = []
+        cur = txn.cursor(db=self._events)
+        if cur.set_range(prefix + pack_seq(max(0, from_seq))):
+            for k, v in _items(cur):
+                if not k.startswith(prefix):
+                    break
+                raw.append((k, v))
+        return raw
+
+    def _decode_events(self, run_id: str, n: int, raw: list[tuple[bytes, bytes]]) -> list[Event]:
+        out = []
+        decode = self.codec.decode
+        for k, v in raw:
+            seq = unpack_seq(k[n:])
+            try:
+                kind, name, pos, at, data = decode(v, f"run {run_id!r} seq {seq}")
+            except JournalCorrupt as exc:
+                raise JournalCorrupt(exc.message, where=exc.evidence.get("where"), run_id=run_id, seq=seq) from exc
+            except JournalVersionError:
+                raise
+            except (TypeError, ValueError) as exc:
+                raise JournalCorrupt(
+                    f"run {run_id!r} seq {seq}: not an event record", where=f"run {run_id!r} seq {seq}", run_id=run_id, seq=seq
+                ) from exc
+            out.append(Event(seq, kind, name, data, at, pos))
+        return out
+
+    def last_seq(self, run_id: str) -> int:
+        prefix = event_prefix(run_id)
+        txn = self._read_txn()
+        try:
+            return self._last_seq_in(txn, prefix)
+        finally:
+            self._end_read(txn)
+
+    def get_run(self, run_id: str) -> RunRecord | None:
+        k = name_bytes(run_id, "run id")
+        txn = self._read_txn()
+        try:
+            raw = txn.get(k, db=self._runs)
+        finally:
+            self._end_read(txn)
+        return None if raw is None else RunRecord.from_tuple(self.codec.decode(raw, f"run record {run_id!r}"))
+
+    def _scan(self, db: Any, prefix: bytes = b"") -> Iterator[tuple[bytes, bytes]]:
+        """(key, value) pairs under `prefix`, read in chunks so no read txn is held across yields."""
+        start = prefix
+        skip: bytes | None = None
+        while True:
+            chunk: list[tuple[bytes, bytes]] = []
+            txn = self._read_txn()
+            try:
+                cur = txn.cursor(db=db)
+                if cur.set_range(start):
+                    for k, v in _items(cur):
+                        if not k.startswith(prefix):
+                            break
+                        if k == skip:
+                            continue
+                        chunk.append((k, v))
+                        if len(chunk) >= _SCAN_CHUNK:
+                            break
+            finally:
+                self._end_read(txn)
+            yield from chunk
+            if len(chunk) < _SCAN_CHUNK:
+                return
+            start = skip = chunk[-1][0]
+
+    def iter_runs(self) -> Iterator[RunRecord]:
+        decode = self.codec.decode
+        for k, v in self._scan(self._runs):
+            yield RunRecord.from_tuple(decode(v, f"run record {k.decode()!r}"))
+
+    def active_run_ids(self) -> list[str]:
+        return [k.decode() for k, _ in self._scan(self._active)]
+
+    def timers(self, until: float, start: float = 0.0, limit: int | None = None) -> list[tuple[float, str, int, Any]]:
+        if limit is not None and limit <= 0:
+            return []
+        lo = due_bytes(start)
+        hi = due_bytes(until)
+        raw: list[tuple[bytes, bytes]] = []
+        txn = self._read_txn()
+        try:
+            cur = txn.cursor(db=self._timers)
+            if cur.set_range(lo):
+                for k, v in _items(cur):
+                    if k[:8] >= hi:
+                        break
+                    raw.append((k, v))
+                    if limit is not None and len(raw) >= limit:
+                        break
+        finally:
+            self._end_read(txn)
+        out = []
+        for k, v in raw:
+            due, run_id, pos = parse_timer_key(k)
+            out.append((due, run_id, pos, self.codec.decode(v, f"timer {run_id!r} pos {pos}")))
+        return out
+
+    def timer_count(self) -> int:
+        txn = self._read_txn()
+        try:
+            return int(txn.stat(self._timers)["entries"])
+        finally:
+            self._end_read(txn)
+
+    def signals(self, run_id: str, name: str | None = None) -> list[tuple[str, int, Any]]:
+        run_prefix = event_prefix(run_id)
+        prefix = run_prefix if name is None else run_prefix + name_bytes(name, "signal name") + SEP
+        n = len(run_prefix)
+        out = []
+        for k, v in self._scan(self._signals, prefix):
+            sname, seq = parse_signal_key(k, n)
+            out.append((sname, seq, self.codec.decode(v, f"signal {sname!r} of run {run_id!r}")))
+        return out
+
+    def kv_get(self, ns: str, key: str) -> Any:
+        k = kv_key(ns, key)
+        txn = self._read_txn()
+        try:
+            raw = txn.get(k, db=self._kv)
+        finally:
+            self._end_read(txn)
+        return None if raw is None else self.codec.decode(raw, f"{ns}/{key}")
+
+    def kv_scan(self, ns: str, prefix: str = "") -> list[tuple[str, Any]]:
+        p = kv_key(ns, prefix)
+        n = len(p) - len(prefix.encode())
+        out = []
+        for k, v in self._scan(self._kv, p):
+            key = k[n:].decode()
+            out.append((key, self.codec.decode(v, f"{ns}/{key}")))
+        return out
