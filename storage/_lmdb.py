@@ -24,7 +24,7 @@ import os
 import struct
 import threading
 from concurrent.futures import Future
-from typing import Any
+from typing import Any, cast
 
 import lmdb
 
@@ -100,6 +100,24 @@ def _disk_nearly_full(path: str) -> bool:
     return st.f_bavail * st.f_frsize < _NEARLY_FULL
 
 
+class _Refused(Exception):
+    """A batched append found its key taken: the transaction is redone op by op to name it."""
+
+
+class _Pending:
+    """Writes of the open write transaction held back for one `putmulti` per database."""
+
+    __slots__ = ("events", "runs", "active", "active_puts", "known_runs", "leftovers")
+
+    def __init__(self) -> None:
+        self.known_runs: dict[bytes, bytes] = {}  # records, read ahead, of runs this txn creates
+        self.leftovers: set[bytes] = set()  # their seq-1 event keys found (events left from before)
+        self.events: list[tuple[bytes, bytes]] = []
+        self.runs: dict[bytes, bytes] = {}
+        self.active: dict[bytes, bool] = {}  # run key -> in the active index at the end of the txn
+        self.active_puts: list[tuple[bytes, bytes]] = []
+
+
 class LmdbJournal(LmdbReads, Journal):
     """The default, durable journal (see the module docstring for the layout)."""
 
@@ -142,6 +160,7 @@ class LmdbJournal(LmdbReads, Journal):
             raise
         self._gate = _ReaderGate()
         self._tails: dict[str, int] = {}  # run id -> the seq after the last event this journal wrote
+        self._pending = _Pending()
         self._next_txn_id = -1  # LMDB's id of our next write txn if no other writer commits meanwhile
         self._close_lock = threading.Lock()
         self._closed = False
@@ -214,11 +233,14 @@ class LmdbJournal(LmdbReads, Journal):
 
     def _apply(self, batches: list[WriteBatch]) -> list[list[Any]]:
         """Group-commit thread: all `batches` in one transaction, grown and retried on MapFull."""
+        precise = False
         while True:
             try:
-                out = self._write(batches)
+                out = self._write(batches, precise)
                 self.commits += 1
                 return out
+            except _Refused:
+                precise = True  # again op by op, so the error names the refused append
             except lmdb.MapFullError:
                 self._grow()
             except (lmdb.Error, OSError) as exc:
@@ -251,14 +273,20 @@ class LmdbJournal(LmdbReads, Journal):
             self._gate.release_exclusive()
         self.map_growths += 1
 
-    def _write(self, batches: list[WriteBatch]) -> list[list[Any]]:
+    def _write(self, batches: list[WriteBatch], precise: bool = False) -> list[list[Any]]:
         """All `batches` in one write transaction; per batch, the per-op results.
 
         Appends are the hot path (one per event): an append of seq N must find seq N-1 already there.
         `_tails` remembers, per run, the seq after the last one this journal wrote, so the common
-        append (the next seq of a run we just wrote) needs no read; the put's no-overwrite flag
-        still refuses a seq that exists. The cache is dropped whole when a transaction fails, when
+        append (the next seq of a run we just wrote) needs no read; the no-overwrite flag still
+        refuses a seq that exists. The cache is dropped whole when a transaction fails, when
         another writer committed in between (LMDB's txn id skipped), and when it grows large.
+
+        Event appends and run records are written at the end with one `putmulti` per database:
+        py-lmdb releases the GIL around every single put, and with other threads wanting the GIL
+        each release costs a wait for it (~80 µs measured under contention, against ~2 µs per item
+        in a putmulti). `precise` (the retry after a refused append) puts them one by one instead,
+        so the error names the refused append.
         """
         txn = self._env.begin(write=True)
         txn_id = txn.id()
@@ -267,12 +295,18 @@ class LmdbJournal(LmdbReads, Journal):
             tails.clear()
         sig0 = self._sig_seq
         op: Any = None
+        self._pending = pending = _Pending()
         try:
+            creates = [name_bytes(op[1], "run id") for b in batches for op in b.ops if op[0] == OP_CREATE_RUN]
+            if creates:  # what creating needs to know, read in two calls instead of two per run
+                pending.known_runs = dict(txn.cursor(db=self._runs).getmulti(creates))
+                pending.leftovers = {k for k, _ in txn.cursor(db=self._events).getmulti([k + SEP + _SEQ1 for k in creates])}
             put = txn.put
             evdb = self._events
             tail = tails.get
             pack = pack_seq
             other = self._write_other
+            events = pending.events
             out: list[list[Any]] = []
             for batch in batches:
                 ops = batch.ops
@@ -281,20 +315,33 @@ class LmdbJournal(LmdbReads, Journal):
                     if op[0] == OP_APPEND:
                         _, run_id, seq, rec = op
                         if tail(run_id) == seq:  # seq - 1 is the last event this journal wrote for the run
-                            if not put(run_id.encode() + SEP + pack(seq), rec, overwrite=False, db=evdb):
-                                self._append_refused(txn, run_id, seq)
+                            key = run_id.encode() + SEP + pack(seq)
                         else:
                             if "\x00" in run_id:
                                 raise ValueError(f"invalid run id {run_id!r}: may not contain NUL")
                             prefix = run_id.encode() + SEP
-                            if (seq and txn.get(prefix + pack(seq - 1), db=evdb) is None) or not put(
-                                prefix + pack(seq), rec, overwrite=False, db=evdb
-                            ):
+                            if seq and txn.get(prefix + pack(seq - 1), db=evdb) is None:
                                 self._append_refused(txn, run_id, seq)
+                            key = prefix + pack(seq)
+                        if precise:
+                            if not put(key, rec, overwrite=False, db=evdb):
+                                self._append_refused(txn, run_id, seq)
+                        else:
+                            events.append((key, rec))
                         tails[run_id] = seq + 1
                     else:
                         res[i] = other(txn, op)
                 out.append(res)
+            if events and txn.cursor(db=evdb).putmulti(events, overwrite=False)[1] != len(events):
+                raise _Refused()
+            self._flush_runs(txn)
+            for k, live in pending.active.items():
+                if live:
+                    pending.active_puts.append((k, b""))
+                else:
+                    txn.delete(k, db=self._active)
+            if pending.active_puts:
+                txn.cursor(db=self._active).putmulti(pending.active_puts)
             if self._sig_seq != sig0:
                 put(_META_SIGNAL_SEQ, pack_seq(self._sig_seq), db=self._meta)
             txn.commit()
@@ -309,6 +356,13 @@ class LmdbJournal(LmdbReads, Journal):
                 raise StorageError(f"invalid journal op {_describe(op)}: {exc}") from exc
             raise
 
+    def _flush_runs(self, txn: lmdb.Transaction) -> None:
+        """Write the run records put so far in this transaction (before anything reads them)."""
+        runs = self._pending.runs
+        if runs:
+            txn.cursor(db=self._runs).putmulti(list(runs.items()))
+            runs.clear()
+
     def _append_refused(self, txn: lmdb.Transaction, run_id: str, seq: int) -> None:
         prefix = run_id.encode() + SEP
         raise StorageError(
@@ -321,32 +375,33 @@ class LmdbJournal(LmdbReads, Journal):
         """Every op but an append (inside `_write`'s transaction); returns the op's result."""
         code = op[0]
         put = txn.put
+        pending = self._pending
         if code == OP_PUT_RUN:
             _, run_id, rec, finished = op
             k = name_bytes(run_id, "run id")
-            put(k, rec, db=self._runs)
-            if finished:
-                txn.delete(k, db=self._active)
-            else:
-                put(k, b"", db=self._active)
+            pending.runs[k] = rec  # a later record of the same run in this transaction wins
+            pending.active[k] = not finished
             return None
         if code == OP_CREATE_RUN:
             _, run_id, rec, ev, _wf = op
             k = name_bytes(run_id, "run id")
-            existing = txn.get(k, db=self._runs)
+            existing = pending.runs.get(k) or pending.known_runs.get(k)
             if existing is not None:
                 return RunRecord.from_tuple(self.codec.decode(existing, f"run record {run_id!r}"))
-            put(k, rec, db=self._runs)
-            put(k, b"", db=self._active)
+            pending.runs[k] = rec
+            pending.active[k] = True
             prefix = k + SEP
-            if txn.get(prefix + _SEQ1, db=self._events) is not None:
+            if prefix + _SEQ1 in pending.leftovers:
                 self._drop_events(txn, prefix)
             put(prefix + pack_seq(0), ev, db=self._events)
             self._tails[run_id] = 1  # the run's only event is now seq 0
             return None
         if code == OP_PUT_SIGNAL:
             _, run_id, name, rec = op
-            raw = txn.get(name_bytes(run_id, "run id"), db=self._runs)
+            k = name_bytes(run_id, "run id")
+            raw = pending.runs.get(k)
+            if raw is None:
+                raw = cast("bytes | None", txn.get(k, db=self._runs))
             if raw is None:
                 return _NOT_FOUND
             state = self.codec.decode(raw, f"run record {run_id!r}")[2]

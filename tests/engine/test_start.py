@@ -331,11 +331,11 @@ def test_concurrent_astarts_share_commits(tmp_path: Any, make_engine: Any) -> No
     create_txns: list[int] = []
     orig_write = journal._write  # type: ignore[attr-defined]
 
-    def write(batches: list[Any]) -> Any:
+    def write(batches: list[Any], precise: bool = False) -> Any:
         n = sum(1 for b in batches for op in b.ops if op[0] == OP_CREATE_RUN)
         if n:
             create_txns.append(n)
-        return orig_write(batches)
+        return orig_write(batches, precise)
 
     journal._write = write  # type: ignore[attr-defined]
 

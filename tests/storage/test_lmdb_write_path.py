@@ -206,3 +206,47 @@ def test_concurrent_writers_many_rounds(tmp_path: Path, n_writers: int) -> None:
             assert [e.seq for e in j.events(f"thread-{i}")] == list(range(per))
     finally:
         j.close()
+
+
+# --- writes held back for one putmulti per database: later ops of the same transaction see them ----
+def rec(run_id: str, state: str = "running") -> RunRecord:
+    return RunRecord(run_id, "wf", state, 1.0, 2.0)
+
+
+def test_created_then_finished_in_one_transaction_leaves_the_active_index(journal: LmdbJournal) -> None:
+    b = journal.batch()
+    b.create_run(rec("a", "pending"), Event(0, "run_started", "wf", {"args": ()}, 1.0))
+    b.append("a", Event(1, "step_completed", "s", 1, 1.0, 0))
+    b.put_run(rec("a", "completed"))
+    b.create_run(rec("b", "pending"), Event(0, "run_started", "wf", {"args": ()}, 1.0))
+    b.put_run(rec("b", "running"))
+    journal.commit(b)
+    assert journal.active_run_ids() == ["b"]
+    assert journal.get_run("a").state == "completed"  # type: ignore[union-attr]
+    assert [e.seq for e in journal.events("a")] == [0, 1]
+
+
+def test_reads_inside_the_transaction_see_its_held_back_records(journal: LmdbJournal) -> None:
+    b = journal.batch()
+    i_first = b.create_run(rec("r", "pending"), Event(0, "run_started", "wf", {"args": ()}, 1.0))
+    i_again = b.create_run(rec("r", "pending"), Event(0, "run_started", "wf", {"args": (9,)}, 1.0))
+    b.put_run(rec("r", "failed"))
+    i_sig = b.put_signal("r", "go", 1)
+    results = journal.commit(b)
+    assert results[i_first] is None
+    assert results[i_again].state == "pending"  # the record created earlier in this transaction
+    assert results[i_sig] == "failed"  # refused: the run finished earlier in this transaction
+    assert journal.signals("r") == []
+
+
+def test_a_refused_append_in_a_merged_round_is_named_and_fails_alone(journal: LmdbJournal) -> None:
+    journal.commit(append(journal, "x", 0, 1))
+    bad = append(journal, "x", 1)  # seq 1 exists: found only by the batched putmulti
+    good = [append(journal, f"g{i}", 0, 1) for i in range(3)]
+    futures = [journal.submit(b) for b in (good[0], bad, good[1], good[2])]
+    with pytest.raises(StorageError, match="run 'x': append of seq 1 but next is 2"):
+        futures[1].result(10)
+    for f in (futures[0], futures[2], futures[3]):
+        f.result(10)
+    assert [[e.seq for e in journal.events(f"g{i}")] for i in range(3)] == [[0, 1]] * 3
+    assert [e.seq for e in journal.events("x")] == [0, 1]
