@@ -79,7 +79,8 @@ class Codec:
     def encode(self, value: Any, what: str = "payload") -> bytes:
         """A full record: header (version, codec, crc32) followed by the body."""
         body = self.dumps(value, what)
-        return _HEADER.pack(FORMAT_VERSION, self.codec_id, _crc(FORMAT_VERSION, self.codec_id, body)) + body
+        cid = self.codec_id
+        return _HEADER.pack(FORMAT_VERSION, cid, zlib.crc32(body, (FORMAT_VERSION << 8) | cid)) + body
 
     def encode_with_body(self, value: Any, what: str = "payload") -> tuple[bytes, bytes]:
         """A full record and its body (so the caller can take the journaled copy without re-encoding)."""

@@ -8,6 +8,8 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
+from actorflow.errors import PayloadError
+
 from ._codec import Codec
 
 __all__ = [
@@ -128,9 +130,11 @@ class WriteBatch:
         return len(self.ops)
 
     def append(self, run_id: str, event: Event) -> int:
-        rec = self.codec.encode(
-            (event.kind, event.name, event.pos, event.at, event.data), f"{event.kind} {event.name!r}"
-        )
+        fields = (event.kind, event.name, event.pos, event.at, event.data)
+        try:
+            rec = self.codec.encode(fields, "event")
+        except PayloadError:  # again, to name the event (not formatted on every append)
+            rec = self.codec.encode(fields, f"{event.kind} {event.name!r}")
         self.ops.append((OP_APPEND, run_id, event.seq, rec))
         return len(self.ops) - 1
 
