@@ -253,13 +253,18 @@ class Engine:
         batch.create_run(rec, Event(0, "run_started", name, {"args": args}, now))
         return rid, rec
 
-    def _after_start(self, rt: Runtime, batch: WriteBatch, i: int, rec: RunRecord, existing: RunRecord | None) -> None:
+    def _after_start(
+        self, rt: Runtime, batch: WriteBatch, i: int, rec: RunRecord, existing: RunRecord | None
+    ) -> tuple[Runtime, int] | None:
+        """Hand a created run to its host; returns the handle's freshness token (None: it existed)."""
         if existing is not None:
             if existing.workflow != rec.workflow:
                 raise RunConflict(rec.run_id, existing.workflow, rec.workflow)
-            return
+            return None
+        fresh = (rt, rt.notifier.evictions)  # before the run can finish: its outcome is in `recent` after
         args = rt.codec.decode(batch.ops[i][3], "workflow arguments")[4]["args"]
         rt.post(("start", rec.run_id, rec.as_tuple(), tuple(args)))
+        return fresh
 
     def start(self, wf: Callable[..., Any] | str, *args: Any, run_id: str | None = None) -> RunHandle:
         """Start a run; returns once the start is durable (same run id + workflow: the existing run)."""
@@ -268,8 +273,7 @@ class Engine:
         batch = rt.journal.batch()
         rid, rec = self._start_batch(rt, name, args, run_id, batch)
         existing = rt.journal.commit(batch)[0]
-        self._after_start(rt, batch, 0, rec, existing)
-        return RunHandle(self, rid)
+        return RunHandle(self, rid, self._after_start(rt, batch, 0, rec, existing))
 
     async def astart(self, wf: Callable[..., Any] | str, *args: Any, run_id: str | None = None) -> RunHandle:
         """Async start; all astarts of one event-loop iteration share one durable commit."""
@@ -285,8 +289,7 @@ class Engine:
 
     def _astarted(self, batch: WriteBatch, idx: int, rec: RunRecord, existing: RunRecord | None) -> RunHandle:
         rt = self._runtime()
-        self._after_start(rt, batch, idx, rec, existing)
-        return RunHandle(self, rec.run_id)
+        return RunHandle(self, rec.run_id, self._after_start(rt, batch, idx, rec, existing))
 
     def _bridge(self) -> LoopBridge:
         loop = asyncio.get_running_loop()
@@ -312,14 +315,15 @@ class Engine:
         recs = [self._start_batch(rt, name, a, run_ids[i] if run_ids else None, batch) for i, a in enumerate(args_seq)]
         results = rt.journal.commit(batch)
         conflicts = []
-        for i, ((_rid, rec), existing) in enumerate(zip(recs, results)):
+        handles = []
+        for i, ((rid, rec), existing) in enumerate(zip(recs, results)):
             try:
-                self._after_start(rt, batch, i, rec, existing)
+                handles.append(RunHandle(self, rid, self._after_start(rt, batch, i, rec, existing)))
             except RunConflict as exc:
                 conflicts.append(exc)
         if conflicts:
             raise conflicts[0]
-        return [RunHandle(self, rid) for rid, _ in recs]
+        return handles
 
     def run(self, wf: Callable[..., Any] | str, *args: Any, run_id: str | None = None, timeout: float | None = None) -> Any:
         """Start a run and wait for its result."""
@@ -403,6 +407,9 @@ class Engine:
 
     def result(self, run_id: str, timeout: float | None = None) -> Any:
         """The run's return value; raises WorkflowFailed, Cancelled or TimeoutError."""
+        return self._result(run_id, timeout, None)
+
+    def _result(self, run_id: str, timeout: float | None, fresh: tuple[Runtime, int] | None) -> Any:
         rt = self._runtime()
         outcome = rt.notifier.recent.get(run_id)
         if outcome is None:
@@ -413,10 +420,11 @@ class Engine:
                 box.append(o)
                 done.set()
 
-            rt.notifier.add_waiter(run_id, cb)
+            outcome, known_live = rt.notifier.wait(run_id, cb, fresh)
             try:
-                # one journal read, after the waiter is in place: no finish can fall in between
-                outcome = self._settled(rt, run_id)
+                if outcome is None and not known_live:
+                    # one journal read, after the waiter is in place: no finish can fall in between
+                    outcome = self._settled(rt, run_id)
                 if outcome is None:
                     if not done.wait(timeout):
                         raise TimeoutError(f"run {run_id!r} did not finish within {timeout}s")
@@ -427,15 +435,19 @@ class Engine:
 
     async def aresult(self, run_id: str, timeout: float | None = None) -> Any:
         """`result()` for asyncio callers."""
+        return await self._aresult(run_id, timeout, None)
+
+    async def _aresult(self, run_id: str, timeout: float | None, fresh: tuple[Runtime, int] | None) -> Any:
         rt = self._runtime()
         outcome = rt.notifier.recent.get(run_id)
         if outcome is None:
             bridge = self._bridge()
             fut: asyncio.Future[tuple[str, Any, Any]] = bridge.loop.create_future()
             cb = bridge.waiter(fut)
-            rt.notifier.add_waiter(run_id, cb)
+            outcome, known_live = rt.notifier.wait(run_id, cb, fresh)
             try:
-                outcome = self._settled(rt, run_id)
+                if outcome is None and not known_live:
+                    outcome = self._settled(rt, run_id)
                 if outcome is None and timeout is None:
                     outcome = await fut
                 elif outcome is None:

@@ -12,6 +12,7 @@ from ._types import Event, RunStatus
 
 if TYPE_CHECKING:
     from ._engine import Engine
+    from ._runtime import Runtime
 
 __all__ = ["RunHandle", "new_run_id"]
 
@@ -43,17 +44,18 @@ def new_run_id() -> str:
 class RunHandle:
     """A reference to one run; cheap to create, valid across engine restarts."""
 
-    __slots__ = ("engine", "run_id")
+    __slots__ = ("engine", "run_id", "_fresh")
 
-    def __init__(self, engine: "Engine", run_id: str) -> None:
+    def __init__(self, engine: "Engine", run_id: str, _fresh: "tuple[Runtime, int] | None" = None) -> None:
         self.engine = engine
         self.run_id = run_id
+        self._fresh = _fresh  # set by the start that created the run: result() may skip a journal read
 
     def result(self, timeout: float | None = None) -> Any:
-        return self.engine.result(self.run_id, timeout)
+        return self.engine._result(self.run_id, timeout, self._fresh)
 
     async def aresult(self, timeout: float | None = None) -> Any:
-        return await self.engine.aresult(self.run_id, timeout)
+        return await self.engine._aresult(self.run_id, timeout, self._fresh)
 
     def status(self) -> RunStatus:
         return self.engine.status(self.run_id)

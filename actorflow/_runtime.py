@@ -26,6 +26,7 @@ class Notifier:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self.recent: "OrderedDict[str, tuple[str, Any, Any]]" = OrderedDict()
+        self.evictions = 0  # outcomes dropped from `recent` so far
         self._waiters: dict[str, list[Callable[[tuple[str, Any, Any]], None]]] = {}
         self._monitors: dict[str, list[Callable[[RunStatus], None]]] = {}
 
@@ -35,6 +36,19 @@ class Notifier:
     def add_waiter(self, run_id: str, cb: Callable[[tuple[str, Any, Any]], None]) -> None:
         with self._lock:
             self._waiters.setdefault(run_id, []).append(cb)
+
+    def wait(
+        self, run_id: str, cb: Callable[[tuple[str, Any, Any]], None], fresh: "tuple[Runtime, int] | None"
+    ) -> tuple[tuple[str, Any, Any] | None, bool]:
+        """(outcome if already in `recent`, else None with `cb` registered; whether the run is known
+        to be unfinished). `fresh`, from a handle of a run this runtime created: if no outcome left
+        `recent` since, a run not in it has not finished, and no journal read is needed to know."""
+        with self._lock:
+            outcome = self.recent.get(run_id)
+            if outcome is not None:
+                return outcome, False
+            self._waiters.setdefault(run_id, []).append(cb)
+            return None, fresh is not None and fresh[0].notifier is self and fresh[1] == self.evictions
 
     def remove_waiter(self, run_id: str, cb: Callable[[tuple[str, Any, Any]], None]) -> None:
         with self._lock:
@@ -75,6 +89,7 @@ class Notifier:
             recent[run_id] = outcome
             if len(recent) > self.RECENT:
                 recent.popitem(last=False)
+                self.evictions += 1
             waiters = self._waiters.pop(run_id, None)
             monitors = list(self._monitors.get(run_id, ()))
         if monitors:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 import uuid
 from typing import Any
@@ -15,7 +16,7 @@ from actorflow.testing import memory_engine
 from storage import MemoryJournal
 from storage._journal import OP_CREATE_RUN
 
-from .conftest import TIMEOUT, Gate
+from .conftest import TIMEOUT, Gate, wait_state, wait_until
 
 
 def test_public_names_importable() -> None:
@@ -476,3 +477,46 @@ def test_gc_thresholds_stay_raised_until_the_last_engine_closes(tmp_path: Any) -
         assert gc.get_threshold() == (700, 10, 10)
     finally:
         gc.set_threshold(*saved)
+
+
+def test_result_of_a_run_this_engine_started_needs_no_journal_read(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    gate = Gate()
+
+    @engine.workflow()
+    async def held(ctx: Any) -> str:
+        return await ctx.step("wait", lambda: gate("released"))  # type: ignore[no-any-return]
+
+    h = engine.start(held)
+    journal = engine.journal
+    assert journal is not None
+    reads: list[str] = []
+    orig = journal.get_run
+    monkeypatch.setattr(journal, "get_run", lambda run_id: reads.append(run_id) or orig(run_id))
+    got: list[Any] = []
+    waiter = threading.Thread(target=lambda: got.append(h.result(TIMEOUT)))
+    waiter.start()
+    notifier = engine._runtime().notifier
+    wait_until(lambda: h.run_id in notifier._waiters, what="result() waiting")
+    gate.release.set()
+    waiter.join(TIMEOUT)
+    assert got == ["released"]
+    assert reads == []  # it knew the run was unfinished without asking the journal
+
+
+def test_result_of_a_fresh_handle_whose_outcome_left_memory_reads_the_journal(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from actorflow._runtime import Notifier
+
+    monkeypatch.setattr(Notifier, "RECENT", 2)
+
+    @engine.workflow()
+    async def quick(ctx: Any, i: int) -> int:
+        return i
+
+    first = engine.start(quick, 1)
+    wait_state(engine, first.run_id, "completed")
+    for i in range(3):  # push the first outcome out of the in-memory cache
+        assert engine.run(quick, 10 + i, timeout=TIMEOUT) == 10 + i
+    assert first.run_id not in engine._runtime().notifier.recent
+    assert first.result(TIMEOUT) == 1
