@@ -376,7 +376,7 @@ class RunHost:
             outputs, self.outputs = self.outputs, []
             self._release(outputs, None)
             return
-        if self.rederivable + sum(1 for op in self.batch.ops if op[0] == OP_PUT_RUN) == len(self.batch.ops):
+        if self._only_rederivable():
             # only status records and fired sleep timers: recovery derives the same again (the
             # timer index entry goes only with the fact, so an overdue timer fires anew), so
             # nothing released here needs this write to be durable first
@@ -405,6 +405,16 @@ class RunHost:
         fut = self.rt.journal.submit(batch)
         shard, post = self.shard, self.rt.post
         fut.add_done_callback(lambda f: post(("commit", shard, token, f)))
+
+    def _only_rederivable(self) -> bool:
+        """Whether the batch holds nothing but status records and `rederivable` ops (stops early)."""
+        budget = self.rederivable
+        for op in self.batch.ops:
+            if op[0] != OP_PUT_RUN:
+                budget -= 1
+                if budget < 0:
+                    return False
+        return True
 
     def _on_commit(self, token: tuple["RunHost", list[Output], list[Run]], fut: Any) -> None:
         host, outputs, touched = token

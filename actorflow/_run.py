@@ -151,11 +151,16 @@ class Run:
         return self.host.rt.clock.now()
 
     def _append(self, kind: str, name: str, pos: int, data: Any) -> int:
+        if self.detached:
+            raise self._gone()
         return self.host.append(self, kind, name, pos, data)
+
+    def _gone(self) -> _Detached:
+        return _Detached(f"run {self.run_id!r} is no longer hosted here: its finally blocks may not use ctx")
 
     def _next(self, kind: str, name: str) -> tuple[Command, list[Event] | None]:
         if self.detached:
-            raise _Detached(f"run {self.run_id!r} is no longer hosted here: a workflow's finally block may not await ctx operations")
+            raise self._gone()
         pos = self.pos
         self.pos += 1
         cmd = Command(self, pos, kind, name)

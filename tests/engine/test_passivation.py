@@ -290,6 +290,7 @@ def test_finally_block_of_a_passivated_run_journals_nothing_until_it_really_runs
         try:
             await ctx.sleep("nap", 3600)
         finally:
+            ctx.report_progress(0.5)  # journals an event without awaiting anything
             await ctx.step("cleanup", step("cleanup"))
         return "done"
 
@@ -305,4 +306,4 @@ def test_finally_block_of_a_passivated_run_journals_nothing_until_it_really_runs
     assert CALLS["cleanup"] == 1
     kinds = [e.kind for e in h.history()]
     assert kinds[:3] == ["run_started", "timer_started", "timer_fired"]
-    assert kinds.count("step_completed") == 1
+    assert kinds.count("step_completed") == 1 and kinds.count("progress") == 1
