@@ -324,18 +324,26 @@ class GroupCommitter:
         return taken
 
     def _one_by_one(self, batches: list[WriteBatch], exc: BaseException) -> tuple[list[Any], list[bool]]:
-        """The merged transaction failed: retry each batch alone so one bad batch fails alone."""
-        if len(batches) == 1:
-            return [exc], [False]
+        """The merged transaction failed: retry each batch alone so one bad batch fails alone.
+
+        An interrupt (KeyboardInterrupt, SystemExit: not an Exception) is no bad batch: it fails
+        the rest of the round as it is, without retrying into whatever was interrupted."""
+        if len(batches) == 1 or not isinstance(exc, Exception):
+            return [exc] * len(batches), [False] * len(batches)
         values: list[Any] = []
         oks: list[bool] = []
-        for b in batches:
+        for i, b in enumerate(batches):
             try:
                 values.append(self._apply([b])[0])
                 oks.append(True)
-            except BaseException as exc1:  # noqa: BLE001 - its waiter must hear about it
+            except Exception as exc1:  # noqa: BLE001 - its waiter must hear about it
                 values.append(exc1)
                 oks.append(False)
+            except BaseException as stop:  # noqa: BLE001 - every remaining waiter must hear about it
+                rest = len(batches) - i
+                values += [stop] * rest
+                oks += [False] * rest
+                break
         return values, oks
 
     def _round(self, taken: list[tuple[WriteBatch, Any]], own: _SyncWaiter | None) -> None:

@@ -478,3 +478,28 @@ def test_asyncio_wrap_future_result_error_and_cancel(committer: GroupCommitter, 
 
     asyncio.run(main())
     assert any("cancelled" in call for call in store.calls)  # queued before the cancel: committed anyway
+
+
+def test_an_interrupt_fails_its_round_without_retrying_batch_by_batch() -> None:
+    """KeyboardInterrupt/SystemExit inside a merged write is no bad batch: the round fails as it is."""
+    calls: list[int] = []
+    gate = threading.Event()
+
+    def apply(batches: list[WriteBatch]) -> list[list[Any]]:
+        calls.append(len(batches))
+        if len(calls) == 1:
+            assert gate.wait(10)  # hold the first round so the next submits merge into one
+            return [["ok"] for _ in batches]
+        raise KeyboardInterrupt  # as a signal handler would, in the middle of a write
+
+    gc = GroupCommitter(apply, name="interrupted")
+    try:
+        first = gc.submit(kv("first"))
+        wait_until(lambda: bool(calls))
+        later = [gc.submit(kv(f"f{i}")) for i in range(3)]
+        gate.set()
+        assert first.result(10) == ["ok"]
+        assert all(isinstance(f.exception(10), KeyboardInterrupt) for f in later)
+        assert calls == [1, 3]  # one merged attempt, no retries one by one
+    finally:
+        gc.close()
