@@ -185,6 +185,16 @@ def test_futures_only_go_to_writer_thread_after_a_leader(committer: GroupCommitt
 def test_interrupted_follower_does_not_stall_others(committer: GroupCommitter, store: FakeStore) -> None:
     if threading.current_thread() is not threading.main_thread():
         pytest.skip("needs the main thread to receive SIGINT")
+    # a process started in the background of a non-interactive shell inherits SIGINT ignored, and
+    # Python then installs no KeyboardInterrupt handler: put it in place for this test
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        _interrupted_follower(committer, store)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _interrupted_follower(committer: GroupCommitter, store: FakeStore) -> None:
     store.hold()
     leader_out: list[Any] = []
     leader = threading.Thread(target=lambda: leader_out.append(committer.commit(kv("lead"))))
