@@ -156,20 +156,20 @@ class RunHost:
         try:
             for lo in range(0, len(items), _CHUNK):
                 chunk = items[lo : lo + _CHUNK] if len(items) > _CHUNK else items
-                if len(chunk) > 1:
-                    self._prefetch(chunk)
+                self.prefetched = self._prefetch(chunk)
                 for item in chunk:
                     self._handle(item)  # an exception goes to the supervisor (SupervisedActor reports it)
-                self.prefetched.clear()
         finally:
-            self.prefetched.clear()
+            self.prefetched = {}
         self.flush(force=self.housekept)
         self.housekept = False
         out, self.outbox = self.outbox, []
         return out
 
-    def _prefetch(self, items: list[tuple[Any, ...]]) -> None:
-        """Read every passivated run this batch wakes in one journal transaction."""
+    def _prefetch(self, items: list[tuple[Any, ...]]) -> dict[str, Any]:
+        """Read every passivated run these messages wake in one journal transaction."""
+        if len(items) < 2:
+            return {}
         runs, blocked, finishing = self.runs, self.blocked, self.finishing
         wake = [
             item[1]
@@ -179,8 +179,7 @@ class RunHost:
             and item[1] not in blocked
             and item[1] not in finishing
         ]
-        if len(wake) > 1:
-            self.prefetched = self.rt.journal.load_runs(list(dict.fromkeys(wake)))
+        return self.rt.journal.load_runs(list(dict.fromkeys(wake))) if len(wake) > 1 else {}
 
     def _handle(self, item: tuple[Any, ...]) -> None:
         kind = item[0]

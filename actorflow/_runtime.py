@@ -33,10 +33,6 @@ class Notifier:
     def watching(self, run_id: str) -> bool:
         return run_id in self._monitors
 
-    def add_waiter(self, run_id: str, cb: Callable[[tuple[str, Any, Any]], None]) -> None:
-        with self._lock:
-            self._waiters.setdefault(run_id, []).append(cb)
-
     def wait(
         self, run_id: str, cb: Callable[[tuple[str, Any, Any]], None], fresh: "tuple[Runtime, int] | None"
     ) -> tuple[tuple[str, Any, Any] | None, bool]:

@@ -107,7 +107,7 @@ class _Refused(Exception):
 class _Pending:
     """Writes of the open write transaction held back for one `putmulti` per database."""
 
-    __slots__ = ("events", "runs", "active", "active_puts", "known_runs", "leftovers")
+    __slots__ = ("events", "runs", "active", "known_runs", "leftovers")
 
     def __init__(self) -> None:
         self.known_runs: dict[bytes, bytes] = {}  # records, read ahead, of runs this txn creates
@@ -115,7 +115,6 @@ class _Pending:
         self.events: list[tuple[bytes, bytes]] = []
         self.runs: dict[bytes, bytes] = {}
         self.active: dict[bytes, bool] = {}  # run key -> in the active index at the end of the txn
-        self.active_puts: list[tuple[bytes, bytes]] = []
 
 
 class LmdbJournal(LmdbReads, Journal):
@@ -335,13 +334,14 @@ class LmdbJournal(LmdbReads, Journal):
             if events and txn.cursor(db=evdb).putmulti(events, overwrite=False)[1] != len(events):
                 raise _Refused()
             self._flush_runs(txn)
+            active_puts = []
             for k, live in pending.active.items():
                 if live:
-                    pending.active_puts.append((k, b""))
+                    active_puts.append((k, b""))
                 else:
                     txn.delete(k, db=self._active)
-            if pending.active_puts:
-                txn.cursor(db=self._active).putmulti(pending.active_puts)
+            if active_puts:
+                txn.cursor(db=self._active).putmulti(active_puts)
             if self._sig_seq != sig0:
                 put(_META_SIGNAL_SEQ, pack_seq(self._sig_seq), db=self._meta)
             txn.commit()

@@ -37,6 +37,17 @@ def _items(cur: lmdb.Cursor) -> Iterator[tuple[bytes, bytes]]:
     return cast(Iterator[tuple[bytes, bytes]], cur.iternext())
 
 
+def _under(cur: lmdb.Cursor, prefix: bytes, start: bytes | None = None) -> list[tuple[bytes, bytes]]:
+    """The (key, value) pairs under `prefix`, from `start` (default: the prefix) on."""
+    out: list[tuple[bytes, bytes]] = []
+    if cur.set_range(prefix if start is None else start):
+        for k, v in _items(cur):
+            if not k.startswith(prefix):
+                break
+            out.append((k, v))
+    return out
+
+
 def _key(cur: lmdb.Cursor) -> bytes:
     return cast(bytes, cur.key())
 
@@ -145,20 +156,10 @@ class LmdbReads:
             for run_id in run_ids:
                 prefix = event_prefix(run_id)
                 raw_rec = cast("bytes | None", txn.get(name_bytes(run_id, "run id"), db=runs_db))
-                raw_ev: list[tuple[bytes, bytes]] = []
-                raw_sig: list[tuple[bytes, bytes]] = []
-                if raw_rec is not None:
-                    if ev_cur.set_range(prefix):
-                        for k, v in _items(ev_cur):
-                            if not k.startswith(prefix):
-                                break
-                            raw_ev.append((k, v))
-                    if sig_cur.set_range(prefix):
-                        for sk, sv in _items(sig_cur):
-                            if not sk.startswith(prefix):
-                                break
-                            raw_sig.append((sk, sv))
-                raw.append((run_id, prefix, raw_rec, raw_ev, raw_sig))
+                if raw_rec is None:
+                    raw.append((run_id, prefix, None, [], []))
+                else:
+                    raw.append((run_id, prefix, raw_rec, _under(ev_cur, prefix), _under(sig_cur, prefix)))
         finally:
             self._end_read(txn)
         out: dict[str, tuple[RunRecord | None, list[Event], list[tuple[str, int, Any]]]] = {}
@@ -180,14 +181,7 @@ class LmdbReads:
         return out
 
     def _raw_events(self, txn: lmdb.Transaction, prefix: bytes, from_seq: int) -> list[tuple[bytes, bytes]]:
-        raw: list[tuple[bytes, bytes]] = []
-        cur = txn.cursor(db=self._events)
-        if cur.set_range(prefix + pack_seq(max(0, from_seq))):
-            for k, v in _items(cur):
-                if not k.startswith(prefix):
-                    break
-                raw.append((k, v))
-        return raw
+        return _under(txn.cursor(db=self._events), prefix, prefix + pack_seq(max(0, from_seq)))
 
     def _decode_events(self, run_id: str, n: int, raw: list[tuple[bytes, bytes]]) -> list[Event]:
         out = []
