@@ -178,8 +178,14 @@ def _settle_all(futures: list[CommitFuture], values: list[Any], oks: list[bool] 
                     f._state = _FINISHED
                     add(f)
     for f in settled:
-        if f._done_callbacks or f._cond is not None:
+        if f._cond is not None:
             f._announce()
+        else:  # nobody blocks on it (the usual case): its callbacks, without a call to _announce
+            for callback in f._done_callbacks:
+                try:
+                    callback(f)
+                except Exception:
+                    _LOGGER.exception("exception calling callback for %r", f)
 
 
 class _SyncWaiter:
@@ -242,6 +248,7 @@ class GroupCommitter:
         self._relay = threading.Lock()
         self._queue: list[tuple[WriteBatch, Any]] = []
         self._queued_ops = 0
+        self._queued_sync = 0  # blocked callers (_SyncWaiter) in the queue: a round without any takes the fast path
         self._busy = False  # a round is in progress, or the lead has been handed to a waiter
         self._closed = False
         self._writer_idle = False  # the writer thread sleeps on _cond until a submit wakes it
@@ -276,6 +283,7 @@ class GroupCommitter:
             q = self._queue
             q.append((batch, w))
             self._queued_ops += len(batch.ops)
+            self._queued_sync += 1
             lead = not self._busy
             if lead:
                 self._busy = True
@@ -293,23 +301,26 @@ class GroupCommitter:
                 return w.result  # type: ignore[no-any-return]
         while not w.done:
             with self._lock:
-                taken = self._take()
-            self._round(taken, w)
+                taken, sync = self._take()
+            self._round(taken, sync, w)
         if w.exc is not None:
             raise w.exc
         return w.result  # type: ignore[no-any-return]
 
     # --- the rounds -----------------------------------------------------------------------------
-    def _take(self) -> list[tuple[WriteBatch, Any]]:
-        """The longest queue head within max_ops (at least one batch); caller holds the lock.
+    def _take(self) -> tuple[list[tuple[WriteBatch, Any]], bool]:
+        """The longest queue head within max_ops (at least one batch), and whether it holds a blocked
+        caller; caller holds the lock.
 
-        `_queued_ops` (ops queued, counted at submit) lets the usual case - everything fits - take
-        the whole queue without looking at each batch."""
+        `_queued_ops` and `_queued_sync` (counted at submit) let the usual case - everything fits -
+        take the whole queue without looking at each batch."""
         q = self._queue
         if self._queued_ops <= self._max_ops:
             self._queue = []
             self._queued_ops = 0
-            return q
+            sync = self._queued_sync != 0
+            self._queued_sync = 0
+            return q, sync
         n = 0
         i = 0
         while i < len(q):
@@ -321,7 +332,8 @@ class GroupCommitter:
         taken = q[:i]
         del q[:i]
         self._queued_ops = sum(len(b) for b, _ in q)  # recounted: a batch may have grown after its submit
-        return taken
+        self._queued_sync = sum(type(x) is _SyncWaiter for _, x in q)
+        return taken, any(type(x) is _SyncWaiter for _, x in taken)
 
     def _one_by_one(self, batches: list[WriteBatch], exc: BaseException) -> tuple[list[Any], list[bool]]:
         """The merged transaction failed: retry each batch alone so one bad batch fails alone.
@@ -346,7 +358,7 @@ class GroupCommitter:
                 break
         return values, oks
 
-    def _round(self, taken: list[tuple[WriteBatch, Any]], own: _SyncWaiter | None) -> None:
+    def _round(self, taken: list[tuple[WriteBatch, Any]], sync: bool, own: _SyncWaiter | None) -> None:
         """Commit `taken`, pass the lead on, deliver outcomes (caller holds the lead, not the lock)."""
         tls = self._tls
         tls.committing = True
@@ -361,7 +373,7 @@ class GroupCommitter:
             fvalues: list[Any] = values
             foks: list[bool] | None = oks
             relay: list[_SyncWaiter] = []
-            if own is None and all(type(x) is CommitFuture for _, x in taken):
+            if not sync:
                 futures = [x for _, x in taken]
             else:
                 fvalues = []
@@ -449,8 +461,8 @@ class GroupCommitter:
                 if not self._queue:
                     return
                 self._busy = True
-                taken = self._take()
-            self._round(taken, None)
+                taken, sync = self._take()
+            self._round(taken, sync, None)
 
     def close(self) -> None:
         """Refuse new batches, commit every queued one, stop the writer thread."""
