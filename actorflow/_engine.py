@@ -187,7 +187,7 @@ class Engine:
             done = threading.Event()
             rt.post(("__call__", done.set))
             done.wait()
-            if i and not rt.commits_pending and rt.queue.empty():
+            if i and not rt.commits_pending and not rt.queue:
                 break
             rt.journal.commit(rt.journal.batch())
         actors.stop()
@@ -254,16 +254,22 @@ class Engine:
         return rid, rec
 
     def _after_start(
-        self, rt: Runtime, batch: WriteBatch, i: int, rec: RunRecord, existing: RunRecord | None
+        self, rt: Runtime, batch: WriteBatch, i: int, rec: RunRecord, existing: RunRecord | None, helps: bool = False
     ) -> tuple[Runtime, int] | None:
-        """Hand a created run to its host; returns the handle's freshness token (None: it existed)."""
+        """Hand a created run to its host; returns the handle's freshness token (None: it existed).
+
+        `helps`: this (blocking) caller runs the actors itself if no other thread is (Runtime.help)."""
         if existing is not None:
             if existing.workflow != rec.workflow:
                 raise RunConflict(rec.run_id, existing.workflow, rec.workflow)
             return None
         fresh = (rt, rt.notifier.evictions)  # before the run can finish: its outcome is in `recent` after
         args = rt.codec.decode(batch.ops[i][3], "workflow arguments")[4]["args"]
-        rt.post(("start", rec.run_id, rec.as_tuple(), tuple(args)))
+        item = ("start", rec.run_id, rec.as_tuple(), tuple(args))
+        if helps:
+            rt.post_and_help(item)
+        else:
+            rt.post(item)
         return fresh
 
     def start(self, wf: Callable[..., Any] | str, *args: Any, run_id: str | None = None) -> RunHandle:
@@ -273,7 +279,7 @@ class Engine:
         batch = rt.journal.batch()
         rid, rec = self._start_batch(rt, name, args, run_id, batch)
         existing = rt.journal.commit(batch)[0]
-        return RunHandle(self, rid, self._after_start(rt, batch, 0, rec, existing))
+        return RunHandle(self, rid, self._after_start(rt, batch, 0, rec, existing, helps=not rt.steps.inflight))
 
     async def astart(self, wf: Callable[..., Any] | str, *args: Any, run_id: str | None = None) -> RunHandle:
         """Async start; all astarts of one event-loop iteration share one durable commit."""

@@ -386,7 +386,7 @@ class RunHost:
         batch, outputs, touched = self.batch, self.outputs, list(self.touched.values())
         self.batch, self.outputs, self.touched = self.rt.journal.batch(), [], {}
         self.rederivable = 0
-        if not self.commits_in_flight and not self.rt.commits_pending and self.rt.queue.empty():
+        if not self.commits_in_flight and not self.rt.commits_pending and not self.rt.queue:
             # nothing else to do meanwhile: commit on this thread and act at once (saves two
             # thread hand-offs per step for a lone sequential workflow)
             try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import queue
 import threading
 import zlib
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from typing import Any, Callable
 
 from storage import Journal, RunRecord
@@ -118,7 +118,11 @@ class Runtime:
         self.shards = shards
         self.passivate_after = passivate_after
         self.timer_horizon = timer_horizon
-        self.queue: "queue.SimpleQueue[tuple[Any, ...]]" = queue.SimpleQueue()
+        # items for the actors; only the holder of pump_lock takes them out (so they are handled in order)
+        self.queue: "deque[tuple[Any, ...]]" = deque()
+        self.pump_lock = threading.Lock()
+        self.wakeups: "queue.SimpleQueue[None]" = queue.SimpleQueue()  # wakes the pump thread
+        self.helper: Callable[[], None] | None = None  # set while the actor runtime runs (see post_and_help)
         self.notifier = Notifier()
         self.steps = StepPool(self, step_threads)
         self.addresses: dict[str, Any] = {}
@@ -130,8 +134,30 @@ class Runtime:
         self.fatal: str | None = None
 
     def post(self, item: tuple[Any, ...]) -> None:
-        """Hand an item to the pump thread (any thread may call this)."""
-        self.queue.put(item)
+        """Hand an item to the actors (any thread may call this)."""
+        self.queue.append(item)
+        self.wake()
+
+    def wake(self) -> None:
+        """Make sure queued items are taken: wake the pump thread unless a holder of the lock will."""
+        if not self.pump_lock.locked():  # else its holder looks at the queue again after letting go
+            self.wakeups.put(None)
+
+    def post_and_help(self, item: tuple[Any, ...]) -> None:
+        """Hand an item to the actors and, if no other thread is running them, run them here."""
+        self.queue.append(item)
+        self.help()
+
+    def help(self) -> None:
+        """Run the actors on this thread for a round if no other thread is (else its holder takes
+        what is queued). For threads that would otherwise wait for what their item causes - a
+        step worker, a caller of start(): doing the actors' work here saves waking the pump
+        thread and, for a step worker, the next step's hand-off too (see ActorRuntime)."""
+        helper = self.helper
+        if helper is not None:
+            helper()
+        else:
+            self.wake()
 
     def shard_of(self, run_id: str) -> int:
         return zlib.crc32(run_id.encode()) % self.shards if self.shards > 1 else 0
@@ -150,7 +176,7 @@ class Runtime:
         self.commits_pending -= 1
 
     def busy(self) -> bool:
-        return bool(self.commits_pending or self.steps.inflight or not self.queue.empty())
+        return bool(self.commits_pending or self.steps.inflight or self.queue)
 
     def final_outcome(self, run_id: str, rec: RunRecord) -> tuple[str, Any]:
         """The outcome of a finished run as a child-done message carries it."""

@@ -39,6 +39,7 @@ class StepPool:
         self.rt = rt
         # plain threads on a SimpleQueue: no Future/Condition allocation per step
         self._tasks: "queue.SimpleQueue[Any]" = queue.SimpleQueue()
+        self._tls = threading.local()  # on a worker running the actors: `kept`, the next step it runs itself
         self._threads = [
             threading.Thread(target=self._worker, name=f"actorflow-step-{i}", daemon=True) for i in range(threads)
         ]
@@ -61,26 +62,39 @@ class StepPool:
         with self._lock:
             self.inflight += len(steps)
         put = self._tasks.put
+        tls = self._tls
+        keep = getattr(tls, "helping", False) and tls.kept is None
         for run_id, pos, name, attempt, fn, kind in steps:
             if _is_async(fn):
                 info = StepInfo(run_id, name, pos, attempt, f"{run_id}#{pos}:{name}")
                 fut = asyncio.run_coroutine_threadsafe(self._run_async(fn, info), self._loop)
                 fut.add_done_callback(functools.partial(self._future_done, info=info, kind=kind))
+            elif keep:  # a worker running the actors: it runs this one next, no hand-off
+                tls.kept = (fn, run_id, pos, name, attempt, kind)
+                keep = False
             else:
                 put((fn, run_id, pos, name, attempt, kind))  # StepInfo is built off the pump
 
     def _worker(self) -> None:
+        tls = self._tls
+        tls.kept = None
+        tls.helping = False
+        get = self._tasks.get
         while True:
-            task = self._tasks.get()
+            task = tls.kept
             if task is None:
-                return
+                task = get()
+                if task is None:
+                    return
+            else:
+                tls.kept = None
             fn, run_id, pos, name, attempt, kind = task
             info = StepInfo(run_id, name, pos, attempt, f"{run_id}#{pos}:{name}")
             token = _current_step.set(info)
             try:
                 result = fn()
             except BaseException as exc:  # noqa: BLE001 - reported to the run as a failed attempt
-                self._done(exc, None, info, kind)
+                self._done(exc, None, info, kind, helps=True)
                 continue
             finally:
                 _current_step.reset(token)
@@ -89,7 +103,7 @@ class StepPool:
                 fut = asyncio.run_coroutine_threadsafe(self._await(result, info), self._loop)
                 fut.add_done_callback(functools.partial(self._future_done, info=info, kind=kind))
             else:
-                self._done(None, result, info, kind)
+                self._done(None, result, info, kind, helps=True)
 
     def _future_done(self, fut: "Future[Any]", info: StepInfo, kind: str) -> None:
         exc = fut.exception()
@@ -103,8 +117,9 @@ class StepPool:
         _current_step.set(info)
         return await awaitable
 
-    def _done(self, exc: BaseException | None, result: Any, info: StepInfo, kind: str) -> None:
-        post = self.rt.post
+    def _done(self, exc: BaseException | None, result: Any, info: StepInfo, kind: str, helps: bool = False) -> None:
+        """Report a finished attempt; `helps` (a worker thread): run the actors here if nobody is."""
+        rt = self.rt
         if kind == "comp":
             item: tuple[Any, ...] = ("comp", info.run_id, info.seq, exc is None, exc)
         elif exc is not None:
@@ -121,11 +136,21 @@ class StepPool:
             else:
                 value = result if type(result) in _SIMPLE else codec.loads_body(record[1], body)[4]
                 item = ("step", info.run_id, info.seq, info.attempt, True, (record, value))
-        post(item)
+        rt.queue.append(item)
         with self._lock:
-            self.inflight -= 1
-            if not self.inflight:
+            self.inflight -= 1  # before waking or helping: the pump thread may then find the runtime idle
+            quiet = not self.inflight
+            if quiet:
                 self._idle.notify_all()
+        if helps and quiet:  # no other step running: nobody else is about to run the actors either
+            tls = self._tls
+            tls.helping = True
+            try:
+                rt.help()
+            finally:
+                tls.helping = False
+        else:
+            rt.wake()
 
     def wait_idle(self, timeout: float | None) -> bool:
         """Wait until no step is running (the grace period of close())."""

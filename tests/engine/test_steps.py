@@ -400,3 +400,61 @@ def test_sync_callable_returning_a_coroutine_does_not_hold_a_pool_thread() -> No
 
     with engine:
         assert engine.run(wf, timeout=10) == ["opened", "done"]
+
+
+def test_a_lone_sequential_workflow_journals_each_step_on_the_worker_that_ran_it(make_engine: Any) -> None:
+    """With nothing else running, the worker that finished step N runs the actors itself: it
+    journals the result, commits, and takes step N+1 (Runtime.help) - no hand-off to the pump
+    thread and back per step."""
+    from storage import MemoryJournal
+    from storage._journal import OP_APPEND
+
+    committers: list[str] = []
+
+    class Recording(MemoryJournal):
+        def commit(self, batch: Any, timeout: float | None = None) -> list[Any]:
+            if any(op[0] == OP_APPEND for op in batch.ops):  # event appends (not the start's create, not barriers)
+                committers.append(threading.current_thread().name)
+            return super().commit(batch, timeout)
+
+    engine = make_engine(journal=Recording(), clock=MockClock(autojump=True))
+    ran_on: list[str] = []
+
+    @engine.workflow()
+    async def wf(ctx: Any, n: int) -> int:
+        total = 0
+        for i in range(n):
+            total += await ctx.step(f"s{i}", lambda i=i: ran_on.append(threading.current_thread().name) or i)
+        return total
+
+    assert engine.run(wf, 40, timeout=TIMEOUT) == sum(range(40))
+    assert [e.name for e in engine.history(engine.runs()[0].run_id) if e.kind == "step_completed"] == [
+        f"s{i}" for i in range(40)
+    ]
+    on_workers = [name for name in committers if name.startswith("actorflow-step-")]
+    # the pump thread commits only what it happens to take first (a clock-jump or housekeeping round)
+    assert len(on_workers) >= 30, committers
+    assert set(on_workers) <= set(ran_on)
+
+
+def test_steps_that_start_and_await_other_runs_while_many_run(make_engine: Any) -> None:
+    """A step that calls engine.start (so runs the actors on its worker) among concurrent runs: no item lost."""
+    engine = make_engine()
+
+    @engine.workflow()
+    async def child(ctx: Any, x: int) -> int:
+        return await ctx.step("double", lambda: 2 * x)
+
+    started: list[Any] = []
+
+    @engine.workflow()
+    async def parent(ctx: Any, x: int) -> int:
+        assert await ctx.step("spawn", lambda: started.append(engine.start(child, x)) or f"spawned {x}") == f"spawned {x}"
+        a = await ctx.step("a", lambda: x + 1)
+        b = await ctx.step("b", lambda: a + 1)
+        return b
+
+    handles = [engine.start(parent, i) for i in range(60)]
+    assert [h.result(TIMEOUT) for h in handles] == [i + 2 for i in range(60)]
+    wait_until(lambda: len(started) == 60, what="all children started")
+    assert sorted(h.result(TIMEOUT) for h in started) == [2 * i for i in range(60)]
