@@ -42,6 +42,11 @@ _gc_lock = threading.Lock()
 _gc_tuned: list[Any] = [None, 0]  # [(saved, applied) thresholds, number of open engines relying on them]
 
 
+
+def _expire(fut: "asyncio.Future[Any]", run_id: str, timeout: float) -> None:
+    if not fut.done():
+        fut.set_exception(TimeoutError(f"run {run_id!r} did not finish within {timeout}s"))
+
 class Engine:
     """Durable workflows on an actor runtime; `open()` recovers every unfinished registered run."""
 
@@ -457,10 +462,12 @@ class Engine:
                 if outcome is None and timeout is None:
                     outcome = await fut
                 elif outcome is None:
+                    # a timer on the future rather than asyncio.wait_for, which wraps it in a task of its own
+                    expiry = bridge.loop.call_later(timeout, _expire, fut, run_id, timeout)
                     try:
-                        outcome = await asyncio.wait_for(fut, timeout)
-                    except asyncio.TimeoutError:
-                        raise TimeoutError(f"run {run_id!r} did not finish within {timeout}s") from None
+                        outcome = await fut
+                    finally:
+                        expiry.cancel()
             finally:
                 rt.notifier.remove_waiter(run_id, cb)
         return self._outcome(run_id, outcome)
