@@ -43,7 +43,7 @@ _gc_tuned: list[Any] = [None, 0]  # [(saved, applied) thresholds, number of open
 
 
 
-def _expire(fut: "asyncio.Future[Any]", run_id: str, timeout: float) -> None:
+def _expire(fut: "asyncio.Future[tuple[str, Any, Any]]", run_id: str, timeout: float) -> None:
     if not fut.done():
         fut.set_exception(TimeoutError(f"run {run_id!r} did not finish within {timeout}s"))
 
@@ -459,15 +459,14 @@ class Engine:
             try:
                 if outcome is None and not known_live:
                     outcome = self._settled(rt, run_id)
-                if outcome is None and timeout is None:
-                    outcome = await fut
-                elif outcome is None:
+                if outcome is None:
                     # a timer on the future rather than asyncio.wait_for, which wraps it in a task of its own
-                    expiry = bridge.loop.call_later(timeout, _expire, fut, run_id, timeout)
+                    expiry = None if timeout is None else bridge.loop.call_later(timeout, _expire, fut, run_id, timeout)
                     try:
                         outcome = await fut
                     finally:
-                        expiry.cancel()
+                        if expiry is not None:
+                            expiry.cancel()
             finally:
                 rt.notifier.remove_waiter(run_id, cb)
         return self._outcome(run_id, outcome)
