@@ -23,6 +23,10 @@ _HEADER = struct.Struct(">BBI")
 HEADER_SIZE = _HEADER.size
 
 _SIMPLE = (type(None), bool, int, float, str, bytes)
+_PICKLE_SEED = (FORMAT_VERSION << 8) | CODEC_PICKLE
+_PICKLE_HEADER = _HEADER.pack
+_pickle_dumps = pickle.dumps
+_crc32 = zlib.crc32
 
 
 class Codec:
@@ -78,6 +82,14 @@ class Codec:
     # --- records ----------------------------------------------------------------------------
     def encode(self, value: Any, what: str = "payload") -> bytes:
         """A full record: header (version, codec, crc32) followed by the body."""
+        if self.codec_id == CODEC_PICKLE:  # the hot path (one per event written), inlined
+            try:
+                body = _pickle_dumps(value, 5)
+            except Exception:  # noqa: BLE001 - dumps() below tries cloudpickle, or names the type
+                pass
+            else:
+                if len(body) <= self.max_payload:
+                    return _PICKLE_HEADER(FORMAT_VERSION, CODEC_PICKLE, _crc32(body, _PICKLE_SEED)) + body
         body = self.dumps(value, what)
         cid = self.codec_id
         return _HEADER.pack(FORMAT_VERSION, cid, zlib.crc32(body, (FORMAT_VERSION << 8) | cid)) + body
