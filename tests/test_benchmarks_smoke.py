@@ -76,3 +76,18 @@ def _order() -> list[str]:
     from benchmarks._harness import scenarios
 
     return list(scenarios())
+
+
+def test_timeline_tool_accounts_for_a_sequential_workflow(tmp_path):
+    """`python -m benchmarks.timeline`: every workflow's marks are paired and its segments add up."""
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.timeline", "--n", "5", "--dir", str(tmp_path)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=60, env=env)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    out = json.loads(proc.stdout)
+    assert out["n"] == 5
+    assert out["median_us_in_journal_writes"] > 0 and out["median_us_elsewhere"] > 0
+    segs = out["segments"]
+    # 4 fsync'd commits per workflow: the start's (by the caller) and one per step result
+    assert sum(v["per_wf"] for k, v in segs.items() if k.startswith("write> -> write<")) == 4
+    assert any("(step worker)" in k for k in segs)
