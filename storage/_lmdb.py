@@ -343,7 +343,8 @@ class LmdbJournal(LmdbReads, Journal):
                 else:
                     txn.delete(k, db=self._active)
             if active_puts:
-                txn.cursor(db=self._active).putmulti(active_puts)
+                # no overwrite: an entry already there stays untouched (rewriting it would copy its page)
+                txn.cursor(db=self._active).putmulti(active_puts, overwrite=False)
             if self._sig_seq != sig0:
                 put(_META_SIGNAL_SEQ, pack_seq(self._sig_seq), db=self._meta)
             txn.commit()
