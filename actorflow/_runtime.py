@@ -126,6 +126,7 @@ class Runtime:
         self.notifier = Notifier()
         self.steps = StepPool(self, step_threads)
         self.addresses: dict[str, Any] = {}
+        self.local_hosts: dict[int, Any] = {}  # shard -> its host actor in this process (direct delivery)
         self.timer_next_due = 0.0
         self.timer_heap_due: float | None = None
         self.commits_pending = 0

@@ -32,6 +32,7 @@ __all__ = ["ActorRuntime"]
 log = structlog.get_logger("actorflow.actors")
 
 _WAKE = ("__wake__",)
+_RUN_SENDS = ("__run_sends__",)  # told to the listener (which ignores it) to deliver what actors sent
 
 
 def _send_outbox(actor: Any, rt: Runtime, out: list[tuple[Any, Any]]) -> None:
@@ -59,6 +60,7 @@ class HostActor(SupervisedActor):
         self.rt: Runtime = rt
         rt.journal.commit(rt.journal.batch())  # barrier: a predecessor's writes are all durable
         self.logic = RunHost(rt, shard)
+        rt.local_hosts[shard] = self  # the latest (re)start of the shard's host takes direct deliveries
 
     def handle(self, message: Any, sender: Any) -> None:
         if isinstance(message, tuple) and message[0] == "batch":
@@ -142,6 +144,7 @@ class ActorRuntime:
         pa = rt.passivate_after
         self.housekeep_every = 1.0 if not pa else min(1.0, max(0.05, pa / 2))
         self.asys: Any = None
+        self.listener: Any = None
         self._stopping = False
         self._closed = False  # the pump thread has left: nobody may enter the actor system any more
         self._next_housekeep = 0.0
@@ -176,7 +179,7 @@ class ActorRuntime:
             children=children,
             name="engine",
         )
-        listener = self.asys.createActor(ListenerActor)
+        self.listener = listener = self.asys.createActor(ListenerActor)
         self.asys.tell(listener, ("init", rt))
         self.supervisor = self.asys.createActor(SupervisorActor)
         reply = self.asys.ask(self.supervisor, Supervise(spec, listener), 30)
@@ -296,5 +299,15 @@ class ActorRuntime:
                 per_host.setdefault(rt.shard_of(item[1]), []).append(item)
         if signals:
             asys.tell(rt.addresses["signals"], ("signals", signals))
+        local = rt.local_hosts
         for shard, batch in per_host.items():
-            asys.tell(rt.addresses[f"host-{shard}"], ("batch", batch))
+            # Direct delivery to a live host actor of this process: the holder of the pump lock alone
+            # drives the system, and at this point nothing is pending in it (every tell runs until
+            # its sends are delivered), so arrival order holds. It saves the simple system's
+            # dispatch (~20 us per message). What the host sent meanwhile runs with one tell.
+            host = local.get(shard)
+            if host is not None and host.accepting:
+                if host.deliver(("batch", batch)):
+                    asys.tell(self.listener, _RUN_SENDS)
+            else:
+                asys.tell(rt.addresses[f"host-{shard}"], ("batch", batch))

@@ -53,6 +53,7 @@ class SupervisedActor(Actor):  # type: ignore[misc]
         self._started = False
         # Multiproc bases do not order messages across senders: work may overtake the supervisor's init.
         self._early: list[tuple[Any, ActorAddress]] = []
+        self.sends = 0  # messages this actor has sent (a direct caller of deliver() flushes them)
 
     # -- to override ---------------------------------------------------------------------------
 
@@ -85,6 +86,26 @@ class SupervisedActor(Actor):  # type: ignore[misc]
             self.send(self.supervisor, ChildExited(self.name, reason))
         else:
             self.send(self.myAddress, ActorExitRequest())
+
+    def send(self, targetAddr: Any, msg: Any) -> None:  # noqa: N803 - Thespian's signature
+        self.sends += 1
+        super().send(targetAddr, msg)
+
+    def deliver(self, message: Any) -> bool:
+        """Handle `message` by a direct call, bypassing the actor system's dispatch (embedded use).
+
+        Only for a caller that alone drives a simpleSystemBase and has no message for this actor
+        pending in it (so arrival order holds). Failures are reported as for any message. Returns
+        whether the actor sent anything meanwhile: the caller must then let the system run (any
+        tell) so those messages, a failure report included, are delivered."""
+        before = self.sends
+        self.receiveMessage(message, None)
+        return self.sends != before
+
+    @property
+    def accepting(self) -> bool:
+        """Started and not failed: messages are handled (else queued or dropped, see receiveMessage)."""
+        return self._started and not self._dead
 
     @property
     def failed(self) -> bool:
