@@ -34,8 +34,7 @@ class Clock:
 class SystemClock(Clock):
     """The real wall clock."""
 
-    def now(self) -> float:
-        return time.time()
+    now = staticmethod(time.time)  # read ~17 times per workflow: no Python frame in between
 
 
 class MockClock(Clock):

@@ -51,6 +51,7 @@ class StepPool:
         self._lock = threading.Lock()
         self.inflight = 0
         self._idle = threading.Condition(self._lock)
+        self._idle_waiters = 0  # threads in wait_idle (close): only they need the notify
 
     def submit(self, run_id: str, pos: int, name: str, attempt: int, fn: Callable[[], Any], kind: str) -> None:
         self.submit_many([(run_id, pos, name, attempt, fn, kind)])
@@ -98,7 +99,7 @@ class StepPool:
                 continue
             finally:
                 _current_step.reset(token)
-            if inspect.isawaitable(result):
+            if type(result) not in _SIMPLE and inspect.isawaitable(result):
                 # a sync callable that returned a coroutine: finish it on the loop, free this thread
                 fut = asyncio.run_coroutine_threadsafe(self._await(result, info), self._loop)
                 fut.add_done_callback(functools.partial(self._future_done, info=info, kind=kind))
@@ -140,7 +141,7 @@ class StepPool:
         with self._lock:
             self.inflight -= 1  # before waking or helping: the pump thread may then find the runtime idle
             quiet = not self.inflight
-            if quiet:
+            if quiet and self._idle_waiters:
                 self._idle.notify_all()
         if helps and quiet:  # no other step running: nobody else is about to run the actors either
             tls = self._tls
@@ -155,7 +156,11 @@ class StepPool:
     def wait_idle(self, timeout: float | None) -> bool:
         """Wait until no step is running (the grace period of close())."""
         with self._lock:
-            return self._idle.wait_for(lambda: self.inflight == 0, timeout)
+            self._idle_waiters += 1
+            try:
+                return self._idle.wait_for(lambda: self.inflight == 0, timeout)
+            finally:
+                self._idle_waiters -= 1
 
     def close(self, wait: bool = False) -> None:
         while True:  # drop queued steps: they run again after the next open

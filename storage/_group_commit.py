@@ -198,9 +198,9 @@ class _SyncWaiter:
 
     __slots__ = ("lock", "result", "exc", "done", "next", "lead", "abandoned")
 
+    lock: threading.Lock  # held until woken; made only for a caller that has to wait (not the leader)
+
     def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.lock.acquire()
         self.result: Any = None
         self.exc: BaseException | None = None
         self.done = False
@@ -287,6 +287,9 @@ class GroupCommitter:
             lead = not self._busy
             if lead:
                 self._busy = True
+            else:  # before anyone can take it from the queue and wake it
+                w.lock = threading.Lock()
+                w.lock.acquire()
         if not lead:
             try:
                 w.lock.acquire()
