@@ -42,10 +42,11 @@ _gc_lock = threading.Lock()
 _gc_tuned: list[Any] = [None, 0]  # [(saved, applied) thresholds, number of open engines relying on them]
 
 
-
 def _expire(fut: "asyncio.Future[tuple[str, Any, Any]]", run_id: str, timeout: float) -> None:
+    """aresult's deadline passed: fail its wait (the run itself goes on)."""
     if not fut.done():
         fut.set_exception(TimeoutError(f"run {run_id!r} did not finish within {timeout}s"))
+
 
 class Engine:
     """Durable workflows on an actor runtime; `open()` recovers every unfinished registered run."""
