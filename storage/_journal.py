@@ -6,7 +6,7 @@ import abc
 import json
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Any, Iterator, NamedTuple
+from typing import Any, Iterable, Iterator, NamedTuple
 
 from actorflow.errors import PayloadError
 
@@ -261,8 +261,14 @@ class Journal(abc.ABC):
         return {run_id: self.load_run(run_id) for run_id in run_ids}
 
     def runs(self, state: str | None = None, workflow: str | None = None) -> list[RunRecord]:
+        """Run records by state and workflow, in run id order; an unfinished state reads only the
+        active index's runs (not every run the journal ever held)."""
+        if state is not None and state not in FINISHED_STATES:
+            records: Iterable[RunRecord | None] = map(self.get_run, self.active_run_ids())
+        else:
+            records = self.iter_runs()
         return [
             r
-            for r in self.iter_runs()
-            if (state is None or r.state == state) and (workflow is None or r.workflow == workflow)
+            for r in records
+            if r is not None and (state is None or r.state == state) and (workflow is None or r.workflow == workflow)
         ]

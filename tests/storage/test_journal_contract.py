@@ -184,6 +184,24 @@ def test_many_runs_scan(journal: Journal) -> None:
     assert journal.active_run_ids() == [f"run-{i:05d}" for i in range(2500) if i % 3]
 
 
+def test_runs_in_an_unfinished_state_read_only_the_active_index(journal: Journal, monkeypatch: Any) -> None:
+    b = journal.batch()
+    for i in range(300):
+        state = ("completed", "failed", "sleeping", "running", "cancelled", "waiting")[i % 6]
+        b.put_run(RunRecord(f"run-{i:03d}", "wf-a" if i % 4 else "wf-b", state=state))
+    journal.commit(b)
+    everything = list(journal.iter_runs())
+    expected = {
+        (st, wf): [r.run_id for r in everything if r.state == st and (wf is None or r.workflow == wf)]
+        for st in ("sleeping", "running", "waiting", "pending")
+        for wf in (None, "wf-a", "wf-b")
+    }
+    monkeypatch.setattr(journal, "iter_runs", lambda: pytest.fail("an unfinished state scanned every run"))
+    for (st, wf), ids in expected.items():
+        assert [r.run_id for r in journal.runs(state=st, workflow=wf)] == ids
+    assert len(expected[("sleeping", None)]) == 50
+
+
 # --- timers -------------------------------------------------------------------------------------
 def _timer(j: Journal, due: float, run_id: str, pos: int, data: Any = None, delete: bool = False) -> None:
     b = j.batch()
