@@ -64,7 +64,13 @@ def _child(workdir: str, n: int) -> None:
     engine.start_many(wf, [(i,) for i in range(n)], run_ids=[f"rec-{i}" for i in range(n)])
     while _counts["s1"] < n:
         time.sleep(0.01)
-    time.sleep(0.3)  # let the step-1 results reach the journal
+    # ready once every step-1 result is durable (a result still on its way to the journal when the
+    # kill comes is a step in flight: it runs again after the crash, and s1_rerun_after_crash says so)
+    pending = [f"rec-{i}" for i in range(n)]
+    while pending:
+        pending = [rid for rid in pending if not any(e.kind == "step_completed" for e in engine.history(rid))]
+        if pending:
+            time.sleep(0.01)
     print("READY", flush=True)
     time.sleep(3600)
 
