@@ -289,7 +289,13 @@ def _recovery_child(workdir: str, n: int) -> None:
         await start_all()
         while _s1_done < n:
             await asyncio.sleep(0.01)
-        await asyncio.sleep(0.3)  # let the last step-1 outputs reach the database
+        # ready once every step-1 output is in the database (as the actorflow side waits for its journal)
+        pending = [f"rec-{i}" for i in range(n)]
+        while pending:
+            steps = await asyncio.gather(*(DBOS.list_workflow_steps_async(w, load_output=False) for w in pending))
+            pending = [w for w, st in zip(pending, steps) if not any("_rec_s1" in s["function_name"] for s in st)]
+            if pending:
+                await asyncio.sleep(0.01)
         print("READY", flush=True)
         await asyncio.sleep(3600)  # keeps this loop (and any workflow on it) running until SIGKILL
 
