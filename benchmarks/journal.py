@@ -211,7 +211,9 @@ def journal_actors(base: str, n_actors: int, events_per_actor: int, depth: int =
     def actor(i: int) -> Callable[[Any], None]:
         run_id = f"run-{i}"
         sent = acked = 0
-        lock = threading.Lock()  # done callbacks of one writer may run on different threads
+        # done callbacks of one writer may run on different threads; reentrant, because a future
+        # that is done before add_done_callback (its commit won the race) calls back at once, inside submit()
+        lock = threading.RLock()
 
         def submit() -> None:
             nonlocal sent
