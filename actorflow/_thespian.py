@@ -186,8 +186,10 @@ class ActorRuntime:
         if not isinstance(reply, Supervising):
             raise RuntimeError(f"actor supervisor did not start: {reply!r}")
         rt.addresses.update(reply.addresses)
-        for i in range(rt.shards):
-            self.asys.tell(rt.addresses[f"host-{i}"], ("batch", [("recover",)]))
+        # recovery replays every unfinished run: queued as the first item, so open() returns before it
+        # and whoever runs the actors next (the pump, or a caller helping) replays them in order
+        hosts = [rt.addresses[f"host-{i}"] for i in range(rt.shards)]
+        rt.queue.appendleft(("__call__", lambda: [self.asys.tell(h, ("batch", [("recover",)])) for h in hosts]))
 
     def _run(self) -> None:
         try:

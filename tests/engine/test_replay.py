@@ -8,6 +8,7 @@ cancel of a blocked run, children across restarts.
 from __future__ import annotations
 
 import collections
+import threading
 from pathlib import Path
 from typing import Any, Callable
 
@@ -173,6 +174,33 @@ def test_recovery_of_run_in_flight_at_close(tmp_path: Path, make_engine: Any) ->
     assert CALLS["a"] == 1
     assert gate.calls == 2
     assert len(keys) == 2 and keys[0] == keys[1]  # the idempotency key is stable across the re-run
+
+
+def test_open_returns_before_recovery_replays_the_runs(tmp_path: Path, make_engine: Any) -> None:
+    """Recovery is the actors' first item, not part of open(): a restart with many unfinished runs
+    is usable at once (here, replay sits in workflow code until the test has seen open() return)."""
+    gate = Gate()
+    opened = threading.Event()
+    armed: list[bool] = []
+    seen_open_first: list[bool] = []
+
+    async def wf(ctx: Any) -> Any:
+        a = await ctx.step("a", count("a"))
+        if armed:  # replaying in the second engine
+            seen_open_first.append(opened.wait(TIMEOUT))
+        return a, await ctx.step("b", lambda: gate("b-result"))
+
+    e1 = open_engine(make_engine, tmp_path, {"wf": wf})
+    e1.start("wf", run_id="r")
+    assert gate.entered.wait(TIMEOUT)
+    e1.close(grace=0.01)  # step b abandoned while running: the run is recovered at the next open
+    gate.release.set()
+    armed.append(True)
+    e2 = open_engine(make_engine, tmp_path, {"wf": wf})
+    opened.set()
+    assert e2.result("r", TIMEOUT) == ("a-result", "b-result")
+    assert seen_open_first == [True]  # the replay was under way when open() had already returned
+    assert CALLS["a"] == 1
 
 
 def test_now_random_uuid_identical_on_replay(tmp_path: Path, make_engine: Any) -> None:
