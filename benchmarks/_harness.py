@@ -64,6 +64,7 @@ class Metric:
 class Settings:
     quick: bool = False
     tiny: bool = False  # the smoke test's configuration: smallest sizes that still exercise everything
+    profile: bool = False  # --profile: a scenario whose Python holds the GIL briefly may run longer
 
 
 @dataclass
@@ -161,7 +162,7 @@ def run_worker(
     out = os.path.join(workdir, "result.json")
     prefix: list[str] = []
     if profile:
-        prefix = [_py_spy() or "py-spy", "record", "--gil", "--nonblocking", "--subprocesses", "-r", "400", "-f", "raw", "-o", profile, "--"]
+        prefix = [_py_spy() or "py-spy", "record", "--gil", "--nonblocking", "--subprocesses", "-r", "1000", "-f", "raw", "-o", profile, "--"]
     cmd = prefix + [
         sys.executable,
         "-m",
@@ -405,7 +406,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         ap.error(f"unknown scenario(s) {unknown}; known: {list(regs_all)}")
     selected = [regs_all[s] for s in (args.scenario or regs_all)]
-    settings = Settings(quick=args.quick or args.tiny, tiny=args.tiny)
+    settings = Settings(quick=args.quick or args.tiny, tiny=args.tiny, profile=args.profile)
     peers = []
     for p in dict.fromkeys(args.peer):
         if peer_available(p):

@@ -16,6 +16,8 @@ def params(s: Settings) -> dict[str, Any]:
         return {"steps": 100, "workflows": 1}
     if s.quick:
         return {"steps": 100, "workflows": 3}
+    if s.profile:  # most of a step is the fsync, without the GIL: more steps for enough samples
+        return {"steps": 100, "workflows": 60}
     return {"steps": 100, "workflows": 10}
 
 
