@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import threading
+import time
 from concurrent.futures import Future, InvalidStateError
 from concurrent.futures import _base as _fb
 from typing import Any, Callable
@@ -19,6 +21,7 @@ _CANCELLED = _fb.CANCELLED
 _CANCELLED_AND_NOTIFIED = _fb.CANCELLED_AND_NOTIFIED
 _FINISHED = _fb.FINISHED
 _LOGGER = _fb.LOGGER
+_OVERLAP_MIN = 8  # futures: a round with fewer settles them inline, whatever they cost
 # every CommitFuture's state changes under this one lock (held for a few bytecodes, never while waiting
 # or running callbacks), so a round settles all its futures with one acquisition
 _STATE_LOCK = threading.Lock()
@@ -240,6 +243,8 @@ class GroupCommitter:
         apply: Callable[[list[WriteBatch]], list[list[Any]]],
         name: str,
         max_ops: int = 20000,
+        overlap: bool = True,
+        linger: float = 0.005,
     ) -> None:
         self._apply = apply
         self._max_ops = max_ops
@@ -253,8 +258,25 @@ class GroupCommitter:
         self._closed = False
         self._writer_idle = False  # the writer thread sleeps on _cond until a submit wakes it
         self._tls = threading.local()
+        # the completer settles big rounds' futures (runs their callbacks) while the next round syncs
+        self._c_cond = threading.Condition(threading.Lock())
+        self._c_queue: list[tuple[list[CommitFuture], list[Any], list[bool] | None]] = []
+        self._c_gate = True  # False while a round's transaction is being built (Python that must not wait for the GIL)
+        self._c_handed = 0  # rounds handed to the completer ...
+        self._c_done = 0  # ... and settled by it
+        self._c_started = 0  # ... and begun by it
+        self._c_half = False  # the round it is on has had the first half of its callbacks run
+        self._c_pending = 0  # futures handed to it and not settled yet
+        self._c_closed = False
+        self._sync_began = 0.0  # when the round being committed started its sync (0: none yet)
+        self._sync_time = 0.0  # how long the last round's sync took, without the GIL
+        self._cb_cost = 0.0  # moving average: seconds of callbacks per settled future
+        self._linger = linger
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
+        self._name = name
+        self._overlap = overlap and os.environ.get("ACTORFLOW_COMMIT_OVERLAP", "1") != "0"
+        self._c_thread: threading.Thread | None = None  # started at the first round it is worth it for
 
     # --- entry points ---------------------------------------------------------------------------
     def submit(self, batch: WriteBatch) -> "Future[list[Any]]":
@@ -302,23 +324,26 @@ class GroupCommitter:
                 if w.exc is not None:
                     raise w.exc
                 return w.result  # type: ignore[no-any-return]
-        while not w.done:
-            with self._lock:
-                taken, sync = self._take()
-            self._round(taken, sync, w)
+        try:
+            while not w.done:
+                with self._lock:
+                    taken, sync = self._take()
+                self._round(taken, sync, w)
+        finally:
+            self._open_gate()
         if w.exc is not None:
             raise w.exc
         return w.result  # type: ignore[no-any-return]
 
     # --- the rounds -----------------------------------------------------------------------------
-    def _take(self) -> tuple[list[tuple[WriteBatch, Any]], bool]:
+    def _take(self, max_batches: int = 0) -> tuple[list[tuple[WriteBatch, Any]], bool]:
         """The longest queue head within max_ops (at least one batch), and whether it holds a blocked
         caller; caller holds the lock.
 
         `_queued_ops` and `_queued_sync` (counted at submit) let the usual case - everything fits -
         take the whole queue without looking at each batch."""
         q = self._queue
-        if self._queued_ops <= self._max_ops:
+        if self._queued_ops <= self._max_ops and (not max_batches or len(q) <= max_batches):
             self._queue = []
             self._queued_ops = 0
             sync = self._queued_sync != 0
@@ -328,7 +353,7 @@ class GroupCommitter:
         i = 0
         while i < len(q):
             size = len(q[i][0])
-            if i and n + size > self._max_ops:
+            if i and (n + size > self._max_ops or i == max_batches):
                 break
             n += size
             i += 1
@@ -368,10 +393,17 @@ class GroupCommitter:
         try:
             oks: list[bool] | None = None
             values: list[Any]
+            self._c_gate = False
             try:
                 values = self._apply([b for b, _ in taken])
             except BaseException as exc:  # noqa: BLE001 - every waiter must hear about it
                 values, oks = self._one_by_one([b for b, _ in taken], exc)
+            finally:
+                self._c_gate = False  # shut again: this thread will hand over and build the next round
+                began = self._sync_began
+                if began:
+                    self._sync_time = time.perf_counter() - began
+                    self._sync_began = 0.0
             futures: list[CommitFuture] = []
             fvalues: list[Any] = values
             foks: list[bool] | None = oks
@@ -412,7 +444,18 @@ class GroupCommitter:
                     a.next = b
                 self._wake(relay[0])
             if futures:
-                _settle_all(futures, fvalues, foks)
+                n = len(futures)
+                if not (
+                    self._overlap
+                    and (
+                        self._c_done != self._c_handed
+                        or (n >= _OVERLAP_MIN and (n + len(self._queue)) * self._cb_cost > self._sync_time > 0.0)
+                    )
+                    and self._hand_over(futures, fvalues, foks)
+                ):
+                    t0 = time.perf_counter()
+                    _settle_all(futures, fvalues, foks)
+                    self._cb_cost += ((time.perf_counter() - t0) / n - self._cb_cost) * 0.25
         finally:
             tls.committing = False
 
@@ -459,13 +502,112 @@ class GroupCommitter:
             with self._lock:
                 while self._busy or (not self._queue and not self._closed):
                     self._writer_idle = True
+                    self._open_gate()
                     self._cond.wait()
                 self._writer_idle = False
                 if not self._queue:
                     return
                 self._busy = True
-                taken, sync = self._take()
+                lingering = self._lingering()
+                if not lingering:
+                    taken, sync = self._take(self._cohort())
+            if lingering:
+                # the completer is running callbacks, which resubmit: wait for (half of) them, so this
+                # round takes a cohort of batches instead of a sliver, and each sync carries as many
+                self._open_gate()
+                deadline = None
+                with self._c_cond:
+                    while self._lingering():
+                        if deadline is None:
+                            deadline = time.monotonic() + self._linger
+                        left = deadline - time.monotonic()
+                        if left <= 0:
+                            break
+                        self._c_cond.wait(left)
+                self._c_gate = False
+                with self._lock:
+                    taken, sync = self._take(self._cohort())
             self._round(taken, sync, None)
+
+    def _cohort(self) -> int:
+        """How many queued batches the next round takes: with futures at the completer, half of all the
+        writers' (theirs and the queue's), so the two cohorts even out - a sync costs about the same for
+        50 events as for 500, and uneven cohorts waste syncs; 0 (no limit) otherwise."""
+        pending = self._c_pending
+        return (len(self._queue) + pending + 1) // 2 if pending else 0
+
+    def _hand_over(self, futures: list[CommitFuture], values: list[Any], oks: list[bool] | None) -> bool:
+        """Queue a round's futures for the completer (False once it is closed: settle them here).
+
+        Worth it when the writers' callbacks (this round's, and those that queued the next) take longer
+        than a sync: these then run during the next round's sync, and the writers settle into two
+        cohorts, one's callbacks running while the other's batches sync."""
+        with self._c_cond:  # in order behind whatever the completer has not settled yet
+            if self._c_closed:
+                return False
+            if self._c_thread is None:
+                self._c_thread = threading.Thread(target=self._complete, name=self._name + "-completer", daemon=True)
+                self._c_thread.start()
+            self._c_queue.append((futures, values, oks))
+            self._c_handed += 1
+            self._c_pending += len(futures)
+            if self._c_gate:
+                self._c_cond.notify_all()
+        return True
+
+    def _lingering(self) -> bool:
+        """Whether the completer is partway through a round whose callbacks the next round should carry."""
+        done = self._c_done
+        if done < self._c_handed - 1:
+            return True  # a round before the last one handed over is not settled yet
+        return done < self._c_started and not self._c_half  # on the last one, before its midpoint
+
+    def _open_gate(self) -> None:
+        if not self._c_gate:
+            self._c_gate = True
+            if self._c_done != self._c_handed:
+                with self._c_cond:
+                    self._c_cond.notify_all()
+
+    def syncing(self) -> None:
+        """The round's transaction is built and about to be synced (without the GIL): let the completer run."""
+        if self._overlap:
+            self._sync_began = time.perf_counter()
+            self._open_gate()
+
+    def _complete(self) -> None:
+        """Completer thread: settle handed-over rounds in order, starting one only while no round is being built."""
+        self._tls.committing = True
+        cond = self._c_cond
+        while True:
+            with cond:
+                while not self._c_queue or not self._c_gate:
+                    if self._c_closed and not self._c_queue:
+                        return
+                    cond.wait()
+                futures, values, oks = self._c_queue.pop(0)
+                self._c_started += 1
+                self._c_half = False
+            t0 = time.perf_counter()
+            half = len(futures) // 2
+            if half:
+                _settle_all(futures[:half], values[:half], None if oks is None else oks[:half])
+                with cond:
+                    self._c_half = True
+                    self._c_pending -= half
+                    cond.notify_all()
+                    if not self._busy and self._queue and not self._closed:
+                        # the writer was woken for what these callbacks submitted but cannot get the
+                        # GIL from this thread: step aside until it has built its round and syncs it
+                        self._c_gate = False
+                        while not self._c_gate:
+                            cond.wait()
+            _settle_all(futures[half:], values[half:], None if oks is None else oks[half:])
+            self._cb_cost += ((time.perf_counter() - t0) / len(futures) - self._cb_cost) * 0.25
+            with cond:
+                self._c_done += 1
+                self._c_pending -= len(futures) - half
+                cond.notify_all()
 
     def close(self) -> None:
         """Refuse new batches, commit every queued one, stop the writer thread."""
@@ -475,3 +617,10 @@ class GroupCommitter:
             self._cond.notify_all()
         if threading.current_thread() is not self._thread:
             self._thread.join()
+        with self._c_cond:
+            self._c_closed = True
+            self._c_gate = True
+            self._c_cond.notify_all()
+            completer = self._c_thread
+        if completer is not None and threading.current_thread() is not completer:
+            completer.join()

@@ -347,6 +347,7 @@ class LmdbJournal(LmdbReads, Journal):
                 txn.cursor(db=self._active).putmulti(active_puts, overwrite=False)
             if self._sig_seq != sig0:
                 put(_META_SIGNAL_SEQ, pack_seq(self._sig_seq), db=self._meta)
+            self._committer.syncing()
             txn.commit()
             self._next_txn_id = txn_id + 1
             return out
