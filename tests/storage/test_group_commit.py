@@ -18,7 +18,8 @@ import pytest
 
 from actorflow.errors import StorageError
 from storage import Codec, GroupCommitter, WriteBatch
-from storage._group_commit import CommitFuture, _SyncWaiter
+from storage._commit_future import CommitFuture
+from storage._group_commit import _SyncWaiter
 
 
 def wait_until(pred: Callable[[], bool], timeout: float = 10.0) -> None:
