@@ -16,6 +16,10 @@ from ._journal import WriteBatch
 __all__ = ["CommitFuture", "GroupCommitter"]
 
 _OVERLAP_MIN = 8  # futures: a round with fewer settles them inline, whatever they cost
+# callbacks worth handing over: more than half a sync's time (benchmarks/journal.py, 64 actor writers:
+# with 4 appends outstanding each - callbacks about half a sync - two cohorts give 100k events/s against
+# 75k inline; with 2 - a quarter - they lose a few percent)
+_OVERLAP_CALLBACKS_PER_SYNC = 0.5
 
 
 class _SyncWaiter:
@@ -59,15 +63,15 @@ class GroupCommitter:
 
     Overlap. Only the sync runs without the GIL, and writers that resubmit from done callbacks
     (run hosts, actor-style writers) cannot queue their next batches before their callbacks run. If
-    those callbacks take longer than a sync, the round's futures go to a completer thread instead,
-    which runs them while the next round syncs:
+    those callbacks take more than about half a sync, the round's futures go to a completer thread
+    instead, which runs them while the next round syncs:
     - the completer starts a round's callbacks only while no round is being built (`syncing()`
       opens that gate, so two threads do not fight over the GIL while the writer builds a
       transaction);
     - the writer waits (`linger`, bounded) for the callbacks it will carry, and takes half of all
       outstanding batches, so the writers settle into two even cohorts: one's callbacks run while
       the other's batches sync. A sync costs about as much for 50 events as for 500, so uneven
-      cohorts waste syncs, and callbacks cheaper than a sync gain nothing: those stay inline;
+      cohorts waste syncs, and much cheaper callbacks gain nothing: those stay inline;
     - a completer holding the GIL keeps it for the whole switch interval (5 ms, longer than a
       round's callbacks), so when it sees the writer woken for what it submitted, it steps aside at
       the round's midpoint until that round is built: this is what splits one cohort into two.
@@ -287,13 +291,16 @@ class GroupCommitter:
                     self._overlap
                     and (
                         self._c_done != self._c_handed
-                        or (n >= _OVERLAP_MIN and (n + len(self._queue)) * self._cb_cost > self._sync_time > 0.0)
+                        or (
+                            n >= _OVERLAP_MIN
+                            and (n + len(self._queue)) * self._cb_cost > _OVERLAP_CALLBACKS_PER_SYNC * self._sync_time > 0
+                        )
                     )
                     and self._hand_over(futures, fvalues, foks)
                 ):
                     t0 = time.perf_counter()
                     settle_all(futures, fvalues, foks)
-                    self._cb_cost += ((time.perf_counter() - t0) / n - self._cb_cost) * 0.25
+                    self._note_cb_cost(time.perf_counter() - t0, n)
         finally:
             tls.committing = False
 
@@ -374,12 +381,16 @@ class GroupCommitter:
         pending = self._c_pending
         return (len(self._queue) + pending + 1) // 2 if pending else 0
 
+    def _note_cb_cost(self, seconds: float, n: int) -> None:
+        cost = self._cb_cost
+        self._cb_cost = seconds / n if not cost else cost + (seconds / n - cost) * 0.25
+
     def _hand_over(self, futures: list[CommitFuture], values: list[Any], oks: list[bool] | None) -> bool:
         """Queue a round's futures for the completer (False once it is closed: settle them here).
 
-        Worth it when the writers' callbacks (this round's, and those that queued the next) take longer
-        than a sync: these then run during the next round's sync, and the writers settle into two
-        cohorts, one's callbacks running while the other's batches sync."""
+        Worth it when the writers' callbacks (this round's, and those that queued the next) take more
+        than about half a sync: these then run during the next round's sync, and the writers settle
+        into two cohorts, one's callbacks running while the other's batches sync."""
         with self._c_cond:  # in order behind whatever the completer has not settled yet
             if self._c_closed:
                 return False
@@ -441,7 +452,7 @@ class GroupCommitter:
                         while not self._c_gate:
                             cond.wait()
             settle_all(futures[half:], values[half:], None if oks is None else oks[half:])
-            self._cb_cost += ((time.perf_counter() - t0) / len(futures) - self._cb_cost) * 0.25
+            self._note_cb_cost(time.perf_counter() - t0, len(futures))
             with cond:
                 self._c_done += 1
                 self._c_pending -= len(futures) - half

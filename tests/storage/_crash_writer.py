@@ -1,10 +1,16 @@
 """Child process of test_crash: commits batches forever and acknowledges each one on stdout.
 
-    python _crash_writer.py REPO_ROOT JOURNAL_DIR SEED
+    python _crash_writer.py REPO_ROOT JOURNAL_DIR SEED [threads|callbacks]
 
-Four threads each own two runs. A batch appends 1-6 events to its thread's runs and records, in
-the same batch, the last seq of each touched run under kv ("last", run). Only after `commit`
-returns (the batch is fsync'd) does the thread print one line "run seq" per appended event.
+threads (default): four threads each own two runs. A batch appends 1-6 events to its thread's runs
+and records, in the same batch, the last seq of each touched run under kv ("last", run). Only after
+`commit` returns (the batch is fsync'd) does the thread print one line "run seq" per appended event.
+
+callbacks: each run is an actor-style writer keeping DEPTH one-event batches (event + its kv "last")
+outstanding through `submit()`, and acknowledging and resubmitting from the done callback. The
+callbacks spin long enough to outlast a sync, so the journal hands them to its completer thread
+(the first acknowledgement printed from there is preceded by a line "overlap").
+
 The parent kills this process with SIGKILL at a random point and checks the journal.
 """
 
@@ -14,10 +20,13 @@ import os
 import random
 import sys
 import threading
+import time
 from typing import Any
 
 N_RUNS = 8
 N_THREADS = 4
+DEPTH = 4
+CALLBACK_SPIN_S = 400e-6  # x 32 outstanding: ~13 ms of callbacks per round, well over a sync
 
 
 def payload(run_id: str, seq: int) -> dict[str, Any]:
@@ -34,6 +43,9 @@ def main() -> None:
     runs = [f"run-{i}" for i in range(N_RUNS)]
     next_seq = {r: j.last_seq(r) + 1 for r in runs}
     os.write(1, b"ready\n")
+    if len(sys.argv) > 4 and sys.argv[4] == "callbacks":
+        callback_writers(j, runs, next_seq)
+        threading.Event().wait()  # until killed
 
     def writer(k: int) -> None:
         rnd = random.Random(seed * 1000 + k)
@@ -59,6 +71,43 @@ def main() -> None:
         t.start()
     for t in threads:
         t.join()
+
+
+def callback_writers(j: Any, runs: list[str], next_seq: dict[str, int]) -> None:
+    from storage import Event
+
+    overlap_seen = threading.Event()
+
+    def actor(r: str) -> None:
+        lock = threading.RLock()  # a future done before add_done_callback calls back inside submit()
+
+        def submit() -> None:
+            s = next_seq[r]
+            next_seq[r] += 1
+            b = j.batch()
+            b.append(r, Event(s, "step", f"s{s}", payload(r, s), float(s), s))
+            b.kv_put("last", r, s)
+            j.submit(b).add_done_callback(lambda f: done(f, s))
+
+        def done(f: Any, s: int) -> None:
+            f.result()  # raises (and is logged) if the commit failed: then nothing is acknowledged
+            t0 = time.perf_counter()
+            while time.perf_counter() - t0 < CALLBACK_SPIN_S:
+                pass
+            with lock:
+                line = f"{r} {s}\n"
+                if threading.current_thread().name.endswith("-completer") and not overlap_seen.is_set():
+                    overlap_seen.set()
+                    line = "overlap\n" + line
+                os.write(1, line.encode())
+                submit()
+
+        with lock:
+            for _ in range(DEPTH):
+                submit()
+
+    for r in runs:
+        actor(r)
 
 
 if __name__ == "__main__":

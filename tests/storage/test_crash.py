@@ -47,9 +47,13 @@ def _check_journal(path: Path, acked: dict[str, set[int]]) -> dict[str, int]:
         j.close()
 
 
-def test_sigkill_loses_no_acknowledged_event(tmp_path: Path) -> None:
+@pytest.mark.parametrize("mode", ["threads", "callbacks"])
+def test_sigkill_loses_no_acknowledged_event(tmp_path: Path, mode: str) -> None:
+    """threads: blocking commit() callers; callbacks: submit() writers acknowledging from done callbacks
+    that the journal runs on its completer thread, overlapped with the next round's sync."""
     path = tmp_path / "journal"
     rnd = random.Random(20240601)
+    overlaps = 0
     acked: dict[str, set[int]] = {}
     total_acks = 0
     stderr_path = tmp_path / "child.stderr"
@@ -57,7 +61,7 @@ def test_sigkill_loses_no_acknowledged_event(tmp_path: Path) -> None:
         target = rnd.choice([0, 1, 5]) if round_no % 5 == 0 else rnd.randint(1, 250)
         with open(stderr_path, "wb") as err:
             proc = subprocess.Popen(
-                [sys.executable, str(HELPER), str(ROOT), str(path), str(round_no)],
+                [sys.executable, str(HELPER), str(ROOT), str(path), str(round_no), mode],
                 stdout=subprocess.PIPE,
                 stderr=err,
             )
@@ -70,6 +74,9 @@ def test_sigkill_loses_no_acknowledged_event(tmp_path: Path) -> None:
                 line = proc.stdout.readline()
                 if not line:
                     break
+                if line == b"overlap\n":
+                    overlaps += 1
+                    continue
                 run_id, seq = line.split()
                 acked.setdefault(run_id.decode(), set()).add(int(seq))
                 got += 1
@@ -90,6 +97,8 @@ def test_sigkill_loses_no_acknowledged_event(tmp_path: Path) -> None:
         lengths = _check_journal(path, acked)
         assert sum(lengths.values()) >= sum(len(s) for s in acked.values())
     assert total_acks > 500  # the test did exercise something
+    if mode == "callbacks":
+        assert overlaps > 0  # ... and, in this mode, acknowledgements from the completer
 
 
 def _find_all(data: bytes, needle: bytes) -> list[int]:
