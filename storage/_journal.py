@@ -220,6 +220,10 @@ class Journal(abc.ABC):
     @abc.abstractmethod
     def get_run(self, run_id: str) -> RunRecord | None: ...
 
+    def get_runs(self, run_ids: Iterable[str]) -> list[RunRecord | None]:
+        """The records of `run_ids`, in that order (None where there is none); backends batch the reads."""
+        return [self.get_run(r) for r in run_ids]
+
     @abc.abstractmethod
     def iter_runs(self) -> Iterator[RunRecord]:
         """Every run record, in run id order."""
@@ -264,7 +268,7 @@ class Journal(abc.ABC):
         """Run records by state and workflow, in run id order; an unfinished state reads only the
         active index's runs (not every run the journal ever held)."""
         if state is not None and state not in FINISHED_STATES:
-            records: Iterable[RunRecord | None] = map(self.get_run, self.active_run_ids())
+            records: Iterable[RunRecord | None] = self.get_runs(self.active_run_ids())
         else:
             records = self.iter_runs()
         return [

@@ -7,7 +7,7 @@ must not resize under a live read transaction).
 from __future__ import annotations
 
 import threading
-from typing import Any, Iterator, cast
+from typing import Any, Iterable, Iterator, cast
 
 import lmdb
 
@@ -217,6 +217,24 @@ class LmdbReads:
         finally:
             self._end_read(txn)
         return None if raw is None else RunRecord.from_tuple(self.codec.decode(raw, f"run record {run_id!r}"))
+
+    def get_runs(self, run_ids: Iterable[str]) -> list[RunRecord | None]:
+        """One read transaction and one `getmulti` per chunk of ids, instead of one transaction per id."""
+        ids = list(run_ids)
+        out: list[RunRecord | None] = []
+        for i in range(0, len(ids), _SCAN_CHUNK):
+            chunk = ids[i : i + _SCAN_CHUNK]
+            keys = [name_bytes(r, "run id") for r in chunk]
+            txn = self._read_txn()
+            try:
+                found = dict(txn.cursor(db=self._runs).getmulti(keys))
+            finally:
+                self._end_read(txn)
+            decode = self.codec.decode
+            for r, k in zip(chunk, keys):
+                raw = found.get(k)
+                out.append(None if raw is None else RunRecord.from_tuple(decode(raw, f"run record {r!r}")))
+        return out
 
     def _scan(self, db: Any, prefix: bytes = b"") -> Iterator[tuple[bytes, bytes]]:
         """(key, value) pairs under `prefix`, read in chunks so no read txn is held across yields."""

@@ -202,6 +202,18 @@ def test_runs_in_an_unfinished_state_read_only_the_active_index(journal: Journal
     assert len(expected[("sleeping", None)]) == 50
 
 
+def test_get_runs_keeps_order_and_gives_none_for_unknown_ids(journal: Journal) -> None:
+    b = journal.batch()
+    for i in range(1500):  # more than one read chunk
+        b.put_run(RunRecord(f"r-{i:04d}", "wf", state="running", created_at=float(i)))
+    journal.commit(b)
+    ids = [f"r-{i:04d}" for i in range(1499, -1, -3)] + ["nope", "r-0001", "r-0001"]
+    got = journal.get_runs(ids)
+    assert [r.run_id if r else None for r in got] == [None if i == "nope" else i for i in ids]
+    assert [r.created_at for r in got[:2] if r] == [1499.0, 1496.0]
+    assert journal.get_runs([]) == []
+
+
 # --- timers -------------------------------------------------------------------------------------
 def _timer(j: Journal, due: float, run_id: str, pos: int, data: Any = None, delete: bool = False) -> None:
     b = j.batch()

@@ -273,3 +273,21 @@ def test_same_environment_twice_in_one_process_is_refused(tmp_path: Path) -> Non
     finally:
         first.close()
     LmdbJournal(str(tmp_path / "j"), sync=False).close()  # closing frees the path again
+
+
+def test_runs_in_an_unfinished_state_read_the_records_in_batches(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    j = LmdbJournal(tmp_path / "j")
+    try:
+        b = j.batch()
+        for i in range(2500):
+            b.put_run(RunRecord(f"run-{i:05d}", "wf", state=("running", "sleeping", "completed")[i % 3]))
+        j.commit(b)
+        txns = []
+        real_read_txn = j._read_txn
+        monkeypatch.setattr(j, "_read_txn", lambda: txns.append(1) or real_read_txn())
+        running = j.runs("running")
+        assert [r.run_id for r in running] == [f"run-{i:05d}" for i in range(0, 2500, 3)]
+        # the active index in chunks, then the 1,667 active records in 2 chunks: not one transaction per run
+        assert len(txns) <= 6, len(txns)
+    finally:
+        j.close()
