@@ -111,8 +111,20 @@ OP_PUT_TIMER = 4  # (op, due, run_id, pos, record_bytes)
 OP_DEL_TIMER = 5  # (op, due, run_id, pos)
 OP_PUT_SIGNAL = 6  # (op, run_id, name, record_bytes)
 OP_DEL_SIGNAL = 7  # (op, run_id, name, seq)
-OP_KV_PUT = 8  # (op, ns, key, record_bytes)
+OP_KV_PUT = 8  # (op, ns, key, record_bytes) - the kv ops are numbered last: >= OP_KV_PUT
 OP_KV_DEL = 9  # (op, ns, key)
+OP_KV_PUT_NEW = 10  # (op, ns, key, record_bytes, value): put unless present; result: the value held after
+OP_KV_DEL_IF = 11  # (op, ns, key, expected): delete if it holds `expected`; result: whether it did
+
+# kv namespaces of the indexes the engine keeps besides runs, events, timers and signals
+NS_UNIQUE = "unique"  # unique key -> its holder (a run id)
+NS_TAGS = "tags"  # tag NUL run id -> None
+NS_SCHEDULES = "schedules"  # schedule name -> its spec
+
+
+def _check_name(name: str, what: str) -> None:
+    if not isinstance(name, str) or not name or "\x00" in name:
+        raise ValueError(f"invalid {what} {name!r}: a non-empty string without NUL")
 
 
 def check_run_id(run_id: str) -> None:
@@ -184,6 +196,43 @@ class WriteBatch:
     def kv_del(self, ns: str, key: str) -> int:
         self.ops.append((OP_KV_DEL, ns, key))
         return len(self.ops) - 1
+
+    def kv_put_new(self, ns: str, key: str, value: Any) -> int:
+        """Put unless the key is present (earlier in this batch included); result: the value it holds after."""
+        self.ops.append((OP_KV_PUT_NEW, ns, key, self.codec.encode(value, f"{ns} value"), value))
+        return len(self.ops) - 1
+
+    def kv_del_if(self, ns: str, key: str, expected: Any) -> int:
+        """Delete the key only if it holds `expected`; result: whether it did."""
+        self.ops.append((OP_KV_DEL_IF, ns, key, expected))
+        return len(self.ops) - 1
+
+    # --- the unique-key, tag and schedule indexes -------------------------------------------
+    def claim_unique(self, key: str, holder: str) -> int:
+        """Take a unique key (e.g. a task's dedup key) for `holder`; result: the key's holder after -
+        `holder` if it got the key or had it already, else whoever holds it."""
+        _check_name(holder, "unique key holder")
+        return self.kv_put_new(NS_UNIQUE, key, holder)
+
+    def release_unique(self, key: str, holder: str) -> int:
+        """Give a unique key back; only its holder can. Result: whether it was released."""
+        return self.kv_del_if(NS_UNIQUE, key, holder)
+
+    def add_tag(self, tag: str, run_id: str) -> int:
+        _check_name(tag, "tag")
+        return self.kv_put(NS_TAGS, tag + "\x00" + run_id, None)
+
+    def remove_tag(self, tag: str, run_id: str) -> int:
+        _check_name(tag, "tag")
+        return self.kv_del(NS_TAGS, tag + "\x00" + run_id)
+
+    def put_schedule(self, name: str, spec: Any) -> int:
+        """Create or replace the schedule `name` (an interval or cron spec and what it starts)."""
+        _check_name(name, "schedule name")
+        return self.kv_put(NS_SCHEDULES, name, spec)
+
+    def del_schedule(self, name: str) -> int:
+        return self.kv_del(NS_SCHEDULES, name)
 
 
 
@@ -263,6 +312,24 @@ class Journal(abc.ABC):
     def load_runs(self, run_ids: list[str]) -> dict[str, tuple[RunRecord | None, list[Event], list[tuple[str, int, Any]]]]:
         """`load_run` for many runs at once (a crowd of timers firing); backends read them in one go."""
         return {run_id: self.load_run(run_id) for run_id in run_ids}
+
+    def unique_holder(self, key: str) -> str | None:
+        """Who holds the unique key (see `WriteBatch.claim_unique`), None if nobody."""
+        holder = self.kv_get(NS_UNIQUE, key)
+        return None if holder is None else str(holder)
+
+    def tagged(self, tag: str) -> list[str]:
+        """The run ids carrying `tag`, in run id order."""
+        _check_name(tag, "tag")
+        prefix = tag + "\x00"
+        return [k[len(prefix) :] for k, _ in self.kv_scan(NS_TAGS, prefix)]
+
+    def schedules(self) -> list[tuple[str, Any]]:
+        """Every schedule as (name, spec), in name order."""
+        return self.kv_scan(NS_SCHEDULES)
+
+    def schedule(self, name: str) -> Any:
+        return self.kv_get(NS_SCHEDULES, name)
 
     def runs(self, state: str | None = None, workflow: str | None = None) -> list[RunRecord]:
         """Run records by state and workflow, in run id order; an unfinished state reads only the

@@ -44,7 +44,9 @@ from ._journal import (
     OP_DEL_SIGNAL,
     OP_DEL_TIMER,
     OP_KV_DEL,
+    OP_KV_DEL_IF,
     OP_KV_PUT,
+    OP_KV_PUT_NEW,
     OP_PUT_RUN,
     OP_PUT_SIGNAL,
     OP_PUT_TIMER,
@@ -429,6 +431,20 @@ class LmdbJournal(LmdbReads, Journal):
         if code == OP_KV_DEL:
             txn.delete(kv_key(op[1], op[2]), db=self._kv)
             return None
+        if code == OP_KV_PUT_NEW:
+            _, ns, key, rec, value = op
+            k = kv_key(ns, key)
+            if put(k, rec, overwrite=False, db=self._kv):
+                return value
+            return self.codec.decode(cast(bytes, txn.get(k, db=self._kv)), f"{ns}/{key}")
+        if code == OP_KV_DEL_IF:
+            _, ns, key, expected = op
+            k = kv_key(ns, key)
+            present = cast("bytes | None", txn.get(k, db=self._kv))
+            if present is None or self.codec.decode(present, f"{ns}/{key}") != expected:
+                return False
+            txn.delete(k, db=self._kv)
+            return True
         raise StorageError(f"unknown journal op {code}")
 
     def _abort_write(self, txn: lmdb.Transaction) -> None:

@@ -16,7 +16,9 @@ from ._journal import (
     OP_DEL_SIGNAL,
     OP_DEL_TIMER,
     OP_KV_DEL,
+    OP_KV_DEL_IF,
     OP_KV_PUT,
+    OP_KV_PUT_NEW,
     OP_PUT_RUN,
     OP_PUT_SIGNAL,
     OP_PUT_TIMER,
@@ -73,6 +75,8 @@ class MemoryJournal(Journal):
 
     def _apply_op(self, op: tuple[Any, ...], undo: list[Callable[[], object]]) -> Any:
         code = op[0]
+        if code >= OP_KV_PUT and "\x00" in op[1]:  # as LMDB's key layout refuses it
+            raise StorageError(f"invalid kv namespace {op[1]!r}: may not contain NUL")
         if code == OP_APPEND:
             _, run_id, seq, rec = op
             if "\x00" in run_id:
@@ -149,6 +153,22 @@ class MemoryJournal(Journal):
         elif code == OP_KV_DEL:
             undo.append(self._kv_restorer(op[1], op[2]))
             self._kv.get(op[1], {}).pop(op[2], None)
+        elif code == OP_KV_PUT_NEW:
+            _, ns, key, rec, value = op
+            present = self._kv.get(ns, {}).get(key)
+            if present is not None:
+                return self.codec.decode(present, f"{ns}/{key}")
+            undo.append(self._kv_restorer(ns, key))
+            self._kv.setdefault(ns, {})[key] = rec
+            return value
+        elif code == OP_KV_DEL_IF:
+            _, ns, key, expected = op
+            present = self._kv.get(ns, {}).get(key)
+            if present is None or self.codec.decode(present, f"{ns}/{key}") != expected:
+                return False
+            undo.append(self._kv_restorer(ns, key))
+            del self._kv[ns][key]
+            return True
         else:
             raise StorageError(f"unknown journal op {code}")
         return None
