@@ -7,6 +7,7 @@ import functools
 import inspect
 import queue
 import threading
+import time
 import types
 from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any, Callable
@@ -162,7 +163,10 @@ class StepPool:
             finally:
                 self._idle_waiters -= 1
 
-    def close(self, wait: bool = False) -> None:
+    def close(self, wait: bool = False, join_timeout: float = 2.0) -> None:
+        """Stop the workers. If none is inside a step they are joined (within `join_timeout`), so a closed
+        engine leaves no threads behind; with a step abandoned after the grace period they are left to
+        end on their own, unless `wait`."""
         while True:  # drop queued steps: they run again after the next open
             try:
                 self._tasks.get_nowait()
@@ -170,8 +174,9 @@ class StepPool:
                 break
         for _ in self._threads:
             self._tasks.put(None)
-        if wait:
+        if wait or not self.inflight:  # every worker is idle: each takes its None and ends at once
+            deadline = time.monotonic() + join_timeout
             for t in self._threads:
-                t.join()
+                t.join(None if wait else max(0.0, deadline - time.monotonic()))
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._loop_thread.join(timeout=5)

@@ -520,3 +520,17 @@ def test_result_of_a_fresh_handle_whose_outcome_left_memory_reads_the_journal(
         assert engine.run(quick, 10 + i, timeout=TIMEOUT) == 10 + i
     assert first.run_id not in engine._runtime().notifier.recent
     assert first.result(TIMEOUT) == 1
+
+
+def test_close_leaves_no_step_threads_behind(tmp_path: Any) -> None:
+    before = {t.ident for t in threading.enumerate()}
+    engine = Engine(tmp_path / "af", step_threads=8)
+
+    @engine.workflow(name="one")
+    async def one(ctx: Any) -> int:
+        return await ctx.step("s", lambda: 1)  # type: ignore[no-any-return]
+
+    with engine:
+        assert engine.run("one") == 1
+    left = [t.name for t in threading.enumerate() if t.ident not in before]
+    assert left == []
