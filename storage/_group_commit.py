@@ -16,9 +16,9 @@ from ._journal import WriteBatch
 __all__ = ["CommitFuture", "GroupCommitter"]
 
 _OVERLAP_MIN = 8  # futures: a round with fewer settles them inline, whatever they cost
-# callbacks worth handing over: more than half a sync's time (benchmarks/journal.py, 64 actor writers:
-# with 4 appends outstanding each - callbacks about half a sync - two cohorts give 100k events/s against
-# 75k inline; with 2 - a quarter - they lose a few percent)
+# callbacks worth handing over: CPU time over half a sync's (benchmarks/journal.py, 64 actor writers,
+# callbacks / sync: 8 appends outstanding each 1.4 -> 141k events/s against 98k inline; 4 each 0.7 ->
+# 100k against 75k; 2 each 0.37 -> +5%; 1 each 0.3 -> -25%)
 _OVERLAP_CALLBACKS_PER_SYNC = 0.5
 
 
@@ -121,7 +121,7 @@ class GroupCommitter:
         self._c_closed = False
         self._sync_began = 0.0  # when the round being committed started its sync (0: none yet)
         self._timing = False  # ... and whether that is timed
-        self._sync_time = 0.0  # how long the last round's sync took, without the GIL
+        self._sync_time = 0.0  # how long a sync takes: recent minimum, rising slowly (see _note_sync)
         self._cb_cost = 0.0  # moving average: seconds of callbacks per settled future
         self._linger = linger
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
@@ -258,7 +258,7 @@ class GroupCommitter:
             if self._c_thread is not None:
                 self._c_gate = False  # shut again: this thread will hand over and build the next round
             if timed and self._sync_began:
-                self._sync_time = time.perf_counter() - self._sync_began
+                self._note_sync(time.perf_counter() - self._sync_began)
                 self._sync_began = 0.0
             futures: list[CommitFuture] = []
             fvalues: list[Any] = values
@@ -285,20 +285,8 @@ class GroupCommitter:
                         fvalues.append(v)
                         if foks is not None:
                             foks.append(ok)
-            with self._lock:
-                nxt = self._next_leader() if own is None or own.done else own
-                if nxt is None:
-                    self._busy = False
-                    if self._queue or self._closed:
-                        self._writer_idle = False
-                        self._cond.notify_all()
-            if nxt is not None and nxt is not own:
-                nxt.lead = True
-                relay.insert(0, nxt)  # first, so the next commit's sync overlaps this relay
-            if relay:
-                for a, b in zip(relay, relay[1:]):
-                    a.next = b
-                self._wake(relay[0])
+            # futures first, before the lead passes on: a round committed by another thread next must
+            # not get its callbacks run (or handed over) before this round's
             if futures:
                 n = len(futures)
                 if not (
@@ -313,9 +301,26 @@ class GroupCommitter:
                     )
                     and self._hand_over(futures, fvalues, foks)
                 ):
-                    t0 = time.perf_counter()
-                    settle_all(futures, fvalues, foks)
-                    self._note_cb_cost(time.perf_counter() - t0, n)
+                    if n < _OVERLAP_MIN:  # cannot go over whatever they cost: not worth a clock syscall
+                        settle_all(futures, fvalues, foks)
+                    else:
+                        t0 = time.thread_time()
+                        settle_all(futures, fvalues, foks)
+                        self._note_cb_cost(time.thread_time() - t0, n)
+            with self._lock:
+                nxt = self._next_leader() if own is None or own.done else own
+                if nxt is None:
+                    self._busy = False
+                    if self._queue or self._closed:
+                        self._writer_idle = False
+                        self._cond.notify_all()
+            if nxt is not None and nxt is not own:
+                nxt.lead = True
+                relay.insert(0, nxt)  # first, so the next commit's sync overlaps this relay
+            if relay:
+                for a, b in zip(relay, relay[1:]):
+                    a.next = b
+                self._wake(relay[0])
         finally:
             tls.committing = False
 
@@ -396,7 +401,15 @@ class GroupCommitter:
         pending = self._c_pending
         return (len(self._queue) + pending + 1) // 2 if pending else 0
 
+    def _note_sync(self, seconds: float) -> None:
+        """Track what a sync costs, not what it waited for: with the completer running, the wall time from
+        `syncing()` to the writer's next bytecode includes waiting for the GIL, so a lower reading wins at
+        once and a higher one moves the estimate only a little."""
+        st = self._sync_time
+        self._sync_time = seconds if (not st or seconds < st) else st + (seconds - st) * 0.05
+
     def _note_cb_cost(self, seconds: float, n: int) -> None:
+        """Average CPU seconds of callbacks per future (thread CPU time: waiting for the GIL is not cost)."""
         cost = self._cb_cost
         self._cb_cost = seconds / n if not cost else cost + (seconds / n - cost) * 0.25
 
@@ -453,7 +466,7 @@ class GroupCommitter:
                 futures, values, oks = self._c_queue.pop(0)
                 self._c_started += 1
                 self._c_half = False
-            t0 = time.perf_counter()
+            t0 = time.thread_time()
             half = len(futures) // 2
             if half:
                 settle_all(futures[:half], values[:half], None if oks is None else oks[:half])
@@ -468,7 +481,7 @@ class GroupCommitter:
                         while not self._c_gate:
                             cond.wait()
             settle_all(futures[half:], values[half:], None if oks is None else oks[half:])
-            self._note_cb_cost(time.perf_counter() - t0, len(futures))
+            self._note_cb_cost(time.thread_time() - t0, len(futures))
             with cond:
                 self._c_done += 1
                 self._c_pending -= len(futures) - half
