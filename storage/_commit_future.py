@@ -7,6 +7,8 @@ from concurrent.futures import Future, InvalidStateError
 from concurrent.futures import _base as _fb
 from typing import Any, Callable
 
+from actorflow.errors import StorageError
+
 __all__ = ["CommitFuture", "settle_all"]
 
 _PENDING = _fb.PENDING
@@ -36,6 +38,10 @@ class CommitFuture(Future):  # type: ignore[type-arg]
     (the setter notifies under it) or it was created after (its creator then sees the final state
     before it would wait).
     """
+
+    # the committer's thread-local state: set by GroupCommitter.submit, so that a wait from one of its
+    # own commit callbacks fails at once instead of hanging (class default: not checked)
+    _committing: Any = None
 
     def __init__(self) -> None:  # noqa: D107 - no Condition yet, see the class docstring
         self._state = _PENDING
@@ -143,12 +149,23 @@ class CommitFuture(Future):  # type: ignore[type-arg]
     def result(self, timeout: float | None = None) -> Any:
         if self._state == _FINISHED and self._exception is None:
             return self._result
+        self._refuse_deadlock()
         return super().result(timeout)
 
     def exception(self, timeout: float | None = None) -> BaseException | None:
         if self._state == _FINISHED:
             return self._exception
+        self._refuse_deadlock()
         return super().exception(timeout)
+
+    def _refuse_deadlock(self) -> None:
+        tls = self._committing
+        if tls is not None and not self.done() and getattr(tls, "committing", False):
+            raise StorageError(
+                "waiting for a journal commit inside one of the same journal's commit callbacks would "
+                "deadlock (this thread is the one that commits or settles it); chain the work with "
+                "add_done_callback instead"
+            )
 
 
 def settle_all(futures: list[CommitFuture], values: list[Any], oks: list[bool] | None) -> None:

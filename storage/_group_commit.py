@@ -135,6 +135,7 @@ class GroupCommitter:
     # --- entry points ---------------------------------------------------------------------------
     def submit(self, batch: WriteBatch) -> "Future[list[Any]]":
         fut = CommitFuture()
+        fut._committing = self._tls
         with self._lock:
             if self._closed:
                 raise StorageError("journal is closed")

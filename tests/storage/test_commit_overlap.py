@@ -288,3 +288,30 @@ def test_a_failing_completer_callback_is_logged_and_the_rest_still_run(caplog: p
         assert any("exception calling callback" in r.getMessage() for r in caplog.records)
     finally:
         c.close()
+
+
+@pytest.mark.parametrize("mode", ["1", "always"])
+def test_waiting_for_a_commit_inside_a_commit_callback_fails_instead_of_hanging(
+    mode: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On the committing thread (inline) or the completer ("always"), a wait could never end."""
+    monkeypatch.setenv("ACTORFLOW_COMMIT_OVERLAP", mode)
+    c, _ = make()
+    outcome: list[Any] = []
+    done = threading.Event()
+
+    def callback(f: Any) -> None:
+        inner = c.submit(kv("inner"))
+        try:
+            outcome.append(("result", inner.result(30)))
+        except StorageError as exc:
+            outcome.append(("refused", str(exc)))
+        inner.add_done_callback(lambda g: (outcome.append(("chained", g.result())), done.set()))
+
+    try:
+        c.submit(kv("outer")).add_done_callback(callback)
+        assert done.wait(30)
+        assert outcome[0][0] == "refused" and "would deadlock" in outcome[0][1]
+        assert outcome[1] == ("chained", ["inner"])  # chaining with add_done_callback works
+    finally:
+        c.close()
