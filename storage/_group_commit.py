@@ -381,11 +381,9 @@ class GroupCommitter:
                 # the completer is running callbacks, which resubmit: wait for (half of) them, so this
                 # round takes a cohort of batches instead of a sliver, and each sync carries as many
                 self._open_gate()
-                deadline = None
+                deadline = time.monotonic() + self._linger
                 with self._c_cond:
                     while self._lingering():
-                        if deadline is None:
-                            deadline = time.monotonic() + self._linger
                         left = deadline - time.monotonic()
                         if left <= 0:
                             break
