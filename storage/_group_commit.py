@@ -58,8 +58,8 @@ class GroupCommitter:
       writer-thread hand-off per commit and the herd of wakeups per event.
 
     Futures are `CommitFuture`s, resolved in submission order. Their callbacks may `submit()` but not
-    `commit()`. They run on the committing thread before it starts the next round, unless they
-    outlast a sync (see below).
+    `commit()`. They run on the committing thread before the lead passes on, unless they take more
+    than about half a sync (see below).
 
     Overlap. Only the sync runs without the GIL, and writers that resubmit from done callbacks
     (run hosts, actor-style writers) cannot queue their next batches before their callbacks run. If

@@ -236,7 +236,6 @@ class WriteBatch:
 
 
 
-
 class Journal(abc.ABC):
     """Append-only per-run event logs plus the indexes the engine needs, with group commit.
 

@@ -243,15 +243,18 @@ def test_blocking_callers_commit_beside_overlapped_writers() -> None:
 
 def test_close_settles_everything_handed_to_the_completer() -> None:
     c, store = make()
-    w = Writers(c, per_writer=1000)  # still busy when close() comes
+    on_completer = threading.Event()
+
+    def note_thread() -> None:
+        if threading.current_thread().name == store.name + "-completer":
+            on_completer.set()
+
+    w = Writers(c, per_writer=1000, on_callback=note_thread)  # still busy when close() comes
     for i in range(w.n):
         with w.locks[i]:
             for _ in range(w.depth):
                 w.submit(i)
-    deadline = time.monotonic() + 30
-    while not completer_threads(store) and time.monotonic() < deadline:
-        time.sleep(0.001)
-    assert completer_threads(store)
+    assert on_completer.wait(30)  # callbacks are running on the completer
     c.close()
     assert completer_threads(store) == []
     # everything committed was acknowledged, in order; what callbacks submitted after close was refused
