@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Callable
 from concurrent.futures import Future
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from storage import RunRecord, WriteBatch
 
@@ -35,10 +36,10 @@ class LoopBridge:
     # --- starts --------------------------------------------------------------------------------
     def start(
         self,
-        rt: "Runtime",
+        rt: Runtime,
         add: Callable[[WriteBatch], tuple[int, RunRecord]],
         finish: Callable[[WriteBatch, int, RunRecord, Any], Any],
-    ) -> "asyncio.Future[Any]":
+    ) -> asyncio.Future[Any]:
         """Queue a start for this loop iteration's shared commit; resolves to `finish(...)`."""
         fut: asyncio.Future[Any] = self.loop.create_future()
         if not self._starts:
@@ -46,7 +47,7 @@ class LoopBridge:
         self._starts.append((add, fut))
         return fut
 
-    def _flush(self, rt: "Runtime", finish: Callable[[WriteBatch, int, RunRecord, Any], Any]) -> None:
+    def _flush(self, rt: Runtime, finish: Callable[[WriteBatch, int, RunRecord, Any], Any]) -> None:
         starts, self._starts = self._starts, []
         batch = rt.journal.batch()
         added: list[tuple[int, RunRecord, asyncio.Future[Any]]] = []
@@ -66,7 +67,7 @@ class LoopBridge:
                 fut.set_exception(exc)
             return
 
-        def committed(f: "Future[list[Any]]") -> None:
+        def committed(f: Future[list[Any]]) -> None:
             self.loop.call_soon_threadsafe(self._started, batch, added, f, finish)
 
         commit.add_done_callback(committed)
@@ -74,8 +75,8 @@ class LoopBridge:
     @staticmethod
     def _started(
         batch: WriteBatch,
-        added: list[tuple[int, RunRecord, "asyncio.Future[Any]"]],
-        commit: "Future[list[Any]]",
+        added: list[tuple[int, RunRecord, asyncio.Future[Any]]],
+        commit: Future[list[Any]],
         finish: Callable[[WriteBatch, int, RunRecord, Any], Any],
     ) -> None:
         exc = commit.exception()
@@ -92,7 +93,7 @@ class LoopBridge:
                 fut.set_exception(err)
 
     # --- results -------------------------------------------------------------------------------
-    def waiter(self, fut: "asyncio.Future[Outcome]") -> Callable[[Outcome], None]:
+    def waiter(self, fut: asyncio.Future[Outcome]) -> Callable[[Outcome], None]:
         """A notifier callback (called on engine threads) that resolves `fut` on this loop."""
 
         def deliver(outcome: Outcome) -> None:

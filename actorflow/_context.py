@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import datetime as _dt
 import uuid
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, Generator, Sequence
+from collections.abc import Awaitable, Callable, Generator, Sequence
+from typing import TYPE_CHECKING, Any
 
 from . import _waits
 from ._retry import RetryPolicy
@@ -21,7 +22,7 @@ class Command:
 
     __slots__ = ("run", "pos", "kind", "name", "done", "value", "error", "spec", "attempt", "due", "inflight")
 
-    def __init__(self, run: "Run", pos: int, kind: str, name: str) -> None:
+    def __init__(self, run: Run, pos: int, kind: str, name: str) -> None:
         self.run = run
         self.pos = pos
         self.kind = kind
@@ -34,7 +35,7 @@ class Command:
         self.due: float | None = None
         self.inflight = False
 
-    def __await__(self) -> Generator["Command", None, Any]:
+    def __await__(self) -> Generator[Command, None, Any]:
         if not self.done:
             yield self
         if self.error is not None:
@@ -105,7 +106,7 @@ class WorkflowContext:
 
     __slots__ = ("_run",)
 
-    def __init__(self, run: "Run") -> None:
+    def __init__(self, run: Run) -> None:
         self._run = run
 
     @property
@@ -177,7 +178,7 @@ class WorkflowContext:
     def now(self) -> _dt.datetime:
         """The current time (UTC), journaled so replay sees the same instant."""
         ts = self._run.cmd_value("now", self._run.clock_now)
-        return _dt.datetime.fromtimestamp(ts, _dt.timezone.utc)
+        return _dt.datetime.fromtimestamp(ts, _dt.UTC)
 
     def time(self) -> float:
         """The current epoch seconds, journaled."""

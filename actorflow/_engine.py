@@ -8,8 +8,9 @@ import inspect
 import os
 import threading
 import weakref
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future
-from typing import Any, AsyncIterator, Callable, Iterable, Iterator, Sequence, TypeVar
+from typing import Any, TypeVar
 
 from storage import Codec, Event, Journal, LmdbJournal, RunRecord, SignalResult, WriteBatch
 from storage._journal import check_run_id
@@ -19,8 +20,8 @@ from ._clock import Clock, SystemClock
 from ._handle import RunHandle, new_run_id
 from ._lockfile import DirLock
 from ._monitor import afollow, follow
-from ._saga import failure_text
 from ._runtime import Runtime
+from ._saga import failure_text
 from ._thespian import ActorRuntime
 from ._types import RunState, RunStatus
 from .errors import (
@@ -42,7 +43,7 @@ _gc_lock = threading.Lock()
 _gc_tuned: list[Any] = [None, 0]  # [(saved, applied) thresholds, number of open engines relying on them]
 
 
-def _expire(fut: "asyncio.Future[tuple[str, Any, Any]]", run_id: str, timeout: float) -> None:
+def _expire(fut: asyncio.Future[tuple[str, Any, Any]], run_id: str, timeout: float) -> None:
     """aresult's deadline passed: fail its wait (the run itself goes on)."""
     if not fut.done():
         fut.set_exception(TimeoutError(f"run {run_id!r} did not finish within {timeout}s"))
@@ -103,7 +104,7 @@ class Engine:
         self._workflows: dict[str, Callable[..., Any]] = {}
         self._names: dict[Callable[..., Any], str] = {}
         self._lock = threading.Lock()
-        self._bridges: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, LoopBridge]" = weakref.WeakKeyDictionary()
+        self._bridges: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, LoopBridge] = weakref.WeakKeyDictionary()
         self._rt: Runtime | None = None
         self._actors: ActorRuntime | None = None
         self.journal: Journal | None = None
@@ -139,7 +140,7 @@ class Engine:
         return name
 
     # --- life cycle ----------------------------------------------------------------------------
-    def open(self) -> "Engine":
+    def open(self) -> Engine:
         """Start the actor system and recover every unfinished run of a registered workflow.
 
         The replay is the actors' first item: open() returns once the system runs, without waiting
@@ -236,7 +237,7 @@ class Engine:
             self._dir_lock.release()
             self._dir_lock = None
 
-    def __enter__(self) -> "Engine":
+    def __enter__(self) -> Engine:
         return self.open()
 
     def __exit__(self, *exc: Any) -> None:

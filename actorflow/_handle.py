@@ -5,7 +5,8 @@ from __future__ import annotations
 import random
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Iterator
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
 
 from ._types import Event, RunStatus
 
@@ -46,7 +47,7 @@ class RunHandle:
 
     __slots__ = ("engine", "run_id", "_fresh")
 
-    def __init__(self, engine: "Engine", run_id: str, _fresh: "tuple[Runtime, int] | None" = None) -> None:
+    def __init__(self, engine: Engine, run_id: str, _fresh: tuple[Runtime, int] | None = None) -> None:
         self.engine = engine
         self.run_id = run_id
         self._fresh = _fresh  # set by the start that created the run: result() may skip a journal read

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -38,7 +39,7 @@ class RunHost:
     writes are durable (output commit).
     """
 
-    def __init__(self, rt: "Runtime", shard: int) -> None:
+    def __init__(self, rt: Runtime, shard: int) -> None:
         self.rt = rt
         self.shard = shard
         self.runs: dict[str, Run] = {}
@@ -415,7 +416,7 @@ class RunHost:
                     return False
         return True
 
-    def _on_commit(self, token: tuple["RunHost", list[Output], list[Run]], fut: Any) -> None:
+    def _on_commit(self, token: tuple[RunHost, list[Output], list[Run]], fut: Any) -> None:
         host, outputs, touched = token
         self.rt.commit_finished()
         if host is not self:

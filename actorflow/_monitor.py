@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import queue
-from typing import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 
 from ._runtime import Notifier
 from ._types import STOPPED_STATES, RunStatus
@@ -18,7 +18,7 @@ def _changed(st: RunStatus, last: RunStatus) -> bool:
 
 def follow(notifier: Notifier, current: Callable[[], RunStatus], run_id: str, timeout: float | None) -> Iterator[RunStatus]:
     """Blocking iterator; subscribes before reading the current status so no change falls between."""
-    q: "queue.SimpleQueue[RunStatus]" = queue.SimpleQueue()
+    q: queue.SimpleQueue[RunStatus] = queue.SimpleQueue()
     notifier.add_monitor(run_id, q.put)
     try:
         last = current()

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from .errors import ConfigError
 
@@ -41,7 +41,7 @@ class RetryPolicy:
         multiplier: float = 2.0,
         jitter: bool = True,
         non_retryable: tuple[type[BaseException], ...] = (),
-    ) -> "RetryPolicy":
+    ) -> RetryPolicy:
         return cls(max_attempts, "exponential", initial_delay, max_delay, multiplier, jitter, tuple(non_retryable))
 
     @classmethod
@@ -52,7 +52,7 @@ class RetryPolicy:
         jitter: bool = True,
         max_delay: float = 300.0,
         non_retryable: tuple[type[BaseException], ...] = (),
-    ) -> "RetryPolicy":
+    ) -> RetryPolicy:
         return cls(max_attempts, "linear", delay, max_delay, 1.0, jitter, tuple(non_retryable))
 
     @classmethod
@@ -62,11 +62,11 @@ class RetryPolicy:
         delay_for_attempt: Callable[[int], float],
         non_retryable: tuple[type[BaseException], ...] = (),
         max_delay: float = 300.0,
-    ) -> "RetryPolicy":
+    ) -> RetryPolicy:
         return cls(max_attempts, "custom", 0.0, max_delay, 1.0, False, tuple(non_retryable), delay_for_attempt)
 
     @classmethod
-    def none(cls) -> "RetryPolicy":
+    def none(cls) -> RetryPolicy:
         return _NONE
 
     def delay(self, n: int, rng: Callable[[], float] = random.random) -> float:

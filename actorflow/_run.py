@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import bisect
 import random
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from storage import Event, RunRecord
 
 from . import _saga
-from ._saga import describe_error
 from ._context import Command, StepSpec, WorkflowContext
+from ._saga import describe_error
 from .errors import (
     Cancelled,
     ConfigError,
@@ -89,7 +90,7 @@ class Run:
         "workflow",
     )
 
-    def __init__(self, host: "RunHost", record: RunRecord, fn: Callable[..., Any], args: tuple[Any, ...], events: list[Event]) -> None:
+    def __init__(self, host: RunHost, record: RunRecord, fn: Callable[..., Any], args: tuple[Any, ...], events: list[Event]) -> None:
         self.host = host
         self.record = record
         self.run_id = record.run_id

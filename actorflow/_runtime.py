@@ -6,7 +6,8 @@ import queue
 import threading
 import zlib
 from collections import OrderedDict, deque
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from storage import Journal, RunRecord
 
@@ -25,7 +26,7 @@ class Notifier:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self.recent: "OrderedDict[str, tuple[str, Any, Any]]" = OrderedDict()
+        self.recent: OrderedDict[str, tuple[str, Any, Any]] = OrderedDict()
         self.evictions = 0  # outcomes dropped from `recent` so far
         self._waiters: dict[str, list[Callable[[tuple[str, Any, Any]], None]]] = {}
         self._monitors: dict[str, list[Callable[[RunStatus], None]]] = {}
@@ -34,7 +35,7 @@ class Notifier:
         return run_id in self._monitors
 
     def wait(
-        self, run_id: str, cb: Callable[[tuple[str, Any, Any]], None], fresh: "tuple[Runtime, int] | None"
+        self, run_id: str, cb: Callable[[tuple[str, Any, Any]], None], fresh: tuple[Runtime, int] | None
     ) -> tuple[tuple[str, Any, Any] | None, bool]:
         """(outcome if already in `recent`, else None with `cb` registered; whether the run is known
         to be unfinished). `fresh`, from a handle of a run this runtime created: if no outcome left
@@ -119,9 +120,9 @@ class Runtime:
         self.passivate_after = passivate_after
         self.timer_horizon = timer_horizon
         # items for the actors; only the holder of pump_lock takes them out (so they are handled in order)
-        self.queue: "deque[tuple[Any, ...]]" = deque()
+        self.queue: deque[tuple[Any, ...]] = deque()
         self.pump_lock = threading.Lock()
-        self.wakeups: "queue.SimpleQueue[None]" = queue.SimpleQueue()  # wakes the pump thread
+        self.wakeups: queue.SimpleQueue[None] = queue.SimpleQueue()  # wakes the pump thread
         self.helper: Callable[[], None] | None = None  # set while the actor runtime runs (see post_and_help)
         self.notifier = Notifier()
         self.steps = StepPool(self, step_threads)

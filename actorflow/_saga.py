@@ -28,7 +28,7 @@ def failure_text(data: dict[str, Any]) -> str:
     return error
 
 
-def request_cancel(run: "Run") -> bool:
+def request_cancel(run: Run) -> bool:
     """Journal the cancel request and raise Cancelled at the awaited operation; False if already over."""
     if run.phase != "running":
         return run.phase == "compensating"
@@ -43,7 +43,7 @@ def request_cancel(run: "Run") -> bool:
     return True
 
 
-def deliver_cancel(run: "Run") -> None:
+def deliver_cancel(run: Run) -> None:
     """Resolve every pending operation with Cancelled (late step results are then discarded)."""
     run.cancelled = True
     for cmd in list(run.pending.values()):
@@ -58,7 +58,7 @@ def deliver_cancel(run: "Run") -> None:
     run.waits.clear()
 
 
-def complete(run: "Run", value: Any) -> None:
+def complete(run: Run, value: Any) -> None:
     """The workflow returned: journal its (serializable) result."""
     try:
         run._append("run_completed", "", -1, value)
@@ -68,7 +68,7 @@ def complete(run: "Run", value: Any) -> None:
     finish(run, "completed", value, None)
 
 
-def fail(run: "Run", exc: BaseException, cancelled: bool = False) -> None:
+def fail(run: Run, exc: BaseException, cancelled: bool = False) -> None:
     """The workflow raised or was cancelled: compensate completed steps in reverse order, then end."""
     run.phase = "compensating"
     run.final = ("cancelled" if cancelled else "failed", exc)
@@ -77,7 +77,7 @@ def fail(run: "Run", exc: BaseException, cancelled: bool = False) -> None:
     next_compensation(run)
 
 
-def next_compensation(run: "Run") -> None:
+def next_compensation(run: Run) -> None:
     """Dispatch the next compensation not yet journaled, or journal the run's end."""
     while run.comp_queue:
         seq, pos, name, fn = run.comp_queue.pop(0)
@@ -98,7 +98,7 @@ def next_compensation(run: "Run") -> None:
     finish(run, state, None, error, data)
 
 
-def on_comp_result(run: "Run", pos: int, ok: bool, payload: Any) -> None:
+def on_comp_result(run: Run, pos: int, ok: bool, payload: Any) -> None:
     """Journal one compensation's outcome (failures are recorded and reported, not swallowed)."""
     if run.phase != "compensating":
         return
@@ -111,7 +111,7 @@ def on_comp_result(run: "Run", pos: int, ok: bool, payload: Any) -> None:
     next_compensation(run)
 
 
-def finish(run: "Run", state: str, value: Any, error: str | None, data: Any = None) -> None:
+def finish(run: Run, state: str, value: Any, error: str | None, data: Any = None) -> None:
     """Set the final state and hand the outcome to the host (released once durable)."""
     run.phase = "finished"
     run.record.state = state
@@ -122,7 +122,7 @@ def finish(run: "Run", state: str, value: Any, error: str | None, data: Any = No
     run.host.finished(run, state, value, data)
 
 
-def block(run: "Run", err: NondeterminismError) -> None:
+def block(run: Run, err: NondeterminismError) -> None:
     """Replay diverged: hold the run `blocked` with the evidence, running no more of its code."""
     run.phase = "blocked"
     for cmd in run.pending.values():

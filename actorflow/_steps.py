@@ -9,9 +9,9 @@ import queue
 import threading
 import time
 import types
+from collections.abc import Callable
 from concurrent.futures import Future
-from typing import TYPE_CHECKING, Any, Callable
-
+from typing import TYPE_CHECKING, Any
 
 from ._types import StepInfo, _current_step
 
@@ -36,10 +36,10 @@ def _is_async(fn: Callable[[], Any]) -> bool:
 class StepPool:
     """Executes step functions and posts ("step"|"comp", ...) results back to the runtime."""
 
-    def __init__(self, rt: "Runtime", threads: int = 32) -> None:
+    def __init__(self, rt: Runtime, threads: int = 32) -> None:
         self.rt = rt
         # plain threads on a SimpleQueue: no Future/Condition allocation per step
-        self._tasks: "queue.SimpleQueue[Any]" = queue.SimpleQueue()
+        self._tasks: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._tls = threading.local()  # on a worker running the actors: `kept`, the next step it runs itself
         self._threads = [
             threading.Thread(target=self._worker, name=f"actorflow-step-{i}", daemon=True) for i in range(threads)
@@ -107,7 +107,7 @@ class StepPool:
             else:
                 self._done(None, result, info, kind, helps=True)
 
-    def _future_done(self, fut: "Future[Any]", info: StepInfo, kind: str) -> None:
+    def _future_done(self, fut: Future[Any], info: StepInfo, kind: str) -> None:
         exc = fut.exception()
         self._done(exc, None if exc is not None else fut.result(), info, kind)
 

@@ -18,9 +18,9 @@ from supervisors import (
     Strategy,
     Supervise,
     SupervisedActor,
+    Supervising,
     SupervisorActor,
     SupervisorSpec,
-    Supervising,
 )
 
 from ._host import RunHost

@@ -19,7 +19,7 @@ class TimerService:
     cost no memory here. In-memory timers (retry delays, step timeouts) are always kept.
     """
 
-    def __init__(self, rt: "Runtime", horizon: float = 30.0) -> None:
+    def __init__(self, rt: Runtime, horizon: float = 30.0) -> None:
         self.rt = rt
         self.horizon = horizon
         self._heap: list[tuple[float, str, int, Any]] = []

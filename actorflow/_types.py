@@ -47,7 +47,7 @@ class RunStatus:
     parent: str | None = None
 
     @classmethod
-    def from_record(cls, rec: RunRecord) -> "RunStatus":
+    def from_record(cls, rec: RunRecord) -> RunStatus:
         return cls(
             rec.run_id,
             rec.workflow,

@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 __all__ = ["cmd_sleep", "cmd_wait", "on_signal", "try_deliver", "cmd_child", "on_child_done", "child_outcome"]
 
 
-def cmd_sleep(run: "Run", name: str, seconds: float) -> Command:
+def cmd_sleep(run: Run, name: str, seconds: float) -> Command:
     """A durable timer: journaled due time plus an entry in the timer index."""
     cmd, evs = run._next("sleep", name)
     if evs:
@@ -32,7 +32,7 @@ def cmd_sleep(run: "Run", name: str, seconds: float) -> Command:
     return cmd
 
 
-def cmd_wait(run: "Run", name: str, timeout: float | None) -> Command:
+def cmd_wait(run: Run, name: str, timeout: float | None) -> Command:
     """The next signal of `name` from the run's inbox; a timeout is a durable timer too."""
     cmd, evs = run._next("signal", name)
     cmd.spec = timeout
@@ -59,7 +59,7 @@ def cmd_wait(run: "Run", name: str, timeout: float | None) -> Command:
     return cmd
 
 
-def on_signal(run: "Run", name: str, seq: int, payload: Any) -> None:
+def on_signal(run: Run, name: str, seq: int, payload: Any) -> None:
     """A signal reached the inbox (each inbox seq is taken once)."""
     if seq in run.seen_signals:
         return
@@ -68,7 +68,7 @@ def on_signal(run: "Run", name: str, seq: int, payload: Any) -> None:
     try_deliver(run, name)
 
 
-def try_deliver(run: "Run", name: str) -> None:
+def try_deliver(run: Run, name: str) -> None:
     """Hand inbox entries to waits in order: journal the receipt, drop the inbox entry and timeout."""
     waits = run.waits.get(name)
     box = run.inbox.get(name)
@@ -83,7 +83,7 @@ def try_deliver(run: "Run", name: str) -> None:
         run._resolve(cmd, payload)
 
 
-def cmd_child(run: "Run", wf: Any, args: tuple[Any, ...], run_id: str | None) -> Command:
+def cmd_child(run: Run, wf: Any, args: tuple[Any, ...], run_id: str | None) -> Command:
     """Start (or, on replay, re-attach to) a child run and wait for its outcome."""
     name = run.host.rt.workflow_name(wf)
     cmd, evs = run._next("child", name)
@@ -102,7 +102,7 @@ def cmd_child(run: "Run", wf: Any, args: tuple[Any, ...], run_id: str | None) ->
     return cmd
 
 
-def on_child_done(run: "Run", pos: int, kind: str, data: Any) -> None:
+def on_child_done(run: Run, pos: int, kind: str, data: Any) -> None:
     """A child finished: journal its outcome at the waiting position."""
     cmd = run.pending.get(pos)
     if cmd is None or cmd.kind != "child":
@@ -111,7 +111,7 @@ def on_child_done(run: "Run", pos: int, kind: str, data: Any) -> None:
     child_outcome(run, cmd, kind, data, resolve=True)
 
 
-def child_outcome(run: "Run", cmd: Command, kind: str, data: Any, resolve: bool) -> None:
+def child_outcome(run: Run, cmd: Command, kind: str, data: Any, resolve: bool) -> None:
     """Resolve the child command with the child's result or the matching error."""
     done = run._resolve if resolve else run._done
     if kind == "child_completed":

@@ -43,7 +43,7 @@ class ActorflowError(Exception):
         return self.message
 
 
-def _rebuild(cls: "type[ActorflowError]", message: str, evidence: dict[str, Any], state: dict[str, Any]) -> Any:
+def _rebuild(cls: type[ActorflowError], message: str, evidence: dict[str, Any], state: dict[str, Any]) -> Any:
     err = cls.__new__(cls)
     ActorflowError.__init__(err, message, **evidence)
     err.__dict__.update(state)

@@ -24,7 +24,8 @@ import tempfile
 import threading
 import time
 from collections import defaultdict
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 _MARKS: list[tuple[int, str, str]] = []
 _now = time.perf_counter_ns

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from concurrent.futures import Future, InvalidStateError
 from concurrent.futures import _base as _fb
-from typing import Any, Callable
+from typing import Any
 
 from actorflow.errors import StorageError
 

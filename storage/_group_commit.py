@@ -5,8 +5,9 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future
-from typing import Any, Callable
+from typing import Any
 
 from actorflow.errors import StorageError
 
@@ -133,7 +134,7 @@ class GroupCommitter:
         self._c_thread: threading.Thread | None = None  # started at the first round it is worth it for
 
     # --- entry points ---------------------------------------------------------------------------
-    def submit(self, batch: WriteBatch) -> "Future[list[Any]]":
+    def submit(self, batch: WriteBatch) -> Future[list[Any]]:
         fut = CommitFuture()
         fut._committing = self._tls
         with self._lock:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import abc
 import json
+from collections.abc import Iterable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Iterator, NamedTuple
+from typing import Any, NamedTuple
 
 from actorflow.errors import PayloadError
 
@@ -93,7 +94,7 @@ class RunRecord:
         )
 
     @classmethod
-    def from_tuple(cls, t: tuple[Any, ...]) -> "RunRecord":
+    def from_tuple(cls, t: tuple[Any, ...]) -> RunRecord:
         return cls(*t)
 
 
@@ -249,7 +250,7 @@ class Journal(abc.ABC):
         return WriteBatch(self.codec)
 
     @abc.abstractmethod
-    def submit(self, batch: WriteBatch) -> "Future[list[Any]]":
+    def submit(self, batch: WriteBatch) -> Future[list[Any]]:
         """Queue `batch` for the next group commit; the future resolves (per-op results) once durable."""
 
     def commit(self, batch: WriteBatch, timeout: float | None = None) -> list[Any]:

@@ -226,7 +226,7 @@ class LmdbJournal(LmdbReads, Journal):
             raise StorageError(f"cannot open LMDB journal at {self.path}: {exc}", path=self.path) from exc
 
     # --- writes -----------------------------------------------------------------------------
-    def submit(self, batch: WriteBatch) -> "Future[list[Any]]":
+    def submit(self, batch: WriteBatch) -> Future[list[Any]]:
         return self._committer.submit(batch)
 
     def commit(self, batch: WriteBatch, timeout: float | None = None) -> list[Any]:
@@ -491,7 +491,7 @@ class LmdbJournal(LmdbReads, Journal):
     def map_size(self) -> int:
         return int(self._env.info()["map_size"])
 
-    def __enter__(self) -> "LmdbJournal":
+    def __enter__(self) -> LmdbJournal:
         return self
 
     def __exit__(self, *exc: Any) -> None:

@@ -7,7 +7,8 @@ must not resize under a live read transaction).
 from __future__ import annotations
 
 import threading
-from typing import Any, Iterable, Iterator, cast
+from collections.abc import Iterable, Iterator
+from typing import Any, cast
 
 import lmdb
 

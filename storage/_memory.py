@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import bisect
 import threading
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from actorflow.errors import StorageError
 
@@ -49,7 +50,7 @@ class MemoryJournal(Journal):
         self._closed = False
         self.commits = 0
 
-    def submit(self, batch: WriteBatch) -> "Future[list[Any]]":
+    def submit(self, batch: WriteBatch) -> Future[list[Any]]:
         fut: Future[list[Any]] = Future()
         try:
             fut.set_result(self._apply(batch))

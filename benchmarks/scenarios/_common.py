@@ -83,7 +83,7 @@ def percentile(sorted_vals: list[float], p: float) -> float | None:
 
 
 class Timer:
-    def __enter__(self) -> "Timer":
+    def __enter__(self) -> Timer:
         self.wall0 = time.perf_counter()
         self.cpu0 = time.process_time()
         return self

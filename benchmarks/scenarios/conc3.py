@@ -34,7 +34,7 @@ def actorflow(p: dict[str, Any], workdir: str) -> dict[str, Any]:
             engine.run(wf, -1, timeout=60)  # warm-up: actors, step pool, journal open
             if mode == "astart":
 
-                async def go() -> list[Any]:
+                async def go(engine: Engine = engine, wf: Any = wf) -> list[Any]:
                     handles = await asyncio.gather(*(engine.astart(wf, i) for i in range(n)))
                     return await asyncio.gather(*(h.aresult(120) for h in handles))
 

@@ -16,8 +16,9 @@ from __future__ import annotations
 import base64
 import collections
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import actorflow
 from actorflow import Engine, MockClock, RetryPolicy

@@ -6,13 +6,13 @@ import collections
 import gc
 import threading
 import weakref
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
 import actorflow
-from actorflow import Engine, MockClock, RunState
-from actorflow import _host
+from actorflow import Engine, MockClock, RunState, _host
 
 from .conftest import TIMEOUT, wait_state, wait_until
 

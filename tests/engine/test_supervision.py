@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import collections
 import threading
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
-from actorflow import Engine, MockClock
-from actorflow import _host, _timers
+from actorflow import Engine, MockClock, _host, _timers
 
 from .conftest import TIMEOUT, wait_state
 

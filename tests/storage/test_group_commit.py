@@ -11,8 +11,9 @@ import concurrent.futures
 import signal
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future, InvalidStateError
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from actorflow.errors import StorageError
 from storage import Event, Journal, LmdbJournal
 
 
@@ -48,7 +49,7 @@ def test_a_failed_batch_keeps_none_of_its_claims(journal: Journal) -> None:
     b = journal.batch()
     b.claim_unique("k", "run-a")
     b.append("run-x", Event(5, "step", "s", None, 1.0))  # seq 5 of a run with none before: refused
-    with pytest.raises(Exception):
+    with pytest.raises(StorageError):
         journal.commit(b)
     assert journal.unique_holder("k") is None
     assert commit(journal, ("claim_unique", ("k", "run-b"))) == ["run-b"]

@@ -6,8 +6,9 @@ import os
 import subprocess
 import threading
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import lmdb
 import pytest
@@ -111,7 +112,7 @@ class Readers:
                 self.problems.append(exc)
                 return
 
-    def __enter__(self) -> "Readers":
+    def __enter__(self) -> Readers:
         for t in self.threads:
             t.start()
         return self

@@ -18,11 +18,11 @@ from supervisors import (
     GetChildren,
     Intensity,
     Strategy,
-    SupervisedActor,
-    SupervisorActor,
     Supervise,
-    SupervisorSpec,
+    SupervisedActor,
     Supervising,
+    SupervisorActor,
+    SupervisorSpec,
 )
 from supervisors._messages import _Init
 

@@ -12,7 +12,15 @@ from typing import Any
 import pytest
 from thespian.actors import ActorSystem
 
-from supervisors import ChildSpec, GetChildren, Strategy, SupervisedActor, SupervisorActor, Supervise, SupervisorSpec
+from supervisors import (
+    ChildSpec,
+    GetChildren,
+    Strategy,
+    Supervise,
+    SupervisedActor,
+    SupervisorActor,
+    SupervisorSpec,
+)
 
 pytestmark = pytest.mark.slow
 
