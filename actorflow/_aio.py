@@ -16,6 +16,8 @@ if TYPE_CHECKING:
 __all__ = ["LoopBridge"]
 
 Outcome = tuple[str, Any, Any]
+Added = tuple[int, RunRecord, tuple[Any, ...]]  # a start's op index, record and the journaled copy of its args
+Finish = Callable[[RunRecord, tuple[Any, ...], Any], Any]  # (record, args copy, existing record or None)
 
 
 class LoopBridge:
@@ -28,7 +30,7 @@ class LoopBridge:
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
-        self._starts: list[tuple[Callable[[WriteBatch], tuple[int, RunRecord]], asyncio.Future[Any]]] = []
+        self._starts: list[tuple[Callable[[WriteBatch], Added], asyncio.Future[Any]]] = []
         self._lock = threading.Lock()
         self._ready: list[tuple[asyncio.Future[Outcome], Outcome]] = []
         self._drain_scheduled = False
@@ -37,8 +39,8 @@ class LoopBridge:
     def start(
         self,
         rt: Runtime,
-        add: Callable[[WriteBatch], tuple[int, RunRecord]],
-        finish: Callable[[WriteBatch, int, RunRecord, Any], Any],
+        add: Callable[[WriteBatch], Added],
+        finish: Finish,
     ) -> asyncio.Future[Any]:
         """Queue a start for this loop iteration's shared commit; resolves to `finish(...)`."""
         fut: asyncio.Future[Any] = self.loop.create_future()
@@ -47,48 +49,47 @@ class LoopBridge:
         self._starts.append((add, fut))
         return fut
 
-    def _flush(self, rt: Runtime, finish: Callable[[WriteBatch, int, RunRecord, Any], Any]) -> None:
+    def _flush(self, rt: Runtime, finish: Finish) -> None:
         starts, self._starts = self._starts, []
         batch = rt.journal.batch()
-        added: list[tuple[int, RunRecord, asyncio.Future[Any]]] = []
+        added: list[tuple[int, RunRecord, tuple[Any, ...], asyncio.Future[Any]]] = []
         for add, fut in starts:
             try:
-                idx, rec = add(batch)  # encodes first: a bad payload fails alone, before any write
+                idx, rec, args = add(batch)  # encodes first: a bad payload fails alone, before any write
             except Exception as exc:  # noqa: BLE001 - handed to that caller
                 fut.set_exception(exc)
                 continue
-            added.append((idx, rec, fut))
+            added.append((idx, rec, args, fut))
         if not added:
             return
         try:
             commit = rt.journal.submit(batch)
         except Exception as exc:  # noqa: BLE001 - the journal is closed or broken
-            for _idx, _rec, fut in added:
+            for *_, fut in added:
                 fut.set_exception(exc)
             return
 
         def committed(f: Future[list[Any]]) -> None:
-            self.loop.call_soon_threadsafe(self._started, batch, added, f, finish)
+            self.loop.call_soon_threadsafe(self._started, added, f, finish)
 
         commit.add_done_callback(committed)
 
     @staticmethod
     def _started(
-        batch: WriteBatch,
-        added: list[tuple[int, RunRecord, asyncio.Future[Any]]],
+        added: list[tuple[int, RunRecord, tuple[Any, ...], asyncio.Future[Any]]],
         commit: Future[list[Any]],
-        finish: Callable[[WriteBatch, int, RunRecord, Any], Any],
+        finish: Finish,
     ) -> None:
         exc = commit.exception()
         results = commit.result() if exc is None else None
-        for idx, rec, fut in added:
+        for idx, rec, args, fut in added:
             if fut.done():
                 continue
             if results is None:
                 fut.set_exception(exc)  # type: ignore[arg-type]
                 continue
             try:
-                fut.set_result(finish(batch, idx, rec, results[idx]))
+                fut.set_result(finish(rec, args, results[idx]))
             except Exception as err:  # noqa: BLE001 - RunConflict and friends go to that caller
                 fut.set_exception(err)
 

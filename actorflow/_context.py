@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as _dt
+import math
 import uuid
 from collections.abc import Awaitable, Callable, Generator, Sequence
 from typing import TYPE_CHECKING, Any
@@ -96,8 +97,8 @@ def _seconds(value: float | _dt.timedelta, what: str) -> float:
         seconds = float(value)
     else:
         raise ConfigError(f"{what} must be seconds (int/float) or a timedelta, got {type(value).__name__}")
-    if seconds < 0 or seconds != seconds:
-        raise ConfigError(f"{what} must not be negative, got {value!r}")
+    if not 0 <= seconds < math.inf:  # also refuses NaN
+        raise ConfigError(f"{what} must be finite and not negative, got {value!r}")
     return seconds
 
 
@@ -134,6 +135,10 @@ class WorkflowContext:
         """Run `fn` off the actor thread at least once; its journaled result is returned exactly once."""
         if not callable(fn):
             raise ConfigError(f"step {name!r}: fn must be a zero-argument callable, got {type(fn).__name__}")
+        if retry is not None and not isinstance(retry, RetryPolicy):
+            raise ConfigError(
+                f"step {name!r}: retry must be a RetryPolicy (e.g. RetryPolicy.exponential()), got {retry!r}"
+            )
         if compensate is not None and not callable(compensate):
             raise ConfigError(f"step {name!r}: compensate must be callable")
         t = None if timeout is None else _seconds(timeout, f"step {name!r} timeout")

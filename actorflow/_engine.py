@@ -20,6 +20,7 @@ from ._clock import Clock, SystemClock
 from ._handle import RunHandle, new_run_id
 from ._lockfile import DirLock
 from ._monitor import afollow, follow
+from ._options import check_engine_options
 from ._runtime import Runtime
 from ._saga import failure_text
 from ._thespian import ActorRuntime
@@ -28,6 +29,8 @@ from .errors import (
     ActorflowError,
     Cancelled,
     ConfigError,
+    JournalCorrupt,
+    PayloadError,
     RunConflict,
     RunFinished,
     RunNotFound,
@@ -69,15 +72,26 @@ class Engine:
         timer_horizon: float = 30.0,
         gc_threshold: tuple[int, int, int] | None = (50_000, 20, 100),
     ) -> None:
+        check_engine_options(
+            data_dir=data_dir,
+            system=system,
+            passivate_after=passivate_after,
+            clock=clock,
+            journal=journal,
+            sync=sync,
+            shards=shards,
+            step_threads=step_threads,
+            close_grace=close_grace,
+            codec=codec,
+            max_payload=max_payload,
+            timer_horizon=timer_horizon,
+            gc_threshold=gc_threshold,
+        )
         if system != "embedded":
             raise ConfigError(
                 f"system={system!r}: only the embedded actor system is available in this release "
                 "(multiprocess and remote admins are planned)"
             )
-        if passivate_after is not None and passivate_after < 0:
-            raise ConfigError(f"passivate_after must not be negative, got {passivate_after}")
-        if shards < 1 or step_threads < 1:
-            raise ConfigError("shards and step_threads must be >= 1")
         self.data_dir = None if data_dir is None else os.fspath(data_dir)
         self.system = system
         self.passivate_after = passivate_after
@@ -256,16 +270,27 @@ class Engine:
         return rt
 
     # --- starting runs -------------------------------------------------------------------------
-    def _start_batch(self, rt: Runtime, name: str, args: tuple[Any, ...], run_id: str | None, batch: WriteBatch) -> tuple[str, RunRecord]:
+    def _start_batch(
+        self, rt: Runtime, name: str, args: tuple[Any, ...], run_id: str | None, batch: WriteBatch
+    ) -> tuple[int, RunRecord, tuple[Any, ...]]:
+        """Add a run's creation to `batch`: (op index, record, the journaled copy of its arguments).
+
+        The copy is read back before anything is written, so arguments that pickle but cannot be
+        unpickled are refused here (PayloadError) instead of leaving a run no host can load."""
         rid = run_id if run_id is not None else new_run_id()
         check_run_id(rid)
         now = rt.clock.now()
         rec = RunRecord(rid, name, "pending", now, now)
-        batch.create_run(rec, Event(0, "run_started", name, {"args": args}, now))
-        return rid, rec
+        idx = batch.create_run(rec, Event(0, "run_started", name, {"args": args}, now))
+        try:
+            copy = rt.codec.readback(batch.ops[idx][3], f"arguments of workflow {name!r}", args)
+        except PayloadError:
+            batch.truncate(idx)
+            raise
+        return idx, rec, tuple(copy[4]["args"])
 
     def _after_start(
-        self, rt: Runtime, batch: WriteBatch, i: int, rec: RunRecord, existing: RunRecord | None, helps: bool = False
+        self, rt: Runtime, rec: RunRecord, args: tuple[Any, ...], existing: RunRecord | None, helps: bool = False
     ) -> tuple[Runtime, int] | None:
         """Hand a created run to its host; returns the handle's freshness token (None: it existed).
 
@@ -275,8 +300,7 @@ class Engine:
                 raise RunConflict(rec.run_id, existing.workflow, rec.workflow)
             return None
         fresh = (rt, rt.notifier.evictions)  # before the run can finish: its outcome is in `recent` after
-        args = rt.codec.decode(batch.ops[i][3], "workflow arguments")[4]["args"]
-        item = ("start", rec.run_id, rec.as_tuple(), tuple(args))
+        item = ("start", rec.run_id, rec.as_tuple(), args)
         if helps:
             rt.post_and_help(item)
         else:
@@ -288,25 +312,24 @@ class Engine:
         rt = self._runtime()
         name = self._name_of(wf)
         batch = rt.journal.batch()
-        rid, rec = self._start_batch(rt, name, args, run_id, batch)
+        _, rec, copy = self._start_batch(rt, name, args, run_id, batch)
         existing = rt.journal.commit(batch)[0]
-        return RunHandle(self, rid, self._after_start(rt, batch, 0, rec, existing, helps=not rt.steps.inflight))
+        return RunHandle(self, rec.run_id, self._after_start(rt, rec, copy, existing, helps=not rt.steps.inflight))
 
     async def astart(self, wf: Callable[..., Any] | str, *args: Any, run_id: str | None = None) -> RunHandle:
         """Async start; all astarts of one event-loop iteration share one durable commit."""
         rt = self._runtime()
         name = self._name_of(wf)
 
-        def add(batch: WriteBatch) -> tuple[int, RunRecord]:
-            _rid, rec = self._start_batch(rt, name, args, run_id, batch)
-            return len(batch.ops) - 1, rec
+        def add(batch: WriteBatch) -> tuple[int, RunRecord, tuple[Any, ...]]:
+            return self._start_batch(rt, name, args, run_id, batch)
 
         handle: RunHandle = await self._bridge().start(rt, add, self._astarted)
         return handle
 
-    def _astarted(self, batch: WriteBatch, idx: int, rec: RunRecord, existing: RunRecord | None) -> RunHandle:
+    def _astarted(self, rec: RunRecord, args: tuple[Any, ...], existing: RunRecord | None) -> RunHandle:
         rt = self._runtime()
-        return RunHandle(self, rec.run_id, self._after_start(rt, batch, idx, rec, existing))
+        return RunHandle(self, rec.run_id, self._after_start(rt, rec, args, existing))
 
     def _bridge(self) -> LoopBridge:
         loop = asyncio.get_running_loop()
@@ -333,9 +356,9 @@ class Engine:
         results = rt.journal.commit(batch)
         conflicts = []
         handles = []
-        for i, ((rid, rec), existing) in enumerate(zip(recs, results)):
+        for (_, rec, copy), existing in zip(recs, results):
             try:
-                handles.append(RunHandle(self, rid, self._after_start(rt, batch, i, rec, existing)))
+                handles.append(RunHandle(self, rec.run_id, self._after_start(rt, rec, copy, existing)))
             except RunConflict as exc:
                 conflicts.append(exc)
         if conflicts:
@@ -353,15 +376,16 @@ class Engine:
     # --- interacting with runs -----------------------------------------------------------------
     def signal(self, run_id: str, name: str, payload: Any = None) -> None:
         """Queue a signal for the run; durable when this returns, delivered in order per name."""
+        check_run_id(run_id)
         rt = self._runtime()
         batch = rt.journal.batch()
         batch.put_signal(run_id, str(name), payload)
+        copy = rt.codec.readback(batch.ops[0][3], f"payload of signal {name!r}", payload)  # before durable
         res = rt.journal.commit(batch)[0]
         if res == SignalResult.NOT_FOUND:
             raise RunNotFound(run_id)
         if isinstance(res, str):
             raise RunFinished(run_id, res)
-        copy = rt.codec.decode(batch.ops[0][3], "signal payload")
         rt.post(("signal", run_id, str(name), res, copy))
 
     def cancel(self, run_id: str, timeout: float | None = 30.0) -> bool:
@@ -375,6 +399,7 @@ class Engine:
         return fut.result(timeout)
 
     def _record(self, run_id: str) -> RunRecord:
+        check_run_id(run_id)
         journal = self._rt.journal if self._rt is not None else self.journal
         if journal is None:
             raise ConfigError("the engine is not open")
@@ -392,12 +417,17 @@ class Engine:
         return [RunStatus.from_record(r) for r in journal.runs(st, workflow)]
 
     def history(self, run_id: str) -> list[Event]:
+        """The run's journal, decoded; a record that cannot be decoded shows as an `undecodable`
+        event with the error, so a damaged run's history is still readable up to and past it."""
         self._record(run_id)
-        return self._runtime().journal.events(run_id)
+        return self._runtime().journal.events(run_id, strict=False)
 
     # --- results -------------------------------------------------------------------------------
     def _final(self, run_id: str, rec: RunRecord) -> tuple[str, Any, Any]:
-        ev = self._runtime().final_event(run_id)
+        try:
+            ev = self._runtime().final_event(run_id)
+        except JournalCorrupt as exc:  # the outcome's record is damaged: the run record still says how it ended
+            return (rec.state, None, {"error": f"{rec.error} (final event unreadable: {exc})"})
         if ev is None:
             return (rec.state, None, {"error": rec.error})
         if ev.kind == "run_completed":
@@ -427,6 +457,7 @@ class Engine:
         return self._result(run_id, timeout, None)
 
     def _result(self, run_id: str, timeout: float | None, fresh: tuple[Runtime, int] | None) -> Any:
+        check_run_id(run_id)
         rt = self._runtime()
         outcome = rt.notifier.recent.get(run_id)
         if outcome is None:
@@ -455,6 +486,7 @@ class Engine:
         return await self._aresult(run_id, timeout, None)
 
     async def _aresult(self, run_id: str, timeout: float | None, fresh: tuple[Runtime, int] | None) -> Any:
+        check_run_id(run_id)
         rt = self._runtime()
         outcome = rt.notifier.recent.get(run_id)
         if outcome is None:

@@ -8,12 +8,13 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from storage import Event, RunRecord
-from storage._journal import OP_PUT_RUN
+from storage._journal import OP_APPEND, OP_PUT_RUN
 
 from . import _saga, _waits
 from ._run import Run
+from ._saga import describe_error
 from ._types import RunStatus
-from .errors import PayloadError, StorageError
+from .errors import ActorflowError, PayloadError, StorageError
 
 if TYPE_CHECKING:
     from ._runtime import Runtime
@@ -25,6 +26,7 @@ log = structlog.get_logger("actorflow.host")
 # message kinds that reflect a durable outside event and therefore wake (load) a passivated run
 _CHUNK = 256  # messages whose passivated runs are read ahead together (a bounded set of fresh objects)
 _WAKING = frozenset({"signal", "child_done", "cancel", "load"})
+_HOST_ITEMS = frozenset({"commit", "housekeep", "recover", "rearm"})  # not about one run
 
 Output = tuple[int | None, Any]  # (None, fn()) | (op index, fn(result)) | (_STEP, step to submit)
 _STEP = -1
@@ -101,16 +103,16 @@ class RunHost:
     def watch(self, child_id: str, parent_id: str, pos: int) -> None:
         self.send_run(child_id, ("watch", child_id, parent_id, pos))
 
-    def create_child(self, run: Run, cmd: Any, child_id: str, name: str, args: tuple[Any, ...]) -> None:
+    def create_child(
+        self, run: Run, cmd: Any, child_id: str, name: str, args: tuple[Any, ...], args_copy: tuple[Any, ...]
+    ) -> None:
         now = self.rt.clock.now()
         rec = RunRecord(child_id, name, "pending", now, now, parent=run.run_id, meta={"parent_pos": cmd.pos})
         idx = self.batch.create_run(rec, Event(0, "run_started", name, {"args": args}, now))
-        ev_record = self.batch.ops[idx][3]
 
         def created(existing: RunRecord | None) -> None:
             if existing is None:
-                start_args = self.rt.codec.decode(ev_record, "child arguments")[4]["args"]
-                self.outbox.append((self.rt.shard_of(child_id), ("start", child_id, rec.as_tuple(), start_args)))
+                self.outbox.append((self.rt.shard_of(child_id), ("start", child_id, rec.as_tuple(), args_copy)))
             elif existing.workflow != name:
                 live = self.runs.get(run.run_id)
                 if live is not None:
@@ -159,7 +161,15 @@ class RunHost:
                 chunk = items[lo : lo + _CHUNK] if len(items) > _CHUNK else items
                 self.prefetched = self._prefetch(chunk)
                 for item in chunk:
-                    self._handle(item)  # an exception goes to the supervisor (SupervisedActor reports it)
+                    marks = (len(self.batch.ops), len(self.outputs), len(self.outbox), self.rederivable)
+                    try:
+                        self._handle(item)
+                    except Exception as exc:
+                        # one run's data or code: confined to that run. Anything else (a commit, the
+                        # host's own rounds) goes to the supervisor, whose restart budget is for our bugs.
+                        if item[0] in _HOST_ITEMS or not isinstance(item[1], str):
+                            raise
+                        self._isolate(item, exc, marks)
         finally:
             self.prefetched = {}
         self.flush(force=self.housekept)
@@ -180,7 +190,12 @@ class RunHost:
             and item[1] not in blocked
             and item[1] not in finishing
         ]
-        return self.rt.journal.load_runs(list(dict.fromkeys(wake))) if len(wake) > 1 else {}
+        if len(wake) < 2:
+            return {}
+        try:
+            return self.rt.journal.load_runs(list(dict.fromkeys(wake)))
+        except Exception:  # noqa: BLE001 - a damaged run among them: each is loaded (and isolated) alone
+            return {}
 
     def _handle(self, item: tuple[Any, ...]) -> None:
         kind = item[0]
@@ -324,13 +339,72 @@ class RunHost:
         for run_id in journal.active_run_ids():
             if self.rt.shard_of(run_id) != self.shard or run_id in self.runs:
                 continue
-            rec = journal.get_run(run_id)
-            if rec is None:
-                continue
-            if rec.state in ("pending", "running", "blocked") or (
-                rec.state in ("waiting", "sleeping") and journal.signals(run_id)
-            ):
-                self._load(run_id, force=True)
+            marks = (len(self.batch.ops), len(self.outputs), len(self.outbox), self.rederivable)
+            try:
+                rec = journal.get_run(run_id)
+                if rec is None:
+                    continue
+                if rec.state in ("pending", "running", "blocked") or (
+                    rec.state in ("waiting", "sleeping") and journal.signals(run_id)
+                ):
+                    self._load(run_id, force=True)
+            except Exception as exc:  # noqa: BLE001 - this run's journal or code: the others recover
+                self._isolate(("load", run_id), exc, marks)
+
+    # --- fault isolation ---------------------------------------------------------------------
+    def _isolate(self, item: tuple[Any, ...], exc: Exception, marks: tuple[int, int, int, int]) -> None:
+        """Handling `item` raised: undo what it added to this batch and quarantine its run."""
+        ops, outputs, outbox, rederivable = marks
+        run_id: str = item[1]
+        undone = self.batch.ops[ops:]
+        self.batch.truncate(ops)
+        del self.outputs[outputs:]
+        del self.outbox[outbox:]
+        self.rederivable = rederivable
+        # the run's first event this item appended is where its quarantine record goes
+        seqs = [op[2] for op in undone if op[0] == OP_APPEND and op[1] == run_id]
+        run = self.runs.get(run_id)
+        next_seq = min(seqs) if seqs else run.next_seq if run is not None else None
+        self.quarantine(run_id, exc, item[0], next_seq)
+
+    def quarantine(self, run_id: str, exc: Exception, during: str, next_seq: int | None = None) -> None:
+        """Hold a run whose journal cannot be read, or whose handling raised, `blocked` with the
+        evidence, running no more of its code until the next open() (with fixed code) retries it.
+
+        The run leaves memory; later messages for it are dropped (it is in `blocked`); cancel()
+        still ends it without running its code. The evidence is journaled once: a run quarantined
+        again for the same reason on every open adds nothing."""
+        run = self.runs.pop(run_id, None)
+        if run is not None:
+            run.detach()
+        for d in (self.dirty, self.touched, self.finishing):
+            d.pop(run_id, None)
+        error = f"quarantined while handling {during!r}: {describe_error(exc)}"
+        evidence: dict[str, Any] = {"error": error, "type": type(exc).__name__, "during": during}
+        if isinstance(exc, ActorflowError):
+            evidence.update((k, v) for k, v in exc.evidence.items() if isinstance(v, (str, int, float)))
+        log.error("run quarantined", run_id=run_id, during=during, error=describe_error(exc), exc_info=exc)
+        journal = self.rt.journal
+        try:
+            rec = run.record if run is not None else journal.get_run(run_id)
+            if next_seq is None:
+                next_seq = journal.last_seq(run_id) + 1
+        except Exception as read_exc:  # noqa: BLE001 - its record too is unreadable: hold it in memory only
+            log.error("quarantined run's record is unreadable", run_id=run_id, error=describe_error(read_exc))
+            self.blocked[run_id] = 0
+            return
+        if rec is None or rec.finished:
+            return
+        if rec.state != "blocked" or rec.error != error:
+            now = self.rt.clock.now()
+            self.batch.append(run_id, Event(next_seq, "run_blocked", "", evidence, now))
+            next_seq += 1
+            rec.state, rec.error, rec.updated_at = "blocked", error, now
+            self.batch.put_run(rec)
+            if self.rt.notifier.watching(run_id):
+                status = RunStatus.from_record(rec)
+                self.outputs.append((None, lambda: self.rt.notifier.status_changed(status)))
+        self.blocked[run_id] = next_seq
 
     def _rearm(self) -> None:
         """The timer actor restarted: arm again what only lived in its memory."""

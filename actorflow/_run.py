@@ -195,9 +195,11 @@ class Run:
         self.host.send_timer(("arm", due, self.run_id, pos, tag, durable), cmd)
 
     def _exc_data(self, exc: BaseException) -> dict[str, Any]:
+        """An error as journaled: its text always, the exception object only if it loads back (many
+        exception classes pickle but fail to unpickle, and an unloadable record would poison replay)."""
         data: dict[str, Any] = {"error": describe_error(exc), "type": type(exc).__name__}
         try:
-            self.host.rt.codec.dumps(exc)
+            self.host.rt.codec.roundtrip(exc)
             data["exc"] = exc
         except PayloadError:
             data["exc"] = None
@@ -357,9 +359,21 @@ class Run:
 
     def _attempt_failed(self, cmd: Command, exc: BaseException) -> None:
         spec: StepSpec = cmd.spec
-        retryable = not isinstance(exc, (PayloadError, Cancelled)) and spec.retry.should_retry(cmd.attempt, exc)
-        if retryable:
-            retry_at = self.clock_now() + spec.retry.delay(cmd.attempt)
+        retry_at: float | None = None
+        try:
+            if not isinstance(exc, Cancelled) and spec.retry.should_retry(cmd.attempt, exc):
+                retry_at = self.clock_now() + spec.retry.delay(cmd.attempt)
+        except BaseException as policy_exc:  # noqa: BLE001 - user code in a custom policy: fails the step
+            policy_err = policy_exc if isinstance(policy_exc, ConfigError) else ConfigError(
+                f"retry policy's delay_for_attempt({cmd.attempt}) raised {describe_error(policy_exc)}",
+                argument="delay_for_attempt",
+            )
+            policy_err.__context__ = exc
+            data = self._exc_data(policy_err)
+            data["error"] = f"{describe_error(exc)}; and its {data['error']}"
+            self._give_up(cmd, data)
+            return
+        if retry_at is not None:
             self._append(
                 "step_attempt_failed",
                 cmd.name,
@@ -369,8 +383,11 @@ class Run:
             self._arm(retry_at, cmd.pos, ("retry", cmd.attempt + 1))
             return
         data = self._exc_data(exc)
-        data["attempts"] = cmd.attempt
         data["timeout"] = isinstance(exc, StepTimeout)
+        self._give_up(cmd, data)
+
+    def _give_up(self, cmd: Command, data: dict[str, Any]) -> None:
+        data["attempts"] = cmd.attempt
         self._append("step_failed", cmd.name, cmd.pos, data)
         self._resolve(cmd, None, self._step_error(cmd, data))
 

@@ -14,6 +14,7 @@ from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any
 
 from ._types import StepInfo, _current_step
+from .errors import Cancelled
 
 if TYPE_CHECKING:
     from ._runtime import Runtime
@@ -31,6 +32,16 @@ def _is_async(fn: Callable[[], Any]) -> bool:
     if isinstance(fn, (types.BuiltinFunctionType, types.BuiltinMethodType)):
         return False
     return inspect.iscoroutinefunction(fn)
+
+
+class _Raised:
+    """What an async step raised, returned rather than raised: asyncio lets KeyboardInterrupt and
+    SystemExit out of a task and stops its loop, which would hang every async step of the engine."""
+
+    __slots__ = ("exc",)
+
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
 
 
 class StepPool:
@@ -108,16 +119,28 @@ class StepPool:
                 self._done(None, result, info, kind, helps=True)
 
     def _future_done(self, fut: Future[Any], info: StepInfo, kind: str) -> None:
-        exc = fut.exception()
-        self._done(exc, None if exc is not None else fut.result(), info, kind)
+        if fut.cancelled():  # the loop stopped under it (close): abandoned, runs again after the next open
+            self._done(Cancelled(info.run_id, f"step {info.name!r} abandoned"), None, info, kind)
+            return
+        result = fut.result()
+        if type(result) is _Raised:
+            self._done(result.exc, None, info, kind)
+        else:
+            self._done(None, result, info, kind)
 
     async def _run_async(self, fn: Callable[[], Any], info: StepInfo) -> Any:
         _current_step.set(info)
-        return await fn()
+        try:
+            return await fn()
+        except BaseException as exc:  # noqa: BLE001 - see _Raised
+            return _Raised(exc)
 
     async def _await(self, awaitable: Any, info: StepInfo) -> Any:
         _current_step.set(info)
-        return await awaitable
+        try:
+            return await awaitable
+        except BaseException as exc:  # noqa: BLE001 - see _Raised
+            return _Raised(exc)
 
     def _done(self, exc: BaseException | None, result: Any, info: StepInfo, kind: str, helps: bool = False) -> None:
         """Report a finished attempt; `helps` (a worker thread): run the actors here if nobody is."""
@@ -128,15 +151,13 @@ class StepPool:
             item = ("step", info.run_id, info.seq, info.attempt, False, exc)
         else:
             codec = self.rt.codec
+            what = f"result of step {info.name!r}"
             try:
-                record, body = codec.encode_with_body(
-                    ("step_completed", info.name, info.seq, self.rt.clock.now(), result),
-                    f"result of step {info.name!r}",
-                )
-            except Exception as err:  # PayloadError: the result cannot be journaled
+                record, _ = codec.encode_with_body(("step_completed", info.name, info.seq, rt.clock.now(), result), what)
+                value = result if type(result) in _SIMPLE else codec.readback(record, what, result)[4]
+            except BaseException as err:  # noqa: BLE001 - PayloadError: cannot be journaled (or read back)
                 item = ("step", info.run_id, info.seq, info.attempt, False, err)
             else:
-                value = result if type(result) in _SIMPLE else codec.loads_body(record[1], body)[4]
                 item = ("step", info.run_id, info.seq, info.attempt, True, (record, value))
         rt.queue.append(item)
         with self._lock:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import bisect
 from typing import TYPE_CHECKING, Any
 
+from storage._journal import check_run_id
+
 from ._saga import failure_text
 from .errors import Cancelled, RunConflict, WaitTimeout, WorkflowFailed
 
@@ -93,9 +95,13 @@ def cmd_child(run: Run, wf: Any, args: tuple[Any, ...], run_id: str | None) -> C
             child_outcome(run, cmd, ev.kind, ev.data, resolve=False)
             return cmd
     else:
-        child_id = run_id or f"{run.run_id}/{cmd.pos}"
+        child_id = run_id if run_id is not None else f"{run.run_id}/{cmd.pos}"
+        check_run_id(child_id)
+        # refused here, in the parent's code, before anything is journaled: a child whose arguments
+        # do not load back could never start
+        copy = run.host.rt.codec.roundtrip(args, f"arguments of child workflow {name!r}")
         run._append("child_started", name, cmd.pos, {"run_id": child_id})
-        run.host.create_child(run, cmd, child_id, name, args)
+        run.host.create_child(run, cmd, child_id, name, args, tuple(copy))
     cmd.spec = child_id
     run.pending[cmd.pos] = cmd
     run.host.watch(child_id, run.run_id, cmd.pos)

@@ -7,6 +7,7 @@ from typing import Any
 __all__ = [
     "ActorflowError",
     "RunNotFound",
+    "InvalidRunId",
     "RunConflict",
     "RunFinished",
     "WorkflowNotRegistered",
@@ -55,6 +56,22 @@ class RunNotFound(ActorflowError):
 
     def __init__(self, run_id: str) -> None:
         super().__init__(f"no workflow run with id {run_id!r}", run_id=run_id)
+
+
+class InvalidRunId(ActorflowError, ValueError):
+    """A run id that cannot name a run: not a string, empty, containing NUL, or over 400 bytes.
+
+    Also a ValueError, so code that validates input with `except ValueError` catches it."""
+
+    def __init__(self, run_id: object) -> None:
+        super().__init__(
+            f"invalid run id {run_id!r} ({type(run_id).__name__}): a run id is a non-empty str "
+            "without NUL, at most 400 bytes in UTF-8",
+            run_id=run_id,
+        )
+
+    def __reduce__(self) -> Any:
+        return (type(self), (self.evidence["run_id"],))
 
 
 class RunConflict(ActorflowError):

@@ -120,13 +120,51 @@ class Codec:
         except Exception as exc:
             raise JournalCorrupt(f"{where}: cannot decode record: {exc}", where=where) from exc
 
+    def readback(self, record: bytes, what: str, value: Any) -> Any:
+        """Decode a record just encoded from `value`: the journaled copy, or PayloadError naming the
+        type inside `value` that cannot be loaded back (e.g. a class whose unpickling raises), so
+        such a value is refused before it is written rather than found unreadable on replay."""
+        try:
+            return self.loads_body(record[1], record[HEADER_SIZE:])
+        except Exception as exc:  # noqa: BLE001 - any failure to load means the record is unusable
+            raise self._unreadable(value, what, exc) from exc
+
+    def _unreadable(self, value: Any, what: str, exc: BaseException) -> PayloadError:
+        culprit = _culprit(self, value)
+        name = type(culprit).__name__
+        return PayloadError(
+            f"{what} cannot be read back after encoding: the {name} inside does not load "
+            f"({type(exc).__name__}: {exc}); make it picklable both ways (or pass plain data)",
+            type_name=name,
+        )
+
     def roundtrip(self, value: Any, what: str = "payload") -> Any:
         """The journaled copy of `value` (what a replay would see)."""
         if type(value) in _SIMPLE:
             if type(value) in (str, bytes) and len(value) > self.max_payload:
                 self.dumps(value, what)
             return value
-        return self.loads_body(self.codec_id, self.dumps(value, what))
+        body = self.dumps(value, what)
+        try:
+            return self.loads_body(self.codec_id, body)
+        except Exception as exc:  # noqa: BLE001 - see readback
+            raise self._unreadable(value, what, exc) from exc
+
+
+def _culprit(codec: Codec, value: Any, depth: int = 0) -> Any:
+    """The innermost part of `value` that does not survive dumps+loads (only on the error path)."""
+    parts: list[Any] = []
+    if isinstance(value, dict):
+        parts = [*value.keys(), *value.values()]
+    elif isinstance(value, (list, tuple, set, frozenset)):
+        parts = list(value)
+    if depth < 8:
+        for part in parts:
+            try:
+                codec.loads_body(codec.codec_id, codec.dumps(part))
+            except Exception:  # noqa: BLE001 - this part is (or holds) the culprit
+                return _culprit(codec, part, depth + 1)
+    return value
 
 
 def _crc(version: int, codec_id: int, body: bytes) -> int:

@@ -9,7 +9,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from actorflow.errors import PayloadError
+from actorflow.errors import InvalidRunId, PayloadError
 
 from ._codec import Codec
 
@@ -129,8 +129,14 @@ def _check_name(name: str, what: str) -> None:
 
 
 def check_run_id(run_id: str) -> None:
-    if not isinstance(run_id, str) or not run_id or "\x00" in run_id or len(run_id.encode()) > 400:
-        raise ValueError(f"invalid run id {run_id!r}: a non-empty string without NUL, <= 400 bytes")
+    """InvalidRunId (a ValueError) unless `run_id` can name a run in every index."""
+    if not isinstance(run_id, str) or not run_id or "\x00" in run_id or len(run_id) > 100 and len(run_id.encode()) > 400:
+        raise InvalidRunId(run_id)
+
+
+def undecodable_event(seq: int, exc: Exception) -> Event:
+    """What a non-strict read shows for a record it could not decode."""
+    return Event(seq, "undecodable", "", {"error": str(exc), "type": type(exc).__name__}, 0.0, -1)
 
 
 class WriteBatch:
@@ -145,6 +151,13 @@ class WriteBatch:
 
     def __len__(self) -> int:
         return len(self.ops)
+
+    def truncate(self, n: int) -> None:
+        """Drop every op after the first `n` (undo what one failed step of a batch's builder added)."""
+        dropped = self.ops[n:]
+        if dropped:
+            del self.ops[n:]
+            self.creates -= sum(1 for op in dropped if op[0] == OP_CREATE_RUN)
 
     def append(self, run_id: str, event: Event) -> int:
         fields = (event.kind, event.name, event.pos, event.at, event.data)
@@ -259,8 +272,12 @@ class Journal(abc.ABC):
 
     # --- reads ------------------------------------------------------------------------------
     @abc.abstractmethod
-    def events(self, run_id: str, from_seq: int = 0) -> list[Event]:
-        """The run's events with seq >= from_seq, in order."""
+    def events(self, run_id: str, from_seq: int = 0, *, strict: bool = True) -> list[Event]:
+        """The run's events with seq >= from_seq, in order.
+
+        A record that cannot be decoded raises JournalCorrupt naming the run and seq; with
+        `strict=False` it is returned as an `undecodable` event carrying that error instead (for
+        tools that show a damaged run's journal as far as it can be read)."""
 
     @abc.abstractmethod
     def last_seq(self, run_id: str) -> int:

@@ -15,7 +15,7 @@ import lmdb
 from actorflow.errors import JournalCorrupt, JournalVersionError, StorageError
 
 from ._codec import Codec
-from ._journal import Event, RunRecord
+from ._journal import Event, RunRecord, undecodable_event
 from ._keys import (
     SEP,
     due_bytes,
@@ -135,14 +135,22 @@ class LmdbReads:
                 return unpack_seq(k[len(prefix) :])
         return -1
 
-    def events(self, run_id: str, from_seq: int = 0) -> list[Event]:
+    def events(self, run_id: str, from_seq: int = 0, *, strict: bool = True) -> list[Event]:
         prefix = event_prefix(run_id)
         txn = self._read_txn()
         try:
             raw = self._raw_events(txn, prefix, from_seq)
         finally:
             self._end_read(txn)
-        return self._decode_events(run_id, len(prefix), raw)
+        if strict:
+            return self._decode_events(run_id, len(prefix), raw)
+        out = []
+        for item in raw:
+            try:
+                out += self._decode_events(run_id, len(prefix), [item])
+            except (JournalCorrupt, JournalVersionError) as exc:
+                out.append(undecodable_event(unpack_seq(item[0][len(prefix):]), exc))
+        return out
 
     def load_run(self, run_id: str) -> tuple[RunRecord | None, list[Event], list[tuple[str, int, Any]]]:
         """Record, events and inbox of a run in one read transaction (waking a passivated run)."""

@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from typing import Any
 
-from actorflow.errors import StorageError
+from actorflow.errors import JournalCorrupt, JournalVersionError, StorageError
 
 from ._codec import Codec
 from ._journal import (
@@ -28,6 +28,7 @@ from ._journal import (
     RunRecord,
     SignalResult,
     WriteBatch,
+    undecodable_event,
 )
 
 __all__ = ["MemoryJournal"]
@@ -217,12 +218,18 @@ class MemoryJournal(Journal):
     def _decode_run(self, run_id: str, raw: bytes) -> RunRecord:
         return RunRecord.from_tuple(self.codec.decode(raw, f"run record {run_id!r}"))
 
-    def events(self, run_id: str, from_seq: int = 0) -> list[Event]:
+    def events(self, run_id: str, from_seq: int = 0, *, strict: bool = True) -> list[Event]:
         with self._lock:
             log = list(self._events.get(run_id, ()))
         out = []
         for seq in range(from_seq, len(log)):
-            kind, name, pos, at, data = self.codec.decode(log[seq], f"run {run_id!r} seq {seq}")
+            try:
+                kind, name, pos, at, data = self.codec.decode(log[seq], f"run {run_id!r} seq {seq}")
+            except (JournalCorrupt, JournalVersionError) as exc:
+                if strict:
+                    raise JournalCorrupt(exc.message, where=exc.evidence.get("where"), run_id=run_id, seq=seq) from exc
+                out.append(undecodable_event(seq, exc))
+                continue
             out.append(Event(seq, kind, name, data, at, pos))
         return out
 

@@ -15,6 +15,7 @@ from actorflow import errors
 SAMPLES: dict[str, Any] = {
     "ActorflowError": lambda: errors.ActorflowError("root", detail=1),
     "RunNotFound": lambda: errors.RunNotFound("r-1"),
+    "InvalidRunId": lambda: errors.InvalidRunId(""),
     "RunConflict": lambda: errors.RunConflict("r-1", "wf_a", "wf_b"),
     "RunFinished": lambda: errors.RunFinished("r-1", "completed"),
     "WorkflowNotRegistered": lambda: errors.WorkflowNotRegistered("nope", ["a", "b"]),
@@ -35,6 +36,7 @@ SAMPLES: dict[str, Any] = {
 
 EVIDENCE = {
     "RunNotFound": {"run_id": "r-1"},
+    "InvalidRunId": {"run_id": ""},
     "RunConflict": {"run_id": "r-1", "existing": "wf_a", "requested": "wf_b"},
     "RunFinished": {"run_id": "r-1", "state": "completed"},
     "WorkflowNotRegistered": {"name": "nope"},

@@ -51,17 +51,23 @@ def test_unpicklable_step_result_fails_the_step(engine: Engine) -> None:
         return threading.Lock()
 
     @engine.workflow()
-    async def wf(ctx: Any) -> Any:
+    async def wf(ctx: Any, retry: actorflow.RetryPolicy) -> Any:
         try:
-            await ctx.step("lock", make_lock, retry=actorflow.RetryPolicy.linear(3, 1.0))
+            await ctx.step("lock", make_lock, retry=retry)
         except StepFailed as exc:
             return type(exc.__cause__).__name__, "lock" in str(exc.__cause__).lower(), exc.attempts
         return "journaled?"
 
-    h = engine.start(wf)
-    assert h.result(TIMEOUT) == ("PayloadError", True, 1)
-    assert calls == [1]  # a result that can never be journaled is not retried
+    # a failed attempt like any other: the retry policy applies (a result may fit next time) ...
+    h = engine.start(wf, actorflow.RetryPolicy.linear(3, 1.0))
+    assert h.result(TIMEOUT) == ("PayloadError", True, 3)
+    assert calls == [1, 1, 1]
     assert "step_completed" not in [e.kind for e in h.history()]
+    # ... and PayloadError can be made non-retryable
+    calls.clear()
+    h = engine.start(wf, actorflow.RetryPolicy.linear(3, 1.0, non_retryable=(PayloadError,)))
+    assert h.result(TIMEOUT) == ("PayloadError", True, 1)
+    assert calls == [1]
 
 
 def test_unpicklable_workflow_result_fails_the_run(engine: Engine) -> None:
