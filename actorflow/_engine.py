@@ -9,7 +9,6 @@ import os
 import threading
 import weakref
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
-from concurrent.futures import Future
 from typing import Any, TypeVar
 
 from storage import Codec, Event, Journal, LmdbJournal, RunRecord, SignalResult, WriteBatch
@@ -19,6 +18,7 @@ from ._aio import LoopBridge
 from ._clock import Clock, SystemClock
 from ._handle import RunHandle, new_run_id
 from ._lockfile import DirLock
+from ._messages import CancelRun, PumpCall, SignalArrived, StartRun
 from ._monitor import afollow, follow
 from ._options import check_engine_options
 from ._runtime import Runtime
@@ -207,10 +207,10 @@ class Engine:
             self._rt = self._actors = None
         rt.closing = True
         rt.steps.wait_idle(self.close_grace if grace is None else grace)
-        rt.post(("__flush__",))  # status records still waiting for a step's commit are written now
+        rt.post(PumpCall(flush=True))  # status records still waiting for a step's commit are written now
         for i in range(50):  # let the pump journal what finished steps reported
             done = threading.Event()
-            rt.post(("__call__", done.set))
+            rt.post(PumpCall(done.set))
             done.wait()
             if i and not rt.commits_pending and not rt.queue:
                 break
@@ -300,7 +300,7 @@ class Engine:
                 raise RunConflict(rec.run_id, existing.workflow, rec.workflow)
             return None
         fresh = (rt, rt.notifier.evictions)  # before the run can finish: its outcome is in `recent` after
-        item = ("start", rec.run_id, rec.as_tuple(), args)
+        item = StartRun(rec.run_id, rec.as_tuple(), args)
         if helps:
             rt.post_and_help(item)
         else:
@@ -386,7 +386,7 @@ class Engine:
             raise RunNotFound(run_id)
         if isinstance(res, str):
             raise RunFinished(run_id, res)
-        rt.post(("signal", run_id, str(name), res, copy))
+        rt.post(SignalArrived(run_id, str(name), res, copy))
 
     def cancel(self, run_id: str, timeout: float | None = 30.0) -> bool:
         """Cancel a run: its pending operation raises Cancelled, compensations run. False if it had ended."""
@@ -394,9 +394,12 @@ class Engine:
         rec = self._record(run_id)
         if rec.finished:
             return False
-        fut: Future[bool] = Future()
-        rt.post(("cancel", run_id, fut))
-        return fut.result(timeout)
+        request, fut = rt.notifier.request()
+        rt.post(CancelRun(run_id, request))
+        try:
+            return bool(fut.result(timeout))
+        finally:
+            rt.notifier.forget(request)
 
     def _record(self, run_id: str) -> RunRecord:
         check_run_id(run_id)

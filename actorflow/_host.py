@@ -11,6 +11,24 @@ from storage import Event, RunRecord
 from storage._journal import OP_APPEND, OP_PUT_RUN
 
 from . import _saga, _waits
+from ._messages import (
+    ArmTimer,
+    CancelRun,
+    ChildDone,
+    Committed,
+    CompDone,
+    DisarmTimer,
+    Housekeep,
+    LoadRun,
+    Rearm,
+    Recover,
+    RunMessage,
+    SignalArrived,
+    StartRun,
+    StepDone,
+    TimerFired,
+    WatchChild,
+)
 from ._run import Run
 from ._saga import describe_error
 from ._types import RunStatus
@@ -25,12 +43,12 @@ log = structlog.get_logger("actorflow.host")
 
 # message kinds that reflect a durable outside event and therefore wake (load) a passivated run
 _CHUNK = 256  # messages whose passivated runs are read ahead together (a bounded set of fresh objects)
-_WAKING = frozenset({"signal", "child_done", "cancel", "load"})
-_HOST_ITEMS = frozenset({"commit", "housekeep", "recover", "rearm"})  # not about one run
+_WAKING: frozenset[type] = frozenset({SignalArrived, ChildDone, CancelRun, LoadRun})
+_WAKING_TAGS = frozenset({"sleep", "wait", "reload"})  # timers that wake a passivated run
 
 Output = tuple[int | None, Any]  # (None, fn()) | (op index, fn(result)) | (_STEP, step to submit)
 _STEP = -1
-_REPLY = -2  # (future, value): a caller waiting for this batch; failed if the commit fails
+_REPLY = -2  # (request id, value): a caller waiting for this batch; failed if the commit fails
 
 
 class RunHost:
@@ -81,7 +99,7 @@ class RunHost:
     def mark_dirty(self, run: Run) -> None:
         self.dirty[run.run_id] = run
 
-    def send_timer(self, msg: tuple[Any, ...], unless_done: Any = None) -> None:
+    def send_timer(self, msg: ArmTimer | DisarmTimer, unless_done: Any = None) -> None:
         """Arm/disarm a timer once durable; with `unless_done`, skip it if that command resolved meanwhile."""
 
         def release() -> None:
@@ -90,18 +108,18 @@ class RunHost:
 
         self.outputs.append((None, release))
 
-    def reply(self, fut: Any, value: Any) -> None:
+    def reply(self, request_id: int, value: Any) -> None:
         """Answer a waiting caller once this batch is durable."""
-        self.outputs.append((_REPLY, (fut, value)))
+        self.outputs.append((_REPLY, (request_id, value)))
 
-    def send_run(self, run_id: str, item: tuple[Any, ...]) -> None:
-        self.outputs.append((None, lambda: self.outbox.append((self.rt.shard_of(run_id), item))))
+    def send_run(self, msg: RunMessage) -> None:
+        self.outputs.append((None, lambda: self.outbox.append((self.rt.shard_of(msg.run_id), msg))))
 
     def dispatch_step(self, run: Run, pos: int, name: str, attempt: int, fn: Callable[[], Any], kind: str) -> None:
         self.outputs.append((_STEP, (run.run_id, pos, name, attempt, fn, kind)))
 
     def watch(self, child_id: str, parent_id: str, pos: int) -> None:
-        self.send_run(child_id, ("watch", child_id, parent_id, pos))
+        self.send_run(WatchChild(child_id, parent_id, pos))
 
     def create_child(
         self, run: Run, cmd: Any, child_id: str, name: str, args: tuple[Any, ...], args_copy: tuple[Any, ...]
@@ -112,7 +130,7 @@ class RunHost:
 
         def created(existing: RunRecord | None) -> None:
             if existing is None:
-                self.outbox.append((self.rt.shard_of(child_id), ("start", child_id, rec.as_tuple(), args_copy)))
+                self.outbox.append((self.rt.shard_of(child_id), StartRun(child_id, rec.as_tuple(), args_copy)))
             elif existing.workflow != name:
                 live = self.runs.get(run.run_id)
                 if live is not None:
@@ -142,7 +160,7 @@ class RunHost:
         def release() -> None:
             self.finishing.pop(run_id, None)
             for parent_id, pos in targets:
-                self.outbox.append((rt.shard_of(parent_id), ("child_done", parent_id, pos, outcome[0], outcome[1])))
+                self.outbox.append((rt.shard_of(parent_id), ChildDone(parent_id, pos, outcome[0], outcome[1])))
             rt.notifier.finished(run_id, record, state, value, data)
 
         self.outputs.append((None, release))
@@ -154,7 +172,7 @@ class RunHost:
         log.warning("run blocked", run_id=run.run_id, error=run.record.error)
 
     # --- message handling ---------------------------------------------------------------------
-    def handle(self, items: list[tuple[Any, ...]]) -> list[tuple[Any, Any]]:
+    def handle(self, items: list[Any]) -> list[tuple[Any, Any]]:
         """Process a batch of messages; returns (target, message) pairs for the actor layer to send."""
         try:
             for lo in range(0, len(items), _CHUNK):
@@ -167,7 +185,7 @@ class RunHost:
                     except Exception as exc:
                         # one run's data or code: confined to that run. Anything else (a commit, the
                         # host's own rounds) goes to the supervisor, whose restart budget is for our bugs.
-                        if item[0] in _HOST_ITEMS or not isinstance(item[1], str):
+                        if not isinstance(item, RunMessage):
                             raise
                         self._isolate(item, exc, marks)
         finally:
@@ -177,18 +195,18 @@ class RunHost:
         out, self.outbox = self.outbox, []
         return out
 
-    def _prefetch(self, items: list[tuple[Any, ...]]) -> dict[str, Any]:
+    def _prefetch(self, items: list[Any]) -> dict[str, Any]:
         """Read every passivated run these messages wake in one journal transaction."""
         if len(items) < 2:
             return {}
         runs, blocked, finishing = self.runs, self.blocked, self.finishing
         wake = [
-            item[1]
-            for item in items
-            if (item[0] in _WAKING or (item[0] == "timer" and item[3] in ("sleep", "wait", "reload")))
-            and item[1] not in runs
-            and item[1] not in blocked
-            and item[1] not in finishing
+            msg.run_id
+            for msg in items
+            if (type(msg) in _WAKING or (type(msg) is TimerFired and msg.tag in _WAKING_TAGS))
+            and msg.run_id not in runs
+            and msg.run_id not in blocked
+            and msg.run_id not in finishing
         ]
         if len(wake) < 2:
             return {}
@@ -197,65 +215,65 @@ class RunHost:
         except Exception:  # noqa: BLE001 - a damaged run among them: each is loaded (and isolated) alone
             return {}
 
-    def _handle(self, item: tuple[Any, ...]) -> None:
-        kind = item[0]
-        if kind == "commit":
-            self._on_commit(item[2], item[3])
+    def _handle(self, msg: Any) -> None:
+        t = type(msg)
+        if t is Committed:
+            self._on_commit(msg.token, msg.future)
             return
-        if kind == "housekeep":
+        if t is Housekeep:
             self._housekeep()
             self.housekept = True  # and flush every record this round (status() stays fresh)
             return
-        if kind == "recover":
+        if t is Recover:
             self._recover()
             return
-        if kind == "rearm":
+        if t is Rearm:
             self._rearm()
             return
-        run_id = item[1]
-        if kind == "watch":
-            self._watch(run_id, item[2], item[3])
+        run_id = msg.run_id
+        if t is WatchChild:
+            self._watch(run_id, msg.parent_id, msg.pos)
             return
         run = self.runs.get(run_id)
         if run is None:
             if run_id in self.finishing:
-                if kind == "cancel" and item[2] is not None:
-                    self.reply(item[2], False)
+                if t is CancelRun and msg.reply is not None:
+                    self.reply(msg.reply, False)
                 return
-            if kind == "start":
-                self._start(item)
+            if t is StartRun:
+                self._start(msg)
                 return
-            if kind == "cancel" and run_id in self.blocked:
-                self._cancel_blocked(run_id, item[2])
+            if t is CancelRun and run_id in self.blocked:
+                self._cancel_blocked(run_id, msg.reply)
                 return
-            if kind in _WAKING or (kind == "timer" and item[3] in ("sleep", "wait", "reload")):
+            if t in _WAKING or (t is TimerFired and msg.tag in _WAKING_TAGS):
                 run = self._load(run_id)
             if run is None:
-                if kind == "cancel" and item[2] is not None:
+                if t is CancelRun and msg.reply is not None:
                     # not loadable here (workflow not registered): cancelled without running code
-                    self._cancel_blocked(run_id, item[2])
+                    self._cancel_blocked(run_id, msg.reply)
                 return
         run.last_active = self.rt.clock.now()
-        if kind == "step":
-            run.on_step_result(item[2], item[3], item[4], item[5])
-        elif kind == "timer":
-            run.on_timer(item[2], item[3])
-        elif kind == "signal":
-            _waits.on_signal(run, item[2], item[3], item[4])
-        elif kind == "comp":
-            _saga.on_comp_result(run, item[2], item[3], item[4])
-        elif kind == "child_done":
-            _waits.on_child_done(run, item[2], item[3], item[4])
-        elif kind == "cancel":
+        if t is StepDone:
+            run.on_step_result(msg.pos, msg.attempt, msg.ok, msg.payload)
+        elif t is TimerFired:
+            run.on_timer(msg.pos, msg.tag)
+        elif t is SignalArrived:
+            _waits.on_signal(run, msg.name, msg.seq, msg.payload)
+        elif t is CompDone:
+            _saga.on_comp_result(run, msg.pos, msg.ok, msg.error)
+        elif t is ChildDone:
+            _waits.on_child_done(run, msg.pos, msg.kind, msg.data)
+        elif t is CancelRun:
             ok = _saga.request_cancel(run)
-            if item[2] is not None:
-                self.reply(item[2], ok)
+            if msg.reply is not None:
+                self.reply(msg.reply, ok)
 
-    def _start(self, item: tuple[Any, ...]) -> Run | None:
-        _, run_id, rec_tuple, args = item
+    def _start(self, msg: StartRun) -> Run | None:
+        run_id, args = msg.run_id, msg.args
         if run_id in self.blocked:
             return None
-        rec = RunRecord.from_tuple(rec_tuple)
+        rec = RunRecord.from_tuple(msg.record)
         fn = self.rt.workflows.get(rec.workflow)
         if fn is None:
             return None
@@ -308,7 +326,7 @@ class RunHost:
 
         def done() -> None:
             for parent_id, pos in targets:
-                self.outbox.append((self.rt.shard_of(parent_id), ("child_done", parent_id, pos, "child_failed", outcome)))
+                self.outbox.append((self.rt.shard_of(parent_id), ChildDone(parent_id, pos, "child_failed", outcome)))
             self.rt.notifier.finished(run_id, rec, "cancelled", None, {"error": "cancelled while blocked"})
 
         self.outputs.append((None, done))
@@ -323,7 +341,7 @@ class RunHost:
                 outcome = self.rt.final_outcome(child_id, rec)
         if outcome is not None:
             kind, data = outcome
-            self.send_run(parent_id, ("child_done", parent_id, pos, kind, data))
+            self.send_run(ChildDone(parent_id, pos, kind, data))
             return
         targets = self.watchers.setdefault(child_id, [])
         if (parent_id, pos) not in targets:
@@ -349,13 +367,13 @@ class RunHost:
                 ):
                     self._load(run_id, force=True)
             except Exception as exc:  # noqa: BLE001 - this run's journal or code: the others recover
-                self._isolate(("load", run_id), exc, marks)
+                self._isolate(LoadRun(run_id), exc, marks)
 
     # --- fault isolation ---------------------------------------------------------------------
-    def _isolate(self, item: tuple[Any, ...], exc: Exception, marks: tuple[int, int, int, int]) -> None:
+    def _isolate(self, item: RunMessage, exc: Exception, marks: tuple[int, int, int, int]) -> None:
         """Handling `item` raised: undo what it added to this batch and quarantine its run."""
         ops, outputs, outbox, rederivable = marks
-        run_id: str = item[1]
+        run_id = item.run_id
         undone = self.batch.ops[ops:]
         self.batch.truncate(ops)
         del self.outputs[outputs:]
@@ -365,7 +383,7 @@ class RunHost:
         seqs = [op[2] for op in undone if op[0] == OP_APPEND and op[1] == run_id]
         run = self.runs.get(run_id)
         next_seq = min(seqs) if seqs else run.next_seq if run is not None else None
-        self.quarantine(run_id, exc, item[0], next_seq)
+        self.quarantine(run_id, exc, type(item).__name__, next_seq)
 
     def quarantine(self, run_id: str, exc: Exception, during: str, next_seq: int | None = None) -> None:
         """Hold a run whose journal cannot be read, or whose handling raised, `blocked` with the
@@ -413,11 +431,11 @@ class RunHost:
             for cmd in run.pending.values():
                 if cmd.kind in ("sleep", "signal") and cmd.due is not None:
                     tag = "sleep" if cmd.kind == "sleep" else "wait"
-                    self.send_timer(("arm", cmd.due, run.run_id, cmd.pos, tag, True))
+                    self.send_timer(ArmTimer(cmd.due, run.run_id, cmd.pos, tag, True))
                 elif cmd.kind == "step" and not cmd.inflight:
-                    self.send_timer(("arm", now, run.run_id, cmd.pos, ("retry", cmd.attempt + 1), False))
+                    self.send_timer(ArmTimer(now, run.run_id, cmd.pos, ("retry", cmd.attempt + 1)))
                 elif cmd.kind == "step" and cmd.spec.timeout is not None:
-                    self.send_timer(("arm", now + cmd.spec.timeout, run.run_id, cmd.pos, ("timeout", cmd.attempt), False))
+                    self.send_timer(ArmTimer(now + cmd.spec.timeout, run.run_id, cmd.pos, ("timeout", cmd.attempt)))
 
     def _housekeep(self) -> None:
         limit = self.rt.passivate_after
@@ -478,7 +496,7 @@ class RunHost:
         token = (self, outputs, touched)
         fut = self.rt.journal.submit(batch)
         shard, post = self.shard, self.rt.post
-        fut.add_done_callback(lambda f: post(("commit", shard, token, f)))
+        fut.add_done_callback(lambda f: post(Committed(shard, token, f)))
 
     def _only_rederivable(self) -> bool:
         """Whether the batch holds nothing but status records and `rederivable` ops (stops early)."""
@@ -514,9 +532,7 @@ class RunHost:
             elif idx == _STEP:
                 steps.append(fn)
             elif idx == _REPLY:
-                fut, value = fn
-                if not fut.done():
-                    fut.set_result(value)
+                self.rt.notifier.reply(*fn)
             else:
                 fn(None if results is None else results[idx])
         if steps:
@@ -526,11 +542,11 @@ class RunHost:
         """Nothing of the batch happened: drop its runs from memory and replay them from the journal in a second."""
         log.error("journal commit failed; affected runs reload from the journal", error=str(exc), runs=len(touched))
         for idx, x in outputs:
-            if idx == _REPLY and not x[0].done():
-                x[0].set_exception(StorageError(f"journal commit failed: {exc}"))
+            if idx == _REPLY:
+                self.rt.notifier.reply(x[0], None, StorageError(f"journal commit failed: {exc}"))
         retry_at = self.rt.clock.now() + 1.0
         for run in touched:
             self.runs.pop(run.run_id, None)
             run.detach()
             self.finishing.pop(run.run_id, None)
-            self.outbox.append(("timer", ("arm", retry_at, run.run_id, -1, "reload", False)))
+            self.outbox.append(("timer", ArmTimer(retry_at, run.run_id, -1, "reload")))

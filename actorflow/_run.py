@@ -11,6 +11,7 @@ from storage import Event, RunRecord
 
 from . import _saga
 from ._context import Command, StepSpec, WorkflowContext
+from ._messages import ArmTimer
 from ._saga import describe_error
 from .errors import (
     Cancelled,
@@ -192,7 +193,7 @@ class Run:
 
     def _arm(self, due: float, pos: int, tag: Any, durable: bool = False, cmd: Command | None = None) -> None:
         # with `cmd`: not armed if it resolves first (a run woken by this very timer re-arms it on replay)
-        self.host.send_timer(("arm", due, self.run_id, pos, tag, durable), cmd)
+        self.host.send_timer(ArmTimer(due, self.run_id, pos, tag, durable), cmd)
 
     def _exc_data(self, exc: BaseException) -> dict[str, Any]:
         """An error as journaled: its text always, the exception object only if it loads back (many

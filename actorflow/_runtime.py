@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import itertools
 import queue
 import threading
 import zlib
 from collections import OrderedDict, deque
 from collections.abc import Callable
+from concurrent.futures import Future
 from typing import Any
 
 from storage import Journal, RunRecord
@@ -14,7 +16,7 @@ from storage import Journal, RunRecord
 from ._clock import Clock
 from ._steps import StepPool
 from ._types import RunStatus
-from .errors import WorkflowNotRegistered
+from .errors import ActorflowError, WorkflowNotRegistered
 
 __all__ = ["Runtime", "Notifier"]
 
@@ -30,6 +32,32 @@ class Notifier:
         self.evictions = 0  # outcomes dropped from `recent` so far
         self._waiters: dict[str, list[Callable[[tuple[str, Any, Any]], None]]] = {}
         self._monitors: dict[str, list[Callable[[RunStatus], None]]] = {}
+        self._requests: dict[int, Future[Any]] = {}
+        self._next_request = itertools.count(1)
+
+    def request(self) -> tuple[int, Future[Any]]:
+        """A request id for a message that wants a `Reply`, and the future its reply settles."""
+        fut: Future[Any] = Future()
+        rid = next(self._next_request)
+        with self._lock:
+            self._requests[rid] = fut
+        return rid, fut
+
+    def reply(self, request_id: int, value: Any = None, error: BaseException | None = None) -> None:
+        """Settle request `request_id` (a reply to a request nobody waits for any more is dropped)."""
+        with self._lock:
+            fut = self._requests.pop(request_id, None)
+        if fut is None or fut.done():
+            return
+        if error is not None:
+            fut.set_exception(error)
+        else:
+            fut.set_result(value)
+
+    def forget(self, request_id: int) -> None:
+        """The requester gave up waiting (timeout)."""
+        with self._lock:
+            self._requests.pop(request_id, None)
 
     def watching(self, run_id: str) -> bool:
         return run_id in self._monitors
@@ -71,9 +99,13 @@ class Notifier:
         """The runtime cannot go on: wake every waiter with a failure instead of letting it hang."""
         with self._lock:
             waiters, self._waiters = self._waiters, {}
+            requests, self._requests = self._requests, {}
         for cbs in waiters.values():
             for w in cbs:
                 w((state, None, data))
+        for fut in requests.values():
+            if not fut.done():
+                fut.set_exception(ActorflowError(str(data.get("error") if isinstance(data, dict) else data)))
 
     def status_changed(self, status: RunStatus) -> None:
         for cb in list(self._monitors.get(status.run_id, ())):
@@ -120,7 +152,7 @@ class Runtime:
         self.passivate_after = passivate_after
         self.timer_horizon = timer_horizon
         # items for the actors; only the holder of pump_lock takes them out (so they are handled in order)
-        self.queue: deque[tuple[Any, ...]] = deque()
+        self.queue: deque[Any] = deque()
         self.pump_lock = threading.Lock()
         self.wakeups: queue.SimpleQueue[None] = queue.SimpleQueue()  # wakes the pump thread
         self.helper: Callable[[], None] | None = None  # set while the actor runtime runs (see post_and_help)
@@ -135,7 +167,7 @@ class Runtime:
         self.names: dict[Callable[..., Any], str] = {}
         self.fatal: str | None = None
 
-    def post(self, item: tuple[Any, ...]) -> None:
+    def post(self, item: Any) -> None:
         """Hand an item to the actors (any thread may call this)."""
         self.queue.append(item)
         self.wake()
@@ -145,7 +177,7 @@ class Runtime:
         if not self.pump_lock.locked():  # else its holder looks at the queue again after letting go
             self.wakeups.put(None)
 
-    def post_and_help(self, item: tuple[Any, ...]) -> None:
+    def post_and_help(self, item: Any) -> None:
         """Hand an item to the actors and, if no other thread is running them, run them here."""
         self.queue.append(item)
         self.help()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import traceback
 from typing import TYPE_CHECKING, Any
 
+from ._messages import CancelRun
 from .errors import Cancelled, NondeterminismError, PayloadError
 
 if TYPE_CHECKING:
@@ -53,7 +54,7 @@ def deliver_cancel(run: Run) -> None:
         elif cmd.kind in ("sleep", "signal") and cmd.due is not None:
             run.host.batch.del_timer(cmd.due, run.run_id, cmd.pos)
         elif cmd.kind == "child":
-            run.host.send_run(cmd.spec, ("cancel", cmd.spec, None))
+            run.host.send_run(CancelRun(cmd.spec))
         run._done(cmd, None, Cancelled(run.run_id))
     run.waits.clear()
 

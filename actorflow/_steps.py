@@ -13,6 +13,7 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any
 
+from ._messages import CompDone, StepDone
 from ._types import StepInfo, _current_step
 from .errors import Cancelled
 
@@ -45,7 +46,7 @@ class _Raised:
 
 
 class StepPool:
-    """Executes step functions and posts ("step"|"comp", ...) results back to the runtime."""
+    """Executes step functions and posts StepDone / CompDone results back to the runtime."""
 
     def __init__(self, rt: Runtime, threads: int = 32) -> None:
         self.rt = rt
@@ -146,9 +147,9 @@ class StepPool:
         """Report a finished attempt; `helps` (a worker thread): run the actors here if nobody is."""
         rt = self.rt
         if kind == "comp":
-            item: tuple[Any, ...] = ("comp", info.run_id, info.seq, exc is None, exc)
+            item: StepDone | CompDone = CompDone(info.run_id, info.seq, exc is None, exc)
         elif exc is not None:
-            item = ("step", info.run_id, info.seq, info.attempt, False, exc)
+            item = StepDone(info.run_id, info.seq, info.attempt, False, exc)
         else:
             codec = self.rt.codec
             what = f"result of step {info.name!r}"
@@ -156,9 +157,9 @@ class StepPool:
                 record, _ = codec.encode_with_body(("step_completed", info.name, info.seq, rt.clock.now(), result), what)
                 value = result if type(result) in _SIMPLE else codec.readback(record, what, result)[4]
             except BaseException as err:  # noqa: BLE001 - PayloadError: cannot be journaled (or read back)
-                item = ("step", info.run_id, info.seq, info.attempt, False, err)
+                item = StepDone(info.run_id, info.seq, info.attempt, False, err)
             else:
-                item = ("step", info.run_id, info.seq, info.attempt, True, (record, value))
+                item = StepDone(info.run_id, info.seq, info.attempt, True, (record, value))
         rt.queue.append(item)
         with self._lock:
             self.inflight -= 1  # before waking or helping: the pump thread may then find the runtime idle

@@ -24,6 +24,19 @@ from supervisors import (
 )
 
 from ._host import RunHost
+from ._messages import (
+    HOUSEKEEP,
+    REARM,
+    RECOVER,
+    Committed,
+    HostBatch,
+    PumpCall,
+    SignalArrived,
+    SignalBatch,
+    TimerBatch,
+    TimerFired,
+    TimerTick,
+)
 from ._runtime import Runtime
 from ._timers import TimerService
 
@@ -31,8 +44,8 @@ __all__ = ["ActorRuntime"]
 
 log = structlog.get_logger("actorflow.actors")
 
-_WAKE = ("__wake__",)
-_RUN_SENDS = ("__run_sends__",)  # told to the listener (which ignores it) to deliver what actors sent
+_WAKE = PumpCall()  # a clock jump or a wake-up: the pump thread must look
+_RUN_SENDS = PumpCall()  # told to the listener (which ignores it) to deliver what actors sent
 
 
 def _send_outbox(actor: Any, rt: Runtime, out: list[tuple[Any, Any]]) -> None:
@@ -47,9 +60,9 @@ def _send_outbox(actor: Any, rt: Runtime, out: list[tuple[Any, Any]]) -> None:
         else:
             per_host.setdefault(target, []).append(item)
     if timer:
-        actor.send(rt.addresses["timer"], ("timers", timer))
+        actor.send(rt.addresses["timer"], TimerBatch(timer))
     for shard, items in per_host.items():
-        actor.send(rt.addresses[f"host-{shard}"], ("batch", items))
+        actor.send(rt.addresses[f"host-{shard}"], HostBatch(items))
 
 
 class HostActor(SupervisedActor):
@@ -63,8 +76,8 @@ class HostActor(SupervisedActor):
         rt.local_hosts[shard] = self  # the latest (re)start of the shard's host takes direct deliveries
 
     def handle(self, message: Any, sender: Any) -> None:
-        if isinstance(message, tuple) and message[0] == "batch":
-            _send_outbox(self, self.rt, self.logic.handle(message[1]))
+        if type(message) is HostBatch:
+            _send_outbox(self, self.rt, self.logic.handle(message.items))
 
 
 class TimerActor(SupervisedActor):
@@ -77,14 +90,13 @@ class TimerActor(SupervisedActor):
         self._publish()
 
     def handle(self, message: Any, sender: Any) -> None:
-        kind = message[0]
-        if kind == "timers":
-            for msg in message[1]:
+        if type(message) is TimerBatch:
+            for msg in message.items:
                 self.svc.handle(msg)
-        elif kind == "tick":
+        elif type(message) is TimerTick:
             fired = self.svc.tick(self.rt.clock.now())
             if fired:
-                _send_outbox(self, self.rt, [(self.rt.shard_of(r), ("timer", r, p, t)) for r, p, t in fired])
+                _send_outbox(self, self.rt, [(self.rt.shard_of(r), TimerFired(r, p, t)) for r, p, t in fired])
         self._publish()
 
     def _publish(self) -> None:
@@ -99,25 +111,25 @@ class SignalActor(SupervisedActor):
         self.rt: Runtime = init
 
     def handle(self, message: Any, sender: Any) -> None:
-        if message[0] == "signals":
-            _send_outbox(self, self.rt, [(self.rt.shard_of(item[1]), item) for item in message[1]])
+        if type(message) is SignalBatch:
+            _send_outbox(self, self.rt, [(self.rt.shard_of(item.run_id), item) for item in message.items])
 
 
 class ListenerActor(Actor):  # type: ignore[misc]
     """Learns restarted children's addresses from the supervisor and sets them up again."""
 
     def receiveMessage(self, message: Any, sender: Any) -> None:
-        if isinstance(message, tuple) and message[0] == "init":
-            self.rt: Runtime = message[1]
+        if isinstance(message, Runtime):  # in-process only: this listener is the embedded pump's own
+            self.rt: Runtime = message
         elif isinstance(message, ChildRestarted):
             rt = self.rt
             rt.addresses[message.name] = message.address
             log.warning("actor restarted", actor=message.name, restarts=message.restarts, error=message.error)
             if message.name.startswith("host-"):
-                self.send(message.address, ("batch", [("recover",)]))
+                self.send(message.address, HostBatch([RECOVER]))
             elif message.name == "timer":
                 for i in range(rt.shards):
-                    self.send(rt.addresses[f"host-{i}"], ("batch", [("rearm",)]))
+                    self.send(rt.addresses[f"host-{i}"], HostBatch([REARM]))
         elif isinstance(message, Escalated):
             log.error("supervisor gave up", child=message.child, error=message.error)
             self.rt.fatal = f"actor {message.child!r} kept failing beyond its restart budget: {message.error}"
@@ -180,7 +192,7 @@ class ActorRuntime:
             name="engine",
         )
         self.listener = listener = self.asys.createActor(ListenerActor)
-        self.asys.tell(listener, ("init", rt))
+        self.asys.tell(listener, rt)
         self.supervisor = self.asys.createActor(SupervisorActor)
         reply = self.asys.ask(self.supervisor, Supervise(spec, listener), 30)
         if not isinstance(reply, Supervising):
@@ -189,7 +201,7 @@ class ActorRuntime:
         # recovery replays every unfinished run: queued as the first item, so open() returns before it
         # and whoever runs the actors next (the pump, or a caller helping) replays them in order
         hosts = [rt.addresses[f"host-{i}"] for i in range(rt.shards)]
-        rt.queue.appendleft(("__call__", lambda: [self.asys.tell(h, ("batch", [("recover",)])) for h in hosts]))
+        rt.queue.appendleft(PumpCall(lambda: [self.asys.tell(h, HostBatch([RECOVER])) for h in hosts]))
 
     def _run(self) -> None:
         try:
@@ -249,11 +261,11 @@ class ActorRuntime:
                 self._pump_needed = False
                 now = clock.now()
                 if now >= rt.timer_next_due:
-                    asys.tell(rt.addresses["timer"], ("tick", now))
+                    asys.tell(rt.addresses["timer"], TimerTick(now))
                 if now >= self._next_housekeep:
                     self._next_housekeep = now + self.housekeep_every
                     for i in range(rt.shards):
-                        asys.tell(rt.addresses[f"host-{i}"], ("batch", [("housekeep",)]))
+                        asys.tell(rt.addresses[f"host-{i}"], HostBatch([HOUSEKEEP]))
                 if self._stopping and not rt.queue:
                     return
                 self._deadline = deadline = min(rt.timer_next_due, self._next_housekeep)
@@ -274,7 +286,7 @@ class ActorRuntime:
         """Take up to 20,000 queued items, in order, and tell each actor its share (lock held)."""
         rt, asys = self.rt, self.asys
         pop = rt.queue.popleft
-        items: list[tuple[Any, ...]] = []
+        items: list[Any] = []
         try:
             while len(items) < 20000:
                 items.append(pop())
@@ -285,22 +297,21 @@ class ActorRuntime:
         per_host: dict[int, list[Any]] = {}
         signals: list[Any] = []
         for item in items:
-            kind = item[0]
-            if kind == "commit":
-                per_host.setdefault(item[1], []).append(item)
-            elif kind == "signal":
+            t = type(item)
+            if t is Committed:
+                per_host.setdefault(item.shard, []).append(item)
+            elif t is SignalArrived:
                 signals.append(item)
-            elif kind == "__wake__":
-                self._pump_needed = True
-            elif kind == "__call__":
-                item[1]()
-            elif kind == "__flush__":
-                self._next_housekeep = self.rt.clock.now()  # housekeep (and force-flush every host) now
+            elif t is PumpCall:
+                if item.fn is not None:
+                    item.fn()
+                elif item.flush:
+                    self._next_housekeep = self.rt.clock.now()  # housekeep (and force-flush every host) now
                 self._pump_needed = True
             else:
-                per_host.setdefault(rt.shard_of(item[1]), []).append(item)
+                per_host.setdefault(rt.shard_of(item.run_id), []).append(item)
         if signals:
-            asys.tell(rt.addresses["signals"], ("signals", signals))
+            asys.tell(rt.addresses["signals"], SignalBatch(signals))
         local = rt.local_hosts
         for shard, batch in per_host.items():
             # Direct delivery to a live host actor of this process: the holder of the pump lock alone
@@ -309,7 +320,7 @@ class ActorRuntime:
             # dispatch (~20 us per message). What the host sent meanwhile runs with one tell.
             host = local.get(shard)
             if host is not None and host.accepting:
-                if host.deliver(("batch", batch)):
+                if host.deliver(HostBatch(batch)):
                     asys.tell(self.listener, _RUN_SENDS)
             else:
-                asys.tell(rt.addresses[f"host-{shard}"], ("batch", batch))
+                asys.tell(rt.addresses[f"host-{shard}"], HostBatch(batch))

@@ -5,6 +5,8 @@ from __future__ import annotations
 import heapq
 from typing import TYPE_CHECKING, Any
 
+from ._messages import ArmTimer, DisarmTimer
+
 if TYPE_CHECKING:
     from ._runtime import Runtime
 
@@ -44,16 +46,14 @@ class TimerService:
         self._keys.add(key)
         heapq.heappush(self._heap, key)
 
-    def handle(self, msg: tuple[Any, ...]) -> None:
-        op, due, run_id, pos, tag = msg[:5]
-        key = (due, run_id, pos, tag)
-        if op == "arm":
-            durable = msg[5]
-            if durable and due >= self.loaded_until:
+    def handle(self, msg: ArmTimer | DisarmTimer) -> None:
+        key = (msg.due, msg.run_id, msg.pos, msg.tag)
+        if type(msg) is ArmTimer:
+            if msg.durable and msg.due >= self.loaded_until:
                 return  # still in the journal index; loaded when the window reaches it
             self._disarmed.discard(key)
             self._push(key)
-        elif op == "disarm" and key in self._keys:
+        elif key in self._keys:
             self._disarmed.add(key)
 
     def tick(self, now: float, limit: int = 2000) -> list[tuple[str, int, Any]]:

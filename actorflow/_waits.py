@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from storage._journal import check_run_id
 
+from ._messages import DisarmTimer
 from ._saga import failure_text
 from .errors import Cancelled, RunConflict, WaitTimeout, WorkflowFailed
 
@@ -81,7 +82,7 @@ def try_deliver(run: Run, name: str) -> None:
         run.host.batch.del_signal(run.run_id, name, seq)
         if cmd.due is not None:
             run.host.batch.del_timer(cmd.due, run.run_id, cmd.pos)
-            run.host.send_timer(("disarm", cmd.due, run.run_id, cmd.pos, "wait"))
+            run.host.send_timer(DisarmTimer(cmd.due, run.run_id, cmd.pos, "wait"))
         run._resolve(cmd, payload)
 
 

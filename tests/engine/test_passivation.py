@@ -13,6 +13,7 @@ import pytest
 
 import actorflow
 from actorflow import Engine, MockClock, RunState, _host
+from actorflow._messages import PumpCall
 
 from .conftest import TIMEOUT, wait_state, wait_until
 
@@ -210,7 +211,7 @@ def test_woken_sleeper_is_loaded_once(make_engine: Any, hosts: list[_host.RunHos
     assert h.result(TIMEOUT) == "rested"
     for _ in range(3):  # let the pump run a few more rounds: a duplicate fire would show up here
         settled = threading.Event()
-        engine._runtime().post(("__call__", settled.set))
+        engine._runtime().post(PumpCall(settled.set))
         assert settled.wait(TIMEOUT)
     assert loads == ["n"]
 

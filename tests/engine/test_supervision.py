@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from actorflow import Engine, MockClock, _host, _timers
+from actorflow._messages import SignalArrived, StartRun, StepDone
 
 from .conftest import TIMEOUT, wait_state
 
@@ -34,15 +35,15 @@ def counted(name: str) -> Any:
     return fn
 
 
-def fail_once_on(monkeypatch: pytest.MonkeyPatch, kind: str, step_pos: int | None = None) -> threading.Event:
-    """Make RunHost.handle raise once, on the first batch that carries a message of `kind`."""
+def fail_once_on(monkeypatch: pytest.MonkeyPatch, kind: type, step_pos: int | None = None) -> threading.Event:
+    """Make RunHost.handle raise once, on the first batch that carries a message of type `kind`."""
     fired = threading.Event()
     orig = _host.RunHost.handle
 
-    def handle(self: _host.RunHost, items: list[tuple[Any, ...]]) -> Any:
-        if not fired.is_set() and any(i[0] == kind and (step_pos is None or i[2] == step_pos) for i in items):
+    def handle(self: _host.RunHost, items: list[Any]) -> Any:
+        if not fired.is_set() and any(type(i) is kind and (step_pos is None or i.pos == step_pos) for i in items):
             fired.set()
-            raise Injected(f"injected failure on {kind}")
+            raise Injected(f"injected failure on {kind.__name__}")
         return orig(self, items)
 
     monkeypatch.setattr(_host.RunHost, "handle", handle)
@@ -50,7 +51,7 @@ def fail_once_on(monkeypatch: pytest.MonkeyPatch, kind: str, step_pos: int | Non
 
 
 def test_host_failure_on_step_result_is_recovered(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
-    fired = fail_once_on(monkeypatch, "step", step_pos=1)
+    fired = fail_once_on(monkeypatch, StepDone, step_pos=1)
 
     @engine.workflow()
     async def wf(ctx: Any) -> Any:
@@ -69,7 +70,7 @@ def test_host_failure_on_step_result_is_recovered(engine: Engine, monkeypatch: p
 
 
 def test_host_failure_on_start_is_recovered(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
-    fired = fail_once_on(monkeypatch, "start")
+    fired = fail_once_on(monkeypatch, StartRun)
 
     @engine.workflow()
     async def wf(ctx: Any, x: int) -> int:
@@ -91,7 +92,7 @@ def test_host_failure_on_signal_keeps_the_signal(make_engine: Any, monkeypatch: 
 
     h = engine.start(wf)
     wait_state(engine, h.run_id, "waiting")
-    fired = fail_once_on(monkeypatch, "signal")
+    fired = fail_once_on(monkeypatch, SignalArrived)
     h.signal("go", "payload")  # durable in the inbox: the restarted host finds it when it recovers the run
     assert fired.wait(TIMEOUT)
     assert h.result(TIMEOUT) == ("a!", "payload")
