@@ -124,7 +124,7 @@ def _run(args: argparse.Namespace) -> int:
             print(json.dumps({"run_id": handle.run_id, "state": handle.status().state.value, "data_dir": data_dir}))
             return 4
         except WorkflowFailed as exc:
-            print(json.dumps({"run_id": handle.run_id, "state": "failed", "error": exc.error}))
+            print(json.dumps({"run_id": handle.run_id, "state": "failed", "error": str(exc.evidence.get("error", exc))}))
             return 1
     print(json.dumps({"run_id": handle.run_id, "state": "completed", "result": result}))
     return 0

@@ -25,6 +25,7 @@ class GraphValidationError(ConfigError):
     """A graph definition was rejected on load; `problems` lists every error found, not just the first."""
 
     problems: tuple[Problem, ...]
+    source: str
 
     def __init__(self, problems: list[Problem] | tuple[Problem, ...], source: str = "graph definition") -> None:
         problems = tuple(problems)
