@@ -124,8 +124,8 @@ class _Importer:
                     self.bad(where, "Pass Result must be an object (graph outputs are objects)")
                 else:
                     node["config"] = {"result": st["Result"]}
-        elif kind == "Succeed":
-            node["type"] = SUCCEED
+        elif kind == "Succeed":  # inside a Parallel branch it ends the branch: a pass into the join
+            node["type"] = PASS if prefix else SUCCEED
         elif kind == "Fail":
             node["type"] = FAIL
             node["config"] = {k.lower(): st[k] for k in ("Error", "Cause") if k in st}
