@@ -7,7 +7,13 @@ from typing import Any
 import pytest
 
 from actorflow import WorkflowFailed
-from actorflow.graph import ExecutorRegistry, GraphRunner, GraphTaskFailed, GraphValidationError, load_definition
+from actorflow.graph import (
+    ExecutorRegistry,
+    GraphRunner,
+    GraphTaskFailed,
+    GraphValidationError,
+    load_definition,
+)
 
 from .conftest import TIMEOUT, Flaky
 

@@ -8,7 +8,13 @@ from typing import Any
 import pytest
 
 from actorflow import Engine
-from actorflow.graph import ExecutorRegistry, GraphRunner, GraphValidationError, load_definition, parse_definition
+from actorflow.graph import (
+    ExecutorRegistry,
+    GraphRunner,
+    GraphValidationError,
+    load_definition,
+    parse_definition,
+)
 
 from .conftest import chain
 
