@@ -135,6 +135,9 @@ def main(argv: list[str] | None = None) -> int:
     hist.add_argument("run_id")
     hist.add_argument("--data-dir", default="./actorflow-data")
     hist.set_defaults(fn=_history)
+    from .graph._cli import add_graph_parser  # graph workflows (issue 14): `actorflow graph ...`
+
+    add_graph_parser(sub)
     args = parser.parse_args(argv)
     try:
         return int(args.fn(args))
