@@ -244,6 +244,8 @@ class LmdbJournal(LmdbReads, Journal):
                 precise = True  # again op by op, so the error names the refused append
             except lmdb.MapFullError:
                 self._grow()
+            except lmdb.MapResizedError:
+                self.adopt_map_size()
             except (lmdb.Error, OSError) as exc:
                 if _is_disk_full(exc) or _disk_nearly_full(self.path):
                     raise JournalFull(
@@ -273,6 +275,15 @@ class LmdbJournal(LmdbReads, Journal):
         finally:
             self._gate.release_exclusive()
         self.map_growths += 1
+
+    def adopt_map_size(self) -> None:
+        """Another process sharing this environment grew the map: take its size (LMDB refuses new
+        transactions in this process until then)."""
+        self._gate.acquire_exclusive()
+        try:
+            self._env.set_mapsize(0)
+        finally:
+            self._gate.release_exclusive()
 
     def _write(self, batches: list[WriteBatch], precise: bool = False) -> list[list[Any]]:
         """All `batches` in one write transaction; per batch, the per-op results.

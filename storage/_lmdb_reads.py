@@ -106,6 +106,9 @@ class LmdbReads:
     _kv: Any
     codec: Codec
 
+    def adopt_map_size(self) -> None:
+        raise NotImplementedError
+
     def _read_txn(self) -> lmdb.Transaction:
         if self._closed:
             raise StorageError("journal is closed")
@@ -115,6 +118,10 @@ class LmdbReads:
             raise StorageError("journal is closed")
         try:
             return self._env.begin()
+        except lmdb.MapResizedError:  # another process grew the map
+            self._gate.leave()
+            self.adopt_map_size()
+            return self._read_txn()
         except BaseException:
             self._gate.leave()
             raise
