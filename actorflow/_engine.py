@@ -18,7 +18,7 @@ from ._aio import LoopBridge
 from ._clock import Clock, SystemClock
 from ._handle import RunHandle, new_run_id
 from ._lockfile import DirLock
-from ._messages import CancelRun, PumpCall, SignalArrived, StartRun
+from ._messages import CancelRun, SignalArrived, StartRun
 from ._monitor import afollow, follow
 from ._options import check_engine_options
 from ._runtime import Runtime
@@ -205,19 +205,8 @@ class Engine:
             if rt is None or actors is None:
                 return
             self._rt = self._actors = None
-        rt.closing = True
-        rt.steps.wait_idle(self.close_grace if grace is None else grace)
-        rt.post(PumpCall(flush=True))  # status records still waiting for a step's commit are written now
-        for i in range(50):  # let the pump journal what finished steps reported
-            done = threading.Event()
-            rt.post(PumpCall(done.set))
-            done.wait()
-            if i and not rt.commits_pending and not rt.queue:
-                break
-            rt.journal.commit(rt.journal.batch())
-        actors.stop()
+        actors.close(self.close_grace if grace is None else grace)
         self._untune_gc()
-        rt.steps.close()
         if self._journal_given is None:
             rt.journal.close()
             self._release_dir()

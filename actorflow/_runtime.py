@@ -166,6 +166,14 @@ class Runtime:
         self.closing = False
         self.names: dict[Callable[..., Any], str] = {}
         self.fatal: str | None = None
+        # the shards whose hosts live in this process (all of them when embedded), and where items
+        # for the others go (set by a multiprocess shard: out to their processes)
+        self.local_shards: tuple[int, ...] = tuple(range(shards))
+        self.remote: Callable[[int, list[Any]], None] | None = None
+
+    def owns(self, run_id: str) -> bool:
+        """Whether the run's host lives in this process."""
+        return self.remote is None or self.shard_of(run_id) in self.local_shards
 
     def post(self, item: Any) -> None:
         """Hand an item to the actors (any thread may call this)."""

@@ -49,7 +49,8 @@ _RUN_SENDS = PumpCall()  # told to the listener (which ignores it) to deliver wh
 
 
 def _send_outbox(actor: Any, rt: Runtime, out: list[tuple[Any, Any]]) -> None:
-    """Group (target, item) pairs into one message per target actor."""
+    """Group (target, item) pairs into one message per target actor; items for a shard hosted in
+    another process go to `rt.remote` (the multiprocess shard's way out)."""
     if not out:
         return
     per_host: dict[int, list[Any]] = {}
@@ -62,7 +63,11 @@ def _send_outbox(actor: Any, rt: Runtime, out: list[tuple[Any, Any]]) -> None:
     if timer:
         actor.send(rt.addresses["timer"], TimerBatch(timer))
     for shard, items in per_host.items():
-        actor.send(rt.addresses[f"host-{shard}"], HostBatch(items))
+        addr = rt.addresses.get(f"host-{shard}")
+        if addr is None and rt.remote is not None:
+            rt.remote(shard, items)
+        else:
+            actor.send(addr, HostBatch(items))
 
 
 class HostActor(SupervisedActor):
@@ -85,7 +90,7 @@ class TimerActor(SupervisedActor):
 
     def on_start(self, init: Any) -> None:
         self.rt: Runtime = init
-        self.svc = TimerService(init, init.timer_horizon)
+        self.svc = TimerService(init, init.timer_horizon, owns=init.owns)
         self.svc.start(init.clock.now())
         self._publish()
 
@@ -128,7 +133,7 @@ class ListenerActor(Actor):  # type: ignore[misc]
             if message.name.startswith("host-"):
                 self.send(message.address, HostBatch([RECOVER]))
             elif message.name == "timer":
-                for i in range(rt.shards):
+                for i in rt.local_shards:
                     self.send(rt.addresses[f"host-{i}"], HostBatch([REARM]))
         elif isinstance(message, Escalated):
             log.error("supervisor gave up", child=message.child, error=message.error)
@@ -171,6 +176,23 @@ class ActorRuntime:
         if self._error is not None:
             raise self._error
 
+    def close(self, grace: float) -> None:
+        """Stop cleanly: running steps get `grace` seconds, what they reported is journaled, then
+        the pump stops (steps still running are abandoned: they run again after the next open)."""
+        rt = self.rt
+        rt.closing = True
+        rt.steps.wait_idle(grace)
+        rt.post(PumpCall(flush=True))  # status records still waiting for a step's commit are written now
+        for i in range(50):  # let the pump journal what finished steps reported
+            done = threading.Event()
+            rt.post(PumpCall(done.set))
+            done.wait()
+            if i and not rt.commits_pending and not rt.queue:
+                break
+            rt.journal.commit(rt.journal.batch())
+        self.stop()
+        rt.steps.close()
+
     def stop(self) -> None:
         if self._thread is not None:
             self.rt.helper = None
@@ -183,7 +205,7 @@ class ActorRuntime:
         rt = self.rt
         self.asys = ActorSystem("simpleSystemBase", logDefs=False, transientUnique=True)
         children = [ChildSpec("timer", TimerActor, rt), ChildSpec("signals", SignalActor, rt)]
-        children += [ChildSpec(f"host-{i}", HostActor, (rt, i)) for i in range(rt.shards)]
+        children += [ChildSpec(f"host-{i}", HostActor, (rt, i)) for i in rt.local_shards]
         spec = SupervisorSpec(
             strategy=Strategy.ONE_FOR_ONE,
             intensity=self.intensity,
@@ -200,7 +222,7 @@ class ActorRuntime:
         rt.addresses.update(reply.addresses)
         # recovery replays every unfinished run: queued as the first item, so open() returns before it
         # and whoever runs the actors next (the pump, or a caller helping) replays them in order
-        hosts = [rt.addresses[f"host-{i}"] for i in range(rt.shards)]
+        hosts = [rt.addresses[f"host-{i}"] for i in rt.local_shards]
         rt.queue.appendleft(PumpCall(lambda: [self.asys.tell(h, HostBatch([RECOVER])) for h in hosts]))
 
     def _run(self) -> None:
@@ -264,7 +286,7 @@ class ActorRuntime:
                     asys.tell(rt.addresses["timer"], TimerTick(now))
                 if now >= self._next_housekeep:
                     self._next_housekeep = now + self.housekeep_every
-                    for i in range(rt.shards):
+                    for i in rt.local_shards:
                         asys.tell(rt.addresses[f"host-{i}"], HostBatch([HOUSEKEEP]))
                 if self._stopping and not rt.queue:
                     return

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import heapq
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ._messages import ArmTimer, DisarmTimer
@@ -21,9 +22,10 @@ class TimerService:
     cost no memory here. In-memory timers (retry delays, step timeouts) are always kept.
     """
 
-    def __init__(self, rt: Runtime, horizon: float = 30.0) -> None:
+    def __init__(self, rt: Runtime, horizon: float = 30.0, owns: Callable[[str], bool] | None = None) -> None:
         self.rt = rt
         self.horizon = horizon
+        self._owns = owns  # durable timers of the journal's index that are this process's (None: all)
         self._heap: list[tuple[float, str, int, Any]] = []
         self._keys: set[tuple[float, str, int, Any]] = set()
         self._disarmed: set[tuple[float, str, int, Any]] = set()
@@ -36,8 +38,10 @@ class TimerService:
 
     def _refill(self, now: float) -> None:
         until = now + self.horizon
+        owns = self._owns
         for due, run_id, pos, _data in self.rt.journal.timers(until, start=self.loaded_until):
-            self._push((due, run_id, pos, _durable_tag(_data)))
+            if owns is None or owns(run_id):
+                self._push((due, run_id, pos, _durable_tag(_data)))
         self.loaded_until = until
 
     def _push(self, key: tuple[float, str, int, Any]) -> None:
