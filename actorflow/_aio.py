@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from storage import RunRecord, WriteBatch
 
 if TYPE_CHECKING:
-    from ._runtime import Runtime
+    from ._runtime import Facade
 
 __all__ = ["LoopBridge"]
 
@@ -38,7 +38,7 @@ class LoopBridge:
     # --- starts --------------------------------------------------------------------------------
     def start(
         self,
-        rt: Runtime,
+        rt: Facade,
         add: Callable[[WriteBatch], Added],
         finish: Finish,
     ) -> asyncio.Future[Any]:
@@ -49,7 +49,7 @@ class LoopBridge:
         self._starts.append((add, fut))
         return fut
 
-    def _flush(self, rt: Runtime, finish: Finish) -> None:
+    def _flush(self, rt: Facade, finish: Finish) -> None:
         starts, self._starts = self._starts, []
         batch = rt.journal.batch()
         added: list[tuple[int, RunRecord, tuple[Any, ...], asyncio.Future[Any]]] = []

@@ -20,8 +20,9 @@ from ._handle import RunHandle, new_run_id
 from ._lockfile import DirLock
 from ._messages import CancelRun, SignalArrived, StartRun
 from ._monitor import afollow, follow
+from ._multiproc import MultiprocRuntime
 from ._options import check_engine_options
-from ._runtime import Runtime
+from ._runtime import Facade, Runtime
 from ._saga import failure_text
 from ._thespian import ActorRuntime
 from ._types import RunState, RunStatus
@@ -87,10 +88,10 @@ class Engine:
             timer_horizon=timer_horizon,
             gc_threshold=gc_threshold,
         )
-        if system != "embedded":
+        if system not in ("embedded", "multiproc"):
             raise ConfigError(
-                f"system={system!r}: only the embedded actor system is available in this release "
-                "(multiprocess and remote admins are planned)"
+                f"system={system!r}: use 'embedded' (one process) or 'multiproc' (run hosts in their own "
+                "processes under a local Thespian admin); joining a remote admin is not available yet"
             )
         self.data_dir = None if data_dir is None else os.fspath(data_dir)
         self.system = system
@@ -108,6 +109,7 @@ class Engine:
         self._gc_held = False
         self._dir_lock: DirLock | None = None
         self._codec = Codec(codec, max_payload)
+        self._codec_name = codec
         if journal is not None and (
             journal.codec.codec_id != self._codec.codec_id or journal.codec.max_payload != max_payload
         ):
@@ -119,8 +121,8 @@ class Engine:
         self._names: dict[Callable[..., Any], str] = {}
         self._lock = threading.Lock()
         self._bridges: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, LoopBridge] = weakref.WeakKeyDictionary()
-        self._rt: Runtime | None = None
-        self._actors: ActorRuntime | None = None
+        self._rt: Facade | None = None
+        self._actors: ActorRuntime | MultiprocRuntime | None = None
         self.journal: Journal | None = None
 
     # --- registration --------------------------------------------------------------------------
@@ -163,6 +165,9 @@ class Engine:
         with self._lock:
             if self._rt is not None:
                 return self
+            if self.system == "multiproc":
+                self._open_multiproc()
+                return self
             journal = self._journal_given
             if journal is None:
                 if self.data_dir is None:
@@ -197,6 +202,43 @@ class Engine:
             self._rt, self._actors = rt, actors
             self._tune_gc()
         return self
+
+    def _open_multiproc(self) -> None:
+        """Run hosts in their own processes (actorflow._multiproc); this process keeps the journal
+        for starts, signals and reads. The processes are forked before the journal opens here (an
+        LMDB environment must not cross a fork)."""
+        if self.data_dir is None or self._journal_given is not None:
+            raise ConfigError("system='multiproc' needs a data_dir (its processes open the journal there)")
+        if self.clock.jumps:
+            raise ConfigError("system='multiproc' runs on the real clock (a MockClock cannot cross processes)")
+        self._dir_lock = DirLock(self.data_dir)
+        self._dir_lock.acquire()
+        rt = MultiprocRuntime(
+            self.clock,
+            self._workflows,
+            self._names,
+            data_dir=self.data_dir,
+            shards=self.shards,
+            codec=self._codec_name,
+            max_payload=self._codec.max_payload,
+            sync=self.sync,
+            passivate_after=self.passivate_after,
+            step_threads=self.step_threads,
+            timer_horizon=self.timer_horizon,
+        )
+        try:
+            LmdbJournal(self.data_dir, sync=self.sync, codec=self._codec).close()  # format check, fails fast
+            rt.start()
+        except BaseException:
+            self._release_dir()
+            raise
+        try:
+            rt.journal = self.journal = LmdbJournal(self.data_dir, sync=self.sync, codec=self._codec)
+        except BaseException:
+            rt.close(0.0)
+            self._release_dir()
+            raise
+        self._rt, self._actors = rt, rt
 
     def close(self, grace: float | None = None) -> None:
         """Stop cleanly: running steps get `grace` seconds, then are abandoned (re-run on next open)."""
@@ -250,7 +292,7 @@ class Engine:
     def is_open(self) -> bool:
         return self._rt is not None
 
-    def _runtime(self) -> Runtime:
+    def _runtime(self) -> Facade:
         rt = self._rt
         if rt is None:
             raise ConfigError("the engine is not open: call engine.open() or use `with engine:`")
@@ -260,7 +302,7 @@ class Engine:
 
     # --- starting runs -------------------------------------------------------------------------
     def _start_batch(
-        self, rt: Runtime, name: str, args: tuple[Any, ...], run_id: str | None, batch: WriteBatch
+        self, rt: Facade, name: str, args: tuple[Any, ...], run_id: str | None, batch: WriteBatch
     ) -> tuple[int, RunRecord, tuple[Any, ...]]:
         """Add a run's creation to `batch`: (op index, record, the journaled copy of its arguments).
 
@@ -279,8 +321,8 @@ class Engine:
         return idx, rec, tuple(copy[4]["args"])
 
     def _after_start(
-        self, rt: Runtime, rec: RunRecord, args: tuple[Any, ...], existing: RunRecord | None, helps: bool = False
-    ) -> tuple[Runtime, int] | None:
+        self, rt: Facade, rec: RunRecord, args: tuple[Any, ...], existing: RunRecord | None, helps: bool = False
+    ) -> tuple[Facade, int] | None:
         """Hand a created run to its host; returns the handle's freshness token (None: it existed).
 
         `helps`: this (blocking) caller runs the actors itself if no other thread is (Runtime.help)."""
@@ -303,7 +345,7 @@ class Engine:
         batch = rt.journal.batch()
         _, rec, copy = self._start_batch(rt, name, args, run_id, batch)
         existing = rt.journal.commit(batch)[0]
-        return RunHandle(self, rec.run_id, self._after_start(rt, rec, copy, existing, helps=not rt.steps.inflight))
+        return RunHandle(self, rec.run_id, self._after_start(rt, rec, copy, existing, helps=rt.quiet()))
 
     async def astart(self, wf: Callable[..., Any] | str, *args: Any, run_id: str | None = None) -> RunHandle:
         """Async start; all astarts of one event-loop iteration share one durable commit."""
@@ -436,7 +478,7 @@ class Engine:
             raise Cancelled(run_id, f"cancelled (compensation failed: {'; '.join(comp)})" if comp else "cancelled")
         raise WorkflowFailed(run_id, failure_text(data), data.get("exc"))
 
-    def _settled(self, rt: Runtime, run_id: str) -> tuple[str, Any, Any] | None:
+    def _settled(self, rt: Facade, run_id: str) -> tuple[str, Any, Any] | None:
         """The outcome if the run has finished (from memory, else the journal); RunNotFound if unknown."""
         recent = rt.notifier.recent.get(run_id)
         if recent is not None:
@@ -448,7 +490,7 @@ class Engine:
         """The run's return value; raises WorkflowFailed, Cancelled or TimeoutError."""
         return self._result(run_id, timeout, None)
 
-    def _result(self, run_id: str, timeout: float | None, fresh: tuple[Runtime, int] | None) -> Any:
+    def _result(self, run_id: str, timeout: float | None, fresh: tuple[Facade, int] | None) -> Any:
         check_run_id(run_id)
         rt = self._runtime()
         outcome = rt.notifier.recent.get(run_id)
@@ -477,7 +519,7 @@ class Engine:
         """`result()` for asyncio callers."""
         return await self._aresult(run_id, timeout, None)
 
-    async def _aresult(self, run_id: str, timeout: float | None, fresh: tuple[Runtime, int] | None) -> Any:
+    async def _aresult(self, run_id: str, timeout: float | None, fresh: tuple[Facade, int] | None) -> Any:
         check_run_id(run_id)
         rt = self._runtime()
         outcome = rt.notifier.recent.get(run_id)

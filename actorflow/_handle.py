@@ -12,7 +12,7 @@ from ._types import Event, RunStatus
 
 if TYPE_CHECKING:
     from ._engine import Engine
-    from ._runtime import Runtime
+    from ._runtime import Facade
 
 __all__ = ["RunHandle", "new_run_id"]
 
@@ -47,7 +47,7 @@ class RunHandle:
 
     __slots__ = ("engine", "run_id", "_fresh")
 
-    def __init__(self, engine: Engine, run_id: str, _fresh: tuple[Runtime, int] | None = None) -> None:
+    def __init__(self, engine: Engine, run_id: str, _fresh: tuple[Facade, int] | None = None) -> None:
         self.engine = engine
         self.run_id = run_id
         self._fresh = _fresh  # set by the start that created the run: result() may skip a journal read

@@ -9,16 +9,16 @@ import zlib
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from concurrent.futures import Future
-from typing import Any
+from typing import Any, Protocol
 
-from storage import Journal, RunRecord
+from storage import Codec, Journal, RunRecord
 
 from ._clock import Clock
 from ._steps import StepPool
 from ._types import RunStatus
 from .errors import ActorflowError, WorkflowNotRegistered
 
-__all__ = ["Runtime", "Notifier"]
+__all__ = ["Facade", "Runtime", "Notifier"]
 
 
 class Notifier:
@@ -63,7 +63,7 @@ class Notifier:
         return run_id in self._monitors
 
     def wait(
-        self, run_id: str, cb: Callable[[tuple[str, Any, Any]], None], fresh: tuple[Runtime, int] | None
+        self, run_id: str, cb: Callable[[tuple[str, Any, Any]], None], fresh: tuple[Facade, int] | None
     ) -> tuple[tuple[str, Any, Any] | None, bool]:
         """(outcome if already in `recent`, else None with `cb` registered; whether the run is known
         to be unfinished). `fresh`, from a handle of a run this runtime created: if no outcome left
@@ -130,6 +130,29 @@ class Notifier:
                 w(outcome)
 
 
+class Facade(Protocol):
+    """What the Engine facade needs of its actor system, embedded (`Runtime`) or multiprocess."""
+
+    journal: Journal
+    clock: Clock
+    notifier: Notifier
+    names: dict[Callable[..., Any], str]
+    fatal: str | None
+
+    @property
+    def codec(self) -> Codec: ...
+
+    def post(self, item: Any) -> None: ...
+
+    def post_and_help(self, item: Any) -> None: ...
+
+    def quiet(self) -> bool:
+        """No step runs here: a caller waiting for what it posted may run the actors itself."""
+        ...
+
+    def final_event(self, run_id: str) -> Any: ...
+
+
 class Runtime:
     """Everything an engine's actors share; in embedded mode they reach it directly."""
 
@@ -145,7 +168,7 @@ class Runtime:
         timer_horizon: float = 30.0,
     ) -> None:
         self.journal = journal
-        self.codec = journal.codec
+        self._codec = journal.codec
         self.clock = clock
         self.workflows = workflows
         self.shards = shards
@@ -174,6 +197,13 @@ class Runtime:
     def owns(self, run_id: str) -> bool:
         """Whether the run's host lives in this process."""
         return self.remote is None or self.shard_of(run_id) in self.local_shards
+
+    @property
+    def codec(self) -> Codec:
+        return self._codec
+
+    def quiet(self) -> bool:
+        return not self.steps.inflight
 
     def post(self, item: Any) -> None:
         """Hand an item to the actors (any thread may call this)."""
@@ -222,18 +252,27 @@ class Runtime:
 
     def final_outcome(self, run_id: str, rec: RunRecord) -> tuple[str, Any]:
         """The outcome of a finished run as a child-done message carries it."""
-        ev = self.final_event(run_id)
-        if rec.state == "completed":
-            return ("child_completed", ev.data if ev is not None else None)
-        data = dict(ev.data) if ev is not None and isinstance(ev.data, dict) else {"error": rec.error}
-        data["run_id"] = run_id
-        data["cancelled"] = rec.state == "cancelled"
-        return ("child_failed", data)
+        return final_outcome(self.journal, run_id, rec)
 
     def final_event(self, run_id: str) -> Any:
-        """A finished run's final event: its last one (nothing is journaled after a run ends)."""
-        last = self.journal.last_seq(run_id)
-        if last < 0:
-            return None
-        ev = self.journal.events(run_id, last)[0]
-        return ev if ev.kind in ("run_completed", "run_failed", "run_cancelled") else None
+        return final_event(self.journal, run_id)
+
+
+def final_outcome(journal: Journal, run_id: str, rec: RunRecord) -> tuple[str, Any]:
+    """The outcome of a finished run as a child-done message carries it."""
+    ev = final_event(journal, run_id)
+    if rec.state == "completed":
+        return ("child_completed", ev.data if ev is not None else None)
+    data = dict(ev.data) if ev is not None and isinstance(ev.data, dict) else {"error": rec.error}
+    data["run_id"] = run_id
+    data["cancelled"] = rec.state == "cancelled"
+    return ("child_failed", data)
+
+
+def final_event(journal: Journal, run_id: str) -> Any:
+    """A finished run's final event: its last one (nothing is journaled after a run ends)."""
+    last = journal.last_seq(run_id)
+    if last < 0:
+        return None
+    ev = journal.events(run_id, last)[0]
+    return ev if ev.kind in ("run_completed", "run_failed", "run_cancelled") else None

@@ -2,6 +2,7 @@
 
 from ._core import Decision, SupervisorCore
 from ._messages import (
+    REPLY_TO,
     ChildExited,
     ChildFailed,
     ChildRestarted,
@@ -14,6 +15,7 @@ from ._strategy import Backoff, ChildSpec, Intensity, RestartType, Strategy, Sup
 from ._thespian import SupervisedActor, SupervisorActor
 
 __all__ = [
+    "REPLY_TO",
     "Backoff",
     "ChildExited",
     "ChildFailed",

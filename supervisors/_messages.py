@@ -20,12 +20,15 @@ __all__ = [
 # Addresses are Thespian ActorAddress objects; typed as Any so this module stays free of Thespian.
 
 
+REPLY_TO = "reply-to"  # Supervise.listener: tell the sender of the Supervise request
+
+
 @dataclass(frozen=True)
 class Supervise:
     """Ask a SupervisorActor to start its children; also the `init` of a supervisor nested as a child."""
 
     spec: SupervisorSpec
-    listener: Any = None
+    listener: Any = None  # an address, or REPLY_TO: whoever sent this Supervise (e.g. an external client)
 
 
 @dataclass(frozen=True, eq=True)

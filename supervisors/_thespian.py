@@ -19,6 +19,7 @@ from thespian.actors import (
 
 from ._core import Decision, SupervisorCore
 from ._messages import (
+    REPLY_TO,
     ChildExited,
     ChildFailed,
     ChildRestarted,
@@ -250,7 +251,7 @@ class SupervisorActor(Actor):  # type: ignore[misc]
                 raise TypeError(f"Supervise.spec must be a SupervisorSpec, got {request.spec!r}")
             if self._parent is None:
                 self._name = request.spec.name
-            self._listener = request.listener
+            self._listener = reply_to if request.listener == REPLY_TO else request.listener
             self._core = SupervisorCore(request.spec, time.monotonic)
             for child in request.spec.children:
                 self._spawn(child.name)

@@ -1,0 +1,378 @@
+"""The engine facade's side of a multiprocess engine: an admin, a supervisor, a shard per process.
+
+`open()` starts a Thespian admin (multiprocTCPBase) on loopback, a SupervisorActor, and one
+`ShardActor` per shard as its children (each an OS process). The facade keeps what the embedded
+engine keeps in its own process: the data directory's lock and a journal (starts and signals are
+durable when they return, written here), the notifier that `result()`/`monitor()` wait on, and
+reads (`status`, `history`, `runs`). One gateway thread owns the Thespian connection: it sends the
+posted run messages, one packed batch per shard per round, and receives the shards' notices
+(outcomes, status changes, replies) and the supervisor's (a shard restarted, the budget spent).
+
+A shard killed with -9 is restarted by the supervisor (ChildActorExited) and replays its runs; the
+gateway tells it who the gateway and its peers are, re-sends the watches of monitored runs, and
+settles waiters whose runs finished while their notice was lost with the process.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import socket
+import threading
+import time
+import zlib
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+import cloudpickle
+import structlog
+from thespian.actors import ActorSystem
+
+from storage import Codec, Journal, RunRecord
+from supervisors import (
+    REPLY_TO,
+    Backoff,
+    ChildRestarted,
+    ChildSpec,
+    Escalated,
+    Intensity,
+    Strategy,
+    Supervise,
+    Supervising,
+    SupervisorActor,
+    SupervisorSpec,
+)
+
+from .._clock import Clock
+from .._messages import Outcome, Reply, StatusChanged, WatchStatus
+from .._runtime import Notifier, final_event, final_outcome
+from .._types import RunStatus
+from ..errors import ActorflowError, ConfigError, WorkflowNotRegistered
+from ._shard import ShardActor
+from ._wire import Drain, Drained, Hello, Packed, Peers, ShardInit, ShardReady, pack, unpack
+
+__all__ = ["MultiprocRuntime"]
+
+log = structlog.get_logger("actorflow.multiproc")
+
+# multiproc children crash on logDefs=False (they call logDefs.get): a quiet dict config instead
+_QUIET_LOGS = {"version": 1, "disable_existing_loggers": False, "root": {"level": "CRITICAL"}}
+_LISTEN = 0.003  # seconds the gateway waits for notices before it looks at what was posted again
+
+
+class FacadeNotifier(Notifier):
+    """A Notifier whose monitors are announced to the run's shard (it reports only watched runs)."""
+
+    def __init__(self, post: Callable[[Any], None]) -> None:
+        super().__init__()
+        self._post = post
+
+    def add_monitor(self, run_id: str, cb: Callable[[RunStatus], None]) -> None:
+        first = not self.watching(run_id)
+        super().add_monitor(run_id, cb)
+        if first:
+            self._post(WatchStatus(run_id, True))
+
+    def remove_monitor(self, run_id: str, cb: Callable[[RunStatus], None]) -> None:
+        super().remove_monitor(run_id, cb)
+        if not self.watching(run_id):
+            self._post(WatchStatus(run_id, False))
+
+    def awaited(self) -> tuple[list[str], list[str]]:
+        """Runs someone waits on (result) and runs someone monitors."""
+        with self._lock:
+            return list(self._waiters), list(self._monitors)
+
+
+class MultiprocRuntime:
+    """What the Engine facade uses, for an engine whose run hosts live in other processes."""
+
+    def __init__(
+        self,
+        clock: Clock,
+        workflows: dict[str, Callable[..., Any]],
+        names: dict[Callable[..., Any], str],
+        *,
+        data_dir: str,
+        shards: int,
+        codec: str,
+        max_payload: int,
+        sync: bool,
+        passivate_after: float | None,
+        step_threads: int,
+        timer_horizon: float,
+        admin_port: int | None = None,
+    ) -> None:
+        self.clock = clock
+        self.workflows = workflows
+        self.names = names
+        self.shards = shards
+        self.journal: Journal = None  # type: ignore[assignment]  # opened after the processes are forked
+        self.watchers = FacadeNotifier(self.post)
+        self.notifier: Notifier = self.watchers
+        self.fatal: str | None = None
+        self.closing = False
+        self.shard_pids: dict[int, int] = {}
+        self.restarts = 0
+        self._init = dict(
+            data_dir=data_dir,
+            shards=shards,
+            codec=codec,
+            max_payload=max_payload,
+            sync=sync,
+            passivate_after=passivate_after,
+            step_threads=step_threads,
+            timer_horizon=timer_horizon,
+        )
+        self._admin_port = admin_port
+        self._out: deque[Any] = deque()
+        self._addresses: dict[int, Any] = {}
+        self._thread: threading.Thread | None = None
+        self._started = threading.Event()
+        self._start_error: BaseException | None = None
+        self._stop: float | None = None  # the grace period once close() was called
+        self._stopped = threading.Event()
+        self.admin_pid: int | None = None
+
+    # --- what the Engine calls -----------------------------------------------------------------
+    @property
+    def codec(self) -> Codec:
+        return self.journal.codec
+
+    def post(self, item: Any) -> None:
+        self._out.append(item)
+
+    post_and_help = post
+
+    def quiet(self) -> bool:
+        return False  # no step runs in this process: a caller has nothing to help with
+
+    def shard_of(self, run_id: str) -> int:
+        return zlib.crc32(run_id.encode()) % self.shards if self.shards > 1 else 0
+
+    def final_event(self, run_id: str) -> Any:
+        return final_event(self.journal, run_id)
+
+    def start(self) -> None:
+        """Start the admin, supervisor and shard processes; returns once every shard runs."""
+        blobs = {}
+        for name, fn in self.workflows.items():
+            try:
+                blobs[name] = cloudpickle.dumps(fn)
+            except Exception as exc:
+                raise ConfigError(
+                    f"workflow {name!r} cannot be sent to the engine's processes ({type(exc).__name__}: {exc}); "
+                    "define it at module level, without references to live objects such as the engine",
+                    workflow=name,
+                ) from exc
+        self._blobs = blobs
+        self._thread = threading.Thread(target=self._run, name="actorflow-gateway", daemon=True)
+        self._thread.start()
+        self._started.wait()
+        if self._start_error is not None:
+            self._thread.join()
+            raise self._start_error
+
+    def close(self, grace: float) -> None:
+        """Let every shard finish running steps for `grace` seconds and journal them, then stop the
+        actor system; returns once its processes are gone."""
+        self.closing = True
+        self._stop = grace
+        self._stopped.wait()
+        if self._thread is not None:
+            self._thread.join()
+
+    # --- the gateway thread --------------------------------------------------------------------
+    def _run(self) -> None:
+        try:
+            asys = self._setup()
+        except BaseException as exc:  # noqa: BLE001 - raised to the caller of start()
+            self._start_error = exc
+            self._started.set()
+            self._stopped.set()
+            return
+        self._started.set()
+        try:
+            self._loop(asys)
+        except BaseException as exc:  # noqa: BLE001 - the gateway must not die silently
+            log.exception("gateway failed")
+            self.fatal = f"gateway failed: {exc!r}"
+            self.notifier.fail_all("failed", {"error": f"engine stopped: {self.fatal}"})
+        finally:
+            self._shutdown(asys)
+            self._stopped.set()
+
+    def _setup(self) -> Any:
+        port = self._admin_port or _free_port()
+        before = {p.pid for p in multiprocessing.active_children()}
+        asys = ActorSystem(
+            "multiprocTCPBase",
+            {"Admin Port": port, "Admin Routing": False},
+            logDefs=_QUIET_LOGS,
+            transientUnique=True,
+        )
+        self._asys = asys
+        new = [p.pid for p in multiprocessing.active_children() if p.pid not in before]
+        self.admin_pid = new[0] if new else None
+        try:
+            init = self._init
+            children = [
+                ChildSpec(
+                    f"shard-{i}",
+                    ShardActor,
+                    ShardInit(shard=i, workflows=self._blobs, facade_pid=os.getpid(), **init),  # type: ignore[arg-type]
+                )
+                for i in range(self.shards)
+            ]
+            spec = SupervisorSpec(
+                strategy=Strategy.ONE_FOR_ONE,
+                intensity=Intensity(max_restarts=5, within=10.0),
+                backoff=Backoff(initial=0.0, multiplier=2.0, max=1.0),
+                children=children,
+                name="engine",
+            )
+            supervisor = asys.createActor(SupervisorActor)
+            reply = asys.ask(supervisor, Supervise(spec, REPLY_TO), 60)
+            if not isinstance(reply, Supervising):
+                raise ActorflowError(f"the engine's supervisor did not start: {reply!r}")
+            self._addresses = {i: reply.addresses[f"shard-{i}"] for i in range(self.shards)}
+            for addr in self._addresses.values():
+                asys.tell(addr, Hello(self._addresses))
+            errors: dict[str, str] = {}
+            deadline = time.monotonic() + 60
+            while len(self.shard_pids) < self.shards:
+                if time.monotonic() > deadline:
+                    raise ActorflowError("the engine's shard processes did not start within 60 s")
+                msg = asys.listen(0.5)
+                if isinstance(msg, ShardReady):
+                    self.shard_pids[msg.shard] = msg.pid
+                    errors.update(msg.errors)
+            if errors:
+                name, why = next(iter(errors.items()))
+                raise WorkflowNotRegistered(name, []) if not why else ConfigError(
+                    f"workflow {name!r} cannot be loaded in the engine's processes: {why}; workflows "
+                    "are sent by cloudpickle (functions of the main script by value, of importable "
+                    "modules by reference: the module must be importable where the admin runs)",
+                    workflow=name,
+                )
+        except BaseException:
+            self._shutdown(asys)
+            raise
+        return asys
+
+    def _loop(self, asys: Any) -> None:
+        out = self._out
+        while True:
+            if out:
+                self._send(asys)
+            if self._stop is not None and not out:
+                self._drain(asys, self._stop)
+                return
+            msg = asys.listen(_LISTEN)
+            while msg is not None:
+                self._on_message(asys, msg)
+                msg = asys.listen(0) if not out else None
+
+    def _send(self, asys: Any) -> None:
+        out, per = self._out, {}  # type: ignore[var-annotated]
+        shard_of = self.shard_of
+        while out:
+            item = out.popleft()
+            per.setdefault(shard_of(item.run_id), []).append(item)
+        for shard, items in per.items():
+            asys.tell(self._addresses[shard], pack(items))
+
+    def _on_message(self, asys: Any, msg: Any) -> None:
+        t = type(msg)
+        if t is Packed:
+            notifier = self.notifier
+            for item in unpack(msg):
+                it = type(item)
+                if it is Outcome:
+                    notifier.finished(item.run_id, RunRecord.from_tuple(item.record), item.state, item.value, item.data)
+                elif it is StatusChanged:
+                    notifier.status_changed(item.status)
+                elif it is Reply:
+                    notifier.reply(item.request_id, item.value, item.error)
+        elif t is ShardReady:
+            self.shard_pids[msg.shard] = msg.pid
+            self._resume(msg.shard)
+        elif t is ChildRestarted and msg.name.startswith("shard-"):
+            shard = int(msg.name.split("-", 1)[1])
+            self.restarts += 1
+            self._addresses[shard] = msg.address
+            log.warning("shard restarted", shard=shard, restarts=msg.restarts, error=msg.error)
+            asys.tell(msg.address, Hello(self._addresses))
+            for other, addr in self._addresses.items():
+                if other != shard:
+                    asys.tell(addr, Peers(self._addresses))
+        elif t is Escalated:
+            self.fatal = f"shard {msg.child!r} kept failing beyond its restart budget: {msg.error}"
+            log.error("supervisor gave up", child=msg.child, error=msg.error)
+            self.notifier.fail_all("failed", {"error": f"engine stopped: {self.fatal}"})
+
+    def _resume(self, shard: int) -> None:
+        """A shard (re)started: watch again what is monitored, settle waiters of runs that finished
+        while their notice was lost with the old process."""
+        waited, monitored = self.watchers.awaited()
+        for run_id in monitored:
+            if self.shard_of(run_id) == shard:
+                self._out.append(WatchStatus(run_id, True))
+        for run_id in waited:
+            if self.shard_of(run_id) != shard:
+                continue
+            rec = self.journal.get_run(run_id)
+            if rec is not None and rec.finished:
+                kind, data = final_outcome(self.journal, run_id, rec)
+                value = data if kind == "child_completed" else None
+                self.notifier.finished(run_id, rec, rec.state, value, None if value is not None else data)
+
+    def _drain(self, asys: Any, grace: float) -> None:
+        for addr in self._addresses.values():
+            asys.tell(addr, Drain(grace))
+        drained: set[int] = set()
+        deadline = time.monotonic() + grace + 15
+        while len(drained) < self.shards and time.monotonic() < deadline:
+            msg = asys.listen(0.2)
+            if isinstance(msg, Drained):
+                drained.add(msg.shard)
+            elif msg is not None:
+                self._on_message(asys, msg)
+
+    def _shutdown(self, asys: Any) -> None:
+        try:
+            asys.shutdown()
+        except Exception:  # noqa: BLE001 - the processes are checked below
+            log.exception("actor system shutdown failed")
+        pids = [p for p in (*self.shard_pids.values(), self.admin_pid) if p is not None]
+        deadline = time.monotonic() + 10
+        while pids and time.monotonic() < deadline:
+            pids = [p for p in pids if _alive(p)]
+            if pids:
+                time.sleep(0.05)
+        for pid in pids:  # ours, still there after a clean shutdown was asked for: end them
+            log.warning("engine process did not exit; killing it", pid=pid)
+            try:
+                os.kill(pid, 9)
+            except ProcessLookupError:
+                pass
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie child of ours counts as gone
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
