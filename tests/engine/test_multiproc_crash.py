@@ -1,0 +1,78 @@
+"""kill -9 of a shard process while 200 workflows run: the supervisor restarts it, its runs replay,
+all complete with the right results, and no step whose completion was journaled runs again."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from actorflow import Engine
+from storage import LmdbJournal
+
+TIMEOUT = 60.0
+LOG = os.environ.get("ACTORFLOW_TEST_STEP_LOG", "")
+
+
+def _work(log: str, run: int, step: str, value: Any) -> Any:
+    time.sleep(0.02)  # keep steps in flight when the process dies
+    with open(log, "a") as f:  # O_APPEND: one short line per write, whole
+        f.write(f"{run} {step} {os.getpid()}\n")
+    return value
+
+
+async def three(ctx: Any, log: str, i: int) -> Any:
+    a = await ctx.step("a", lambda: _work(log, i, "a", i))
+    b = await ctx.step("b", lambda: _work(log, i, "b", a + 1))
+    return await ctx.step("c", lambda: _work(log, i, "c", b * 2))
+
+
+def _completed(journal: LmdbJournal, run_ids: list[str]) -> set[tuple[str, str]]:
+    done = set()
+    for rid in run_ids:
+        for ev in journal.events(rid):
+            if ev.kind == "step_completed":
+                done.add((rid, ev.name))
+    return done
+
+
+def test_kill_9_of_a_shard_process_loses_nothing(tmp_path: Path) -> None:
+    log = str(tmp_path / "steps.log")
+    engine = Engine(tmp_path / "data", system="multiproc", shards=2, step_threads=8)
+    engine.workflow()(three)
+    with engine:
+        rt: Any = engine._runtime()
+        victim = rt.shard_pids[0]
+        handles = engine.start_many(three, [(log, i) for i in range(200)], run_ids=[f"run-{i}" for i in range(200)])
+        ids = [h.run_id for h in handles]
+        assert engine.journal is not None
+        deadline = time.monotonic() + TIMEOUT
+        while len(_completed(engine.journal, ids)) < 150:  # some of shard 0's steps done, many to go
+            assert time.monotonic() < deadline, "steps never completed"
+            time.sleep(0.01)
+        os.kill(victim, signal.SIGKILL)
+        before = _completed(engine.journal, ids)  # the dead process writes nothing more
+        results = [h.result(timeout=TIMEOUT) for h in handles]
+        assert results == [((i + 1) * 2) for i in range(200)]
+        assert rt.restarts >= 1 and rt.shard_pids[0] != victim
+        successor = rt.shard_pids[0]
+    with open(log) as f:
+        lines = [line.split() for line in f]
+    runs = Counter((f"run-{r}", s) for r, s, _pid in lines)
+    again = {k: n for k, n in runs.items() if k in before and n > 1}
+    assert not again, f"steps journaled before the kill ran again: {sorted(again)[:5]}"
+    assert all(runs[(rid, s)] >= 1 for rid in ids for s in "abc")
+    assert any(int(pid) == successor for _r, _s, pid in lines)  # the restarted shard ran the rest of its runs
+    assert not _alive(victim)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().split(")")[-1].split()[0] != "Z"
