@@ -244,6 +244,8 @@ class LmdbJournal(LmdbReads, Journal):
                 precise = True  # again op by op, so the error names the refused append
             except lmdb.MapFullError:
                 self._grow()
+            except lmdb.MapResizedError:
+                self._adopt_map_size()
             except (lmdb.Error, OSError) as exc:
                 if _is_disk_full(exc) or _disk_nearly_full(self.path):
                     raise JournalFull(
