@@ -335,7 +335,7 @@ class LmdbReads:
                     break
                 found = cur.prev() if reverse else cur.next()
             if unfinished and raw:
-                got = dict(txn.cursor(db=self._runs).getmulti([k for k, _ in raw]))
+                got = cast("dict[bytes, bytes]", dict(txn.cursor(db=self._runs).getmulti([k for k, _ in raw])))
                 raw = [(k, got[k]) for k, _ in raw if k in got]
         finally:
             self._end_read(txn)
