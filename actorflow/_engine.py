@@ -17,6 +17,7 @@ from storage._journal import check_run_id
 
 from ._aio import LoopBridge
 from ._clock import Clock, SystemClock
+from ._control import ControlInbox
 from ._handle import RunHandle, new_run_id
 from ._lockfile import DirLock
 from ._monitor import afollow, follow
@@ -108,6 +109,8 @@ class Engine:
         self._rt: Runtime | None = None
         self._actors: ActorRuntime | None = None
         self.journal: Journal | None = None
+        self._control: ControlInbox | None = None
+        self._dashboards: list[Any] = []  # servers started by dashboard(); stopped by close()
 
     # --- registration --------------------------------------------------------------------------
     def workflow(self, name: str | None = None) -> Callable[[F], F]:
@@ -182,6 +185,10 @@ class Engine:
                 raise
             self._rt, self._actors = rt, actors
             self._tune_gc()
+            # commands other processes queued for this data directory (see _control): now and each tick
+            self._control = control = ControlInbox(self)
+            rt.housekeepers.append(control.poll)
+        control.poll()
         return self
 
     def close(self, grace: float | None = None) -> None:
@@ -191,6 +198,10 @@ class Engine:
             if rt is None or actors is None:
                 return
             self._rt = self._actors = None
+        if self._control is not None:
+            self._control.stop()
+        for board in list(self._dashboards):
+            board.close()
         rt.closing = True
         rt.steps.wait_idle(self.close_grace if grace is None else grace)
         rt.post(("__flush__",))  # status records still waiting for a step's commit are written now
@@ -476,6 +487,18 @@ class Engine:
             finally:
                 rt.notifier.remove_waiter(run_id, cb)
         return self._outcome(run_id, outcome)
+
+    # --- dashboard -----------------------------------------------------------------------------
+    def dashboard(self, port: int = 8765, *, bind: str = "127.0.0.1", read_only: bool = False) -> Any:
+        """Serve the web dashboard of this open engine on a background thread (the `dashboard` extra);
+        actions go straight to this engine. Returns the server (`.url`, `.close()`); close() stops it."""
+        try:
+            from .dashboard import serve_engine
+        except ImportError as exc:
+            raise ConfigError(f"the dashboard needs the 'dashboard' extra: pip install 'actorflow[dashboard]' ({exc})") from None
+        board = serve_engine(self, port=port, bind=bind, read_only=read_only)
+        self._dashboards.append(board)
+        return board
 
     # --- monitoring ----------------------------------------------------------------------------
     def monitor(self, run_id: str, timeout: float | None = None) -> Iterator[RunStatus]:

@@ -134,6 +134,8 @@ class Runtime:
         self.closing = False
         self.names: dict[Callable[..., Any], str] = {}
         self.fatal: str | None = None
+        # called on the pump thread at every housekeeping tick (about once a second); each must be cheap
+        self.housekeepers: list[Callable[[], None]] = []
 
     def post(self, item: tuple[Any, ...]) -> None:
         """Hand an item to the actors (any thread may call this)."""

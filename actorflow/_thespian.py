@@ -254,6 +254,8 @@ class ActorRuntime:
                     self._next_housekeep = now + self.housekeep_every
                     for i in range(rt.shards):
                         asys.tell(rt.addresses[f"host-{i}"], ("batch", [("housekeep",)]))
+                    for hk in rt.housekeepers:
+                        hk()
                 if self._stopping and not rt.queue:
                     return
                 self._deadline = deadline = min(rt.timer_next_due, self._next_housekeep)
