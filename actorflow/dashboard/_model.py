@@ -21,6 +21,7 @@ __all__ = ["STATES", "RunFilter", "RunPage", "Census", "list_runs", "parse_time"
 
 STATES = ("pending", "running", "sleeping", "waiting", "blocked", "completed", "failed", "cancelled")
 _CHUNK = 500
+INLINE_CENSUS_RUNS = 5_000  # the first census of a journal this small is taken inside the request
 
 
 def parse_time(text: str | None, field_name: str) -> float | None:
@@ -105,16 +106,22 @@ def _scan(journal: Journal, f: RunFilter, start: str | None, reverse: bool, limi
 
 
 def list_runs(journal: Journal, f: RunFilter, *, after: str | None = None, before: str | None = None, limit: int = 50, budget: int = 20_000) -> RunPage:
-    """A page of runs matching `f`, newest run id first; `after`/`before` page to older/newer runs."""
-    if before is not None:
-        found, cursor, scanned, at_end = _scan(journal, f, before, False, limit, budget)
-        rows = found[::-1]
-        newer = None if at_end else cursor  # more newer ones may follow
-        older = rows[-1].run_id if rows else before
-        return RunPage(rows, newer, older, scanned, not at_end and len(found) < limit)
-    rows, cursor, scanned, at_end = _scan(journal, f, after, True, limit, budget)
-    newer = rows[0].run_id if (after is not None and rows) else after
-    return RunPage(rows, newer, None if at_end else cursor, scanned, not at_end and len(rows) < limit)
+    """A page of runs matching `f`, newest run id first; `after`/`before` page to older/newer runs.
+
+    It looks for one match more than the page holds, to know whether to offer the next page."""
+    reverse = before is None
+    found, cursor, scanned, at_end = _scan(journal, f, after if reverse else before, reverse, limit + 1, budget)
+    more = len(found) > limit
+    if more:
+        found = found[:limit]
+        cursor = found[-1].run_id
+    partial = not at_end and not more
+    onward = cursor if (more or partial) else None  # where the next page in this direction starts
+    if reverse:
+        newer = found[0].run_id if (after is not None and found) else after
+        return RunPage(found, newer, onward, scanned, partial)
+    rows = found[::-1]
+    return RunPage(rows, onward, rows[-1].run_id if rows else before, scanned, partial)
 
 
 @dataclass(slots=True)
@@ -131,7 +138,8 @@ class Census:
 
     A request gets the last census. A new one is taken when the journal changed (its change marker
     moved) and the last is older than 20x what it took (at least half a second): inline when it
-    took under 50 ms (a small journal: counts exact at once), else on a thread of its own."""
+    took under 50 ms (a small journal: counts exact at once), else on a thread of its own. The
+    first is inline only for a journal of at most INLINE_CENSUS_RUNS runs."""
 
     def __init__(self, journal: Journal) -> None:
         self.journal = journal
@@ -142,10 +150,11 @@ class Census:
     def get(self) -> tuple[dict[str, int], list[str], float | None]:
         """(counts per state, workflow names, when they were taken - None while the first census runs)."""
         marker = self.journal.change_marker()
+        small = self.journal.run_counts()[0] <= INLINE_CENSUS_RUNS if self._counts is None else False
         with self._lock:
             c = self._counts
             stale = c is None or (c.marker != marker and time.time() - c.taken_at >= max(0.5, 20 * c.took))
-            inline = stale and not self._running and (c is None or c.took < 0.05)
+            inline = stale and not self._running and (small if c is None else c.took < 0.05)
             spawn = stale and not self._running and not inline
             if inline or spawn:
                 self._running = True
