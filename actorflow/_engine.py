@@ -200,8 +200,9 @@ class Engine:
             self._rt = self._actors = None
         if self._control is not None:
             self._control.stop()
-        for board in list(self._dashboards):
+        for board in self._dashboards:
             board.close()
+        self._dashboards.clear()
         rt.closing = True
         rt.steps.wait_idle(self.close_grace if grace is None else grace)
         rt.post(("__flush__",))  # status records still waiting for a step's commit are written now

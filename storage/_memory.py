@@ -280,7 +280,7 @@ class MemoryJournal(Journal):
     ) -> list[RunRecord]:
         if limit <= 0:
             return []
-        with self._lock:
+        with self._lock:  # sorts the ids per call: fine for tests, not for millions of runs
             ids = sorted(self._active if unfinished else self._runs)
             if reverse:
                 hi = len(ids) if after is None else bisect.bisect_left(ids, after)

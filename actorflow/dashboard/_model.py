@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode
 
+from actorflow.errors import StorageError
 from storage import FINISHED_STATES, Event, Journal, RunRecord
 
 __all__ = ["STATES", "RunFilter", "RunPage", "Census", "list_runs", "parse_time"]
@@ -172,15 +173,20 @@ class Census:
         t = time.perf_counter()
         by_state: dict[str, int] = {}
         workflows: set[str] = set()
+        ok = False
         try:
             for r in self.journal.iter_runs():
                 by_state[r.state] = by_state.get(r.state, 0) + 1
                 workflows.add(r.workflow)
+            ok = True
+        except StorageError:  # the journal closed under the census (the server stopping): no counts
+            pass
         finally:
             took = time.perf_counter() - t
             with self._lock:
                 self._running = False
-                self._counts = _Counts(by_state, sorted(workflows), marker, time.time(), took)
+                if ok:
+                    self._counts = _Counts(by_state, sorted(workflows), marker, time.time(), took)
 
 
 def json_safe(value: Any) -> Any:
