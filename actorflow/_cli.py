@@ -18,7 +18,7 @@ from storage import LmdbJournal
 from ._engine import Engine
 from ._retry import RetryPolicy
 from ._types import RunStatus
-from .errors import ActorflowError, RunNotFound, WorkflowFailed
+from .errors import ActorflowError, ConfigError, RunNotFound, WorkflowFailed
 
 __all__ = ["main"]
 
@@ -119,6 +119,17 @@ def _history(args: argparse.Namespace) -> int:
     return 0
 
 
+def _dashboard(args: argparse.Namespace) -> int:
+    try:
+        from .dashboard import serve_data_dir
+    except ImportError as exc:
+        raise ConfigError(f"the dashboard needs the 'dashboard' extra: pip install 'actorflow[dashboard]' ({exc})") from None
+    board = serve_data_dir(args.data_dir, port=args.port, bind=args.bind, read_only=args.read_only)
+    print(f"actorflow dashboard on {board.url} for {args.data_dir}{' (read-only)' if args.read_only else ''}", flush=True)
+    board.serve_forever()
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="actorflow", description="Durable workflows on the actor model.")
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -138,6 +149,12 @@ def main(argv: list[str] | None = None) -> int:
     from .graph._cli import add_graph_parser  # graph workflows (issue 14): `actorflow graph ...`
 
     add_graph_parser(sub)
+    board = sub.add_parser("dashboard", help="web dashboard of a data directory (the 'dashboard' extra)")
+    board.add_argument("--data-dir", default="./actorflow-data")
+    board.add_argument("--port", type=int, default=8765, help="TCP port (0: any free one)")
+    board.add_argument("--bind", default="127.0.0.1", help="address to listen on (default: loopback only)")
+    board.add_argument("--read-only", action="store_true", help="hide and refuse every action (signal, cancel)")
+    board.set_defaults(fn=_dashboard)
     args = parser.parse_args(argv)
     try:
         return int(args.fn(args))

@@ -16,6 +16,7 @@ from storage._journal import check_run_id
 
 from ._aio import LoopBridge
 from ._clock import Clock, SystemClock
+from ._control import ControlInbox
 from ._handle import RunHandle, new_run_id
 from ._lockfile import DirLock
 from ._messages import CancelRun, SignalArrived, StartRun
@@ -124,6 +125,8 @@ class Engine:
         self._rt: Facade | None = None
         self._actors: ActorRuntime | MultiprocRuntime | None = None
         self.journal: Journal | None = None
+        self._control: ControlInbox | None = None
+        self._dashboards: list[Any] = []  # servers started by dashboard(); stopped by close()
 
     # --- registration --------------------------------------------------------------------------
     def workflow(self, name: str | None = None) -> Callable[[F], F]:
@@ -201,6 +204,10 @@ class Engine:
                 raise
             self._rt, self._actors = rt, actors
             self._tune_gc()
+            # commands other processes queued for this data directory (see _control): now and each tick
+            self._control = control = ControlInbox(self)
+            rt.housekeepers.append(control.poll)
+        control.poll()
         return self
 
     def _open_multiproc(self) -> None:
@@ -247,6 +254,11 @@ class Engine:
             if rt is None or actors is None:
                 return
             self._rt = self._actors = None
+        if self._control is not None:
+            self._control.stop()
+        for board in self._dashboards:
+            board.close()
+        self._dashboards.clear()
         actors.close(self.close_grace if grace is None else grace)
         self._untune_gc()
         if self._journal_given is None:
@@ -407,10 +419,16 @@ class Engine:
     # --- interacting with runs -----------------------------------------------------------------
     def signal(self, run_id: str, name: str, payload: Any = None) -> None:
         """Queue a signal for the run; durable when this returns, delivered in order per name."""
+        self._signal(run_id, name, payload)
+
+    def _signal(self, run_id: str, name: str, payload: Any, also: Callable[[WriteBatch], None] | None = None) -> None:
+        """`signal`, with `also` adding writes that must commit with it (the control inbox's)."""
         check_run_id(run_id)
         rt = self._runtime()
         batch = rt.journal.batch()
         batch.put_signal(run_id, str(name), payload)
+        if also is not None:
+            also(batch)
         copy = rt.codec.readback(batch.ops[0][3], f"payload of signal {name!r}", payload)  # before durable
         res = rt.journal.commit(batch)[0]
         if res == SignalResult.NOT_FOUND:
@@ -542,6 +560,18 @@ class Engine:
             finally:
                 rt.notifier.remove_waiter(run_id, cb)
         return self._outcome(run_id, outcome)
+
+    # --- dashboard -----------------------------------------------------------------------------
+    def dashboard(self, port: int = 8765, *, bind: str = "127.0.0.1", read_only: bool = False) -> Any:
+        """Serve the web dashboard of this open engine on a background thread (the `dashboard` extra);
+        actions go straight to this engine. Returns the server (`.url`, `.close()`); close() stops it."""
+        try:
+            from .dashboard import serve_engine
+        except ImportError as exc:
+            raise ConfigError(f"the dashboard needs the 'dashboard' extra: pip install 'actorflow[dashboard]' ({exc})") from None
+        board = serve_engine(self, port=port, bind=bind, read_only=read_only)
+        self._dashboards.append(board)
+        return board
 
     # --- monitoring ----------------------------------------------------------------------------
     def monitor(self, run_id: str, timeout: float | None = None) -> Iterator[RunStatus]:

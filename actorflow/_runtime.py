@@ -193,6 +193,8 @@ class Runtime:
         # for the others go (set by a multiprocess shard: out to their processes)
         self.local_shards: tuple[int, ...] = tuple(range(shards))
         self.remote: Callable[[int, list[Any]], None] | None = None
+        # called on the pump thread at every housekeeping tick (about once a second); each must be cheap
+        self.housekeepers: list[Callable[[], None]] = []
 
     def owns(self, run_id: str) -> bool:
         """Whether the run's host lives in this process."""

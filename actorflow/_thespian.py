@@ -288,6 +288,8 @@ class ActorRuntime:
                     self._next_housekeep = now + self.housekeep_every
                     for i in rt.local_shards:
                         asys.tell(rt.addresses[f"host-{i}"], HostBatch([HOUSEKEEP]))
+                    for hk in rt.housekeepers:
+                        hk()
                 if self._stopping and not rt.queue:
                     return
                 self._deadline = deadline = min(rt.timer_next_due, self._next_housekeep)

@@ -348,6 +348,44 @@ class Journal(abc.ABC):
     def schedule(self, name: str) -> Any:
         return self.kv_get(NS_SCHEDULES, name)
 
+    # --- paged reads (for views over many runs: a page costs its own size, not the journal's) ---
+    def runs_page(
+        self,
+        after: str | None = None,
+        limit: int = 100,
+        *,
+        prefix: str = "",
+        reverse: bool = False,
+        unfinished: bool = False,
+    ) -> list[RunRecord]:
+        """Up to `limit` run records in run id order (descending with `reverse`) whose ids start with
+        `prefix`, strictly past `after` in that order; `unfinished`: only runs of the active index.
+
+        A keyset page: pass the last id of one page as `after` of the next. Backends seek to the
+        position and read just the page. This default filters a full scan; both backends override it."""
+        if limit <= 0:
+            return []
+        if unfinished:
+            ids = [r for r in self.active_run_ids() if r.startswith(prefix)]
+            pool: list[RunRecord] = [r for r in self.get_runs(ids) if r is not None]
+        else:
+            pool = [r for r in self.iter_runs() if r.run_id.startswith(prefix)]
+        if reverse:
+            pool.reverse()
+            pool = [r for r in pool if after is None or r.run_id < after]
+        else:
+            pool = [r for r in pool if after is None or r.run_id > after]
+        return pool[:limit]
+
+    def run_counts(self) -> tuple[int, int]:
+        """(all runs, unfinished runs); backends answer from index sizes without reading records."""
+        return sum(1 for _ in self.iter_runs()), len(self.active_run_ids())
+
+    @abc.abstractmethod
+    def change_marker(self) -> int:
+        """A number that changes whenever a commit lands - with LMDB, a commit by any process. Lets a
+        view poll for changes with one cheap call instead of re-reading what it shows."""
+
     def runs(self, state: str | None = None, workflow: str | None = None) -> list[RunRecord]:
         """Run records by state and workflow, in run id order; an unfinished state reads only the
         active index's runs (not every run the journal ever held)."""

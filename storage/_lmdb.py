@@ -276,15 +276,6 @@ class LmdbJournal(LmdbReads, Journal):
             self._gate.release_exclusive()
         self.map_growths += 1
 
-    def adopt_map_size(self) -> None:
-        """Another process sharing this environment grew the map: take its size (LMDB refuses new
-        transactions in this process until then)."""
-        self._gate.acquire_exclusive()
-        try:
-            self._env.set_mapsize(0)
-        finally:
-            self._gate.release_exclusive()
-
     def _write(self, batches: list[WriteBatch], precise: bool = False) -> list[list[Any]]:
         """All `batches` in one write transaction; per batch, the per-op results.
 

@@ -49,6 +49,31 @@ def _under(cur: lmdb.Cursor, prefix: bytes, start: bytes | None = None) -> list[
     return out
 
 
+def _seek_forth(cur: lmdb.Cursor, prefix: bytes, after: bytes | None) -> bool:
+    """Put the cursor on the first key under `prefix` that is past `after`; False if there is none."""
+    if after is None or after < prefix:
+        return bool(cur.set_range(prefix))
+    if not cur.set_range(after):
+        return False
+    return bool(cur.next()) if cur.key() == after else True
+
+
+def _seek_back(cur: lmdb.Cursor, prefix: bytes, after: bytes | None) -> bool:
+    """Put the cursor on the last key under `prefix` that is below `after`; False if there is none."""
+    end = _prefix_end(prefix)
+    bound = end if after is None or (end is not None and after > end) else after
+    # on the first key >= bound, one step back is the last key below it
+    if bound is None:
+        return bool(cur.last())
+    return bool(cur.prev()) if cur.set_range(bound) else bool(cur.last())
+
+
+def _prefix_end(prefix: bytes) -> bytes | None:
+    """The smallest key above every key starting with `prefix` (None: no such key, scan to the end)."""
+    p = prefix.rstrip(b"\xff")
+    return None if not p else p[:-1] + bytes([p[-1] + 1])
+
+
 def _key(cur: lmdb.Cursor) -> bytes:
     return cast(bytes, cur.key())
 
@@ -106,9 +131,6 @@ class LmdbReads:
     _kv: Any
     codec: Codec
 
-    def adopt_map_size(self) -> None:
-        raise NotImplementedError
-
     def _read_txn(self) -> lmdb.Transaction:
         if self._closed:
             raise StorageError("journal is closed")
@@ -125,6 +147,16 @@ class LmdbReads:
         except BaseException:
             self._gate.leave()
             raise
+
+    def adopt_map_size(self) -> None:
+        """Another process grew the map past ours (a live engine beside a reading tool): take its size.
+        LMDB refuses new transactions until then; size 0 means "the size now in the data file"."""
+        self._gate.acquire_exclusive()
+        try:
+            if not self._closed:
+                self._env.set_mapsize(0)
+        finally:
+            self._gate.release_exclusive()
 
     def _end_read(self, txn: lmdb.Transaction) -> None:
         try:
@@ -281,6 +313,56 @@ class LmdbReads:
         decode = self.codec.decode
         for k, v in self._scan(self._runs):
             yield RunRecord.from_tuple(decode(v, f"run record {k.decode()!r}"))
+
+    def runs_page(
+        self,
+        after: str | None = None,
+        limit: int = 100,
+        *,
+        prefix: str = "",
+        reverse: bool = False,
+        unfinished: bool = False,
+    ) -> list[RunRecord]:
+        """One read transaction: a cursor seeks to the page's start (in the runs or the active index)
+        and reads `limit` keys under `prefix`; the records of active ids come from one `getmulti`."""
+        if limit <= 0:
+            return []
+        p = name_bytes(prefix, "run id prefix")
+        start = None if after is None else name_bytes(after, "run id")
+        raw: list[tuple[bytes, bytes]] = []
+        txn = self._read_txn()
+        try:
+            cur = txn.cursor(db=self._active if unfinished else self._runs)
+            found = _seek_back(cur, p, start) if reverse else _seek_forth(cur, p, start)
+            while found:
+                k = _key(cur)
+                if not k.startswith(p):
+                    break
+                raw.append((k, b"" if unfinished else cast(bytes, cur.value())))
+                if len(raw) >= limit:
+                    break
+                found = cur.prev() if reverse else cur.next()
+            if unfinished and raw:
+                got = cast("dict[bytes, bytes]", dict(txn.cursor(db=self._runs).getmulti([k for k, _ in raw])))
+                raw = [(k, got[k]) for k, _ in raw if k in got]
+        finally:
+            self._end_read(txn)
+        decode = self.codec.decode
+        return [RunRecord.from_tuple(decode(v, f"run record {k.decode()!r}")) for k, v in raw]
+
+    def run_counts(self) -> tuple[int, int]:
+        txn = self._read_txn()
+        try:
+            return int(txn.stat(self._runs)["entries"]), int(txn.stat(self._active)["entries"])
+        finally:
+            self._end_read(txn)
+
+    def change_marker(self) -> int:
+        """LMDB's id of the last committed write transaction, read from the shared lock file: moves
+        on every commit of any process that has the environment open."""
+        if self._closed:
+            raise StorageError("journal is closed")
+        return int(self._env.info()["last_txnid"])
 
     def active_run_ids(self) -> list[str]:
         return [k.decode() for k, _ in self._scan(self._active)]

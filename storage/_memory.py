@@ -276,6 +276,35 @@ class MemoryJournal(Journal):
                     out.append((n, seq, self.codec.decode(rec, f"signal {n!r} of run {run_id!r}")))
             return out
 
+    def runs_page(
+        self,
+        after: str | None = None,
+        limit: int = 100,
+        *,
+        prefix: str = "",
+        reverse: bool = False,
+        unfinished: bool = False,
+    ) -> list[RunRecord]:
+        if limit <= 0:
+            return []
+        with self._lock:  # sorts the ids per call: fine for tests, not for millions of runs
+            ids = sorted(self._active if unfinished else self._runs)
+            if reverse:
+                hi = len(ids) if after is None else bisect.bisect_left(ids, after)
+                chosen = [r for r in reversed(ids[:hi]) if r.startswith(prefix)][:limit]
+            else:
+                lo = 0 if after is None else bisect.bisect_right(ids, after)
+                chosen = [r for r in ids[lo:] if r.startswith(prefix)][:limit]
+            raw = [(r, self._runs[r]) for r in chosen]
+        return [self._decode_run(r, v) for r, v in raw]
+
+    def run_counts(self) -> tuple[int, int]:
+        with self._lock:
+            return len(self._runs), len(self._active)
+
+    def change_marker(self) -> int:
+        return self.commits
+
     def kv_get(self, ns: str, key: str) -> Any:
         with self._lock:
             raw = self._kv.get(ns, {}).get(key)

@@ -14,7 +14,7 @@ import subprocess
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SCENARIOS = {"journal", "seq3", "conc3", "steps100", "sleepers", "million", "recovery"}
+SCENARIOS = {"journal", "seq3", "conc3", "steps100", "sleepers", "million", "recovery", "dashboard"}
 HAS_DBOS = importlib.util.find_spec("dbos") is not None
 HAS_MPL = importlib.util.find_spec("matplotlib") is not None
 HAS_PSUTIL = importlib.util.find_spec("psutil") is not None
