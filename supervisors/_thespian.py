@@ -14,6 +14,7 @@ from thespian.actors import (
     ActorExitRequest,
     ChildActorExited,
     PoisonMessage,
+    ThespianWatch,
     WakeupMessage,
 )
 
@@ -115,8 +116,18 @@ class SupervisedActor(Actor):  # type: ignore[misc]
 
     # -- Thespian entry point ------------------------------------------------------------------
 
-    def receiveMessage(self, message: Any, sender: ActorAddress) -> None:
+    def watch_fds(self) -> list[int]:
+        """File descriptors whose readiness should reach `handle` as a WatchMessage (multiproc bases:
+        how a thread of the actor's process wakes it without a message)."""
+        return []
+
+    def receiveMessage(self, message: Any, sender: ActorAddress) -> Any:
         """Dispatch to the snake_case hooks, catching every failure so the supervisor hears about it."""
+        self._on_message(message, sender)
+        fds = self.watch_fds()
+        return ThespianWatch(fds) if fds else None
+
+    def _on_message(self, message: Any, sender: ActorAddress) -> None:
         if isinstance(message, ActorExitRequest):
             try:
                 self.on_stop()

@@ -7,6 +7,7 @@ durable when they return, written here), the notifier that `result()`/`monitor()
 reads (`status`, `history`, `runs`). One gateway thread owns the Thespian connection: it sends the
 posted run messages, one packed batch per shard per round, and receives the shards' notices
 (outcomes, status changes, replies) and the supervisor's (a shard restarted, the budget spent).
+A post wakes it through a pipe its Thespian transport watches, so it idles in one long select.
 
 A shard killed with -9 is restarted by the supervisor (ChildActorExited) and replays its runs; the
 gateway tells it who the gateway and its peers are, re-sends the watches of monitored runs, and
@@ -23,11 +24,14 @@ import time
 import zlib
 from collections import deque
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 import cloudpickle
 import structlog
-from thespian.actors import ActorSystem
+from thespian.actors import ActorSystem, WatchMessage
+from thespian.system import isInternalActorSystemMessage
+from thespian.system.transport import ReceiveEnvelope
 
 from storage import Codec, Journal, RunRecord
 from supervisors import (
@@ -58,7 +62,7 @@ log = structlog.get_logger("actorflow.multiproc")
 
 # multiproc children crash on logDefs=False (they call logDefs.get): a quiet dict config instead
 _QUIET_LOGS = {"version": 1, "disable_existing_loggers": False, "root": {"level": "CRITICAL"}}
-_LISTEN = 0.003  # seconds the gateway waits for notices before it looks at what was posted again
+_LISTEN = 1.0  # seconds the gateway waits in one select when nothing happens (a post wakes it)
 
 
 class FacadeNotifier(Notifier):
@@ -127,6 +131,10 @@ class MultiprocRuntime:
         )
         self._admin_port = admin_port
         self._out: deque[Any] = deque()
+        self._rfd, self._wfd = os.pipe()
+        os.set_blocking(self._rfd, False)
+        os.set_blocking(self._wfd, False)
+        self._signalled = False
         self._addresses: dict[int, Any] = {}
         self._thread: threading.Thread | None = None
         self._started = threading.Event()
@@ -142,6 +150,15 @@ class MultiprocRuntime:
 
     def post(self, item: Any) -> None:
         self._out.append(item)
+        self._wake()
+
+    def _wake(self) -> None:
+        if not self._signalled:
+            self._signalled = True
+            try:
+                os.write(self._wfd, b"x")
+            except (BlockingIOError, OSError):
+                pass  # full (the gateway is due to wake anyway) or closed
 
     post_and_help = post
 
@@ -179,6 +196,7 @@ class MultiprocRuntime:
         actor system; returns once its processes are gone."""
         self.closing = True
         self._stop = grace
+        self._wake()
         self._stopped.wait()
         if self._thread is not None:
             self._thread.join()
@@ -189,6 +207,8 @@ class MultiprocRuntime:
             asys = self._setup()
         except BaseException as exc:  # noqa: BLE001 - raised to the caller of start()
             self._start_error = exc
+            for fd in (self._rfd, self._wfd):
+                os.close(fd)
             self._started.set()
             self._stopped.set()
             return
@@ -201,6 +221,8 @@ class MultiprocRuntime:
             self.notifier.fail_all("failed", {"error": f"engine stopped: {self.fatal}"})
         finally:
             self._shutdown(asys)
+            for fd in (self._rfd, self._wfd):
+                os.close(fd)
             self._stopped.set()
 
     def _setup(self) -> Any:
@@ -237,6 +259,7 @@ class MultiprocRuntime:
             if not isinstance(reply, Supervising):
                 raise ActorflowError(f"the engine's supervisor did not start: {reply!r}")
             self._addresses = {i: reply.addresses[f"shard-{i}"] for i in range(self.shards)}
+            asys._systemBase.transport.set_watch([self._rfd])  # post() wakes _listen
             for addr in self._addresses.values():
                 asys.tell(addr, Hello(self._addresses))
             errors: dict[str, str] = {}
@@ -269,10 +292,16 @@ class MultiprocRuntime:
             if self._stop is not None and not out:
                 self._drain(asys, self._stop)
                 return
-            msg = asys.listen(_LISTEN)
-            while msg is not None:
+            msg = _listen(asys, _LISTEN)
+            if type(msg) is WatchMessage:
+                self._signalled = False  # before draining: a later post writes a byte again
+                try:
+                    while os.read(self._rfd, 4096):
+                        pass
+                except (BlockingIOError, OSError):
+                    pass
+            elif msg is not None:
                 self._on_message(asys, msg)
-                msg = asys.listen(0) if not out else None
 
     def _send(self, asys: Any) -> None:
         out, per = self._out, {}  # type: ignore[var-annotated]
@@ -357,6 +386,18 @@ class MultiprocRuntime:
                 os.kill(pid, 9)
             except ProcessLookupError:
                 pass
+
+
+def _listen(asys: Any, timeout: float) -> Any:
+    """`asys.listen`, except that a WatchMessage (the post pipe is readable) is returned too: the
+    public listen drops it and waits on, which would leave a post unsent until a notice came."""
+    resp = asys._systemBase._run_transport(timedelta(seconds=timeout))
+    if not isinstance(resp, ReceiveEnvelope):
+        return None
+    msg = resp.message
+    if isinstance(msg, WatchMessage) or not isInternalActorSystemMessage(msg):
+        return msg
+    return None
 
 
 def _alive(pid: int) -> bool:

@@ -7,25 +7,28 @@ batches of run messages in (from the facade and from other shards), batches of n
 (outcomes, status changes, replies) and of run messages for other shards.
 
 Threads of this process (step workers, the journal's commit thread, the pump) may not use the
-actor's Thespian connection, so what they produce for other processes waits in `outbound` and the
-actor sends it from its own thread on a wakeup: every millisecond while there is traffic, backing
-off to 20 ms when idle (any incoming message brings it back to 1 ms).
+actor's Thespian connection, so what they produce for other processes waits in `outbound`, and a
+byte written to a pipe the actor watches (ThespianWatch) wakes the actor to send it from its own
+thread at once. A wakeup every second checks that the engine process is still there.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 import cloudpickle
 import structlog
+from thespian.actors import WatchMessage
 
 from storage import Codec, LmdbJournal, RunRecord
 from supervisors import SupervisedActor
 
 from .._clock import SystemClock
-from .._messages import Outcome, Reply, StatusChanged, WatchStatus
+from .._messages import Outcome, PumpCall, Reply, StatusChanged, WatchStatus
 from .._runtime import Notifier, Runtime
 from .._thespian import ActorRuntime
 from .._types import RunStatus
@@ -36,14 +39,14 @@ __all__ = ["ShardActor", "ShardNotifier"]
 
 log = structlog.get_logger("actorflow.shard")
 
-_FAST, _SLOW = 0.001, 0.02
+_CHECK_EVERY = 1.0  # seconds between checks that the engine process is alive
 _GATEWAY = -1  # outbound target: the facade
 
 
 class ShardNotifier(Notifier):
     """Where this shard's hosts report outcomes, status changes and replies: out to the facade."""
 
-    def __init__(self, out: deque[tuple[int, Any]]) -> None:
+    def __init__(self, out: Callable[[int, Any], None]) -> None:
         super().__init__()
         self._out = out
         self.watched: set[str] = set()
@@ -52,13 +55,13 @@ class ShardNotifier(Notifier):
         return run_id in self.watched
 
     def status_changed(self, status: RunStatus) -> None:
-        self._out.append((_GATEWAY, StatusChanged(status)))
+        self._out(_GATEWAY, StatusChanged(status))
 
     def finished(self, run_id: str, record: RunRecord, state: str, value: Any, data: Any) -> None:
-        self._out.append((_GATEWAY, Outcome(run_id, record.as_tuple(), state, value, data)))
+        self._out(_GATEWAY, Outcome(run_id, record.as_tuple(), state, value, data))
 
     def reply(self, request_id: int, value: Any = None, error: BaseException | None = None) -> None:
-        self._out.append((_GATEWAY, Reply(request_id, value, error)))
+        self._out(_GATEWAY, Reply(request_id, value, error))
 
 
 class ShardFailed(ActorflowError):
@@ -73,9 +76,11 @@ class ShardActor(SupervisedActor):
         self.gateway: Any = None
         self.peers: dict[int, Any] = {}
         self.outbound: deque[tuple[int, Any]] = deque()
-        self._wake_due = False
-        self._interval = _FAST
-        self._checks = 0
+        self._rfd, self._wfd = os.pipe()
+        os.set_blocking(self._rfd, False)
+        os.set_blocking(self._wfd, False)
+        self._signalled = False
+        self._closed = False
         workflows: dict[str, Any] = {}
         self.errors: dict[str, str] = {}
         for name, blob in init.workflows.items():
@@ -94,12 +99,25 @@ class ShardActor(SupervisedActor):
             timer_horizon=init.timer_horizon,
         )
         rt.local_shards = (init.shard,)
-        rt.remote = lambda shard, items: self.outbound.append((shard, items))
-        rt.notifier = self.notifier = ShardNotifier(self.outbound)
+        rt.remote = self._out
+        rt.notifier = self.notifier = ShardNotifier(self._out)
         self.rt = rt
         self.actors = ActorRuntime(rt)
         self.actors.start()  # queues the recovery of this shard's runs
-        self._poll()
+        self.wakeup_after(_CHECK_EVERY)
+
+    def watch_fds(self) -> list[int]:
+        return [] if getattr(self, "_closed", True) else [self._rfd]
+
+    def _out(self, target: int, item: Any) -> None:
+        """From any thread: queue `item` for another process and wake the actor to send it."""
+        self.outbound.append((target, item))
+        if not self._signalled:
+            self._signalled = True
+            try:
+                os.write(self._wfd, b"x")
+            except (BlockingIOError, OSError):
+                pass  # the pipe is full (the actor is already due to wake) or closed
 
     def handle(self, message: Any, sender: Any) -> None:
         try:
@@ -110,17 +128,21 @@ class ShardActor(SupervisedActor):
 
     def _handle(self, message: Any, sender: Any) -> None:
         t = type(message)
-        if t is Packed:
-            items = unpack(message)
-            rest = []
-            for item in items:
-                if type(item) is WatchStatus:
-                    (self.notifier.watched.add if item.on else self.notifier.watched.discard)(item.run_id)
-                else:
-                    rest.append(item)
-            if rest:
-                self.rt.queue.extend(rest)
-                self.rt.wake()
+        if t is WatchMessage:
+            self._signalled = False  # before draining: what is queued after this writes a byte again
+            try:
+                while os.read(self._rfd, 4096):
+                    pass
+            except (BlockingIOError, OSError):
+                pass
+            self._send_outbound()
+        elif t is Packed:
+            items = [
+                PumpCall(functools.partial(self._watch, item)) if type(item) is WatchStatus else item
+                for item in unpack(message)
+            ]
+            self.rt.queue.extend(items)
+            self.rt.wake()
         elif t is Hello:
             self.gateway = sender
             self.peers = dict(message.addresses)
@@ -130,32 +152,36 @@ class ShardActor(SupervisedActor):
         elif t is Drain:
             self._drain_and_close(message.grace)
             self.send(sender, Drained(self.init.shard))
+
+    def _watch(self, msg: WatchStatus) -> None:
+        """On the pump thread (where hosts decide whom to notify): start or stop reporting a run's
+        status changes; on start, report its status now (it may have changed before the watch)."""
+        notifier = self.notifier
+        if not msg.on:
+            notifier.watched.discard(msg.run_id)
             return
-        self._interval = _FAST
-        self._poll()
+        notifier.watched.add(msg.run_id)
+        host = self.rt.local_hosts.get(self.init.shard)
+        run = host.logic.runs.get(msg.run_id) if host is not None else None
+        record = run.record if run is not None else self.journal.get_run(msg.run_id)
+        if record is not None:
+            notifier.status_changed(RunStatus.from_record(record))
 
     def on_wakeup(self, payload: Any) -> None:
-        self._wake_due = False
+        if getattr(self, "_closed", False):
+            return
         if self.rt.fatal is not None:
             self._drain_and_close(0.0)
             raise ShardFailed(f"shard {self.init.shard}: {self.rt.fatal}")
-        sent = self._send_outbound()
-        self._checks += 1
-        if self._checks % 50 == 0 and not _alive(self.init.facade_pid):
+        if not _alive(self.init.facade_pid):
             log.warning("engine process is gone: shard stops", shard=self.init.shard, pid=self.init.facade_pid)
             self._drain_and_close(0.0)
             os._exit(0)
-        busy = sent or self.rt.busy()
-        self._interval = _FAST if busy else min(_SLOW, self._interval * 2)
-        self._poll()
+        self._send_outbound()  # also what waited for a peer's address
+        self.wakeup_after(_CHECK_EVERY)
 
     def on_stop(self) -> None:
         self._drain_and_close(0.0)
-
-    def _poll(self) -> None:
-        if not self._wake_due and not getattr(self, "_closed", False):
-            self._wake_due = True
-            self.wakeup_after(self._interval)
 
     def _send_outbound(self) -> bool:
         """Send what other threads left for other processes: one message per target."""
@@ -186,6 +212,8 @@ class ShardActor(SupervisedActor):
             self._send_outbound()
         finally:
             self.journal.close()
+            for fd in (self._rfd, self._wfd):
+                os.close(fd)
 
 
 def _alive(pid: int) -> bool:
