@@ -14,7 +14,7 @@ import subprocess
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SCENARIOS = {"journal", "seq3", "conc3", "steps100", "sleepers", "million", "recovery", "dashboard"}
+SCENARIOS = {"journal", "seq3", "conc3", "multiproc", "steps100", "sleepers", "million", "recovery", "dashboard"}
 HAS_DBOS = importlib.util.find_spec("dbos") is not None
 HAS_MPL = importlib.util.find_spec("matplotlib") is not None
 HAS_PSUTIL = importlib.util.find_spec("psutil") is not None
@@ -26,6 +26,7 @@ def test_quick_harness_tiny(tmp_path):
     names = set(SCENARIOS)
     if not HAS_PSUTIL:  # RSS needs psutil (bench extra); everything else runs without it
         names.discard("sleepers")
+        names.discard("multiproc")
         cmd += [s for s in _order() if s in names]
     if HAS_DBOS:
         cmd += ["--peer", "dbos"]

@@ -1,0 +1,111 @@
+"""multiproc: conc3's workload on the multiprocess engine beside the embedded one, in one repetition.
+
+1,000 durable 3-step workflows started together (`astart` gathered on one loop, and one
+`start_many`), then awaited; workflows/s from the first start to the last result, for
+`Engine(system="embedded")` and `Engine(system="multiproc")` (2 shards: one process each, plus the
+facade) in the same worker, alternating which goes first. Same durability on every side (fsync per
+group commit). DBOS runs conc3's own peer (`start_workflow_async` gathered) for the comparison.
+CPU is summed over the facade and the shard processes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from typing import Any
+
+from .._harness import Metric, Scenario, Settings, register
+from ._common import engine_dir, register_three_step
+
+
+def params(s: Settings) -> dict[str, Any]:
+    if s.tiny:
+        return {"n": 60, "dbos_n": 15, "shards": 2}
+    if s.quick:
+        return {"n": 1000, "dbos_n": 100, "shards": 2}
+    return {"n": 1000, "dbos_n": 1000, "shards": 2}
+
+
+def _cpu(pids: list[int]) -> float:
+    import psutil
+
+    total = 0.0
+    for pid in pids:
+        try:
+            t = psutil.Process(pid).cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += t.user + t.system
+    return total
+
+
+def _measure(system: str, p: dict[str, Any], workdir: str, rep: str) -> dict[str, float]:
+    from actorflow import Engine
+
+    n = p["n"]
+    out: dict[str, float] = {}
+    engine = Engine(engine_dir(workdir, f"{system}-{rep}"), system=system, shards=p["shards"])
+    wf = register_three_step(engine)
+    with engine:
+        engine.run(wf, -1, timeout=60)  # warm-up: processes, actors, journal open
+        rt: Any = engine._runtime()
+        pids = [os.getpid(), *getattr(rt, "shard_pids", {}).values()]
+
+        async def go() -> list[Any]:
+            handles = await asyncio.gather(*(engine.astart(wf, i) for i in range(n)))
+            return await asyncio.gather(*(h.aresult(120) for h in handles))
+
+        c0, t0 = _cpu(pids), time.perf_counter()
+        results = asyncio.run(go())
+        wall, cpu = time.perf_counter() - t0, _cpu(pids) - c0
+        assert results == [i + 2 for i in range(n)]
+        out["astart_wf_per_s"], out["astart_cpu_ms_per_wf"] = n / wall, 1000 * cpu / n
+
+        c0, t0 = _cpu(pids), time.perf_counter()
+        handles = engine.start_many(wf, [(i,) for i in range(n)])
+        results = [h.result(120) for h in handles]
+        wall, cpu = time.perf_counter() - t0, _cpu(pids) - c0
+        assert results == [i + 2 for i in range(n)]
+        out["start_many_wf_per_s"], out["start_many_cpu_ms_per_wf"] = n / wall, 1000 * cpu / n
+    return out
+
+
+def actorflow(p: dict[str, Any], workdir: str) -> dict[str, Any]:
+    order = ("embedded", "multiproc") if int.from_bytes(os.urandom(1), "big") % 2 else ("multiproc", "embedded")
+    got = {system: _measure(system, p, workdir, "a") for system in order}
+    out: dict[str, Any] = {"n": p["n"], "shards": p["shards"], "first": order[0]}
+    for system, metrics in got.items():
+        for key, value in metrics.items():
+            out[f"{system}_{key}"] = value
+    for mode in ("astart", "start_many"):
+        out[f"speedup_{mode}"] = got["multiproc"][f"{mode}_wf_per_s"] / got["embedded"][f"{mode}_wf_per_s"]
+    return out
+
+
+register(
+    Scenario(
+        name="multiproc",
+        title="1,000 concurrent durable 3-step workflows: multiprocess engine vs embedded vs DBOS",
+        order=25,
+        params=params,
+        actorflow="benchmarks.scenarios.multiproc:actorflow",
+        peers={"dbos": "benchmarks.peers.dbos_peer:conc3"},
+        metrics=[
+            Metric("multiproc_astart_wf_per_s", "multiproc astart+gather wf/s (vs DBOS async)", "wf/s", "higher",
+                   "async_wf_per_s", chart=True),
+            Metric("embedded_astart_wf_per_s", "embedded astart+gather wf/s (vs DBOS async)", "wf/s", "higher",
+                   "async_wf_per_s"),
+            Metric("speedup_astart", "multiproc / embedded, astart (same repetition)", "x", "higher"),
+            Metric("multiproc_start_many_wf_per_s", "multiproc start_many wf/s (no DBOS batch form)", "wf/s", "higher"),
+            Metric("embedded_start_many_wf_per_s", "embedded start_many wf/s", "wf/s", "higher"),
+            Metric("speedup_start_many", "multiproc / embedded, start_many (same repetition)", "x", "higher"),
+            Metric("multiproc_astart_cpu_ms_per_wf", "CPU per wf, all processes, multiproc astart", "ms", "lower",
+                   "async_cpu_ms_per_wf"),
+            Metric("embedded_astart_cpu_ms_per_wf", "CPU per wf, embedded astart", "ms", "lower",
+                   "async_cpu_ms_per_wf"),
+        ],
+        notes="2 shards = 2 host processes + the facade on a 2-core machine; both engines fsync every group "
+        "commit; DBOS 3.4 on SQLite (WAL, synchronous=FULL) runs dbos_n workflows.",
+    )
+)
