@@ -24,7 +24,7 @@ import os
 import struct
 import threading
 from concurrent.futures import Future
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 import lmdb
 
@@ -36,7 +36,7 @@ from actorflow.errors import (
 )
 
 from ._codec import FORMAT_VERSION, Codec
-from ._group_commit import GroupCommitter
+from ._group_commit import GroupCommitter, check_overlap
 from ._journal import (
     FINISHED_STATES,
     OP_APPEND,
@@ -132,7 +132,9 @@ class LmdbJournal(LmdbReads, Journal):
         max_map_size: int | None = None,
         max_batch_ops: int = 20000,
         max_readers: int = 1024,
+        commit_overlap: bool | Literal["always"] = True,
     ) -> None:
+        check_overlap(commit_overlap)
         self.path = os.fspath(path)
         self.codec = codec or Codec()
         self.sync = sync
@@ -165,7 +167,12 @@ class LmdbJournal(LmdbReads, Journal):
         self._next_txn_id = -1  # LMDB's id of our next write txn if no other writer commits meanwhile
         self._close_lock = threading.Lock()
         self._closed = False
-        self._committer = GroupCommitter(self._apply, name=f"actorflow-journal-{os.path.basename(self.path)}", max_ops=max_batch_ops)
+        self._committer = GroupCommitter(
+            self._apply,
+            name=f"actorflow-journal-{os.path.basename(self.path)}",
+            max_ops=max_batch_ops,
+            overlap=commit_overlap,
+        )
 
     def _open_env(self, map_size: int, max_readers: int, sync: bool) -> None:
         try:
