@@ -8,7 +8,11 @@ Layout (keys in `_keys.py`; every value except `active`/`meta` is a codec record
     timers   due(8, order-preserving) run_id \\0 pos(4) -> data
     signals  run_id \\0 name \\0 inbox seq(8)         -> payload (inbox seq: global, monotonic)
     kv       ns \\0 key                              -> value
-    meta     b"format_version" -> b"1", b"signal_seq" -> 8 bytes
+    meta     b"format_version" -> b"2", b"signal_seq" -> 8 bytes
+
+The meta format version is the newest record format in the environment: opening an older journal
+raises it to FORMAT_VERSION (it will hold records of both), one newer than this code refuses to open
+(JournalVersionError). Records of every format from OLDEST_FORMAT_VERSION on are read (`_codec.py`).
 
 Writes happen only in the group-commit thread: all batches queued since the last commit go into one
 write transaction; `sync=True` makes LMDB fdatasync on commit, so a future resolves only once its batch
@@ -31,11 +35,10 @@ import lmdb
 from actorflow.errors import (
     JournalCorrupt,
     JournalFull,
-    JournalVersionError,
     StorageError,
 )
 
-from ._codec import FORMAT_VERSION, Codec
+from ._codec import FORMAT_VERSION, OLDEST_FORMAT_VERSION, Codec, raise_version
 from ._group_commit import GroupCommitter, check_overlap
 from ._journal import (
     FINISHED_STATES,
@@ -209,14 +212,11 @@ class LmdbJournal(LmdbReads, Journal):
                         raise JournalCorrupt(
                             f"journal at {self.path}: unreadable format version {raw!r}", where="meta"
                         ) from None
-                    if found > FORMAT_VERSION:
-                        raise JournalVersionError(
-                            f"journal at {self.path} was written by journal format {found}; this actorflow "
-                            f"reads formats up to {FORMAT_VERSION}: upgrade actorflow to open it",
-                            where=self.path,
-                            found=found,
-                            supported=FORMAT_VERSION,
-                        )
+                    if not OLDEST_FORMAT_VERSION <= found <= FORMAT_VERSION:
+                        raise_version(found, f"journal at {self.path}")
+                    if found < FORMAT_VERSION:
+                        # records of both formats from here on: a reader of only `found` must refuse it
+                        txn.put(_META_VERSION, str(FORMAT_VERSION).encode(), db=self._meta)
                 else:
                     txn.put(_META_VERSION, str(FORMAT_VERSION).encode(), db=self._meta)
                 self._events = env.open_db(b"events", txn=txn)
