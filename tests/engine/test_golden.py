@@ -264,3 +264,23 @@ def test_golden_lmdb_environment_opens_and_finishes(path: Path, tmp_path: Path) 
             ).encode()
     finally:
         env.close()
+
+
+def test_this_format_writes_what_its_golden_journals_hold() -> None:
+    """Re-encoding the records of golden/v<FORMAT_VERSION> gives the same bytes: a change to what is
+    written fails here until FORMAT_VERSION is bumped (and golden journals of the new format are
+    recorded beside these)."""
+    from storage import FORMAT_VERSION, Codec
+
+    codec = Codec()
+    checked = 0
+    for path in sorted((GOLDEN_DIR / f"v{FORMAT_VERSION}").glob("*.json")):
+        data = json.loads(path.read_text())
+        raws = [run["record"] for run in data["runs"].values()]
+        raws += [ev for run in data["runs"].values() for ev in run["events"]]
+        raws += [t[3] for t in data["timers"]] + [s[2] for s in data["signals"]]
+        for text in raws:
+            raw = unb64(text)
+            assert codec.encode(codec.decode(raw, path.name)) == raw, (path.name, raw[:16])
+            checked += 1
+    assert checked > 30
