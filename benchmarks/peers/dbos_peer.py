@@ -264,13 +264,12 @@ def sleepers(p: dict[str, Any], workdir: str) -> dict[str, Any]:
     """RSS per waiting workflow (half durable sleep, half recv), started in waves as the actorflow side's
     peer-N measurement is: total delta / N and the slope from the first wave to the last; then the
     lateness of a crowd of sleepers."""
-    from benchmarks.scenarios._common import percentile, rss_bytes
+    from benchmarks.scenarios._common import park_in_waves, percentile
 
     n, wave, m = p["dbos_n"], p["peer_wave"], p["dbos_late_n"]
     _launch(workdir)
     try:
         three_step(-1)
-        rss0, anon0 = rss_bytes()
         loop = asyncio.new_event_loop()
 
         async def start_waiters(k: int) -> None:
@@ -279,19 +278,9 @@ def sleepers(p: dict[str, Any], workdir: str) -> dict[str, Any]:
                 *(DBOS.start_workflow_async(waiter, "never") for _ in range(k - k // 2)),
             )
 
-        samples: list[tuple[int, int, int]] = []
-        done, start_s = 0, 0.0
-        while done < n:
-            k = min(wave, n - done)
-            t0 = time.perf_counter()
-            loop.run_until_complete(start_waiters(k))
-            start_s += time.perf_counter() - t0
-            done += k
-            time.sleep(p["settle_s"])
-            samples.append((done, *rss_bytes()))
-        _, rss1, anon1 = samples[-1]
-        (n_a, rss_a, _), (n_b, rss_b, _) = samples[0], samples[-1]
-        per_s = n / start_s
+        parked = park_in_waves(lambda k: loop.run_until_complete(start_waiters(k)), n, wave,
+                               lambda: time.sleep(p["settle_s"]))
+        per_s = n / parked["start_s"]
 
         due = time.time() + m / per_s * 1.5 + p["margin_s"]
 
@@ -305,10 +294,10 @@ def sleepers(p: dict[str, Any], workdir: str) -> dict[str, Any]:
     finally:
         _shutdown()
     return {
-        "rss_per_run_bytes": (rss1 - rss0) / n,
-        "marginal_rss_per_run_bytes": (rss_b - rss_a) / (n_b - n_a) if n_b > n_a else None,
-        "anon_per_run_bytes": (anon1 - anon0) / n,
-        "runs_per_gib": (1 << 30) / max(1.0, (rss1 - rss0) / n),
+        "rss_per_run_bytes": parked["rss"],
+        "marginal_rss_per_run_bytes": parked["slope"],
+        "anon_per_run_bytes": parked["anon"],
+        "runs_per_gib": (1 << 30) / max(1.0, parked["rss"]),
         "lateness_p50_ms": percentile(late, 50),
         "lateness_p99_ms": percentile(late, 99),
         "lateness_max_ms": late[-1] if late else None,

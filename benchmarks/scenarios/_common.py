@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import os
 import time
+from collections.abc import Callable
 from typing import Any
 
 
@@ -144,3 +145,29 @@ def wait_evicted(engine: Any, timeout: float = 60.0, allowed: int = 0) -> dict[s
     if objs > allowed + 16:  # a few may be finishing or replaying; parked ones must be gone
         raise RuntimeError(f"{objs} Run objects alive with {left} resident: evicted runs are still referenced")
     return {"evict_wait_s": round(time.perf_counter() - t0, 2), "resident_runs": left, "run_objects": objs}
+
+
+def park_in_waves(
+    start: Callable[[int], None], n: int, wave: int, settle: Callable[[], None]
+) -> dict[str, Any]:
+    """The shape both sides of the sleepers comparison park their runs in: `start(k)` k runs per wave,
+    then `settle()` before each RSS sample. Returns the seconds spent starting, RSS per run over all
+    N (from the baseline taken before the first wave) and the slope from the first wave to the last."""
+    rss0, anon0 = rss_bytes()
+    samples: list[tuple[int, int, int]] = []
+    done, start_s = 0, 0.0
+    while done < n:
+        k = min(wave, n - done)
+        t0 = time.perf_counter()
+        start(k)
+        start_s += time.perf_counter() - t0
+        done += k
+        settle()
+        samples.append((done, *rss_bytes()))
+    (n_a, rss_a, _), (n_b, rss_b, anon_b) = samples[0], samples[-1]
+    return {
+        "start_s": start_s,
+        "rss": (rss_b - rss0) / n,
+        "anon": (anon_b - anon0) / n,
+        "slope": (rss_b - rss_a) / (n_b - n_a) if n_b > n_a else None,
+    }

@@ -28,7 +28,15 @@ import time
 from typing import Any
 
 from .._harness import Metric, Scenario, Settings, register
-from ._common import af_settings, engine_dir, percentile, register_three_step, rss_bytes, wait_evicted
+from ._common import (
+    af_settings,
+    engine_dir,
+    park_in_waves,
+    percentile,
+    register_three_step,
+    rss_bytes,
+    wait_evicted,
+)
 
 
 def params(s: Settings) -> dict[str, Any]:
@@ -139,29 +147,17 @@ def _peer_shape(workdir: str, p: dict[str, Any]) -> dict[str, Any]:
         await asyncio.gather(*(engine.astart(sleeper, 3600.0) for _ in range(k // 2)),
                              *(engine.astart(waiter) for _ in range(k - k // 2)))
 
+    evicted: dict[str, Any] = {}
+
+    def settle() -> None:
+        time.sleep(p["passivate_after"] + p["settle_s"])
+        evicted.update(wait_evicted(engine))  # raises unless every parked run really left memory
+
     with engine:
         engine.run(wf, 0, timeout=60)
-        rss0, anon0 = rss_bytes()
-        samples, done, start_s, evicted = [], 0, 0.0, {}
-        while done < n:
-            k = min(wave, n - done)
-            t0 = time.perf_counter()
-            asyncio.run(start(k))
-            start_s += time.perf_counter() - t0
-            done += k
-            time.sleep(p["passivate_after"] + p["settle_s"])
-            evicted = wait_evicted(engine)
-            samples.append((done, *rss_bytes()))
+        parked = park_in_waves(lambda k: asyncio.run(start(k)), n, wave, settle)
         settings = af_settings(engine, f"engine.astart gathered on one loop, in waves of {wave}")
-    (n_a, rss_a, _), (n_b, rss_b, _) = samples[0], samples[-1]
-    return {
-        "rss": (rss_b - rss0) / n,
-        "anon": (samples[-1][2] - anon0) / n,
-        "slope": (rss_b - rss_a) / (n_b - n_a) if n_b > n_a else None,
-        "start_per_s": n / start_s,
-        "evicted": evicted,
-        "settings": settings,
-    }
+    return {**parked, "start_per_s": n / parked["start_s"], "evicted": evicted, "settings": settings}
 
 
 def _fresh(call: str) -> Any:
