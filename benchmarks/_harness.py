@@ -59,6 +59,11 @@ class Metric:
     better: str = "higher"  # "higher" or "lower"
     peer_key: str | None = None  # the peer's metric this one is compared with (None: no peer number)
     chart: bool = False  # shown in latest.png
+    # the N behind the figure: a key of the side's worker result (shown beside the figures; a ratio
+    # is only drawn between sides whose N are equal)
+    n_key: str | None = "n"
+    peer_n_key: str | None = "n"
+    no_peer: str = ""  # why there is no peer figure to compare with (shown in the peer's column)
 
 
 @dataclass(frozen=True)
@@ -84,6 +89,7 @@ class Scenario:
     full_repeat: int | None = None  # repetitions in full mode when --repeat is not given (default 3)
     timeout: float = 900.0  # seconds per worker process
     notes: str = ""
+    must_be_zero: tuple[str, ...] = ()  # actorflow metrics any repetition above zero of fails the run
 
 
 _REGISTRY: dict[str, Scenario] = {}
@@ -268,7 +274,8 @@ def run_scenario(sc: Scenario, settings: Settings, repeat: int, peers: list[str]
     errors: dict[str, list[str]] = {}
     t0 = time.perf_counter()
     for rep in range(repeat):
-        for side in sides:  # interleaved, so drift over time hits both sides alike
+        # interleaved, so drift over time hits both sides alike, and alternated, so neither always goes first
+        for side in sides if rep % 2 == 0 else sides[::-1]:
             print(f"[bench] {sc.name} {side} {rep + 1}/{repeat} ...", file=sys.stderr, flush=True)
             res = run_worker(sc, side, params, base)
             if "error" in res:
@@ -277,7 +284,7 @@ def run_scenario(sc: Scenario, settings: Settings, repeat: int, peers: list[str]
                 continue
             raw[side].append(res)
     line: dict[str, Any] = {"scenario": sc.name, "title": sc.title, "params": params, "repeat": repeat,
-                            "quick": settings.quick}
+                            "quick": settings.quick, "when": time.strftime("%Y-%m-%d %H:%M:%S")}
     af_metrics = {m.key: summarize([r.get(m.key) for r in raw["actorflow"]]) for m in sc.metrics}
     line["actorflow"] = af_metrics
     line["units"] = {m.key: m.unit for m in sc.metrics}
@@ -285,6 +292,12 @@ def run_scenario(sc: Scenario, settings: Settings, repeat: int, peers: list[str]
     extra = _extras(raw["actorflow"], {m.key for m in sc.metrics})
     if extra:
         line["actorflow_info"] = extra
+    for key in sc.must_be_zero:
+        above = [r.get(key) for r in raw["actorflow"] if r.get(key) != 0]
+        if above:
+            errors.setdefault("actorflow", []).append(f"{key} must be 0 in every repetition, got {above}")
+    line["settings"] = {side: raw[side][0].get("settings", {}) for side in sides if raw[side]}
+    line["n"] = {m.key: [_n(raw["actorflow"], m.n_key)] for m in sc.metrics}
     for peer in peers:
         if peer not in sc.peers:
             continue
@@ -294,8 +307,15 @@ def run_scenario(sc: Scenario, settings: Settings, repeat: int, peers: list[str]
         pextra = _extras(raw[peer], peer_keys)
         if pextra:
             line[f"{peer}_info"] = pextra
+        for m in sc.metrics:
+            if m.peer_key:
+                line["n"][m.key].append(_n(raw[peer], m.peer_n_key))
+        unequal = {k: v for k, v in line["n"].items() if len(v) > 1 and v[0] != v[1]}
+        if unequal:  # a ratio between different N would compare different things
+            errors.setdefault(peer, []).append(f"N differs between the sides: {unequal}")
         line[f"ratio_actorflow_over_{peer}"] = {
-            m.key: ratio(af_metrics[m.key]["median"], pm[m.peer_key]["median"]) for m in sc.metrics if m.peer_key
+            m.key: ratio(af_metrics[m.key]["median"], pm[m.peer_key]["median"]) for m in sc.metrics
+            if m.peer_key and m.key not in unequal
         }
     if errors:
         line["errors"] = errors
@@ -303,11 +323,16 @@ def run_scenario(sc: Scenario, settings: Settings, repeat: int, peers: list[str]
     return line
 
 
+def _n(results: list[dict[str, Any]], key: str | None) -> Any:
+    """The N a side's figure is over (its first repetition's; every repetition runs the same params)."""
+    return results[0].get(key) if results and key else None
+
+
 def _extras(results: list[dict[str, Any]], known: set[str]) -> dict[str, Any]:
     """Non-metric facts a worker reported (sizes it actually reached, lateness samples...): first run's."""
     if not results:
         return {}
-    return {k: v for k, v in results[0].items() if k not in known and not k.startswith("_")}
+    return {k: v for k, v in results[0].items() if k not in known and k != "settings" and not k.startswith("_")}
 
 
 def _environment(base: str, settings: Settings, peers: list[str]) -> dict[str, Any]:
@@ -345,6 +370,12 @@ def _environment(base: str, settings: Settings, peers: list[str]) -> dict[str, A
 
 
 def render(paths: list[str], out_dir: str, regs: dict[str, Scenario], peers: list[str]) -> int:
+    runs_dir = os.path.realpath(os.path.join(out_dir, "runs"))
+    outside = [p for p in paths if not os.path.realpath(p).startswith(runs_dir + os.sep)]
+    if outside:  # results must be rebuildable from what is committed beside them
+        print(f"[bench] --render reads only run logs in {runs_dir} (every run writes one there; commit it): "
+              f"{outside}", file=sys.stderr)
+        return 2
     by: dict[str, dict[str, Any]] = {}
     for path in paths:
         with open(path) as f:
@@ -356,7 +387,7 @@ def render(paths: list[str], out_dir: str, regs: dict[str, Scenario], peers: lis
     found = sorted({k for line in lines for k in line if k in PEERS})
     quick = all(line.get("quick", line["repeat"] < 3) for line in lines)  # old lines: guess from repeat
     env = _environment(tempfile.gettempdir(), Settings(quick=quick), peers or found)
-    env["rendered_from"] = paths
+    env["rendered_from"] = [os.path.relpath(os.path.realpath(p), os.path.realpath(out_dir)) for p in paths]
     os.makedirs(out_dir, exist_ok=True)
     with open(os.path.join(out_dir, "latest.json"), "w") as f:
         json.dump({"environment": env, "scenarios": lines}, f, indent=1)
@@ -382,7 +413,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dir", default=None, help="parent directory for the data dirs (default: system temp dir)")
     ap.add_argument("--list", action="store_true", help="list the scenarios and exit")
     ap.add_argument("--render", nargs="+", metavar="JSONL", default=None,
-                    help="measure nothing: rebuild latest.{json,md,png} from saved stdout JSON lines "
+                    help="measure nothing: rebuild latest.{json,md,png} from run logs in <out>/runs/ "
                          "(later files win per scenario), e.g. to merge a re-run scenario into a full run")
     ap.add_argument("--profile", action="store_true",
                     help="profile the actorflow side once per scenario with py-spy (--gil); writes profile-<scenario>.txt")
@@ -420,6 +451,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[bench] warning: {base} is on {env['fs']}: fsync is not real there; pass --dir on a disk", file=sys.stderr)
     lines: list[dict[str, Any]] = []
     t0 = time.perf_counter()
+    names = [sc.name for sc in selected]
+    run_log = os.path.join(args.out, "runs", time.strftime("%Y%m%d-%H%M%S") + "-" + "-".join(names) + ".jsonl")
     if args.profile:
         if not _py_spy():
             ap.error("--profile needs py-spy (pip install py-spy)")
@@ -447,10 +480,14 @@ def main(argv: list[str] | None = None) -> int:
                 repeat = 1
             line = run_scenario(sc, settings, repeat, peers, base)
             print(json.dumps(line), flush=True)
+            os.makedirs(os.path.dirname(run_log), exist_ok=True)
+            with open(run_log, "a") as f:  # what --render rebuilds latest.* from
+                f.write(json.dumps(line) + "\n")
             lines.append(line)
     finally:
         shutil.rmtree(base, ignore_errors=True)
     env["total_s"] = round(time.perf_counter() - t0, 1)
+    env["run_log"] = os.path.relpath(run_log, args.out)
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "latest.json"), "w") as f:
         json.dump({"environment": env, "scenarios": lines}, f, indent=1)

@@ -59,14 +59,18 @@ def write_markdown(path: str, lines: list[dict[str, Any]], env: dict[str, Any], 
         "",
         f"{env['when']} · {env['cpus']} CPUs · Python {env['python']} · {env['platform']} · "
         f"mode {'quick' if env['quick'] else 'full'}{' (tiny)' if env.get('tiny') else ''} · "
-        f"data on {env['fs']} ({env['base']}) · peers: {', '.join(peers) or 'none'}",
+        f"data on {env['fs']} ({env['base']}) · peers: {', '.join(peers) or 'none'}"
+        + (f" · run log{'s' if len(env['rendered_from']) > 1 else ''}: {', '.join(env['rendered_from'])}"
+           if env.get("rendered_from") else f" · run log: {env['run_log']}" if env.get("run_log") else ""),
         "",
-        "Cells: median over repetitions (min–max). Ratio = actorflow / peer on the same metric; "
-        "'advantage' says how many times better actorflow is (>1) or worse (<1), whichever way the metric points.",
+        "Cells: median over repetitions (min–max), the sides alternating. Ratio = actorflow / peer on the same "
+        "metric at the same N (N column; no ratio where N differs); 'advantage' says how many times better "
+        "actorflow is (>1) or worse (<1), whichever way the metric points. Each side's settings are listed "
+        "under 'Parameters and notes'.",
         "",
     ]
     peer = peers[0] if peers else None
-    head = ["scenario", "metric", "unit", "better", "actorflow"]
+    head = ["scenario", "metric", "unit", "better", "N" + (f" (af / {peer})" if peer else ""), "actorflow"]
     if peer:
         head += [peer, f"ratio af/{peer}", "advantage"]
     out.append("| " + " | ".join(head) + " |")
@@ -76,12 +80,16 @@ def write_markdown(path: str, lines: list[dict[str, Any]], env: dict[str, Any], 
         if sc is None:
             continue
         for m in sc.metrics:
-            row = [line["scenario"], m.label, m.unit, "↑" if m.better == "higher" else "↓", _cell(line["actorflow"].get(m.key))]
+            ns = line.get("n", {}).get(m.key) or []
+            n_cell = " / ".join(_fmt(x) for x in ns) if any(x is not None for x in ns) else "–"
+            row = [line["scenario"], m.label, m.unit, "↑" if m.better == "higher" else "↓", n_cell,
+                   _cell(line["actorflow"].get(m.key))]
             if peer:
                 pm = line.get(peer, {}).get(m.peer_key) if m.peer_key else None
                 r = line.get(f"ratio_actorflow_over_{peer}", {}).get(m.key) if m.peer_key else None
                 adv = advantage(m, r)
-                row += [_cell(pm), _fmt(r), f"{_fmt(adv)}×" if adv is not None else "–"]
+                peer_cell = _cell(pm) if m.peer_key or not m.no_peer else m.no_peer
+                row += [peer_cell, _fmt(r), f"{_fmt(adv)}×" if adv is not None else "–"]
             out.append("| " + " | ".join(row) + " |")
     out.append("")
     out.append("## Parameters and notes")
@@ -91,6 +99,9 @@ def write_markdown(path: str, lines: list[dict[str, Any]], env: dict[str, Any], 
         out.append(f"- **{line['scenario']}** — {line['title']}. params `{json.dumps(line['params'])}`, "
                    f"repeat {line['repeat']}, {line['elapsed_s']} s."
                    + (f" {sc.notes}" if sc and sc.notes else ""))
+        for side, st in line.get("settings", {}).items():
+            if st:
+                out.append(f"  - {side} settings: " + "; ".join(f"{k}: {v}" for k, v in st.items()))
         for key in [k for k in line if k.endswith("_info")]:
             out.append(f"  - {key}: `{json.dumps(line[key])}`")
         if line.get("errors"):

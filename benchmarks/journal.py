@@ -18,6 +18,9 @@ Raw LMDB baselines (pre-encoded records, the journal's key layout, no journal co
 - raw_64_per_commit_64_runs:  64 events per txn, one per run: exactly what 64 writers that each keep
                               one event outstanding can hand a commit at most - the ceiling for the
                               64-writer models below, whatever the journal does
+- raw_at_pipelined_epc_64_runs: run right after journal_64_actors_pipelined in each repetition, with
+                              as many events per txn as that measurement's commits carried (events /
+                              commits, measured), over 64 runs: the raw baseline in the journal's own shape
 Other ceilings:
 - thread_handoff_64:          64 Python threads passing a baton round a ring of locks: the CPython
                               ceiling for anything that wakes one blocked thread per event
@@ -199,11 +202,15 @@ def journal_asyncio(base: str, n_tasks: int, events_per_task: int) -> float:
         shutil.rmtree(path, ignore_errors=True)
 
 
-def journal_actors(base: str, n_actors: int, events_per_actor: int, depth: int = 1) -> float:
+def journal_actors(
+    base: str, n_actors: int, events_per_actor: int, depth: int = 1, stats: dict[str, float] | None = None
+) -> float:
     """Events/s with `n_actors` writers that each keep `depth` appends outstanding, submitting the next
-    from the done callback of an earlier one (no thread of their own: they run where the callback runs)."""
+    from the done callback of an earlier one (no thread of their own: they run where the callback runs).
+    `stats` gets the events per commit the journal reached (events / fsync'd transactions)."""
     path = tempfile.mkdtemp(dir=base)
     j = LmdbJournal(path, sync=True)
+    commits0 = j.commits
     finished = threading.Event()
     remaining = [n_actors]
     errors: list[BaseException] = []
@@ -256,6 +263,8 @@ def journal_actors(base: str, n_actors: int, events_per_actor: int, depth: int =
         if errors:
             raise errors[0]
         _check(j, n_actors, events_per_actor)
+        if stats is not None:
+            stats["events_per_commit"] = n_actors * events_per_actor / max(1, j.commits - commits0)
         return n_actors * events_per_actor / elapsed
     finally:
         j.close()
@@ -317,6 +326,9 @@ def main(argv: list[str] | None = None) -> int:
         flush=True,
     )
     raw100, spread, shape = "raw_100_per_commit", f"raw_100_per_commit_{w}_runs", f"raw_{w}_per_commit_{w}_runs"
+    piped, raw_piped = f"journal_{w}_actors_pipelined", f"raw_at_pipelined_epc_{w}_runs"
+    piped_stats: dict[str, float] = {}
+    epc_runs: list[float] = []
     # name -> (always run, params, fn)
     plan: dict[str, tuple[bool, dict[str, Any], Callable[[], float]]] = {
         "raw_commit_per_event": (True, {"events_per_commit": 1}, lambda: raw_lmdb(base, 1000 * scale, 1)),
@@ -363,19 +375,33 @@ def main(argv: list[str] | None = None) -> int:
                 "model": f"{w} actor-style writers, each keeping {args.depth} appends outstanding (pipelined, as "
                 "a run host is with several commits in flight)",
             },
-            lambda: journal_actors(base, w, n_many, depth=args.depth),
+            lambda: journal_actors(base, w, n_many, depth=args.depth, stats=piped_stats),
+        ),
+        # right after the pipelined writers, in the same repetition: raw LMDB with as many events per
+        # fsync'd txn as those writers' commits carried, over as many runs (like for like)
+        f"raw_at_pipelined_epc_{w}_runs": (
+            False,
+            {"events_per_commit": "the pipelined writers' measured events per commit", "n_runs": w},
+            lambda: raw_lmdb(base, n_many * w, max(1, round(piped_stats["events_per_commit"])), w),
         ),
     }
     wanted = set(args.only.split(",")) if args.only else None
+    if wanted is not None and piped in wanted:
+        wanted.add(raw_piped)
     names = [n for n, (always, _, _) in plan.items() if always or wanted is None or n in wanted]
     runs: dict[str, list[float]] = {n: [] for n in names}
     try:
         for _ in range(repeat):
             for n in names:
                 runs[n].append(plan[n][2]())
+                if n == piped:
+                    epc_runs.append(piped_stats["events_per_commit"])
     finally:
         shutil.rmtree(base, ignore_errors=True)
     lines = {n: _line(n, runs[n], **plan[n][1]) for n in names}
+    if epc_runs:
+        lines[piped]["events_per_commit"] = [round(x, 1) for x in epc_runs]
+        lines[raw_piped]["events_per_commit"] = [max(1, round(x)) for x in epc_runs]
     for n in names:
         print(json.dumps(lines[n]), flush=True)
 
@@ -387,7 +413,11 @@ def main(argv: list[str] | None = None) -> int:
         if not n.startswith(f"journal_{w}_"):
             continue
         entry: dict[str, Any] = {"model": plan[n][1]["model"], "events_per_s_median": round(med[n])}
-        for label, ref in (("raw_100_per_commit", raw100), ("like_for_like_raw_100_over_64_runs", spread), ("exact_shape_ceiling", shape)):
+        refs = [("raw_100_per_commit", raw100), ("like_for_like_raw_100_over_64_runs", spread),
+                ("exact_shape_ceiling", shape)]
+        if n == piped and raw_piped in runs:
+            refs.append(("raw_at_its_events_per_commit", raw_piped))
+        for label, ref in refs:
             per_rep = [x / r for x, r in zip(runs[n], runs[ref])]
             entry[f"ratio_vs_{label}"] = round(med[n] / med[ref], 3)
             entry[f"ratio_vs_{label}_per_rep_min_max"] = [round(min(per_rep), 3), round(max(per_rep), 3)]

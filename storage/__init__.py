@@ -1,6 +1,6 @@
 """Journal backends: the abstract `Journal`, the LMDB default and an in-memory one for tests."""
 
-from ._codec import DEFAULT_MAX_PAYLOAD, FORMAT_VERSION, HEADER_SIZE, Codec
+from ._codec import DEFAULT_MAX_PAYLOAD, FORMAT_VERSION, HEADER_SIZE, OLDEST_FORMAT_VERSION, Codec
 from ._group_commit import CommitFuture, GroupCommitter
 from ._journal import FINISHED_STATES, Event, Journal, RunRecord, SignalResult, WriteBatch
 from ._lmdb import LmdbJournal
@@ -10,6 +10,7 @@ __all__ = [
     "Codec",
     "DEFAULT_MAX_PAYLOAD",
     "FORMAT_VERSION",
+    "OLDEST_FORMAT_VERSION",
     "HEADER_SIZE",
     "FINISHED_STATES",
     "Event",

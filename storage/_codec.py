@@ -1,4 +1,16 @@
-"""Record codec: versioned header + CRC32 per record, payloads via pickle/cloudpickle or JSON."""
+"""Record codec: versioned header + CRC32 per record, payloads via pickle/cloudpickle or JSON.
+
+Record formats (the header's first byte). Every format this code ever wrote stays readable:
+
+- 1: CRC32 of the body alone. From 3b4b081 until format 2 existed, records still marked 1 were
+  written with the CRC of format 2 (seeded with version and codec id), so a format-1 record is
+  accepted under either rule.
+- 2 (written now): CRC32 of the body seeded with the version and codec id, so a flipped version or
+  codec byte is a checksum failure too.
+
+A record of a format newer than FORMAT_VERSION raises JournalVersionError naming both formats;
+one older than OLDEST_FORMAT_VERSION would too. Changing what is written means a new format number.
+"""
 
 from __future__ import annotations
 
@@ -6,13 +18,14 @@ import json
 import pickle
 import struct
 import zlib
-from typing import Any
+from typing import Any, NoReturn
 
 import cloudpickle
 
 from actorflow.errors import JournalCorrupt, JournalVersionError, PayloadError
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # written by this code
+OLDEST_FORMAT_VERSION = 1  # read by this code: every format from here to FORMAT_VERSION
 DEFAULT_MAX_PAYLOAD = 2 * 1024 * 1024
 
 CODEC_PICKLE = 1
@@ -104,16 +117,16 @@ class Codec:
         if len(record) < HEADER_SIZE:
             raise JournalCorrupt(f"{where}: truncated record ({len(record)} bytes)", where=where)
         version, codec_id, crc = _HEADER.unpack_from(record, 0)
-        if version > FORMAT_VERSION:
-            raise JournalVersionError(
-                f"{where}: written by journal format {version}, this actorflow reads up to "
-                f"{FORMAT_VERSION}; upgrade actorflow",
-                where=where,
-                found=version,
-                supported=FORMAT_VERSION,
-            )
         body = bytes(record[HEADER_SIZE:])
-        if version == 0 or _crc(version, codec_id, body) != crc or codec_id not in (CODEC_PICKLE, CODEC_JSON):
+        if version == FORMAT_VERSION:
+            ok = _crc(version, codec_id, body) == crc
+        elif version == 1:
+            ok = zlib.crc32(body) == crc or _crc(version, codec_id, body) == crc
+        elif version == 0:  # no format 0 was ever written: a zeroed header
+            ok = False
+        else:
+            raise_version(version, where)
+        if not ok or codec_id not in (CODEC_PICKLE, CODEC_JSON):
             raise JournalCorrupt(f"{where}: checksum mismatch, record is corrupt", where=where)
         try:
             return self.loads_body(codec_id, body)
@@ -165,6 +178,22 @@ def _culprit(codec: Codec, value: Any, depth: int = 0) -> Any:
             except Exception:  # noqa: BLE001 - this part is (or holds) the culprit
                 return _culprit(codec, part, depth + 1)
     return value
+
+
+def raise_version(found: int, where: str) -> NoReturn:
+    """JournalVersionError for a format this code cannot read, naming it and the ones it can."""
+    if found > FORMAT_VERSION:
+        advice = "upgrade actorflow to read it"
+    else:
+        advice = "read it with an older actorflow and migrate its runs"
+    raise JournalVersionError(
+        f"{where}: written in journal format {found}; this actorflow reads formats "
+        f"{OLDEST_FORMAT_VERSION} to {FORMAT_VERSION}: {advice}",
+        where=where,
+        found=found,
+        supported=FORMAT_VERSION,
+        oldest=OLDEST_FORMAT_VERSION,
+    )
 
 
 def _crc(version: int, codec_id: int, body: bytes) -> int:

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
-from typing import Any
+from typing import Any, Literal
 
-from actorflow.errors import StorageError
+from actorflow.errors import ConfigError, StorageError
 
 from ._commit_future import CommitFuture, settle_all
 from ._journal import WriteBatch
@@ -21,6 +20,15 @@ _OVERLAP_MIN = 8  # futures: a round with fewer settles them inline, whatever th
 # callbacks / sync: 8 appends outstanding each 1.4 -> 141k events/s against 98k inline; 4 each 0.7 ->
 # 100k against 75k; 2 each 0.37 -> +5%; 1 each 0.3 -> -25%)
 _OVERLAP_CALLBACKS_PER_SYNC = 0.5
+
+
+def check_overlap(overlap: object) -> None:
+    """ConfigError unless `overlap` is True (adaptive), False (off) or "always"."""
+    if not (isinstance(overlap, bool) or overlap == "always"):
+        raise ConfigError(
+            f"commit overlap must be True (adaptive), False (off) or 'always', not {overlap!r}",
+            overlap=repr(overlap),
+        )
 
 
 class _SyncWaiter:
@@ -77,8 +85,9 @@ class GroupCommitter:
       round's callbacks), so when it sees the writer woken for what it submitted, it steps aside at
       the round's midpoint until that round is built: this is what splits one cohort into two.
     Measured (`python -m benchmarks.journal`, 64 actor-style writers, 8 appends outstanding each, 2
-    cores, ext4): 101k -> 140k acknowledged events/s. Turn it off with `overlap=False` or
-    `ACTORFLOW_COMMIT_OVERLAP=0`; `ACTORFLOW_COMMIT_OVERLAP=always` hands every round over (tests).
+    cores, ext4): 101k -> 140k acknowledged events/s. `overlap=False` turns it off; `overlap="always"`
+    hands every round over whatever its callbacks cost (tests use it to show that a writer does not
+    depend on the thread its callbacks run on).
     """
 
     # slots: past 30 attributes an instance dict stops sharing its keys and every attribute read on the
@@ -95,9 +104,10 @@ class GroupCommitter:
         apply: Callable[[list[WriteBatch]], list[list[Any]]],
         name: str,
         max_ops: int = 20000,
-        overlap: bool = True,
+        overlap: bool | Literal["always"] = True,
         linger: float = 0.005,
     ) -> None:
+        check_overlap(overlap)
         self._apply = apply
         self._max_ops = max_ops
         self._lock = threading.Lock()
@@ -128,9 +138,8 @@ class GroupCommitter:
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
         self._name = name
-        mode = os.environ.get("ACTORFLOW_COMMIT_OVERLAP", "1")
-        self._overlap = overlap and mode != "0"
-        self._always = self._overlap and mode == "always"  # every round's futures (tests: the engine on it)
+        self._overlap = overlap is not False
+        self._always = overlap == "always"  # every round's futures, whatever their callbacks cost
         self._c_thread: threading.Thread | None = None  # started at the first round it is worth it for
 
     # --- entry points ---------------------------------------------------------------------------

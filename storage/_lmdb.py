@@ -8,7 +8,11 @@ Layout (keys in `_keys.py`; every value except `active`/`meta` is a codec record
     timers   due(8, order-preserving) run_id \\0 pos(4) -> data
     signals  run_id \\0 name \\0 inbox seq(8)         -> payload (inbox seq: global, monotonic)
     kv       ns \\0 key                              -> value
-    meta     b"format_version" -> b"1", b"signal_seq" -> 8 bytes
+    meta     b"format_version" -> b"2", b"signal_seq" -> 8 bytes
+
+The meta format version is the newest record format in the environment: opening an older journal
+raises it to FORMAT_VERSION (it will hold records of both), one newer than this code refuses to open
+(JournalVersionError). Records of every format from OLDEST_FORMAT_VERSION on are read (`_codec.py`).
 
 Writes happen only in the group-commit thread: all batches queued since the last commit go into one
 write transaction; `sync=True` makes LMDB fdatasync on commit, so a future resolves only once its batch
@@ -24,19 +28,18 @@ import os
 import struct
 import threading
 from concurrent.futures import Future
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 import lmdb
 
 from actorflow.errors import (
     JournalCorrupt,
     JournalFull,
-    JournalVersionError,
     StorageError,
 )
 
-from ._codec import FORMAT_VERSION, Codec
-from ._group_commit import GroupCommitter
+from ._codec import FORMAT_VERSION, OLDEST_FORMAT_VERSION, Codec, raise_version
+from ._group_commit import GroupCommitter, check_overlap
 from ._journal import (
     FINISHED_STATES,
     OP_APPEND,
@@ -132,7 +135,9 @@ class LmdbJournal(LmdbReads, Journal):
         max_map_size: int | None = None,
         max_batch_ops: int = 20000,
         max_readers: int = 1024,
+        commit_overlap: bool | Literal["always"] = True,
     ) -> None:
+        check_overlap(commit_overlap)
         self.path = os.fspath(path)
         self.codec = codec or Codec()
         self.sync = sync
@@ -165,7 +170,12 @@ class LmdbJournal(LmdbReads, Journal):
         self._next_txn_id = -1  # LMDB's id of our next write txn if no other writer commits meanwhile
         self._close_lock = threading.Lock()
         self._closed = False
-        self._committer = GroupCommitter(self._apply, name=f"actorflow-journal-{os.path.basename(self.path)}", max_ops=max_batch_ops)
+        self._committer = GroupCommitter(
+            self._apply,
+            name=f"actorflow-journal-{os.path.basename(self.path)}",
+            max_ops=max_batch_ops,
+            overlap=commit_overlap,
+        )
 
     def _open_env(self, map_size: int, max_readers: int, sync: bool) -> None:
         try:
@@ -202,14 +212,11 @@ class LmdbJournal(LmdbReads, Journal):
                         raise JournalCorrupt(
                             f"journal at {self.path}: unreadable format version {raw!r}", where="meta"
                         ) from None
-                    if found > FORMAT_VERSION:
-                        raise JournalVersionError(
-                            f"journal at {self.path} was written by journal format {found}; this actorflow "
-                            f"reads formats up to {FORMAT_VERSION}: upgrade actorflow to open it",
-                            where=self.path,
-                            found=found,
-                            supported=FORMAT_VERSION,
-                        )
+                    if not OLDEST_FORMAT_VERSION <= found <= FORMAT_VERSION:
+                        raise_version(found, f"journal at {self.path}")
+                    if found < FORMAT_VERSION:
+                        # records of both formats from here on: a reader of only `found` must refuse it
+                        txn.put(_META_VERSION, str(FORMAT_VERSION).encode(), db=self._meta)
                 else:
                     txn.put(_META_VERSION, str(FORMAT_VERSION).encode(), db=self._meta)
                 self._events = env.open_db(b"events", txn=txn)

@@ -49,6 +49,12 @@ def test_quick_harness_tiny(tmp_path):
             assert line["dbos"] and "ratio_actorflow_over_dbos" in line, line["scenario"]
             assert all(s["median"] is not None for s in line["dbos"].values()), line["dbos"]
             assert all(r is not None for r in line["ratio_actorflow_over_dbos"].values())
+            # every ratio is between figures over the same N, and both sides' settings are recorded
+            compared = line["ratio_actorflow_over_dbos"]
+            assert compared and all(len(line["n"][k]) == 2 and line["n"][k][0] == line["n"][k][1] is not None
+                                    for k in compared), line["n"]
+            assert line["settings"]["actorflow"]["gc thresholds"] and line["settings"]["dbos"]["api"]
+            assert "synchronous=2" in line["settings"]["dbos"]["durability"]  # DBOS's SQLite: FULL, read back
         else:
             assert "dbos" not in line
 
@@ -56,9 +62,14 @@ def test_quick_harness_tiny(tmp_path):
     assert by["seq3"]["actorflow"]["wf_per_s"]["median"] > 0
     assert {"astart_wf_per_s", "start_wf_per_s", "start_many_wf_per_s"} <= set(by["conc3"]["actorflow"])
     assert by["steps100"]["actorflow"]["cpu_us_per_step"]["median"] > 0
-    assert by["recovery"]["actorflow_info"]["s1_rerun_after_crash"] == 0  # journaled steps not re-run
+    for key in ("s1_rerun_after_crash", "peer_n_s1_rerun_after_crash"):  # journaled steps not re-run
+        assert by["recovery"]["actorflow"][key]["max"] == 0
     assert by["million"]["actorflow"]["rss_mib"]["median"] > 0
-    assert {"fire_lateness_p99_ms", "resume_lateness_p99_ms"} <= set(by["million"]["actorflow"])
+    assert {"near_fire_lateness_p99_ms", "far_fire_lateness_p99_ms", "resume_lateness_p99_ms"} <= set(
+        by["million"]["actorflow"])
+    assert by["million"]["actorflow_info"]["far_armed_beyond_window_s"] > 0  # read back from the timer index
+    assert by["million"]["actorflow_info"]["evicted_before_rss"]["resident_runs"] == 0
+    assert by["journal"]["actorflow"]["ratio_pipelined_vs_raw_at_epc"]["median"] > 0
     if "sleepers" in by:
         assert {"rss_per_run_bytes", "lateness_p50_ms", "lateness_p99_ms"} <= set(by["sleepers"]["actorflow"])
 
@@ -67,6 +78,8 @@ def test_quick_harness_tiny(tmp_path):
     assert [s["scenario"] for s in saved["scenarios"]] == [line["scenario"] for line in lines]
     md = (out / "latest.md").read_text()
     assert "| scenario | metric |" in md and "seq3" in md
+    run_logs = list((out / "runs").glob("*.jsonl"))  # what --render rebuilds latest.* from
+    assert len(run_logs) == 1 and len(run_logs[0].read_text().splitlines()) == len(lines)
     if HAS_MPL:
         assert (out / "latest.png").stat().st_size > 1000
 

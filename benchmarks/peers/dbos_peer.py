@@ -5,7 +5,10 @@ mode with synchronous=FULL on every connection DBOS opens (a pool "connect" list
 sets only busy_timeout and foreign_keys). Each function here runs in its own worker process
 (DBOS is a process-wide singleton) and returns one repetition's metrics, like the actorflow side.
 
-    python -m benchmarks.peers.dbos_peer check   # prints the pragmas DBOS's own engine runs with
+    python -m benchmarks.peers.dbos_peer   # prints the pragmas DBOS's own engine runs with
+
+Every worker reads those pragmas from DBOS's engine right after launch, refuses to measure unless
+they are WAL + synchronous=FULL, and records them in its results' settings.
 """
 
 from __future__ import annotations
@@ -127,7 +130,11 @@ async def recoverable(i: int) -> int:
 # --- life cycle -------------------------------------------------------------------------------------
 
 
+_PRAGMAS: dict[str, Any] = {}  # what the last launch's system-db engine runs with (check())
+
+
 def _launch(workdir: str, **extra: Any) -> None:
+    """Launch DBOS on a SQLite file in `workdir` and check it runs as durably as actorflow does."""
     os.makedirs(workdir, exist_ok=True)
     cfg: DBOSConfig = {
         "name": "actorflow-bench",
@@ -137,6 +144,34 @@ def _launch(workdir: str, **extra: Any) -> None:
     }
     DBOS(config=cfg)
     DBOS.launch()
+    _PRAGMAS.clear()
+    _PRAGMAS.update(_pragmas())
+    if str(_PRAGMAS["journal_mode"]).lower() != "wal" or _PRAGMAS["synchronous"] != 2:
+        raise RuntimeError(f"DBOS's SQLite is not WAL + synchronous=FULL: {_PRAGMAS}; the comparison would be unfair")
+
+
+def _pragmas() -> dict[str, Any]:
+    """The journal mode and synchronous level of a connection from DBOS's own system-db engine."""
+    import dbos._dbos as _d
+
+    with _d._dbos_global_instance._sys_db.engine.connect() as c:  # type: ignore[union-attr]
+        return {
+            "journal_mode": c.exec_driver_sql("PRAGMA journal_mode").scalar(),
+            "synchronous": c.exec_driver_sql("PRAGMA synchronous").scalar(),  # 2 = FULL
+        }
+
+
+def _settings(api: str, **more: Any) -> dict[str, Any]:
+    """This side's settings, recorded with its results (the pragmas read from the live engine)."""
+    import gc
+
+    return {
+        "api": api,
+        "durability": f"SQLite journal_mode={_PRAGMAS.get('journal_mode')}, synchronous={_PRAGMAS.get('synchronous')}"
+                      " (2 = FULL), read from DBOS's own engine in this worker",
+        "gc thresholds": f"{gc.get_threshold()} (CPython default, untouched)",
+        **more,
+    }
 
 
 def _shutdown() -> None:
@@ -147,16 +182,10 @@ def _shutdown() -> None:
 
 
 def check(workdir: str) -> dict[str, Any]:
-    """The journal mode and synchronous level of a connection from DBOS's own system-db engine."""
-    import dbos._dbos as _d
-
+    """The pragmas DBOS's own system-db engine runs with (every worker checks them at launch too)."""
     _launch(workdir)
     try:
-        with _d._dbos_global_instance._sys_db.engine.connect() as c:  # type: ignore[union-attr]
-            return {
-                "journal_mode": c.exec_driver_sql("PRAGMA journal_mode").scalar(),
-                "synchronous": c.exec_driver_sql("PRAGMA synchronous").scalar(),  # 2 = FULL
-            }
+        return dict(_PRAGMAS)
     finally:
         _shutdown()
 
@@ -169,7 +198,7 @@ def _cpu_wall() -> tuple[float, float]:
 
 
 def seq3(p: dict[str, Any], workdir: str) -> dict[str, Any]:
-    n = p["dbos_n"]
+    n = p["n"]
     _launch(workdir)
     try:
         for i in range(p.get("warmup", 5)):
@@ -180,11 +209,12 @@ def seq3(p: dict[str, Any], workdir: str) -> dict[str, Any]:
         cpu, wall = time.process_time() - c0, time.perf_counter() - w0
     finally:
         _shutdown()
-    return {"wf_per_s": n / wall, "ms_per_wf": 1000 * wall / n, "cpu_ms_per_wf": 1000 * cpu / n, "n": n}
+    return {"wf_per_s": n / wall, "ms_per_wf": 1000 * wall / n, "cpu_ms_per_wf": 1000 * cpu / n, "n": n,
+            "settings": _settings("the @DBOS.workflow function called directly, in a loop (one caller)")}
 
 
 def conc3(p: dict[str, Any], workdir: str) -> dict[str, Any]:
-    n = p["dbos_n"]
+    n = p["n"]
     out: dict[str, Any] = {"n": n}
     _launch(workdir)
     try:
@@ -209,6 +239,8 @@ def conc3(p: dict[str, Any], workdir: str) -> dict[str, Any]:
         out["async_cpu_ms_per_wf"] = 1000 * cpu / n
     finally:
         _shutdown()
+    out["settings"] = _settings("DBOS.start_workflow x N then get_result() (its thread pool); "
+                                "start_workflow_async x N gathered on one loop; no batch start exists")
     return out
 
 
@@ -224,32 +256,31 @@ def steps100(p: dict[str, Any], workdir: str) -> dict[str, Any]:
     finally:
         _shutdown()
     total = steps * wfs
-    return {"cpu_us_per_step": 1e6 * cpu / total, "wall_us_per_step": 1e6 * wall / total, "steps_per_s": total / wall}
+    return {"cpu_us_per_step": 1e6 * cpu / total, "wall_us_per_step": 1e6 * wall / total, "steps_per_s": total / wall,
+            "n": total, "settings": _settings(f"{wfs} workflows of {steps} sequential @DBOS.step calls, called directly")}
 
 
 def sleepers(p: dict[str, Any], workdir: str) -> dict[str, Any]:
-    """RSS per waiting workflow (half durable sleep, half recv) and lateness of a crowd of sleepers."""
-    from benchmarks.scenarios._common import percentile, rss_bytes
+    """RSS per waiting workflow (half durable sleep, half recv), started in waves as the actorflow side's
+    peer-N measurement is: total delta / N and the slope from the first wave to the last; then the
+    lateness of a crowd of sleepers."""
+    from benchmarks.scenarios._common import park_in_waves, percentile
 
-    n, m = p["dbos_n"], p["dbos_late_n"]
+    n, wave, m = p["dbos_n"], p["peer_wave"], p["dbos_late_n"]
     _launch(workdir)
     try:
         three_step(-1)
-        rss0, anon0 = rss_bytes()
-
-        async def start_waiters() -> float:
-            t0 = time.perf_counter()
-            await asyncio.gather(
-                *(DBOS.start_workflow_async(sleeper, 3600.0) for _ in range(n // 2)),
-                *(DBOS.start_workflow_async(waiter, "never") for _ in range(n - n // 2)),
-            )
-            return time.perf_counter() - t0
-
         loop = asyncio.new_event_loop()
-        start_s = loop.run_until_complete(start_waiters())
-        time.sleep(p["settle_s"])
-        rss1, anon1 = rss_bytes()
-        per_s = n / start_s
+
+        async def start_waiters(k: int) -> None:
+            await asyncio.gather(
+                *(DBOS.start_workflow_async(sleeper, 3600.0) for _ in range(k // 2)),
+                *(DBOS.start_workflow_async(waiter, "never") for _ in range(k - k // 2)),
+            )
+
+        parked = park_in_waves(lambda k: loop.run_until_complete(start_waiters(k)), n, wave,
+                               lambda: time.sleep(p["settle_s"]))
+        per_s = n / parked["start_s"]
 
         due = time.time() + m / per_s * 1.5 + p["margin_s"]
 
@@ -263,9 +294,10 @@ def sleepers(p: dict[str, Any], workdir: str) -> dict[str, Any]:
     finally:
         _shutdown()
     return {
-        "rss_per_run_bytes": (rss1 - rss0) / n,
-        "anon_per_run_bytes": (anon1 - anon0) / n,
-        "runs_per_gib": (1 << 30) / max(1.0, (rss1 - rss0) / n),
+        "rss_per_run_bytes": parked["rss"],
+        "marginal_rss_per_run_bytes": parked["slope"],
+        "anon_per_run_bytes": parked["anon"],
+        "runs_per_gib": (1 << 30) / max(1.0, parked["rss"]),
         "lateness_p50_ms": percentile(late, 50),
         "lateness_p99_ms": percentile(late, 99),
         "lateness_max_ms": late[-1] if late else None,
@@ -273,6 +305,10 @@ def sleepers(p: dict[str, Any], workdir: str) -> dict[str, Any]:
         "n": n,
         "late_n": m,
         "woke_early": early,
+        "settings": _settings(
+            f"DBOS.start_workflow_async gathered, in waves of {wave} (half sleep_async(3600), half recv_async); "
+            f"every waiting workflow stays in memory (no passivation)"
+        ),
     }
 
 
@@ -339,7 +375,8 @@ def recovery(p: dict[str, Any], workdir: str) -> dict[str, Any]:
     finally:
         _shutdown()
     return {"open_s": t_open, "resumed_s": t_resumed, "all_done_s": t_all, "recovered_per_s": n / t_all,
-            "n": n, "s1_rerun_after_crash": rerun_s1}
+            "n": n, "s1_rerun_after_crash": rerun_s1,
+            "settings": _settings("SetWorkflowID + start_workflow_async; DBOS.launch() re-enqueues PENDING workflows")}
 
 
 if __name__ == "__main__":

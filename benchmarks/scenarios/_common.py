@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import os
 import time
+from collections.abc import Callable
 from typing import Any
 
 
@@ -99,3 +100,74 @@ def wait_ready(proc: Any, timeout: float) -> str:
 
     ready, _, _ = select.select([proc.stdout], [], [], timeout)
     return proc.stdout.readline() if ready else ""
+
+
+def af_settings(engine: Any, api: str, **more: Any) -> dict[str, Any]:
+    """This side's settings, recorded with its results; call while `engine` is open (GC thresholds)."""
+    gc_note = ("raised by Engine(gc_threshold=...) on actorflow's side only" if engine.gc_threshold is not None
+               else "Engine(gc_threshold=None): CPython default, as DBOS's")
+    return {
+        "api": api,
+        "durability": f"LMDB journal, fsync on every group commit (sync={engine.sync})",
+        "gc thresholds": f"{gc.get_threshold()} ({gc_note})",
+        "passivate_after": engine.passivate_after,
+        **more,
+    }
+
+
+def resident_runs(engine: Any) -> int:
+    """Runs held in memory by the engine's run hosts (evicted, i.e. passivated, ones are not).
+
+    A read-only look at an internal table (each host's `runs` dict, read from another thread: a
+    len() is atomic), as there is no public counter: the benchmarks use it to check that parked
+    runs really were evicted before they read RSS."""
+    rt = engine._rt  # noqa: SLF001
+    return sum(len(actor.logic.runs) for actor in list(rt.local_hosts.values()))
+
+
+def run_objects() -> int:
+    """actorflow Run objects still alive in this process (after a full GC): evicted runs are garbage."""
+    from actorflow._run import Run
+
+    gc.collect()
+    return sum(1 for o in gc.get_objects() if type(o) is Run)
+
+
+def wait_evicted(engine: Any, timeout: float = 60.0, allowed: int = 0) -> dict[str, Any]:
+    """Until at most `allowed` runs are resident (housekeeping passivates once a second); raises if they
+    stay. Returns how long that took and the live Run objects left, for the results."""
+    t0 = time.perf_counter()
+    while (left := resident_runs(engine)) > allowed:
+        if time.perf_counter() - t0 > timeout:
+            raise RuntimeError(f"{left} runs still resident after {timeout}s: parked runs were not evicted")
+        time.sleep(0.1)
+    objs = run_objects()
+    if objs > allowed + 16:  # a few may be finishing or replaying; parked ones must be gone
+        raise RuntimeError(f"{objs} Run objects alive with {left} resident: evicted runs are still referenced")
+    return {"evict_wait_s": round(time.perf_counter() - t0, 2), "resident_runs": left, "run_objects": objs}
+
+
+def park_in_waves(
+    start: Callable[[int], None], n: int, wave: int, settle: Callable[[], None]
+) -> dict[str, Any]:
+    """The shape both sides of the sleepers comparison park their runs in: `start(k)` k runs per wave,
+    then `settle()` before each RSS sample. Returns the seconds spent starting, RSS per run over all
+    N (from the baseline taken before the first wave) and the slope from the first wave to the last."""
+    rss0, anon0 = rss_bytes()
+    samples: list[tuple[int, int, int]] = []
+    done, start_s = 0, 0.0
+    while done < n:
+        k = min(wave, n - done)
+        t0 = time.perf_counter()
+        start(k)
+        start_s += time.perf_counter() - t0
+        done += k
+        settle()
+        samples.append((done, *rss_bytes()))
+    (n_a, rss_a, _), (n_b, rss_b, anon_b) = samples[0], samples[-1]
+    return {
+        "start_s": start_s,
+        "rss": (rss_b - rss0) / n,
+        "anon": (anon_b - anon0) / n,
+        "slope": (rss_b - rss_a) / (n_b - n_a) if n_b > n_a else None,
+    }

@@ -1,14 +1,22 @@
 """Golden journals: journals recorded by an earlier actorflow must replay with today's code.
 
-`golden/*.json` hold the encoded journal records (base64, exactly as the codec wrote them) of runs
-stopped while waiting on their last signal, written by `make_golden.py` with the workflow code below.
-The test loads each into a fresh journal (memory and LMDB), opens an engine with this code, sends the
-recorded final signals and checks: the recorded result, no completed step runs again, no
-NondeterminismError, and the rest of the history as recorded.
+Runs stopped while waiting on their last signal, written by `make_golden.py` with the workflow code
+below, one directory per journal format (never regenerated: a new format gets a new directory):
+
+- golden/v1/*.json: records of format 1 as first written (CRC of the body alone), bd9673d;
+- golden/v1-seeded/*.json: records still marked format 1 but with the seeded CRC, 3b4b081..439e6c9;
+- golden/v2/*.json: format 2 (this code's);
+- golden/lmdb/<format>/<scenario>/data.mdb: whole LMDB environments, as the engine left them, written
+  by 439e6c9 (v1-seeded, the last release before format 2) and by format 2's first commit (v2).
+
+The JSON files hold the encoded records (base64, exactly as the codec wrote them): the test loads each
+into a fresh journal (memory and LMDB). The LMDB environments are copied and opened as a data_dir.
+Then an engine with this code gets the recorded final signals, and the test checks: the recorded
+result, no completed step runs again, no NondeterminismError, and the rest of the history as recorded.
 
 Do not change the workflows below: they are the code those journals were written by. To add a
-scenario, add a workflow, then run `python tests/engine/make_golden.py` (it only writes missing files
-unless given --force).
+scenario, add a workflow, then run `python tests/engine/make_golden.py [--lmdb]` (it only writes
+missing files).
 """
 
 from __future__ import annotations
@@ -16,6 +24,7 @@ from __future__ import annotations
 import base64
 import collections
 import json
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -165,17 +174,55 @@ def restore(journal: Journal, data: dict[str, Any]) -> None:
 
 import pytest  # noqa: E402  (below: make_golden.py imports this module without pytest fixtures)
 
+RECORD_DIRS = ["v1", "v1-seeded", "v2"]  # golden/<dir>/*.json
+LMDB_DIRS = ["v1-seeded", "v2"]  # golden/lmdb/<dir>/<scenario>/data.mdb + <scenario>.json
+
 
 def golden_files() -> list[Path]:
-    return sorted(GOLDEN_DIR.glob("*.json"))
+    return [p for d in RECORD_DIRS for p in sorted((GOLDEN_DIR / d).glob("*.json"))]
+
+
+def golden_envs() -> list[Path]:
+    return [p for d in LMDB_DIRS for p in sorted((GOLDEN_DIR / "lmdb" / d).glob("*.json"))]
+
+
+def _id(path: Path) -> str:
+    return f"{path.parent.name}/{path.stem}"
 
 
 def test_golden_files_exist() -> None:
-    assert {p.stem for p in golden_files()} == set(SCENARIOS)
+    from storage import FORMAT_VERSION
+
+    for d in RECORD_DIRS:
+        assert {p.stem for p in (GOLDEN_DIR / d).glob("*.json")} == set(SCENARIOS), d
+    for d in LMDB_DIRS:
+        assert {p.stem for p in (GOLDEN_DIR / "lmdb" / d).glob("*.json")} == set(SCENARIOS), d
+        assert all((GOLDEN_DIR / "lmdb" / d / name / "data.mdb").is_file() for name in SCENARIOS), d
+    # this code's format has its golden journals: a format bump records new ones beside the old
+    assert f"v{FORMAT_VERSION}" in RECORD_DIRS and f"v{FORMAT_VERSION}" in LMDB_DIRS
+
+
+def finish_and_check(engine: Engine, data: dict[str, Any], histories: dict[str, Any]) -> None:
+    """Histories decode as recorded; the final signals finish the runs as they did when recorded."""
+    for run_id, recorded in histories.items():
+        got = [ev.to_dict() for ev in engine.history(run_id)]
+        assert as_json(got) == recorded, run_id
+    CALLS.clear()
+    for run_id, name, payload in data["finish_signals"]:
+        engine.signal(run_id, name, payload)
+    got_outcome = outcome(engine, data["run_id"])
+    assert as_json(got_outcome) == data["expected"]
+    assert dict(CALLS) == data["calls_after_snapshot"]  # completed steps never ran again
+    for run_id, final in data["final_histories"].items():
+        hist = [ev.to_dict() for ev in engine.history(run_id)]
+        assert comparable(hist) == comparable(final), run_id
+        assert all(ev["kind"] != "run_blocked" for ev in hist)
+    for st in engine.runs():
+        assert st.state != actorflow.RunState.BLOCKED, st
 
 
 @pytest.mark.parametrize("backend", ["memory", "lmdb"])
-@pytest.mark.parametrize("path", golden_files(), ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", golden_files(), ids=_id)
 def test_golden_journal_replays(path: Path, backend: str, tmp_path: Path) -> None:
     from storage import LmdbJournal, MemoryJournal
 
@@ -183,26 +230,57 @@ def test_golden_journal_replays(path: Path, backend: str, tmp_path: Path) -> Non
     assert data["format"] == 1
     journal: Journal = MemoryJournal() if backend == "memory" else LmdbJournal(tmp_path / "j")
     restore(journal, data)
-    CALLS.clear()
     # no autojump: the parent's wait has a timeout that must not elapse before the signal arrives
     engine = Engine(None, journal=journal, clock=MockClock(data["clock"]))
     register(engine)
     try:
         with engine:
-            # what was recorded decodes to the recorded history
-            for run_id, run in data["runs"].items():
-                got = [ev.to_dict() for ev in engine.history(run_id)]
-                assert as_json(got) == run["history"], run_id
-            for run_id, name, payload in data["finish_signals"]:
-                engine.signal(run_id, name, payload)
-            got_outcome = outcome(engine, data["run_id"])
-            assert as_json(got_outcome) == data["expected"]
-            assert dict(CALLS) == data["calls_after_snapshot"]  # completed steps never ran again
-            for run_id, final in data["final_histories"].items():
-                hist = [ev.to_dict() for ev in engine.history(run_id)]
-                assert comparable(hist) == comparable(final), run_id
-                assert all(ev["kind"] != "run_blocked" for ev in hist)
-            for st in engine.runs():
-                assert st.state != actorflow.RunState.BLOCKED, st
+            finish_and_check(engine, data, {run_id: run["history"] for run_id, run in data["runs"].items()})
     finally:
         journal.close()
+
+
+@pytest.mark.parametrize("path", golden_envs(), ids=_id)
+def test_golden_lmdb_environment_opens_and_finishes(path: Path, tmp_path: Path) -> None:
+    """An LMDB data directory left by an earlier actorflow, opened as this engine's data_dir."""
+    import lmdb
+
+    from storage import FORMAT_VERSION
+
+    data = json.loads(path.read_text())
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    shutil.copy(path.with_suffix("") / "data.mdb", data_dir / "data.mdb")  # opening writes: a copy
+    engine = Engine(data_dir, clock=MockClock(data["clock"]))
+    register(engine)
+    with engine:
+        assert {st.run_id for st in engine.runs()} == set(data["histories"])
+        finish_and_check(engine, data, data["histories"])
+    env = lmdb.open(str(data_dir), readonly=True, lock=False, max_dbs=16)
+    try:
+        with env.begin() as txn:  # it now holds records of this format too, and says so
+            assert txn.get(b"format_version", db=env.open_db(b"meta", txn=txn, create=False)) == str(
+                FORMAT_VERSION
+            ).encode()
+    finally:
+        env.close()
+
+
+def test_this_format_writes_what_its_golden_journals_hold() -> None:
+    """Re-encoding the records of golden/v<FORMAT_VERSION> gives the same bytes: a change to what is
+    written fails here until FORMAT_VERSION is bumped (and golden journals of the new format are
+    recorded beside these)."""
+    from storage import FORMAT_VERSION, Codec
+
+    codec = Codec()
+    checked = 0
+    for path in sorted((GOLDEN_DIR / f"v{FORMAT_VERSION}").glob("*.json")):
+        data = json.loads(path.read_text())
+        raws = [run["record"] for run in data["runs"].values()]
+        raws += [ev for run in data["runs"].values() for ev in run["events"]]
+        raws += [t[3] for t in data["timers"]] + [s[2] for s in data["signals"]]
+        for text in raws:
+            raw = unb64(text)
+            assert codec.encode(codec.decode(raw, path.name)) == raw, (path.name, raw[:16])
+            checked += 1
+    assert checked > 30

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from actorflow import Engine
+from storage import LmdbJournal
 
 from .conftest import TIMEOUT
 
@@ -30,15 +31,13 @@ def _expected(i: int) -> int:
 
 
 @pytest.mark.parametrize(
-    "step_threads,shards,overlap", [(32, 2, "1"), (1, 1, "1"), (4, 3, "1"), (32, 2, "always")]
+    "step_threads,shards,overlap", [(32, 2, True), (1, 1, True), (4, 3, True), (32, 2, "always")]
 )
-def test_mixed_load_loses_nothing(
-    tmp_path: Any, step_threads: int, shards: int, overlap: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_mixed_load_loses_nothing(tmp_path: Any, step_threads: int, shards: int, overlap: bool | str) -> None:
     # "always": every commit's callbacks run on the journal's completer thread, as they do when they
     # outlast a sync (the engine's own rarely do): the engine must not depend on which thread runs them
-    monkeypatch.setenv("ACTORFLOW_COMMIT_OVERLAP", overlap)
-    engine = Engine(tmp_path / "af", passivate_after=0.05, step_threads=step_threads, shards=shards)
+    journal = LmdbJournal(tmp_path / "af", commit_overlap=overlap)
+    engine = Engine(None, journal=journal, passivate_after=0.05, step_threads=step_threads, shards=shards)
 
     @engine.workflow()
     async def kid(ctx: Any, x: int) -> int:
@@ -83,7 +82,7 @@ def test_mixed_load_loses_nothing(
         except BaseException as exc:  # noqa: BLE001
             errors.append(exc)
 
-    with engine:
+    with journal, engine:  # the engine leaves a journal it was given open: closed after it
         stop = threading.Event()
         threads = [threading.Thread(target=starter, args=(k * n // 4, (k + 1) * n // 4)) for k in range(4)]
         sig = threading.Thread(target=signaller, args=(stop,))

@@ -1,6 +1,6 @@
 """Child process of test_crash: commits batches forever and acknowledges each one on stdout.
 
-    python _crash_writer.py REPO_ROOT JOURNAL_DIR SEED [threads|callbacks]
+    python _crash_writer.py REPO_ROOT JOURNAL_DIR SEED [threads|callbacks|always]
 
 threads (default): four threads each own two runs. A batch appends 1-6 events to its thread's runs
 and records, in the same batch, the last seq of each touched run under kv ("last", run). Only after
@@ -10,6 +10,10 @@ callbacks: each run is an actor-style writer keeping DEPTH one-event batches (ev
 outstanding through `submit()`, and acknowledging and resubmitting from the done callback. The
 callbacks spin long enough to outlast a sync, so the journal hands them to its completer thread
 (the first acknowledgement printed from there is preceded by a line "overlap").
+
+always: the callback writers on a journal opened with commit_overlap="always" and callbacks that do
+not spin: every round is settled on the completer, however cheap (an acknowledgement printed from
+any other thread is preceded by a line "inline").
 
 The parent kills this process with SIGKILL at a random point and checks the journal.
 """
@@ -39,12 +43,13 @@ def main() -> None:
     import actorflow  # noqa: F401  (before storage: storage imports actorflow.errors)
     from storage import Event, LmdbJournal
 
-    j = LmdbJournal(path, sync=True)
+    mode = sys.argv[4] if len(sys.argv) > 4 else "threads"
+    j = LmdbJournal(path, sync=True, commit_overlap="always" if mode == "always" else True)
     runs = [f"run-{i}" for i in range(N_RUNS)]
     next_seq = {r: j.last_seq(r) + 1 for r in runs}
     os.write(1, b"ready\n")
-    if len(sys.argv) > 4 and sys.argv[4] == "callbacks":
-        callback_writers(j, runs, next_seq)
+    if mode in ("callbacks", "always"):
+        callback_writers(j, runs, next_seq, CALLBACK_SPIN_S if mode == "callbacks" else 0.0)
         threading.Event().wait()  # until killed
 
     def writer(k: int) -> None:
@@ -73,7 +78,7 @@ def main() -> None:
         t.join()
 
 
-def callback_writers(j: Any, runs: list[str], next_seq: dict[str, int]) -> None:
+def callback_writers(j: Any, runs: list[str], next_seq: dict[str, int], spin: float) -> None:
     from storage import Event
 
     overlap_seen = threading.Event()
@@ -92,13 +97,16 @@ def callback_writers(j: Any, runs: list[str], next_seq: dict[str, int]) -> None:
         def done(f: Any, s: int) -> None:
             f.result()  # raises (and is logged) if the commit failed: then nothing is acknowledged
             t0 = time.perf_counter()
-            while time.perf_counter() - t0 < CALLBACK_SPIN_S:
+            while time.perf_counter() - t0 < spin:
                 pass
             with lock:
                 line = f"{r} {s}\n"
-                if threading.current_thread().name.endswith("-completer") and not overlap_seen.is_set():
+                on_completer = threading.current_thread().name.endswith("-completer")
+                if on_completer and not overlap_seen.is_set():
                     overlap_seen.set()
                     line = "overlap\n" + line
+                elif not on_completer:
+                    line = "inline\n" + line
                 os.write(1, line.encode())
                 submit()
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import pickle
 import struct
 import tempfile
 import threading
@@ -15,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from actorflow.errors import JournalCorrupt, JournalVersionError, PayloadError
-from storage import FORMAT_VERSION, Codec, Event, LmdbJournal, MemoryJournal
+from storage import FORMAT_VERSION, OLDEST_FORMAT_VERSION, Codec, Event, LmdbJournal, MemoryJournal
 from storage._codec import CODEC_JSON, CODEC_PICKLE, HEADER_SIZE
 
 _finite = st.floats(allow_nan=False)
@@ -55,8 +57,8 @@ def test_json_round_trip(value: Any) -> None:
 @given(pickle_values, st.data())
 def test_any_flipped_byte_is_detected(value: Any, data: st.DataObject) -> None:
     rec = bytearray(Codec().encode(value))
-    # every byte but the codec id (which the checksum does not cover): version, crc, body
-    pos = data.draw(st.sampled_from([0] + list(range(2, len(rec)))))
+    # every byte: version, codec id (format 2's checksum covers both), crc, body
+    pos = data.draw(st.sampled_from(range(len(rec))))
     mask = data.draw(st.integers(1, 255))
     rec[pos] ^= mask
     with pytest.raises((JournalCorrupt, JournalVersionError)):
@@ -76,6 +78,40 @@ def test_newer_record_version_is_refused() -> None:
         Codec().decode(rec, "run 'r' seq 0")
     assert info.value.found == FORMAT_VERSION + 1 and info.value.supported == FORMAT_VERSION
     assert "run 'r' seq 0" in str(info.value)
+
+
+def _v1(body: bytes, seeded: bool, codec_id: int = CODEC_PICKLE) -> bytes:
+    crc = zlib.crc32(body, (1 << 8) | codec_id) if seeded else zlib.crc32(body)
+    return struct.pack(">BBI", 1, codec_id, crc) + body
+
+
+@pytest.mark.parametrize("seeded", [False, True], ids=["as-first-written", "seeded-crc"])
+def test_format_1_records_are_read_under_either_checksum_rule(seeded: bool) -> None:
+    """Format 1 was written with the body's CRC, then (3b4b081..439e6c9) with the seeded one."""
+    assert FORMAT_VERSION == 2 and OLDEST_FORMAT_VERSION == 1
+    value = {"kind": "step_completed", "data": [1, 2.5, "x"]}
+    assert Codec().decode(_v1(pickle.dumps(value, 5), seeded)) == value
+    assert Codec("pickle").decode(_v1(json.dumps(value).encode(), seeded, CODEC_JSON)) == value
+    damaged = bytearray(_v1(pickle.dumps(value, 5), seeded))
+    damaged[-2] ^= 0x40
+    with pytest.raises(JournalCorrupt, match="checksum mismatch"):
+        Codec().decode(bytes(damaged), "run 'r' seq 1")
+
+
+def test_format_2_is_written_and_its_crc_is_not_format_1s() -> None:
+    rec = Codec().encode("x")
+    assert rec[0] == 2
+    body = rec[HEADER_SIZE:]
+    with pytest.raises(JournalCorrupt):  # a format 2 record relabelled 1 matches neither rule of format 1
+        Codec().decode(b"\x01" + rec[1:])
+    assert Codec().decode(_v1(body, seeded=False)) == "x"
+
+
+def test_format_0_is_corrupt_not_a_version() -> None:
+    body = b"\x80\x05N."
+    rec = struct.pack(">BBI", 0, CODEC_PICKLE, zlib.crc32(body)) + body
+    with pytest.raises(JournalCorrupt, match="checksum mismatch"):
+        Codec().decode(rec)
 
 
 # --- refusals -----------------------------------------------------------------------------------
@@ -140,6 +176,39 @@ def test_journal_with_newer_format_is_refused(tmp_path: Path) -> None:
     # the refused open released the environment: fixing the meta and reopening works in this process
     _raw_put(path, b"meta", b"format_version", str(FORMAT_VERSION).encode())
     LmdbJournal(path).close()
+
+
+def test_journal_older_than_the_oldest_readable_format_is_refused_naming_both(tmp_path: Path) -> None:
+    path = tmp_path / "j"
+    LmdbJournal(path).close()
+    _raw_put(path, b"meta", b"format_version", str(OLDEST_FORMAT_VERSION - 1).encode())
+    with pytest.raises(JournalVersionError, match="format 0; this actorflow reads formats 1 to 2") as info:
+        LmdbJournal(path)
+    assert info.value.found == 0 and info.value.supported == FORMAT_VERSION and info.value.oldest == 1
+
+
+def test_format_1_journal_opens_reads_its_records_and_is_marked_format_2(tmp_path: Path) -> None:
+    """An environment left by format 1 (its meta says 1, its records are format 1, either CRC rule)."""
+    path = tmp_path / "j"
+    LmdbJournal(path).close()
+    _raw_put(path, b"meta", b"format_version", b"1")
+    for seq, seeded in enumerate([False, True]):
+        rec = _v1(pickle.dumps(("step_completed", f"s{seq}", seq, 1.0, {"seq": seq}), 5), seeded)
+        _raw_put(path, b"events", b"r\x00" + seq.to_bytes(8, "big"), rec)
+    with LmdbJournal(path) as j:
+        assert [(e.name, e.data) for e in j.events("r")] == [("s0", {"seq": 0}), ("s1", {"seq": 1})]
+        b = j.batch()
+        b.append("r", Event(2, "step_completed", "s2", {"seq": 2}, 1.0))
+        j.commit(b)
+        assert [e.seq for e in j.events("r")] == [0, 1, 2]
+    env = lmdb.open(str(path), max_dbs=16, readonly=True, lock=False)
+    try:
+        with env.begin() as txn:
+            assert txn.get(b"format_version", db=env.open_db(b"meta", txn=txn, create=False)) == b"2"
+            raw = txn.get(b"r\x00" + (2).to_bytes(8, "big"), db=env.open_db(b"events", txn=txn, create=False))
+            assert raw[0] == 2  # new records are written in this code's format
+    finally:
+        env.close()
 
 
 def test_event_record_with_newer_version_is_refused(tmp_path: Path) -> None:

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from actorflow.errors import StorageError
+from actorflow.errors import ConfigError, StorageError
 from storage import Codec, GroupCommitter, WriteBatch
 
 
@@ -177,13 +177,8 @@ def test_cheap_callbacks_stay_on_the_committing_thread() -> None:
         c.close()
 
 
-@pytest.mark.parametrize("how", ["argument", "environment"])
-def test_overlap_can_be_turned_off(how: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    if how == "environment":
-        monkeypatch.setenv("ACTORFLOW_COMMIT_OVERLAP", "0")
-        c, store = make()
-    else:
-        c, store = make(overlap=False)
+def test_overlap_can_be_turned_off() -> None:
+    c, store = make(overlap=False)
     w = Writers(c, per_writer=20)
     try:
         w.run()
@@ -294,13 +289,10 @@ def test_a_failing_completer_callback_is_logged_and_the_rest_still_run(caplog: p
         c.close()
 
 
-@pytest.mark.parametrize("mode", ["1", "always"])
-def test_waiting_for_a_commit_inside_a_commit_callback_fails_instead_of_hanging(
-    mode: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.mark.parametrize("overlap", [True, "always"])
+def test_waiting_for_a_commit_inside_a_commit_callback_fails_instead_of_hanging(overlap: bool | str) -> None:
     """On the committing thread (inline) or the completer ("always"), a wait could never end."""
-    monkeypatch.setenv("ACTORFLOW_COMMIT_OVERLAP", mode)
-    c, _ = make()
+    c, _ = make(overlap=overlap)
     outcome: list[Any] = []
     done = threading.Event()
 
@@ -319,3 +311,30 @@ def test_waiting_for_a_commit_inside_a_commit_callback_fails_instead_of_hanging(
         assert outcome[1] == ("chained", ["inner"])  # chaining with add_done_callback works
     finally:
         c.close()
+
+
+@pytest.mark.parametrize("bad", ["0", "1", 1, None, "ALWAYS"])
+def test_a_bad_overlap_setting_is_refused_before_anything_is_opened(bad: Any, tmp_path: Any) -> None:
+    from storage import LmdbJournal
+
+    with pytest.raises(ConfigError, match="commit overlap must be") as info:
+        LmdbJournal(tmp_path / "j", commit_overlap=bad)
+    assert info.value.overlap == repr(bad)
+    assert not (tmp_path / "j").exists()  # refused before the directory was made
+    with pytest.raises(ConfigError):
+        GroupCommitter(lambda batches: [], name="never-started", overlap=bad)
+    assert not [t for t in threading.enumerate() if t.name == "never-started"]
+
+
+def test_lmdb_journal_passes_always_to_its_committer(tmp_path: Any) -> None:
+    """commit_overlap="always": even a cheap one-future round is settled on the completer thread."""
+    from storage import LmdbJournal
+
+    with LmdbJournal(tmp_path / "j", sync=False, commit_overlap="always") as j:
+        threads: list[str] = []
+        done = threading.Event()
+        b = j.batch()
+        b.kv_put("ns", "k", 1)
+        j.submit(b).add_done_callback(lambda f: (threads.append(threading.current_thread().name), done.set()))
+        assert done.wait(30)
+        assert threads == ["actorflow-journal-j-completer"]

@@ -47,13 +47,14 @@ def _check_journal(path: Path, acked: dict[str, set[int]]) -> dict[str, int]:
         j.close()
 
 
-@pytest.mark.parametrize("mode", ["threads", "callbacks"])
+@pytest.mark.parametrize("mode", ["threads", "callbacks", "always"])
 def test_sigkill_loses_no_acknowledged_event(tmp_path: Path, mode: str) -> None:
     """threads: blocking commit() callers; callbacks: submit() writers acknowledging from done callbacks
-    that the journal runs on its completer thread, overlapped with the next round's sync."""
+    that the journal runs on its completer thread, overlapped with the next round's sync, because they
+    outlast half a sync; always: the same writers with cheap callbacks on commit_overlap="always"."""
     path = tmp_path / "journal"
     rnd = random.Random(20240601)
-    overlaps = 0
+    overlaps = inline = 0
     acked: dict[str, set[int]] = {}
     total_acks = 0
     stderr_path = tmp_path / "child.stderr"
@@ -77,6 +78,9 @@ def test_sigkill_loses_no_acknowledged_event(tmp_path: Path, mode: str) -> None:
                 if line == b"overlap\n":
                     overlaps += 1
                     continue
+                if line == b"inline\n":
+                    inline += 1
+                    continue
                 run_id, seq = line.split()
                 acked.setdefault(run_id.decode(), set()).add(int(seq))
                 got += 1
@@ -97,8 +101,10 @@ def test_sigkill_loses_no_acknowledged_event(tmp_path: Path, mode: str) -> None:
         lengths = _check_journal(path, acked)
         assert sum(lengths.values()) >= sum(len(s) for s in acked.values())
     assert total_acks > 500  # the test did exercise something
-    if mode == "callbacks":
+    if mode in ("callbacks", "always"):
         assert overlaps > 0  # ... and, in this mode, acknowledgements from the completer
+    if mode == "always":
+        assert inline == 0  # ... and only from there
 
 
 def _find_all(data: bytes, needle: bytes) -> list[int]:

@@ -14,7 +14,7 @@ import lmdb
 import pytest
 
 from actorflow.errors import JournalFull, StorageError
-from storage import Event, LmdbJournal, RunRecord
+from storage import FORMAT_VERSION, Event, LmdbJournal, RunRecord
 from storage._keys import due_bytes, due_from_bytes, parse_timer_key, timer_key
 
 KiB = 1024
@@ -212,7 +212,7 @@ def test_sub_databases_and_key_layout(tmp_path: Path) -> None:
             assert keys(b"signals") == [b"run-1\x00go\x00" + (1).to_bytes(8, "big")]
             assert keys(b"kv") == [b"ns\x00k"]
             assert keys(b"timers") == [timer_key(2.5, "run-1", 7)]
-            assert txn.get(b"format_version", db=env.open_db(b"meta", txn=txn, create=False)) == b"1"
+            assert txn.get(b"format_version", db=env.open_db(b"meta", txn=txn, create=False)) == str(FORMAT_VERSION).encode()
     finally:
         env.close()
 
