@@ -21,10 +21,10 @@ from ._common import engine_dir, register_three_step
 
 def params(s: Settings) -> dict[str, Any]:
     if s.tiny:
-        return {"n": 60, "dbos_n": 15, "shards": 2}
+        return {"n": 30, "shards": 2}
     if s.quick:
-        return {"n": 1000, "dbos_n": 100, "shards": 2}
-    return {"n": 1000, "dbos_n": 1000, "shards": 2}
+        return {"n": 300, "shards": 2}
+    return {"n": 1000, "shards": 2}
 
 
 def _cpu(pids: list[int]) -> float:
@@ -106,6 +106,6 @@ register(
                    "async_cpu_ms_per_wf"),
         ],
         notes="2 shards = 2 host processes + the facade on a 2-core machine; both engines fsync every group "
-        "commit; DBOS 3.4 on SQLite (WAL, synchronous=FULL) runs dbos_n workflows.",
+        "commit; DBOS 3.4 on SQLite (WAL, synchronous=FULL) runs the same N.",
     )
 )
