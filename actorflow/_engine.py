@@ -68,6 +68,7 @@ class Engine:
         sync: bool = True,
         shards: int = 2,
         step_threads: int = 32,
+        step_processes: int = 0,
         close_grace: float = 10.0,
         codec: str = "pickle",
         max_payload: int = 2 * 1024 * 1024,
@@ -83,6 +84,7 @@ class Engine:
             sync=sync,
             shards=shards,
             step_threads=step_threads,
+            step_processes=step_processes,
             close_grace=close_grace,
             codec=codec,
             max_payload=max_payload,
@@ -102,6 +104,7 @@ class Engine:
         self.sync = sync
         self.shards = shards
         self.step_threads = step_threads
+        self.step_processes = step_processes
         self.close_grace = close_grace
         self.timer_horizon = timer_horizon
         # thousands of live coroutines make CPython's default cyclic-GC cadence cost ~30% of
@@ -190,6 +193,7 @@ class Engine:
                 shards=self.shards,
                 passivate_after=self.passivate_after,
                 step_threads=self.step_threads,
+                step_processes=self.step_processes,
                 timer_horizon=self.timer_horizon,
             )
             rt.names = self._names
@@ -231,6 +235,7 @@ class Engine:
             sync=self.sync,
             passivate_after=self.passivate_after,
             step_threads=self.step_threads,
+            step_processes=self.step_processes,
             timer_horizon=self.timer_horizon,
         )
         try:

@@ -44,6 +44,7 @@ def check_engine_options(
     sync: Any,
     shards: Any,
     step_threads: Any,
+    step_processes: Any = 0,
     close_grace: Any,
     codec: Any,
     max_payload: Any,
@@ -64,6 +65,7 @@ def check_engine_options(
         raise ConfigError(f"Engine sync must be True or False, got {sync!r}", option="sync")
     _int("shards", shards, 1)
     _int("step_threads", step_threads, 1)
+    _int("step_processes", step_processes, 0)
     _seconds("close_grace", close_grace)
     if codec not in ("pickle", "json"):
         raise ConfigError(f"Engine codec must be 'pickle' or 'json', got {codec!r}", option="codec")

@@ -166,6 +166,7 @@ class Runtime:
         passivate_after: float | None = 60.0,
         step_threads: int = 32,
         timer_horizon: float = 30.0,
+        step_processes: int = 0,
     ) -> None:
         self.journal = journal
         self._codec = journal.codec
@@ -180,7 +181,7 @@ class Runtime:
         self.wakeups: queue.SimpleQueue[None] = queue.SimpleQueue()  # wakes the pump thread
         self.helper: Callable[[], None] | None = None  # set while the actor runtime runs (see post_and_help)
         self.notifier = Notifier()
-        self.steps = StepPool(self, step_threads)
+        self.steps = StepPool(self, step_threads, step_processes)
         self.addresses: dict[str, Any] = {}
         self.local_hosts: dict[int, Any] = {}  # shard -> its host actor in this process (direct delivery)
         self.timer_next_due = 0.0

@@ -14,6 +14,7 @@ from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any
 
 from ._messages import CompDone, StepDone
+from ._procsteps import ProcessSteps
 from ._types import StepInfo, _current_step
 from .errors import Cancelled
 
@@ -48,8 +49,11 @@ class _Raised:
 class StepPool:
     """Executes step functions and posts StepDone / CompDone results back to the runtime."""
 
-    def __init__(self, rt: Runtime, threads: int = 32) -> None:
+    def __init__(self, rt: Runtime, threads: int = 32, processes: int = 0) -> None:
         self.rt = rt
+        # sync steps run in worker processes when asked (_procsteps); the threads then only wait
+        self.procs = ProcessSteps(processes) if processes else None
+        self._run_sync = self.procs.run if self.procs is not None else None
         # plain threads on a SimpleQueue: no Future/Condition allocation per step
         self._tasks: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._tls = threading.local()  # on a worker running the actors: `kept`, the next step it runs itself
@@ -106,7 +110,7 @@ class StepPool:
             info = StepInfo(run_id, name, pos, attempt, f"{run_id}#{pos}:{name}")
             token = _current_step.set(info)
             try:
-                result = fn()
+                result = fn() if self._run_sync is None else self._run_sync(fn, info)
             except BaseException as exc:  # noqa: BLE001 - reported to the run as a failed attempt
                 self._done(exc, None, info, kind, helps=True)
                 continue
@@ -196,6 +200,8 @@ class StepPool:
                 break
         for _ in self._threads:
             self._tasks.put(None)
+        if self.procs is not None:
+            self.procs.close()  # a thread waiting on an abandoned step in a worker is released
         if wait or not self.inflight:  # every worker is idle: each takes its None and ends at once
             deadline = time.monotonic() + join_timeout
             for t in self._threads:

@@ -105,6 +105,7 @@ class MultiprocRuntime:
         sync: bool,
         passivate_after: float | None,
         step_threads: int,
+        step_processes: int = 0,
         timer_horizon: float,
         admin_port: int | None = None,
     ) -> None:
@@ -127,6 +128,7 @@ class MultiprocRuntime:
             sync=sync,
             passivate_after=passivate_after,
             step_threads=step_threads,
+            step_processes=step_processes,
             timer_horizon=timer_horizon,
         )
         self._admin_port = admin_port

@@ -97,6 +97,7 @@ class ShardActor(SupervisedActor):
             passivate_after=init.passivate_after,
             step_threads=init.step_threads,
             timer_horizon=init.timer_horizon,
+            step_processes=init.step_processes,
         )
         rt.local_shards = (init.shard,)
         rt.remote = self._out
@@ -147,6 +148,7 @@ class ShardActor(SupervisedActor):
             self.gateway = sender
             self.peers = dict(message.addresses)
             self.send(sender, ShardReady(self.init.shard, os.getpid(), self.errors))
+
         elif t is Peers:
             self.peers = dict(message.addresses)
         elif t is Drain:

@@ -52,6 +52,7 @@ class ShardInit:
     timer_horizon: float
     workflows: dict[str, bytes]  # name -> cloudpickle of the workflow function
     facade_pid: int  # the shard stops when this process is gone (no orphan keeps running runs)
+    step_processes: int = 0  # sync steps in worker processes of the shard (0: its threads)
 
 
 @dataclass(**_FROZEN)

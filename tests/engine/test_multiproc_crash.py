@@ -1,5 +1,7 @@
-"""kill -9 of a shard process while 200 workflows run: the supervisor restarts it, its runs replay,
-all complete with the right results, and no step whose completion was journaled runs again."""
+"""kill -9 while 200 workflows run: of a shard process (the supervisor restarts it, its runs replay)
+and, separately, of a step-worker process (the step it was running runs again on a new worker).
+Either way all complete with the right results, and no step whose completion was journaled runs
+again."""
 
 from __future__ import annotations
 
@@ -76,3 +78,39 @@ def _alive(pid: int) -> bool:
         return False
     with open(f"/proc/{pid}/stat") as f:
         return f.read().split(")")[-1].split()[0] != "Z"
+
+
+def test_kill_9_of_a_step_worker_process_reruns_its_step(tmp_path: Path) -> None:
+    import psutil
+
+    log = str(tmp_path / "steps.log")
+    engine = Engine(tmp_path / "data", system="multiproc", shards=2, step_threads=8, step_processes=2)
+    engine.workflow()(three)
+    with engine:
+        rt: Any = engine._runtime()
+        shard = psutil.Process(rt.shard_pids[0])
+        handles = engine.start_many(three, [(log, i) for i in range(200)], run_ids=[f"run-{i}" for i in range(200)])
+        ids = [h.run_id for h in handles]
+        assert engine.journal is not None
+        deadline = time.monotonic() + TIMEOUT
+        while len(_completed(engine.journal, ids)) < 150 or not shard.children():
+            assert time.monotonic() < deadline, "steps never completed"
+            time.sleep(0.01)
+        worker = shard.children()[0].pid
+        os.kill(worker, signal.SIGKILL)
+        before = _completed(engine.journal, ids)
+        results = [h.result(timeout=TIMEOUT) for h in handles]
+        assert results == [((i + 1) * 2) for i in range(200)]
+        assert rt.shard_pids[0] == shard.pid and rt.restarts == 0  # the host process lived on
+        workers_after = {c.pid for c in shard.children()}
+    with open(log) as f:
+        lines = [line.split() for line in f]
+    runs = Counter((f"run-{r}", s) for r, s, _pid in lines)
+    again = {k: n for k, n in runs.items() if k in before and n > 1}
+    assert not again, f"steps journaled before the kill ran again: {sorted(again)[:5]}"
+    assert all(runs[(rid, s)] >= 1 for rid in ids for s in "abc")
+    pids = {int(pid) for _r, _s, pid in lines}
+    assert shard.pid not in pids and os.getpid() not in pids  # steps ran in worker processes
+    assert pids & workers_after  # new workers ran the rest, the killed one is gone
+    assert not _alive(worker)
+    assert not any(_alive(p) for p in workers_after)  # close() ended the workers
