@@ -135,6 +135,9 @@ def main(argv: list[str] | None = None) -> int:
     hist.add_argument("run_id")
     hist.add_argument("--data-dir", default="./actorflow-data")
     hist.set_defaults(fn=_history)
+    from ._net._cli import add_subcommands as add_net_subcommands  # admin/worker (issue 12)
+
+    add_net_subcommands(sub)
     args = parser.parse_args(argv)
     try:
         return int(args.fn(args))

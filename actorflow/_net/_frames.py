@@ -28,7 +28,7 @@ from typing import Any
 import structlog
 from thespian.system.transport.streamBuffer import ReceiveBuffer
 
-__all__ = ["MAGIC", "FrameCodec", "FrameRejected", "SecureReceiveBuffer", "log_rejection"]
+__all__ = ["MAGIC", "FrameCodec", "FrameRejected", "SecureReceiveBuffer", "log_rejection", "net_logger"]
 
 MAGIC = b"AFH1"
 _TAG = 32
@@ -115,7 +115,8 @@ class _RateLimitedLog:
 _limiter = _RateLimitedLog()
 
 
-def _stdlib_logger() -> Any:
+def net_logger() -> Any:
+    """structlog over stdlib logger 'actorflow.net': the host's logging config (or Thespian's) decides output."""
     # Looked up at each use: Thespian replaces logging's root and manager in the processes it starts
     # (to forward records to its logger process); a logger fetched at import would miss that.
     return structlog.wrap_logger(
@@ -129,7 +130,7 @@ def log_rejection(reason: str, peer: str, local: str, size: int | None) -> None:
     """Log one dropped frame through stdlib logging (Thespian forwards it to its logger process)."""
     admitted, suppressed = _limiter.admit()
     if admitted:
-        _stdlib_logger().warning(
+        net_logger().warning(
             "net_frame_rejected", reason=reason, peer=peer, local=local, size=size, suppressed=suppressed
         )
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 __all__ = [
     "ProcessSet",
     "alive",
+    "disable_inherited_listeners",
     "listeners",
     "listening_pid",
     "reap",
@@ -144,6 +145,37 @@ def listening_addresses(pids: Iterable[int]) -> dict[int, list[tuple[str, int]]]
     """pid -> the TCP addresses it listens on."""
     table = listeners()
     return {pid: sorted(table[i] for i in _socket_inodes(pid) if i in table) for pid in pids}
+
+
+def disable_inherited_listeners(keep: int) -> int:
+    """Neutralize listening sockets this process inherited by fork (its starter's, its parent's).
+
+    Thespian forks its admin, logger and actors without closing the parent's listeners; nobody accepts
+    on those copies, so they would be ports that take connections and never answer. Each is replaced by
+    /dev/null at the same fd number (a stale socket object closing it later cannot hit a reused fd).
+    Returns how many were replaced."""
+    table = listeners()
+    replaced = 0
+    try:
+        fds = os.listdir("/proc/self/fd")
+    except OSError:
+        return 0
+    for name in fds:
+        fd = int(name)
+        if fd == keep:
+            continue
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("socket:[") and int(target[8:-1]) in table:
+            null = os.open(os.devnull, os.O_RDWR)
+            try:
+                os.dup2(null, fd)
+            finally:
+                os.close(null)
+            replaced += 1
+    return replaced
 
 
 def reap(pid: int) -> None:

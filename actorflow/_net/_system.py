@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import structlog
 from thespian.actors import ActorAddress, ActorSystem, InvalidActorAddress
+from thespian.system.messages.status import Thespian_StatusReq, Thespian_SystemStatus
 
 from ..errors import ConfigError
 from . import _procs
@@ -30,11 +30,11 @@ from ._config import (
     runtime_dir,
     write_record,
 )
+from ._frames import net_logger
 from ._transport import NetParams
 
 __all__ = ["SecureActorSystem", "ShutdownReport", "open_actor_system", "DEFAULT_LOG_CONFIG"]
 
-_log = structlog.get_logger("actorflow.net")
 
 CONVENTION_CAPABILITY = "Convention Address.IPv4"
 
@@ -67,7 +67,7 @@ def _shutdown_leftovers() -> None:
         try:
             system.shutdown(timeout=5.0)
         except Exception:  # noqa: BLE001 - at exit, keep stopping the others
-            _log.exception("net_atexit_shutdown_failed", port=system.admin_port)
+            net_logger().exception("net_atexit_shutdown_failed", port=system.admin_port)
 
 
 class SecureActorSystem:
@@ -135,6 +135,26 @@ class SecureActorSystem:
             {self.processes.admin_pid} if _procs.alive(self.processes.admin_pid) else set()
         )
 
+    def status(self, timeout: float = 5.0) -> dict[str, Any]:
+        """The admin's own view (Thespian_SystemStatus) plus the PIDs and listening sockets we see."""
+        asys = self.actor_system
+        reply = asys.ask(asys._systemBase.adminAddr, Thespian_StatusReq(), timeout)
+        pids = self.pids()
+        out: dict[str, Any] = {
+            "admin": self.admin_address,
+            "admin_pid": self.processes.admin_pid,
+            "pids": sorted(pids),
+            "listening": {str(pid): [f"{h}:{p}" for h, p in addrs]
+                          for pid, addrs in _procs.listening_addresses(pids).items()},
+        }
+        if isinstance(reply, Thespian_SystemStatus):
+            out["convention_leader"] = str(reply.conventionLeader) if reply.conventionLeader else None
+            out["convention_members"] = [str(member) for member, _ in reply.conventionAttendees]
+            out["actors"] = len(reply.childActors)
+            out["capabilities"] = {k: v for k, v in reply.capabilities.items()
+                                   if isinstance(v, str | int | float | bool | None)}
+        return out
+
     def detach(self) -> None:
         """Close this process's endpoint and leave the admin running (what `actorflow admin start` does)."""
         with self._lock:
@@ -158,7 +178,7 @@ class SecureActorSystem:
                 try:
                     asys.shutdown()
                 except Exception:  # noqa: BLE001 - processes are stopped by PID below regardless
-                    _log.warning("net_shutdown_request_failed", port=self.admin_port, exc_info=True)
+                    net_logger().warning("net_shutdown_request_failed", port=self.admin_port, exc_info=True)
             pids = before | self.pids()
             ended, killed = _procs.stop_processes(pids, grace=timeout)
             stray = _procs.session_members(self.processes.session)
@@ -169,7 +189,7 @@ class SecureActorSystem:
             if self._record_dir is not None:
                 remove_record(self.admin_port, self._record_dir)
             if killed:
-                _log.warning("net_shutdown_killed", port=self.admin_port, pids=sorted(killed))
+                net_logger().warning("net_shutdown_killed", port=self.admin_port, pids=sorted(killed))
             self.report = ShutdownReport(frozenset(ended), frozenset(killed))
             return self.report
 
@@ -207,6 +227,7 @@ def open_actor_system(
     port = check_port(admin_port)
     host = check_bind(bind)
     caps = dict(capabilities or {})
+    leader_host, leader_port = "", 0
     if join is not None:
         leader_host, leader_port = parse_hostport(join, "join")
         if is_loopback(host) and not is_loopback(leader_host):
@@ -225,6 +246,8 @@ def open_actor_system(
     records = runtime_dir(runtime_dir_path)
     running = _procs.listening_pid(port) is not None
     recorded = read_record(port, records) if running else None
+    if recorded is None and join is not None and is_loopback(leader_host):
+        recorded = read_record(leader_port, records)  # a local convention's member shares its leader's key
     key, source = resolve_secret(secret, host, recorded.key if recorded is not None else None)
     net = NetParams(key=key, bind=host)
     stub = SystemStub(caps)
@@ -248,7 +271,7 @@ def open_actor_system(
                         key=key if source == "generated" else None),
             records,
         )
-    _log.info("net_actor_system_open", port=port, bind=host, started=not running, secret_source=source,
+    net_logger().info("net_actor_system_open", port=port, bind=host, started=not running, secret_source=source,
               admin_pid=processes.admin_pid)
     return SecureActorSystem(asys, admin_port=port, net=net, started=not running, processes=processes,
                              record_dir=record_dir)

@@ -30,6 +30,7 @@ from thespian.actors import ActorAddress
 from thespian.system.transport.IPBase import TCPv4ActorAddress
 
 from ._frames import DEFAULT_MAX_FRAME, FrameCodec, SecureReceiveBuffer
+from ._procs import disable_inherited_listeners
 
 __all__ = ["NetParams", "SecureTCPEndpoint", "SecureTCPTransport", "audit", "TransportAuditError"]
 
@@ -197,6 +198,8 @@ class SecureTCPTransport(_tcp.TCPTransport):  # type: ignore[misc]
                 setattr(self, name, types.MethodType(_rebound(getattr(_tcp.TCPTransport, name), ns), self))
         if isinstance(initType, _tcp.ExternalInterfaceTransportInit):
             self._adminAddr = self.getAdminAddr(args[0])
+        elif isinstance(initType, SecureTCPEndpoint):  # in a process Thespian started for us
+            disable_inherited_listeners(keep=self.socket.fileno())
 
     def _namespace(self) -> dict[str, Any]:
         codec, local = self._codec, self
