@@ -179,11 +179,15 @@ class SecureActorSystem:
                     asys.shutdown()
                 except Exception:  # noqa: BLE001 - processes are stopped by PID below regardless
                     net_logger().warning("net_shutdown_request_failed", port=self.admin_port, exc_info=True)
-            pids = before | self.pids()
-            ended, killed = _procs.stop_processes(pids, grace=timeout)
-            stray = _procs.session_members(self.processes.session)
-            if stray:  # started while we were stopping
-                more_ended, more_killed = _procs.stop_processes(stray, grace=0.5)
+            admin = {self.processes.admin_pid} & before
+            ended, killed = _procs.stop_processes(admin, grace=timeout)
+            # With the admin gone nobody will ask the rest to exit (orphans of a killed actor were never
+            # asked): a short grace for those still exiting, then signals.
+            for _ in range(2):  # the second round catches any started while we were stopping
+                rest = (before | _procs.session_members(self.processes.session)) - ended - killed
+                if not rest:
+                    break
+                more_ended, more_killed = _procs.stop_processes(rest, grace=min(1.0, timeout))
                 ended, killed = ended | more_ended, killed | more_killed
             _procs.reap(self.processes.session)
             if self._record_dir is not None:
