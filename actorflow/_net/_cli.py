@@ -41,12 +41,15 @@ def _admin_start(args: argparse.Namespace) -> int:
     if _procs.listening_pid(args.port) is not None:
         raise ConfigError(f"port {args.port} is already in use (an admin runs there? see `admin status`)",
                           admin_port=args.port)
+    directory = runtime_dir(args.runtime_dir)
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    log = args.log_file or str(directory / f"admin-{args.port}.log")
     system = open_actor_system(admin_port=args.port, bind=args.bind, secret=None,
-                               start_method=args.start_method, runtime_dir_path=args.runtime_dir)
+                               start_method=args.start_method, runtime_dir_path=directory, daemon_log=log)
     pids = system.pids()
     system.detach()  # the admin is a daemon: it outlives this command until `admin stop`
     _print({"started": True, "admin": system.admin_address, "admin_pid": system.processes.admin_pid,
-            "pids": sorted(pids)})
+            "pids": sorted(pids), "log": log})
     return 0
 
 
@@ -123,6 +126,8 @@ def add_subcommands(sub: Any) -> None:
     start = asub.add_parser("start", help="start an admin and return (it keeps running)")
     _common(start)
     start.add_argument("--start-method", choices=("fork", "spawn"), default=None)
+    start.add_argument("--log-file", default=None,
+                       help="the admin's stdout/stderr and warnings (default: admin-PORT.log in the runtime dir)")
     start.set_defaults(fn=_admin_start)
     status = asub.add_parser("status", help="show an admin's processes, sockets and convention (JSON)")
     _common(status)

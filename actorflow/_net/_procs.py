@@ -23,6 +23,7 @@ __all__ = [
     "listeners",
     "listening_pid",
     "reap",
+    "redirect_stdio",
     "session_of",
     "session_members",
     "stop_processes",
@@ -176,6 +177,21 @@ def disable_inherited_listeners(keep: int) -> int:
                 os.close(null)
             replaced += 1
     return replaced
+
+
+def redirect_stdio(path: str) -> None:
+    """Detach a daemon from its starter's terminal or pipes: stdin from /dev/null, stdout/err to `path`.
+
+    A daemon holding its starter's stdout pipe would keep `$(actorflow admin start)` waiting forever."""
+    null = os.open(os.devnull, os.O_RDONLY)
+    out = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        os.dup2(null, 0)
+        os.dup2(out, 1)
+        os.dup2(out, 2)
+    finally:
+        os.close(null)
+        os.close(out)
 
 
 def reap(pid: int) -> None:

@@ -220,6 +220,7 @@ def open_actor_system(
     start_method: str | None = None,
     log_config: dict[str, Any] | None = None,
     runtime_dir_path: str | os.PathLike[str] | None = None,
+    daemon_log: str | os.PathLike[str] | None = None,
 ) -> SecureActorSystem:
     """Start a secured multiprocTCPBase admin on `admin_port`, or attach to the one already there.
 
@@ -227,7 +228,8 @@ def open_actor_system(
     HMAC-SHA256 under the shared secret (`secret=`, else $ACTORFLOW_SECRET, else - attaching to a
     local admin actorflow started - its runtime record, else, on loopback only, a fresh random key).
     `join="HOST:PORT"` makes this admin a member of the convention led by that admin (same secret).
-    Raises ConfigError, naming the argument, before anything starts."""
+    `daemon_log`: a file for the admin's stdout/stderr (it then holds none of the caller's; what
+    `actorflow admin start` uses). Raises ConfigError, naming the argument, before anything starts."""
     port = check_port(admin_port)
     host = check_bind(bind)
     caps = dict(capabilities or {})
@@ -253,7 +255,7 @@ def open_actor_system(
     if recorded is None and join is not None and is_loopback(leader_host):
         recorded = read_record(leader_port, records)  # a local convention's member shares its leader's key
     key, source = resolve_secret(secret, host, recorded.key if recorded is not None else None)
-    net = NetParams(key=key, bind=host)
+    net = NetParams(key=key, bind=host, daemon_log=os.fspath(daemon_log) if daemon_log is not None else None)
     stub = SystemStub(caps)
     try:
         base = SecuredTCPBase(stub, log_config or DEFAULT_LOG_CONFIG, net=net)

@@ -30,7 +30,7 @@ from thespian.actors import ActorAddress
 from thespian.system.transport.IPBase import TCPv4ActorAddress
 
 from ._frames import DEFAULT_MAX_FRAME, FrameCodec, SecureReceiveBuffer
-from ._procs import disable_inherited_listeners
+from ._procs import disable_inherited_listeners, redirect_stdio
 
 __all__ = ["NetParams", "SecureTCPEndpoint", "SecureTCPTransport", "audit", "TransportAuditError"]
 
@@ -44,6 +44,7 @@ class NetParams:
     key: bytes = field(repr=False)
     bind: str = "127.0.0.1"
     max_frame: int = DEFAULT_MAX_FRAME
+    daemon_log: str | None = None  # the admin's stdout/stderr go here instead of its starter's
 
     @property
     def advertise(self) -> str | None:
@@ -200,6 +201,8 @@ class SecureTCPTransport(_tcp.TCPTransport):  # type: ignore[misc]
             self._adminAddr = self.getAdminAddr(args[0])
         elif isinstance(initType, SecureTCPEndpoint):  # in a process Thespian started for us
             disable_inherited_listeners(keep=self.socket.fileno())
+            if net.daemon_log and initType.args[1] is not None:  # an assigned address: the admin
+                redirect_stdio(net.daemon_log)
 
     def _namespace(self) -> dict[str, Any]:
         codec, local = self._codec, self
