@@ -44,19 +44,19 @@ class FrameRejected(Exception):
 class FrameCodec:
     """Seals and opens frames under one shared key (the only place the key is used)."""
 
-    __slots__ = ("_key", "max_frame")
+    __slots__ = ("_mac", "max_frame")
 
     def __init__(self, key: bytes, max_frame: int = DEFAULT_MAX_FRAME) -> None:
         if len(key) < 16:
             raise ValueError("the frame key must be at least 16 bytes")
-        self._key = bytes(key)
+        self._mac = hmac.new(bytes(key), MAGIC, hashlib.sha256)  # copied per frame: the key is hashed once
         self.max_frame = max_frame
 
     def __repr__(self) -> str:
         return f"FrameCodec(key=<redacted>, max_frame={self.max_frame})"
 
     def _tag(self, body: bytes | memoryview) -> bytes:
-        mac = hmac.new(self._key, MAGIC, hashlib.sha256)
+        mac = self._mac.copy()
         mac.update(body)
         return mac.digest()
 

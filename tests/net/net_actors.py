@@ -24,3 +24,32 @@ class Echo(Actor):  # type: ignore[misc]
             self.send(message[1], ("relayed", message[2], os.getpid()))
         elif isinstance(message, str | int | bytes):
             self.send(sender, ("echo", message))
+
+
+class ConventionWatcher(Actor):  # type: ignore[misc]
+    """Subscribes to convention changes; "members" -> [(admin address, capabilities subset, added)]."""
+
+    def receiveMessage(self, message: Any, sender: Any) -> None:  # noqa: N802
+        from thespian.actors import ActorSystemConventionUpdate
+
+        if message == "watch":
+            self.events: list[tuple[str, Any, bool]] = []
+            self.notifyOnSystemRegistrationChanges(True)
+            self.send(sender, "watching")
+        elif isinstance(message, ActorSystemConventionUpdate):
+            caps = {k: v for k, v in (message.remoteCapabilities or {}).items() if k.startswith("actorflow")}
+            self.events.append((str(message.remoteAdminAddress), caps, bool(message.remoteAdded)))
+        elif message == "members":
+            self.send(sender, list(getattr(self, "events", [])))
+
+
+class WhereAmI(Actor):  # type: ignore[misc]
+    """Needs the actorflow.worker capability: created on a worker's admin. Answers its pid and admin port."""
+
+    @staticmethod
+    def actorSystemCapabilityCheck(capabilities: dict[str, Any], requirements: dict[str, Any]) -> bool:  # noqa: N802
+        return bool(capabilities.get("actorflow.worker"))
+
+    def receiveMessage(self, message: Any, sender: Any) -> None:  # noqa: N802
+        if message == "where":
+            self.send(sender, (os.getpid(), self.myAddress.addressDetails.sockname[1]))
