@@ -10,12 +10,21 @@ import json
 import signal
 import sys
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError
 from . import _procs
 from ._config import read_record, remove_record, runtime_dir
-from ._system import open_actor_system
+
+if TYPE_CHECKING:
+    from ._system import SecureActorSystem
+
+
+def open_actor_system(**kw: Any) -> SecureActorSystem:
+    # imported when a command runs: `actorflow demo` must not depend on the transport audit passing
+    from ._system import open_actor_system as _open
+
+    return _open(**kw)
 
 __all__ = ["add_subcommands", "WORKER_CAPABILITY"]
 

@@ -23,6 +23,7 @@ import pickle
 import socket
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import structlog
@@ -151,7 +152,9 @@ class SecureReceiveBuffer(ReceiveBuffer):  # type: ignore[misc]
     waiting for its ACK): ``completed()`` returns None for a bad frame, which Thespian treats as a
     corrupted ACK and retries, so a forged ACK cannot complete or abort a send."""
 
-    def __init__(self, codec: FrameCodec, sock: socket.socket | None, local: str, eager: bool) -> None:
+    def __init__(
+        self, codec: FrameCodec, sock: socket.socket | None, local: str | Callable[[], str], eager: bool
+    ) -> None:
         super().__init__(self._load)
         self._codec = codec
         self._sock = sock
@@ -160,7 +163,8 @@ class SecureReceiveBuffer(ReceiveBuffer):  # type: ignore[misc]
         self._opened: bytes | None = None  # body of the current frame once authenticated
 
     def _reject(self, reason: str) -> FrameRejected:
-        log_rejection(reason, _peer_of(self._sock), self._local, self._size)
+        local = self._local if isinstance(self._local, str) else self._local()
+        log_rejection(reason, _peer_of(self._sock), local, self._size)
         return FrameRejected(reason)
 
     def addMore(self, buf: bytes) -> None:  # noqa: N802 - Thespian's name

@@ -155,6 +155,14 @@ class SecureActorSystem:
                                    if isinstance(v, str | int | float | bool | None)}
         return out
 
+    def close(self, timeout: float = 10.0) -> None:
+        """What an engine's close() wants: stop the system if this handle started it, else just detach
+        (an admin started by `actorflow admin start` or another process keeps running)."""
+        if self.started:
+            self.shutdown(timeout)
+        else:
+            self.detach()
+
     def detach(self) -> None:
         """Close this process's endpoint and leave the admin running (what `actorflow admin start` does)."""
         with self._lock:

@@ -208,7 +208,7 @@ class SecureTCPTransport(_tcp.TCPTransport):  # type: ignore[misc]
         codec, local = self._codec, self
 
         def buffer(sock: socket.socket | None, eager: bool) -> SecureReceiveBuffer:
-            return SecureReceiveBuffer(codec, sock, str(getattr(local, "myAddress", "?")), eager)
+            return SecureReceiveBuffer(codec, sock, lambda: str(getattr(local, "myAddress", "?")), eager)
 
         def incoming(base: Any) -> type:
             def __init__(inc: Any, rmtAddr: Any, baseSock: Any, rcvBuf: Any = None) -> None:  # noqa: N803

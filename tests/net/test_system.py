@@ -81,13 +81,20 @@ def test_attach_needs_the_same_secret(open_system: Callable[..., SecureActorSyst
     assert system.ask(echo, "still mine", 10) == ("echo", "still mine")
 
 
-def test_secret_from_environment(
+def test_secret_from_environment_and_close_of_an_attached_handle(
     open_system: Callable[..., SecureActorSystem], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("ACTORFLOW_SECRET", SECRET.decode())
     system = open_system()
+    echo = system.create_actor(Echo)
     other = open_actor_system(admin_port=system.admin_port, secret=SECRET)  # same key, other source
-    other.detach()
+    assert other.ask(echo, "via env key", 10) == ("echo", "via env key")
+    pids = system.pids()
+    other.close()  # attached, not started: detaches and leaves the system running
+    assert system.pids() == pids
+    assert system.ask(echo, "still up", 10) == ("echo", "still up")
+    system.close()  # started: stops everything
+    assert system.report is not None and not system.pids()
 
 
 def test_the_secret_is_not_in_process_arguments(open_system: Callable[..., SecureActorSystem]) -> None:
