@@ -106,7 +106,7 @@ class SecureActorSystem:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.shutdown()
+        self.close()
 
     @property
     def actor_system(self) -> ActorSystem:
@@ -128,6 +128,11 @@ class SecureActorSystem:
 
     def tell(self, address: ActorAddress, message: Any) -> None:
         self.actor_system.tell(address, message)
+
+    def private(self) -> Any:
+        """A context manager yielding a per-thread endpoint (Thespian's `private()`: its own secured socket);
+        the ActorSystem itself must not be used from several threads at once."""
+        return self.actor_system.private()
 
     def pids(self) -> set[int]:
         """Live processes of this system: the admin, its logger and every actor process."""
@@ -253,8 +258,8 @@ def open_actor_system(
             )
         caps[CONVENTION_CAPABILITY] = f"{leader_host}:{leader_port}"
     method = start_method or default_start_method()
-    if method not in ("fork", "spawn", "forkserver"):
-        raise ConfigError(f"start_method must be fork, spawn or forkserver, got {method!r}", start_method=method)
+    if method not in ("fork", "spawn"):
+        raise ConfigError(f"start_method must be 'fork' or 'spawn', got {method!r}", start_method=method)
     caps["Admin Port"] = port
     caps["Process Startup Method"] = method
     records = runtime_dir(runtime_dir_path)

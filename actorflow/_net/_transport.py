@@ -219,8 +219,6 @@ class SecureTCPTransport(_tcp.TCPTransport):  # type: ignore[misc]
         class _AckBuffers:
             """`ReceiveBuffer(serializer.loads)` in the ACK wait path: a non-eager secure buffer."""
 
-            loads = None
-
             def __call__(self, _loads: Any) -> SecureReceiveBuffer:
                 return buffer(None, eager=False)
 

@@ -148,3 +148,25 @@ def test_config_errors_name_the_argument(runtime: Path) -> None:
         with pytest.raises(ConfigError) as err:
             open_actor_system(**kwargs)  # type: ignore[arg-type]
         assert name in err.value.evidence, (kwargs, err.value.evidence)
+
+
+def test_private_endpoints_from_threads_are_secured_too(open_system: Callable[..., SecureActorSystem]) -> None:
+    import threading
+
+    from actorflow._net import SecureTCPTransport
+
+    system = open_system()
+    echo = system.create_actor(Echo)
+    results: dict[int, list[object]] = {}
+
+    def worker(n: int) -> None:
+        with system.private() as ctx:
+            assert isinstance(ctx._systemBase.transport, SecureTCPTransport)  # the per-thread clone is ours
+            results[n] = [ctx.ask(echo, f"t{n}-{i}", 10) for i in range(20)]
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert results == {n: [("echo", f"t{n}-{i}") for i in range(20)] for n in range(3)}
