@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
 import sys
 from collections.abc import Callable, Iterator
@@ -61,4 +63,7 @@ def open_system(runtime: Path, tmp_path: Path) -> Iterator[Callable[..., SecureA
     for system in reversed(systems):
         seen |= system.pids()
         system.shutdown()
-    assert not [p for p in seen if psutil.pid_exists(p) and psutil.Process(p).status() != "zombie"]
+    left = [p for p in seen if psutil.pid_exists(p) and psutil.Process(p).status() != "zombie"]
+    for pid in left:  # a failing test must not leak processes into the next ones
+        os.kill(pid, signal.SIGKILL)
+    assert not left
