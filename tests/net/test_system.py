@@ -97,9 +97,11 @@ def test_secret_from_environment_and_close_of_an_attached_handle(
     assert system.report is not None and not system.pids()
 
 
-def test_the_secret_is_not_in_process_arguments(open_system: Callable[..., SecureActorSystem]) -> None:
+def test_spawn_actors_create_actors_and_the_secret_is_not_in_their_arguments(open_system: Callable[..., SecureActorSystem]) -> None:
     system = open_system(secret=SECRET, start_method="spawn")
-    system.create_actor(Echo)
+    parent = system.create_actor(Echo)
+    tag, _, child_pid = system.ask(parent, ("relay", "spawned by a spawned actor"), 20)
+    assert tag == "relayed" and child_pid in system.pids()
     for pid in system.pids():
         proc = psutil.Process(pid)
         text = " ".join(proc.cmdline()) + repr(proc.environ())
