@@ -155,6 +155,9 @@ def main(argv: list[str] | None = None) -> int:
     board.add_argument("--bind", default="127.0.0.1", help="address to listen on (default: loopback only)")
     board.add_argument("--read-only", action="store_true", help="hide and refuse every action (signal, cancel)")
     board.set_defaults(fn=_dashboard)
+    from ._net._cli import add_subcommands as add_net_subcommands  # admin/worker (issue 12)
+
+    add_net_subcommands(sub)
     args = parser.parse_args(argv)
     try:
         return int(args.fn(args))

@@ -1,7 +1,8 @@
 """The engine facade's side of a multiprocess engine: an admin, a supervisor, a shard per process.
 
-`open()` starts a Thespian admin (multiprocTCPBase) on loopback, a SupervisorActor, and one
-`ShardActor` per shard as its children (each an OS process). The facade keeps what the embedded
+`open()` starts a secured Thespian admin (`actorflow._net`: multiprocTCPBase with every frame
+HMAC-authenticated before it is unpickled, sockets on loopback, a random per-admin key), a
+SupervisorActor, and one `ShardActor` per shard as its children (each an OS process). The facade keeps what the embedded
 engine keeps in its own process: the data directory's lock and a journal (starts and signals are
 durable when they return, written here), the notifier that `result()`/`monitor()` wait on, and
 reads (`status`, `history`, `runs`). One gateway thread owns the Thespian connection: it sends the
@@ -16,7 +17,6 @@ settles waiters whose runs finished while their notice was lost with the process
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import socket
 import threading
@@ -29,7 +29,7 @@ from typing import Any
 
 import cloudpickle
 import structlog
-from thespian.actors import ActorSystem, WatchMessage
+from thespian.actors import WatchMessage
 from thespian.system import isInternalActorSystemMessage
 from thespian.system.transport import ReceiveEnvelope
 
@@ -50,6 +50,7 @@ from supervisors import (
 
 from .._clock import Clock
 from .._messages import Outcome, Reply, StatusChanged, WatchStatus
+from .._net import open_actor_system
 from .._runtime import Notifier, final_event, final_outcome
 from .._types import RunStatus
 from ..errors import ActorflowError, ConfigError, WorkflowNotRegistered
@@ -229,16 +230,12 @@ class MultiprocRuntime:
 
     def _setup(self) -> Any:
         port = self._admin_port or _free_port()
-        before = {p.pid for p in multiprocessing.active_children()}
-        asys = ActorSystem(
-            "multiprocTCPBase",
-            {"Admin Port": port, "Admin Routing": False},
-            logDefs=_QUIET_LOGS,
-            transientUnique=True,
-        )
-        self._asys = asys
-        new = [p.pid for p in multiprocessing.active_children() if p.pid not in before]
-        self.admin_pid = new[0] if new else None
+        self._system = open_actor_system(admin_port=port, start_method="fork", log_config=_QUIET_LOGS)
+        if not self._system.started:  # something else already listened there: not ours to run engines in
+            self._system.detach()
+            raise ConfigError(f"admin port {port} is taken by another actor system", admin_port=port)
+        asys = self._system.actor_system
+        self.admin_pid = self._system.processes.admin_pid
         try:
             init = self._init
             children = [
@@ -373,7 +370,7 @@ class MultiprocRuntime:
 
     def _shutdown(self, asys: Any) -> None:
         try:
-            asys.shutdown()
+            self._system.shutdown(timeout=10.0)  # every process of the admin's session, checked by PID
         except Exception:  # noqa: BLE001 - the processes are checked below
             log.exception("actor system shutdown failed")
         pids = [p for p in (*self.shard_pids.values(), self.admin_pid) if p is not None]

@@ -1,0 +1,169 @@
+"""`actorflow admin start|stop|status` and `actorflow worker --join HOST:PORT`.
+
+Output is one JSON object per command on stdout (machine-readable); errors go to stderr with exit 1.
+`admin status` exits 3 when no admin listens on the port (as `systemctl status` does)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import threading
+from typing import TYPE_CHECKING, Any
+
+from ..errors import ConfigError
+from . import _procs
+from ._config import read_record, remove_record, runtime_dir
+
+if TYPE_CHECKING:
+    from ._system import SecureActorSystem
+
+
+def open_actor_system(**kw: Any) -> SecureActorSystem:
+    # imported when a command runs: `actorflow demo` must not depend on the transport audit passing
+    from ._system import open_actor_system as _open
+
+    return _open(**kw)
+
+__all__ = ["add_subcommands", "WORKER_CAPABILITY"]
+
+DEFAULT_PORT = 1900
+WORKER_CAPABILITY = "actorflow.worker"
+NOT_RUNNING = 3
+
+
+def _print(obj: dict[str, Any]) -> None:
+    print(json.dumps(obj, sort_keys=True), flush=True)
+
+
+def _common(p: argparse.ArgumentParser, port: int = DEFAULT_PORT) -> None:
+    p.add_argument("--port", type=int, default=port, help=f"admin TCP port (default {port})")
+    p.add_argument("--bind", default="127.0.0.1",
+                   help="address to listen on (default 127.0.0.1; anything else needs $ACTORFLOW_SECRET)")
+    p.add_argument("--runtime-dir", default=None,
+                   help="where admin records (PIDs, a generated key) live (default $ACTORFLOW_RUNTIME_DIR, "
+                        "$XDG_RUNTIME_DIR/actorflow or ~/.local/state/actorflow/run)")
+
+
+def _admin_start(args: argparse.Namespace) -> int:
+    if _procs.listening_pid(args.port) is not None:
+        raise ConfigError(f"port {args.port} is already in use (an admin runs there? see `admin status`)",
+                          admin_port=args.port)
+    directory = runtime_dir(args.runtime_dir)
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    log = args.log_file or str(directory / f"admin-{args.port}.log")
+    system = open_actor_system(admin_port=args.port, bind=args.bind, secret=None,
+                               start_method=args.start_method, runtime_dir_path=directory, daemon_log=log)
+    pids = system.pids()
+    system.detach()  # the admin is a daemon: it outlives this command until `admin stop`
+    _print({"started": True, "admin": system.admin_address, "admin_pid": system.processes.admin_pid,
+            "pids": sorted(pids), "log": log})
+    return 0
+
+
+def _admin_status(args: argparse.Namespace) -> int:
+    if _procs.listening_pid(args.port) is None:
+        _print({"running": False, "port": args.port})
+        return NOT_RUNNING
+    system = open_actor_system(admin_port=args.port, bind=args.bind, secret=None,
+                               runtime_dir_path=args.runtime_dir)
+    try:
+        _print({"running": True, **system.status()})
+    finally:
+        system.detach()
+    return 0
+
+
+def _admin_stop(args: argparse.Namespace) -> int:
+    directory = runtime_dir(args.runtime_dir)
+    if _procs.listening_pid(args.port) is None:
+        _print({"running": False, "port": args.port})
+        remove_record(args.port, directory)
+        return 0
+    try:
+        system = open_actor_system(admin_port=args.port, bind=args.bind, secret=None,
+                                   runtime_dir_path=args.runtime_dir)
+    except ConfigError:
+        record = read_record(args.port, directory)
+        if record is None:
+            raise
+        # the key is gone (or wrong), but we started this admin: stop it by its PIDs
+        pids = _procs.session_members(record.session)
+        ended, killed = _procs.stop_processes(pids, grace=0.0)
+        remove_record(args.port, directory)
+        _print({"stopped": True, "by": "signal", "ended": sorted(ended), "killed": sorted(killed)})
+        return 0
+    report = system.shutdown(timeout=args.timeout)
+    remove_record(args.port, directory)
+    _print({"stopped": True, "by": "request", "ended": sorted(report.ended), "killed": sorted(report.killed)})
+    return 0
+
+
+def _capability(text: str) -> tuple[str, Any]:
+    name, sep, value = text.partition("=")
+    if not sep or not name:
+        raise argparse.ArgumentTypeError(f"capability must be NAME=VALUE, got {text!r}")
+    try:
+        return name, json.loads(value)
+    except ValueError:
+        return name, value
+
+
+def _worker(args: argparse.Namespace) -> int:
+    caps = {WORKER_CAPABILITY: True, **dict(args.capability or [])}
+    system = open_actor_system(admin_port=args.port, bind=args.bind, secret=None, capabilities=caps,
+                               join=args.join, start_method=args.start_method,
+                               runtime_dir_path=args.runtime_dir)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        _print({"joined": args.join, "admin": system.admin_address, "admin_pid": system.processes.admin_pid,
+                "capabilities": caps})
+        stop.wait()
+    finally:
+        report = system.shutdown()
+        _print({"stopped": True, "ended": sorted(report.ended), "killed": sorted(report.killed)})
+    return 0
+
+
+def add_subcommands(sub: Any) -> None:
+    """Register `admin` and `worker` on the main parser's subparsers."""
+    admin = sub.add_parser("admin", help="run a secured multiprocess actor-system admin (daemon)")
+    asub = admin.add_subparsers(dest="admin_cmd", required=True)
+    start = asub.add_parser("start", help="start an admin and return (it keeps running)")
+    _common(start)
+    start.add_argument("--start-method", choices=("fork", "spawn"), default=None)
+    start.add_argument("--log-file", default=None,
+                       help="the admin's stdout/stderr and warnings (default: admin-PORT.log in the runtime dir)")
+    start.set_defaults(fn=_admin_start)
+    status = asub.add_parser("status", help="show an admin's processes, sockets and convention (JSON)")
+    _common(status)
+    status.set_defaults(fn=_admin_status)
+    stop = asub.add_parser("stop", help="stop an admin and every process it started (checked by PID)")
+    _common(stop)
+    stop.add_argument("--timeout", type=float, default=10.0, help="seconds before stragglers are killed")
+    stop.set_defaults(fn=_admin_stop)
+
+    worker = sub.add_parser(
+        "worker",
+        help="join this machine to an admin's convention and serve actors until SIGINT/SIGTERM",
+        description="Starts a local admin that joins the convention led by HOST:PORT, advertising the "
+                    f"capability {WORKER_CAPABILITY}=True (plus --capability ones), so actors created with "
+                    "that requirement are placed here. Runs until SIGINT/SIGTERM, then stops its "
+                    "processes.",
+    )
+    worker.add_argument("--join", required=True, metavar="HOST:PORT", help="the convention leader's admin")
+    _common(worker, port=DEFAULT_PORT + 1)
+    worker.add_argument("--capability", action="append", type=_capability, metavar="NAME=VALUE",
+                        help="extra capability (value parsed as JSON when it can be)")
+    worker.add_argument("--start-method", choices=("fork", "spawn"), default=None)
+    worker.set_defaults(fn=_worker)
+
+
+if __name__ == "__main__":  # pragma: no cover - `python -m actorflow._net._cli` for debugging
+    parser = argparse.ArgumentParser(prog="actorflow")
+    add_subcommands(parser.add_subparsers(dest="cmd", required=True))
+    ns = parser.parse_args()
+    sys.exit(int(ns.fn(ns)))
