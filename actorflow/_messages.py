@@ -9,8 +9,9 @@ work items); neither crosses an actor boundary.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+from typing import Any, TypeVar, dataclass_transform
 
 __all__ = [
     "RunMessage",
@@ -44,18 +45,33 @@ __all__ = [
     "REARM",
 ]
 
-_FROZEN = {"frozen": True, "slots": True}
+T = TypeVar("T")
+
+
+@dataclass_transform(frozen_default=True)
+def message(cls: type[T]) -> type[T]:
+    """A frozen, slotted dataclass that pickles fast: a slots dataclass's default pickling calls
+    `dataclasses.fields()` per object (measured: ~13% of the multiprocess facade's CPU), so each
+    message class gets a `__reduce__` over its field names, computed once."""
+    made = dataclass(frozen=True, slots=True)(cls)
+    names = tuple(f.name for f in fields(made))  # type: ignore[arg-type]
+
+    def __reduce__(self: Any) -> tuple[Callable[..., Any], tuple[Any, ...]]:
+        return made, tuple([getattr(self, n) for n in names])
+
+    made.__reduce__ = __reduce__  # type: ignore[method-assign]
+    return made
 
 
 # --- to a run (routed to the host of the run's shard) --------------------------------------------
-@dataclass(**_FROZEN)
+@message
 class RunMessage:
     """Base of the messages addressed to one run."""
 
     run_id: str
 
 
-@dataclass(**_FROZEN)
+@message
 class StartRun(RunMessage):
     """A run whose start is durable: create its actor and run it to its first wait."""
 
@@ -63,7 +79,7 @@ class StartRun(RunMessage):
     args: tuple[Any, ...]  # the journaled copy of its arguments
 
 
-@dataclass(**_FROZEN)
+@message
 class StepDone(RunMessage):
     """A step attempt finished: ok with (encoded step_completed record, journaled value), else the error."""
 
@@ -73,7 +89,7 @@ class StepDone(RunMessage):
     payload: Any
 
 
-@dataclass(**_FROZEN)
+@message
 class CompDone(RunMessage):
     """A compensation finished (error None when it succeeded)."""
 
@@ -82,7 +98,7 @@ class CompDone(RunMessage):
     error: BaseException | None
 
 
-@dataclass(**_FROZEN)
+@message
 class TimerFired(RunMessage):
     """A timer of the run fell due; `tag`: "sleep", "wait", "reload", ("retry", n) or ("timeout", n)."""
 
@@ -90,7 +106,7 @@ class TimerFired(RunMessage):
     tag: Any
 
 
-@dataclass(**_FROZEN)
+@message
 class SignalArrived(RunMessage):
     """A signal is durable in the run's inbox (seq: its inbox position)."""
 
@@ -99,7 +115,7 @@ class SignalArrived(RunMessage):
     payload: Any
 
 
-@dataclass(**_FROZEN)
+@message
 class ChildDone(RunMessage):
     """A child run the run waits on at `pos` ended; kind "child_completed" or "child_failed"."""
 
@@ -108,14 +124,14 @@ class ChildDone(RunMessage):
     data: Any
 
 
-@dataclass(**_FROZEN)
+@message
 class CancelRun(RunMessage):
     """Cancel the run; `reply` (a request id, or None) gets whether it was still running."""
 
     reply: int | None = None
 
 
-@dataclass(**_FROZEN)
+@message
 class WatchChild(RunMessage):
     """`parent_id` waits (at `pos`) for this run's outcome."""
 
@@ -123,12 +139,12 @@ class WatchChild(RunMessage):
     pos: int
 
 
-@dataclass(**_FROZEN)
+@message
 class LoadRun(RunMessage):
     """Load the run from the journal (recovery of one run)."""
 
 
-@dataclass(**_FROZEN)
+@message
 class WatchStatus(RunMessage):
     """Someone monitors the run: report its status changes (`on`) or stop (`not on`)."""
 
@@ -136,17 +152,17 @@ class WatchStatus(RunMessage):
 
 
 # --- to a host, about itself ---------------------------------------------------------------------
-@dataclass(**_FROZEN)
+@message
 class Housekeep:
     """Passivate idle runs and flush status records held for a step's commit."""
 
 
-@dataclass(**_FROZEN)
+@message
 class Recover:
     """Replay this shard's unfinished runs (after open, or after the host restarted)."""
 
 
-@dataclass(**_FROZEN)
+@message
 class Rearm:
     """The timer actor restarted: arm again the timers that lived only in its memory."""
 
@@ -154,7 +170,7 @@ class Rearm:
 HOUSEKEEP, RECOVER, REARM = Housekeep(), Recover(), Rearm()
 
 
-@dataclass(**_FROZEN)
+@message
 class Committed:
     """In-process only: the journal committed (or failed) the batch a host submitted."""
 
@@ -163,7 +179,7 @@ class Committed:
     future: Any
 
 
-@dataclass(**_FROZEN)
+@message
 class HostBatch:
     """Many messages for one host, delivered as one actor message."""
 
@@ -171,7 +187,7 @@ class HostBatch:
 
 
 # --- to the timer actor --------------------------------------------------------------------------
-@dataclass(**_FROZEN)
+@message
 class ArmTimer:
     """Fire TimerFired(run_id, pos, tag) at `due`; `durable`: also in the journal's timer index."""
 
@@ -182,7 +198,7 @@ class ArmTimer:
     durable: bool = False
 
 
-@dataclass(**_FROZEN)
+@message
 class DisarmTimer:
     """The timer armed with these fields is no longer wanted."""
 
@@ -192,19 +208,19 @@ class DisarmTimer:
     tag: Any
 
 
-@dataclass(**_FROZEN)
+@message
 class TimerBatch:
     items: list[ArmTimer | DisarmTimer]
 
 
-@dataclass(**_FROZEN)
+@message
 class TimerTick:
     """Fire what is due at `now`."""
 
     now: float
 
 
-@dataclass(**_FROZEN)
+@message
 class SignalBatch:
     """Durable signals for the signal actor to route to their runs' hosts."""
 
@@ -212,7 +228,7 @@ class SignalBatch:
 
 
 # --- from hosts to whoever waits on runs (the engine facade) -------------------------------------
-@dataclass(**_FROZEN)
+@message
 class Outcome:
     """A run ended (durably): state completed/failed/cancelled, its value or error data."""
 
@@ -223,14 +239,14 @@ class Outcome:
     data: Any
 
 
-@dataclass(**_FROZEN)
+@message
 class StatusChanged:
     """A monitored run's status changed (RunStatus fields as a tuple)."""
 
     status: Any
 
 
-@dataclass(**_FROZEN)
+@message
 class Reply:
     """The answer to request `request_id` (error: an exception to raise instead)."""
 
@@ -239,13 +255,13 @@ class Reply:
     error: BaseException | None = None
 
 
-@dataclass(**_FROZEN)
+@message
 class NoticeBatch:
     items: list[Outcome | StatusChanged | Reply]
 
 
 # --- the embedded pump's own items ---------------------------------------------------------------
-@dataclass(**_FROZEN)
+@message
 class PumpCall:
     """In-process only: run `fn` on the thread driving the actors (`flush`: housekeep every host now)."""
 

@@ -8,17 +8,17 @@ which Thespian's own pickle cannot send, and one blob per batch keeps a message'
 from __future__ import annotations
 
 import pickle
-from dataclasses import dataclass
 from typing import Any
 
 import cloudpickle
 
+from .._messages import message
+
 __all__ = ["Packed", "Hello", "ShardReady", "Peers", "Drain", "Drained", "ShardInit", "pack", "unpack"]
 
-_FROZEN = {"frozen": True, "slots": True}
 
 
-@dataclass(**_FROZEN)
+@message
 class Packed:
     """A list of messages (run messages to a shard, or notices to the facade), pickled once."""
 
@@ -37,7 +37,7 @@ def unpack(msg: Packed) -> list[Any]:
     return items
 
 
-@dataclass(**_FROZEN)
+@message
 class ShardInit:
     """Everything a shard process needs to open its own resources (it shares no memory with the facade)."""
 
@@ -55,21 +55,21 @@ class ShardInit:
     step_processes: int = 0  # sync steps in worker processes of the shard (0: its threads)
 
 
-@dataclass(**_FROZEN)
+@message
 class Hello:
     """From the facade: I am the gateway (the sender); the shards' addresses are these."""
 
     addresses: dict[int, Any]
 
 
-@dataclass(**_FROZEN)
+@message
 class Peers:
     """A shard was restarted somewhere: the shards' addresses now."""
 
     addresses: dict[int, Any]
 
 
-@dataclass(**_FROZEN)
+@message
 class ShardReady:
     """A shard process runs (its runs are recovering); `errors`: workflows it could not load."""
 
@@ -78,13 +78,13 @@ class ShardReady:
     errors: dict[str, str]
 
 
-@dataclass(**_FROZEN)
+@message
 class Drain:
     """Close the shard's runtime: running steps get `grace` seconds, then it answers Drained."""
 
     grace: float
 
 
-@dataclass(**_FROZEN)
+@message
 class Drained:
     shard: int
