@@ -17,6 +17,7 @@ from storage._journal import check_run_id
 from ._aio import LoopBridge
 from ._clock import Clock, SystemClock
 from ._control import ControlInbox
+from ._core import failure_text
 from ._handle import RunHandle, new_run_id
 from ._lockfile import DirLock
 from ._messages import CancelRun, SignalArrived, StartRun
@@ -24,7 +25,6 @@ from ._monitor import afollow, follow
 from ._multiproc import MultiprocRuntime
 from ._options import check_engine_options
 from ._runtime import Facade, Runtime
-from ._saga import failure_text
 from ._thespian import ActorRuntime
 from ._types import RunState, RunStatus
 from .errors import (
