@@ -8,10 +8,10 @@ from __future__ import annotations
 import collections
 import os
 import re
-import threading
 import shutil
 import subprocess
 import sys
+import threading
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
