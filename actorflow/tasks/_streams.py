@@ -93,13 +93,14 @@ def monitor_task(q: TaskQueue, name: str | None = None, timeout: float | None = 
     if name is not None and not isinstance(name, str):
         raise ConfigError(f"monitor_task takes a task name or None, got {name!r}")
     sub = _TaskWatch(q, name)
+    # subscribed now, not at the first next(): executions enqueued before iterating are seen too
+    q.listeners.append(sub.told)
+    sub.rescan()
 
     def gen() -> Iterator[TaskEvent]:
-        q.listeners.append(sub.told)
         last: dict[str, TaskEvent] = {}
         idle = 0.0
         try:
-            sub.rescan()
             while True:
                 try:
                     st = sub.inbox.get(timeout=_RESCAN)
