@@ -76,12 +76,14 @@ def limited_body(ctx: TaskContext, input: dict[str, Any]) -> Any:
 
 
 def merge(ctx: TaskContext, input: dict[str, Any]) -> Any:
-    count(input.get("path") or input[next(iter(input))]["path"], "callback")
+    path = next(v["path"] for v in input.values() if isinstance(v, dict) and "path" in v)
+    count(path, "callback")
     return sorted(input)
 
 
 def echo(ctx: TaskContext, input: dict[str, Any]) -> Any:
     count(input["path"], input.get("label", "echo"))
+    time.sleep(float(input.get("hold", 0)))
     return {**input}
 
 
