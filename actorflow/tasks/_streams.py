@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import queue
 import threading
+import time
 from collections.abc import AsyncIterator, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -22,7 +23,7 @@ if TYPE_CHECKING:
 __all__ = ["monitor_execution", "monitor_task", "aiterate", "FINAL_EVENTS"]
 
 FINAL_EVENTS = (TaskSucceeded, TaskFailed, TaskCancelled)
-_RESCAN = 0.2  # seconds idle before monitor_task looks for executions it was not told about
+_RESCAN = 0.05  # seconds between monitor_task's looks for executions it was not told about (chain members)
 
 
 def monitor_execution(q: TaskQueue, execution_id: str, timeout: float | None = None) -> Iterator[TaskEvent]:
@@ -79,7 +80,9 @@ class _TaskWatch:
                 self.watch(rec.run_id)
 
     def unwatch(self, run_id: str) -> None:
-        self.q.engine._runtime().notifier.remove_monitor(run_id, self.inbox.put)
+        rt = self.q.engine._rt
+        if rt is not None:  # closed engine: its notifier went with it
+            rt.notifier.remove_monitor(run_id, self.inbox.put)
 
     def close(self) -> None:
         for run_id in list(self.watched):
@@ -99,24 +102,28 @@ def monitor_task(q: TaskQueue, name: str | None = None, timeout: float | None = 
 
     def gen() -> Iterator[TaskEvent]:
         last: dict[str, TaskEvent] = {}
-        idle = 0.0
+        quiet_since = next_scan = time.monotonic()
         try:
             while True:
                 try:
-                    st = sub.inbox.get(timeout=_RESCAN)
+                    st = sub.inbox.get(timeout=max(0.0, next_scan - time.monotonic()))
                 except queue.Empty:
-                    idle += _RESCAN
-                    if timeout is not None and idle >= timeout:
+                    now = time.monotonic()
+                    if timeout is not None and now - quiet_since >= timeout:
                         raise TimeoutError(f"no task event within {timeout}s") from None
                     sub.rescan()
+                    next_scan = now + _RESCAN
                     continue
+                if time.monotonic() >= next_scan:
+                    sub.rescan()
+                    next_scan = time.monotonic() + _RESCAN
                 if task_name(st.workflow) is None:
                     continue
                 ev = q.event(st)
                 if last.get(st.run_id) == ev or isinstance(last.get(st.run_id), FINAL_EVENTS):
                     continue
                 last[st.run_id] = ev
-                idle = 0.0
+                quiet_since = time.monotonic()
                 if isinstance(ev, FINAL_EVENTS):
                     sub.unwatch(st.run_id)
                 yield ev
