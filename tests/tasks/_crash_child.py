@@ -18,9 +18,9 @@ def main(data: str, work: str) -> None:
         victim = e.enqueue("record", {"path": f"{work}/cancelled", "label": "must-not-run"}, delay=0.5)
         e.cancel_execution(victim)
         e.chain("crash-chain").then("echo").then("echo").then("echo").enqueue(
-            {"path": f"{work}/chain", "label": "stage", "hold": 1.0}, chain_id="the-chain")
+            {"path": f"{work}/chain", "label": "stage", "hold": 2.0}, chain_id="the-chain")
         e.chord([("echo", {"path": f"{work}/chord", "label": "m1"}),
-                 ("echo", {"path": f"{work}/chord", "label": "m2", "hold": 1.0})], "merge").enqueue(
+                 ("echo", {"path": f"{work}/chord", "label": "m2", "hold": 2.0})], "merge").enqueue(
             chain_id="the-chord")
         with open(f"{work}/ready", "w") as f:
             f.write(victim)

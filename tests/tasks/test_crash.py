@@ -18,11 +18,11 @@ from . import _handlers as h
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _wait(cond: object, timeout: float = 30.0) -> None:
+def _wait(cond: object, what: str, timeout: float = 60.0) -> None:
     deadline = time.time() + timeout
     while not cond() and time.time() < deadline:  # type: ignore[operator]
         time.sleep(0.02)
-    assert cond(), "condition not reached"  # type: ignore[operator]
+    assert cond(), f"not reached within {timeout}s: {what}"  # type: ignore[operator]
 
 
 def test_kill9_mid_chain_chord_and_schedule(tmp_path: Path) -> None:
@@ -30,9 +30,9 @@ def test_kill9_mid_chain_chord_and_schedule(tmp_path: Path) -> None:
     work.mkdir()
     proc = subprocess.Popen([sys.executable, "-m", "tests.tasks._crash_child", str(data), str(work)], cwd=ROOT)
     try:
-        # mid-chain: stage 2 (record, holding 1 s) has started; mid-chord: m2 holds; schedule slots fired
+        # mid-chain: stage 2 (echo, holding 2 s) has started; mid-chord: m2 holds; schedule slots fired
         _wait(lambda: h.lines(str(work / "chain")) == ["stage", "stage"] and len(h.lines(str(work / "sched"))) >= 2
-              and "m2" in h.lines(str(work / "chord")))
+              and "m2" in h.lines(str(work / "chord")), "mid-chain, mid-chord, slots fired")
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(10)
     finally:
@@ -43,12 +43,12 @@ def test_kill9_mid_chain_chord_and_schedule(tmp_path: Path) -> None:
     slots_before = len(h.lines(str(work / "sched")))
     e = h.register(Engine(data))
     with e:
-        assert e.result("the-chain", 30) == {"path": str(work / "chain"), "label": "stage", "hold": 1.0}
+        assert e.result("the-chain", 30) == {"path": str(work / "chain"), "label": "stage", "hold": 2.0}
         assert e.result("the-chord", 30) == ["echo", "echo#2"]
-        _wait(lambda: len(h.lines(str(work / "sched"))) >= slots_before + 2)
+        _wait(lambda: len(h.lines(str(work / "sched"))) >= slots_before + 2, "slots after restart")
         e.unschedule("echo")
         _wait(lambda: e.journal is not None and all(
-            t.state in ("succeeded", "failed", "cancelled") for t in e.tasks(name="echo")))
+            t.state in ("succeeded", "failed", "cancelled") for t in e.tasks(name="echo")), "all executions ended")
         sched_runs = [t.execution_id for t in e.tasks(tag="schedule:echo")]
         assert e.task_status(victim).__class__.__name__ == "TaskCancelled"
     chain = h.lines(str(work / "chain"))
