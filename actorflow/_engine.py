@@ -39,6 +39,7 @@ from .errors import (
     WorkflowFailed,
     WorkflowNotRegistered,
 )
+from .tasks import TaskMethods
 
 __all__ = ["Engine", "RunHandle"]
 
@@ -54,7 +55,7 @@ def _expire(fut: asyncio.Future[tuple[str, Any, Any]], run_id: str, timeout: flo
         fut.set_exception(TimeoutError(f"run {run_id!r} did not finish within {timeout}s"))
 
 
-class Engine:
+class Engine(TaskMethods):  # task queue methods: actorflow/tasks/_api.py
     """Durable workflows on an actor runtime; `open()` recovers every unfinished registered run."""
 
     def __init__(
@@ -208,6 +209,7 @@ class Engine:
                 raise
             self._rt, self._actors = rt, actors
             self._tune_gc()
+            self._tasks_opened()  # tasks: the limit dispatcher and the scheduler (actorflow/tasks)
             # commands other processes queued for this data directory (see _control): now and each tick
             self._control = control = ControlInbox(self)
             rt.housekeepers.append(control.poll)
@@ -251,6 +253,7 @@ class Engine:
             self._release_dir()
             raise
         self._rt, self._actors = rt, rt
+        self._tasks_opened()  # tasks: the limit dispatcher and the scheduler (actorflow/tasks)
 
     def close(self, grace: float | None = None) -> None:
         """Stop cleanly: running steps get `grace` seconds, then are abandoned (re-run on next open)."""
@@ -259,6 +262,7 @@ class Engine:
             if rt is None or actors is None:
                 return
             self._rt = self._actors = None
+        self._tasks_closing()  # tasks: stop the scheduler and the limit dispatcher first
         if self._control is not None:
             self._control.stop()
         for board in self._dashboards:

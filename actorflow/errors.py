@@ -104,8 +104,9 @@ class WorkflowNotRegistered(ActorflowError):
 class TaskNotRegistered(ActorflowError):
     """A task name that no `@engine.task` registered."""
 
-    def __init__(self, name: str) -> None:
-        super().__init__(f"task {name!r} is not registered", name=name)
+    def __init__(self, name: str, known: list[str] | None = None) -> None:
+        hint = f"; registered: {', '.join(sorted(known))}" if known else ""
+        super().__init__(f"task {name!r} is not registered{hint}", name=name)
 
 
 class WorkflowFailed(ActorflowError):
