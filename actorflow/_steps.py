@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._messages import CompDone, StepDone
 from ._procsteps import ProcessSteps
-from ._types import StepInfo, _current_step
+from ._types import StepInfo, _current_step, step_post
 from .errors import Cancelled
 
 if TYPE_CHECKING:
@@ -109,6 +109,7 @@ class StepPool:
             fn, run_id, pos, name, attempt, kind = task
             info = StepInfo(run_id, name, pos, attempt, f"{run_id}#{pos}:{name}")
             token = _current_step.set(info)
+            step_post.set(self.rt.post)
             try:
                 result = fn() if self._run_sync is None else self._run_sync(fn, info)
             except BaseException as exc:  # noqa: BLE001 - reported to the run as a failed attempt
@@ -135,6 +136,7 @@ class StepPool:
 
     async def _run_async(self, fn: Callable[[], Any], info: StepInfo) -> Any:
         _current_step.set(info)
+        step_post.set(self.rt.post)
         try:
             return await fn()
         except BaseException as exc:  # noqa: BLE001 - see _Raised

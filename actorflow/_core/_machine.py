@@ -22,6 +22,7 @@ from .._messages import (
     SignalArrived,
     StartRun,
     StepDone,
+    StepProgress,
     TimerFired,
 )
 from ..errors import Cancelled, ConfigError
@@ -71,6 +72,9 @@ class RunMachine(Steps, Waits, Saga):
                 self._start()
         elif t is Rearm:
             self._rearm()
+        elif t is StepProgress:
+            if self.phase == "running" and not self.cancelled:
+                self.set_progress(msg.fraction)
         else:
             raise TypeError(f"run {self.run_id!r} cannot take a {t.__name__} message")
         return out

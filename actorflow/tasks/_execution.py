@@ -11,9 +11,9 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from .._messages import PumpCall
+from .._messages import StepProgress
 from .._retry import RetryPolicy
-from .._types import current_step
+from .._types import current_step, step_post
 from ..errors import Cancelled, StepFailed
 from ._model import _CANCELLED, RetryLater, TaskContext, TaskFailure, TaskResult, TaskSpec, _cancel_lock
 
@@ -72,17 +72,10 @@ async def _call_async(spec: TaskSpec, execution_id: str, input: dict[str, Any], 
         _leave(execution_id)
 
 
-def _set_progress(run: Any, fraction: float) -> None:
-    """On the run's pump thread: journal the handler's progress while the run is still live."""
-    if run.phase == "running" and not run.cancelled:
-        run.set_progress(fraction)
-
-
 def _progress_sink(ctx: Any) -> Callable[[float], None]:
-    """How a handler thread reaches its run: a PumpCall posted to the runtime driving the run (in
-    this process: the embedded engine's, or the shard's under system='multiproc')."""
-    run = ctx._run
-    post = run.host.rt.post
+    """How a handler thread reaches its run: a StepProgress message posted to the runtime that hosts
+    the run (in this process: the embedded engine's, or the shard's under system='multiproc')."""
+    run_id = ctx.run_id
     lock = threading.Lock()
     last = [-1.0]
 
@@ -91,7 +84,9 @@ def _progress_sink(ctx: Any) -> Callable[[float], None]:
             if fraction == last[0]:
                 return
             last[0] = fraction
-        post(PumpCall(functools.partial(_set_progress, run, fraction)))
+        post = step_post.get(None)  # set by the step pool running this step (None in a worker process)
+        if post is not None:
+            post(StepProgress(run_id, fraction))
 
     return report
 
