@@ -19,7 +19,7 @@ from ._clock import Clock, SystemClock
 from ._control import ControlInbox
 from ._handle import RunHandle, new_run_id
 from ._lockfile import DirLock
-from ._messages import CancelRun, SignalArrived, StartRun
+from ._messages import CancelRun, LoadRun, SignalArrived, StartRun
 from ._monitor import afollow, follow
 from ._multiproc import MultiprocRuntime
 from ._options import check_engine_options
@@ -587,3 +587,21 @@ class Engine:
         rt = self._runtime()
         self._record(run_id)
         return afollow(rt.notifier, lambda: self.status(run_id), run_id)
+
+    # --- fork (issue 15; see actorflow._fork for exactly what is copied) ------------------------
+    def fork(self, source: str, /, from_step: int, run_id: str | None = None) -> RunHandle:
+        """A new run whose journal is `source`'s up to its first `from_step` steps, then run on the
+        code registered now: the copied steps replay from the journal (none runs again), the rest
+        runs. `source` is only read. RunNotFound, ConfigError (N out of range), RunIdTaken (`run_id`
+        exists), WorkflowNotRegistered - all before anything is written."""
+        from ._fork import add_fork, check_created, plan_fork
+
+        rt = self._runtime()
+        plan = plan_fork(rt.journal, source, from_step, run_id, now=rt.clock.now())
+        self._name_of(plan.workflow)  # runs on this engine's code: it must know the workflow
+        batch = rt.journal.batch()
+        idx = add_fork(batch, plan)
+        check_created(plan, rt.journal.commit(batch)[idx])
+        fresh = (rt, rt.notifier.evictions)
+        rt.post(LoadRun(plan.run_id))  # the recovery path: replays the copied prefix, runs the rest
+        return RunHandle(self, plan.run_id, fresh)
