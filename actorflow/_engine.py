@@ -39,6 +39,7 @@ from .errors import (
     WorkflowFailed,
     WorkflowNotRegistered,
 )
+from .telemetry import _hooks as _telemetry
 
 __all__ = ["Engine", "RunHandle"]
 
@@ -203,6 +204,8 @@ class Engine:
                     self._release_dir()
                 raise
             self._rt, self._actors = rt, actors
+            if _telemetry.current is not None:
+                _telemetry.current.attach(rt)
             self._tune_gc()
             # commands other processes queued for this data directory (see _control): now and each tick
             self._control = control = ControlInbox(self)
@@ -246,6 +249,8 @@ class Engine:
             self._release_dir()
             raise
         self._rt, self._actors = rt, rt
+        if _telemetry.current is not None:
+            _telemetry.current.attach(rt)
 
     def close(self, grace: float | None = None) -> None:
         """Stop cleanly: running steps get `grace` seconds, then are abandoned (re-run on next open)."""
@@ -356,7 +361,12 @@ class Engine:
         name = self._name_of(wf)
         batch = rt.journal.batch()
         _, rec, copy = self._start_batch(rt, name, args, run_id, batch)
+        tel = _telemetry.current
+        if tel is not None:
+            tel.start_run(batch, rec.run_id, name)
         existing = rt.journal.commit(batch)[0]
+        if tel is not None and existing is not None:
+            tel.start_failed(rec.run_id)
         return RunHandle(self, rec.run_id, self._after_start(rt, rec, copy, existing, helps=rt.quiet()))
 
     async def astart(self, wf: Callable[..., Any] | str, *args: Any, run_id: str | None = None) -> RunHandle:
@@ -365,13 +375,19 @@ class Engine:
         name = self._name_of(wf)
 
         def add(batch: WriteBatch) -> tuple[int, RunRecord, tuple[Any, ...]]:
-            return self._start_batch(rt, name, args, run_id, batch)
+            got = self._start_batch(rt, name, args, run_id, batch)
+            tel = _telemetry.current
+            if tel is not None:
+                tel.start_run(batch, got[1].run_id, name)
+            return got
 
         handle: RunHandle = await self._bridge().start(rt, add, self._astarted)
         return handle
 
     def _astarted(self, rec: RunRecord, args: tuple[Any, ...], existing: RunRecord | None) -> RunHandle:
         rt = self._runtime()
+        if existing is not None and _telemetry.current is not None:
+            _telemetry.current.start_failed(rec.run_id)
         return RunHandle(self, rec.run_id, self._after_start(rt, rec, args, existing))
 
     def _bridge(self) -> LoopBridge:
@@ -396,7 +412,15 @@ class Engine:
             raise ConfigError(f"start_many: {len(args_seq)} argument tuples but {len(run_ids)} run ids")
         batch = rt.journal.batch()
         recs = [self._start_batch(rt, name, a, run_ids[i] if run_ids else None, batch) for i, a in enumerate(args_seq)]
+        tel = _telemetry.current
+        if tel is not None:  # after every create: results[i] stays the i-th run's
+            for _, rec, _ in recs:
+                tel.start_run(batch, rec.run_id, name)
         results = rt.journal.commit(batch)
+        if tel is not None:
+            for (_, rec, _), existing in zip(recs, results):
+                if existing is not None:
+                    tel.start_failed(rec.run_id)
         conflicts = []
         handles = []
         for (_, rec, copy), existing in zip(recs, results):
@@ -601,6 +625,9 @@ class Engine:
         self._name_of(plan.workflow)  # runs on this engine's code: it must know the workflow
         batch = rt.journal.batch()
         idx = add_fork(batch, plan)
+        tel = _telemetry.current
+        if tel is not None:
+            tel.start_run(batch, plan.run_id, plan.workflow, **{"actorflow.forked_from": source, "actorflow.from_step": from_step})
         check_created(plan, rt.journal.commit(batch)[idx])
         fresh = (rt, rt.notifier.evictions)
         rt.post(LoadRun(plan.run_id))  # the recovery path: replays the copied prefix, runs the rest

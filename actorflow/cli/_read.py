@@ -79,11 +79,15 @@ def cmd_list(args: argparse.Namespace) -> int:
             emit_json(run_dict(rec))
         return EXIT_OK
     table = Table(title=f"runs in {data_dir}", title_justify="left")
-    table.add_column("run id", no_wrap=True)
-    table.add_column("workflow", no_wrap=True)
-    table.add_column("state", no_wrap=True)
+    def widest(values: list[str], head: str) -> int:
+        return max([len(head), *map(len, values)])
+
+    rows = page.rows
+    table.add_column("run id", no_wrap=True, min_width=widest([r.run_id for r in rows], "run id"))
+    table.add_column("workflow", no_wrap=True, min_width=widest([r.workflow for r in rows], "workflow"))
+    table.add_column("state", no_wrap=True, min_width=9)
     table.add_column("progress", justify="right", no_wrap=True)
-    table.add_column("started", no_wrap=True)
+    table.add_column("started", no_wrap=True, min_width=19)
     table.add_column("updated", no_wrap=True)
     table.add_column("error", no_wrap=True, overflow="ellipsis", max_width=40)
     now = time.time()
