@@ -21,11 +21,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import structlog
-
 from storage import Journal, WriteBatch
 
 from ._handle import new_run_id
+from ._logging import get_logger
 from ._messages import LoadRun
 from .errors import ActorflowError, ConfigError, RunFinished, RunNotFound
 
@@ -46,7 +45,7 @@ __all__ = [
     "outcomes",
 ]
 
-log = structlog.get_logger("actorflow.control")
+log = get_logger("actorflow.control")
 
 CONTROL_NS = "control"
 OUTCOME_NS = "control-outcome"
@@ -218,6 +217,9 @@ class ControlInbox:
             try:
                 self._apply(journal, cmd)
             except _EngineGone:
+                break
+            except Exception:  # noqa: BLE001 - one bad command must not hold up the others
+                log.exception("control command failed", command=cmd.id, kind=cmd.kind, run_id=cmd.run_id)
                 break
             done += 1
         self._prune(journal)
