@@ -111,6 +111,7 @@ def test_log_context_adds_the_running_step_in_the_host_s_structlog_chain() -> No
         seen.append(dict(ev))
         return ""
 
+    structlog.reset_defaults()  # whatever other tests configured (a level filter...) is not this host's
     structlog.configure(processors=[log_context, capture], logger_factory=structlog.ReturnLoggerFactory())
     try:
         with memory_engine() as e:
