@@ -1,4 +1,4 @@
-"""The control inbox: durable commands (signal, cancel) for the engine that holds a data directory.
+"""The control inbox: durable commands (signal, cancel, load) for the engine that holds a data directory.
 
 One engine owns a data directory (an exclusive lock), so a tool in another process - the dashboard,
 a CLI - cannot call its `signal()` or `cancel()`. It writes a command record instead, in an ordinary
@@ -21,11 +21,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import structlog
-
 from storage import Journal, WriteBatch
 
 from ._handle import new_run_id
+from ._logging import get_logger
+from ._messages import LoadRun
 from .errors import ActorflowError, ConfigError, RunFinished, RunNotFound
 
 if TYPE_CHECKING:
@@ -39,16 +39,17 @@ __all__ = [
     "ControlInbox",
     "submit_signal",
     "submit_cancel",
+    "add_load",
     "pending",
     "outcome",
     "outcomes",
 ]
 
-log = structlog.get_logger("actorflow.control")
+log = get_logger("actorflow.control")
 
 CONTROL_NS = "control"
 OUTCOME_NS = "control-outcome"
-KINDS = ("signal", "cancel")
+KINDS = ("signal", "cancel", "load")
 OUTCOME_TTL = 7 * 86400.0  # seconds an outcome is kept for tools to show
 
 
@@ -133,6 +134,15 @@ def submit_cancel(journal: Journal, run_id: str, *, source: str = "tool") -> Com
     return _submit(journal, Command(new_run_id(), "cancel", run_id, None, None, time.time(), source))
 
 
+def add_load(batch: WriteBatch, run_id: str, *, source: str = "tool") -> Command:
+    """Add to `batch` a command that has the engine load `run_id` from its journal (a run another
+    process created in this batch, e.g. a fork): a live engine picks it up within about a second;
+    without one, the next open() recovers the run anyway and the command finds it loaded."""
+    cmd = Command(new_run_id(), "load", run_id, None, None, time.time(), source)
+    batch.kv_put(CONTROL_NS, cmd.id, cmd.to_record())
+    return cmd
+
+
 def pending(journal: Journal, run_id: str | None = None) -> list[Command]:
     """Commands not applied yet, oldest first (of one run, or all)."""
     cmds = [Command.from_record(k, v) for k, v in journal.kv_scan(CONTROL_NS) if isinstance(v, dict)]
@@ -208,6 +218,9 @@ class ControlInbox:
                 self._apply(journal, cmd)
             except _EngineGone:
                 break
+            except Exception:  # noqa: BLE001 - one bad command must not hold up the others
+                log.exception("control command failed", command=cmd.id, kind=cmd.kind, run_id=cmd.run_id)
+                break
             done += 1
         self._prune(journal)
         return done
@@ -219,6 +232,8 @@ class ControlInbox:
         result: tuple[bool, str]
         if cmd.kind == "cancel":
             result = self._guard(lambda: (True, "cancelled") if self.engine.cancel(cmd.run_id) else (False, "the run had already ended"))
+        elif cmd.kind == "load":
+            result = self._guard(lambda: self._load(cmd.run_id))
         else:
             result = (False, f"unknown command kind {cmd.kind!r}")
         batch = journal.batch()
@@ -239,6 +254,15 @@ class ControlInbox:
             return False, str(exc)
         except TimeoutError:
             return False, "the engine did not confirm the cancel within 30 s"
+
+    def _load(self, run_id: str) -> tuple[bool, str]:
+        rec = self.engine._record(run_id)
+        if rec.finished:
+            return False, f"the run had already ended ({rec.state})"
+        if rec.workflow not in self.engine._workflows:
+            return False, f"workflow {rec.workflow!r} is not registered with this engine: the run waits for one that has it"
+        self.engine._runtime().post(LoadRun(run_id))
+        return True, "loaded"
 
     def _signal(self, cmd: Command) -> None:
         """`Engine.signal`, with the command's removal and outcome in the signal's own commit."""

@@ -20,7 +20,7 @@ from ._control import ControlInbox
 from ._core import failure_text
 from ._handle import RunHandle, new_run_id
 from ._lockfile import DirLock
-from ._messages import CancelRun, SignalArrived, StartRun
+from ._messages import CancelRun, LoadRun, SignalArrived, StartRun
 from ._monitor import afollow, follow
 from ._multiproc import MultiprocRuntime
 from ._options import check_engine_options
@@ -40,6 +40,7 @@ from .errors import (
     WorkflowNotRegistered,
 )
 from .tasks import TaskMethods
+from .telemetry import _hooks as _telemetry
 
 __all__ = ["Engine", "RunHandle"]
 
@@ -208,6 +209,8 @@ class Engine(TaskMethods):  # task queue methods: actorflow/tasks/_api.py
                     self._release_dir()
                 raise
             self._rt, self._actors = rt, actors
+            if _telemetry.current is not None:
+                _telemetry.current.attach(rt)
             self._tune_gc()
             self._tasks_opened()  # tasks: the limit dispatcher and the scheduler (actorflow/tasks)
             # commands other processes queued for this data directory (see _control): now and each tick
@@ -254,6 +257,8 @@ class Engine(TaskMethods):  # task queue methods: actorflow/tasks/_api.py
             raise
         self._rt, self._actors = rt, rt
         self._tasks_opened()  # tasks: the limit dispatcher and the scheduler (actorflow/tasks)
+        if _telemetry.current is not None:
+            _telemetry.current.attach(rt)
 
     def close(self, grace: float | None = None) -> None:
         """Stop cleanly: running steps get `grace` seconds, then are abandoned (re-run on next open)."""
@@ -365,7 +370,12 @@ class Engine(TaskMethods):  # task queue methods: actorflow/tasks/_api.py
         name = self._name_of(wf)
         batch = rt.journal.batch()
         _, rec, copy = self._start_batch(rt, name, args, run_id, batch)
+        tel = _telemetry.current
+        if tel is not None:
+            tel.start_run(batch, rec.run_id, name)
         existing = rt.journal.commit(batch)[0]
+        if tel is not None and existing is not None:
+            tel.start_failed(rec.run_id)
         return RunHandle(self, rec.run_id, self._after_start(rt, rec, copy, existing, helps=rt.quiet()))
 
     async def astart(self, wf: Callable[..., Any] | str, *args: Any, run_id: str | None = None) -> RunHandle:
@@ -374,13 +384,19 @@ class Engine(TaskMethods):  # task queue methods: actorflow/tasks/_api.py
         name = self._name_of(wf)
 
         def add(batch: WriteBatch) -> tuple[int, RunRecord, tuple[Any, ...]]:
-            return self._start_batch(rt, name, args, run_id, batch)
+            got = self._start_batch(rt, name, args, run_id, batch)
+            tel = _telemetry.current
+            if tel is not None:
+                tel.start_run(batch, got[1].run_id, name)
+            return got
 
         handle: RunHandle = await self._bridge().start(rt, add, self._astarted)
         return handle
 
     def _astarted(self, rec: RunRecord, args: tuple[Any, ...], existing: RunRecord | None) -> RunHandle:
         rt = self._runtime()
+        if existing is not None and _telemetry.current is not None:
+            _telemetry.current.start_failed(rec.run_id)
         return RunHandle(self, rec.run_id, self._after_start(rt, rec, args, existing))
 
     def _bridge(self) -> LoopBridge:
@@ -405,7 +421,15 @@ class Engine(TaskMethods):  # task queue methods: actorflow/tasks/_api.py
             raise ConfigError(f"start_many: {len(args_seq)} argument tuples but {len(run_ids)} run ids")
         batch = rt.journal.batch()
         recs = [self._start_batch(rt, name, a, run_ids[i] if run_ids else None, batch) for i, a in enumerate(args_seq)]
+        tel = _telemetry.current
+        if tel is not None:  # after every create: results[i] stays the i-th run's
+            for _, rec, _ in recs:
+                tel.start_run(batch, rec.run_id, name)
         results = rt.journal.commit(batch)
+        if tel is not None:
+            for (_, rec, _), existing in zip(recs, results):
+                if existing is not None:
+                    tel.start_failed(rec.run_id)
         conflicts = []
         handles = []
         for (_, rec, copy), existing in zip(recs, results):
@@ -596,3 +620,24 @@ class Engine(TaskMethods):  # task queue methods: actorflow/tasks/_api.py
         rt = self._runtime()
         self._record(run_id)
         return afollow(rt.notifier, lambda: self.status(run_id), run_id)
+
+    # --- fork (issue 15; see actorflow._fork for exactly what is copied) ------------------------
+    def fork(self, source: str, /, from_step: int, run_id: str | None = None) -> RunHandle:
+        """A new run whose journal is `source`'s up to its first `from_step` steps, then run on the
+        code registered now: the copied steps replay from the journal (none runs again), the rest
+        runs. `source` is only read. RunNotFound, ConfigError (N out of range), RunIdTaken (`run_id`
+        exists), WorkflowNotRegistered - all before anything is written."""
+        from ._fork import add_fork, check_created, plan_fork
+
+        rt = self._runtime()
+        plan = plan_fork(rt.journal, source, from_step, run_id, now=rt.clock.now())
+        self._name_of(plan.workflow)  # runs on this engine's code: it must know the workflow
+        batch = rt.journal.batch()
+        idx = add_fork(batch, plan)
+        tel = _telemetry.current
+        if tel is not None:
+            tel.start_run(batch, plan.run_id, plan.workflow, **{"actorflow.forked_from": source, "actorflow.from_step": from_step})
+        check_created(plan, rt.journal.commit(batch)[idx])
+        fresh = (rt, rt.notifier.evictions)
+        rt.post(LoadRun(plan.run_id))  # the recovery path: replays the copied prefix, runs the rest
+        return RunHandle(self, plan.run_id, fresh)

@@ -34,9 +34,8 @@ from starlette.staticfiles import StaticFiles
 from storage import Journal
 
 from .. import _control
+from .._readmodel import STATES, Census, RunFilter, build_timeline, json_safe, list_runs
 from ..errors import ActorflowError, ConfigError, PayloadError, RunFinished, RunNotFound
-from ._model import STATES, Census, RunFilter, json_safe, list_runs
-from ._timeline import build_timeline
 
 __all__ = ["Actions", "InboxActions", "EngineActions", "create_app", "LOOPBACK_HOSTS"]
 
