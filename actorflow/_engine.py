@@ -15,9 +15,10 @@ from storage import Codec, Event, Journal, LmdbJournal, RunRecord, SignalResult,
 from storage._journal import check_run_id
 
 from ._aio import LoopBridge
+from ._check import CheckReport, check_runs
 from ._clock import Clock, SystemClock
 from ._control import ControlInbox
-from ._core import failure_text
+from ._core import Env, failure_text
 from ._handle import RunHandle, new_run_id
 from ._lockfile import DirLock
 from ._messages import CancelRun, LoadRun, SignalArrived, StartRun
@@ -620,6 +621,32 @@ class Engine(TaskMethods):  # task queue methods: actorflow/tasks/_api.py
         rt = self._runtime()
         self._record(run_id)
         return afollow(rt.notifier, lambda: self.status(run_id), run_id)
+
+    # --- replay check (see actorflow._check) -------------------------------------------------
+    def check(self, run_ids: Iterable[str] | None = None) -> CheckReport:
+        """Replay every unfinished run (or `run_ids`) against the workflows registered now, running
+        no step and writing nothing; the report lists each run that would block, with its evidence.
+
+        Works on an open engine and on a closed one (it then reads the data directory, also beside
+        the engine of another process that holds it)."""
+        workflows = self._workflows
+
+        def name_of(wf: Any) -> str:
+            name = wf if isinstance(wf, str) else self._names.get(wf, getattr(wf, "__qualname__", repr(wf)))
+            if name not in workflows:
+                raise WorkflowNotRegistered(str(name), list(workflows))
+            return str(name)
+
+        rt = self._rt
+        if rt is not None:
+            return check_runs(rt.journal, workflows, Env(self.clock.now, rt.codec, name_of), run_ids)
+        if self._journal_given is not None:
+            journal = self._journal_given
+            return check_runs(journal, workflows, Env(self.clock.now, journal.codec, name_of), run_ids)
+        if self.data_dir is None:
+            raise ConfigError("Engine.check needs a data_dir or a journal")
+        with LmdbJournal(self.data_dir, sync=False, codec=self._codec) as journal:
+            return check_runs(journal, workflows, Env(self.clock.now, journal.codec, name_of), run_ids)
 
     # --- fork (issue 15; see actorflow._fork for exactly what is copied) ------------------------
     def fork(self, source: str, /, from_step: int, run_id: str | None = None) -> RunHandle:

@@ -2,8 +2,7 @@
 `actorflow` entry point by `add_parsers`. Exit codes: see `_common` (0 ok, 1 error, 2 usage,
 3 not found, 4 conflict, 5 the watched run failed, 6 watch timed out).
 
-The replay check (`actorflow check --app MODULE`, issue 15 item 2) plugs in here as another
-top-level parser beside `runs`, calling `engine.check()`; it is built on the run state machine.
+`actorflow check --app MODULE` (the replay check, `_check.py`) exits 7 when a run would block.
 """
 
 from __future__ import annotations
@@ -13,6 +12,7 @@ import sys
 from collections.abc import Callable
 
 from ..errors import ActorflowError
+from ._check import cmd_check
 from ._common import EXIT_USAGE, data_dir_of, exit_code, hint
 from ._read import cmd_history, cmd_legacy_history, cmd_legacy_runs, cmd_list, cmd_show, since_arg
 from ._write import cmd_cancel, cmd_fork, cmd_signal, cmd_watch
@@ -86,6 +86,12 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     p.add_argument("--run-id", dest="new_run_id", default=None, help="the new run's id (default: a new UUIDv7)")
     p.add_argument("--wait", type=float, default=10.0, help="seconds to wait for a live engine to load it (default 10; 0: don't)")
     p.set_defaults(fn=cmd_fork)
+
+    p = sub.add_parser("check", help="replay every unfinished run against the code now (no step runs); exit 7 if any would block")
+    p.add_argument("--app", required=True, help="the module defining your Engine: pkg.mod, pkg.mod:engine or path/to/app.py")
+    p.add_argument("--data-dir", default=None, help="the data directory (default: the app engine's, else $ACTORFLOW_DATA_DIR)")
+    p.add_argument("--json", action="store_true", help="the report as one JSON object")
+    p.set_defaults(fn=cmd_check)
 
     hist = sub.add_parser("history", help="a run's journal as JSON lines (= runs history RUN_ID --json)")
     hist.add_argument("run_id")
