@@ -9,13 +9,11 @@ run replays, 7 when some would block (each listed with its evidence), 1 on other
 from __future__ import annotations
 
 import argparse
-import importlib
-import importlib.util
 import json
 import os
-import sys
 from typing import Any
 
+from .._app import import_app
 from .._engine import Engine
 from ..errors import ConfigError
 from ._common import data_dir_of
@@ -28,25 +26,7 @@ EXIT_DIVERGED = 7
 def load_engine(spec: str) -> Engine:
     """The Engine an `--app` spec names: `module[:attr]` or `path.py[:attr]` (attr default: the only
     Engine the module defines)."""
-    mod_name, _, attr = spec.partition(":")
-    if mod_name.endswith(".py") or os.sep in mod_name:
-        path = os.path.abspath(mod_name)
-        if not os.path.exists(path):
-            raise ConfigError(f"--app {spec!r}: no such file")
-        name = "_actorflow_check_" + os.path.splitext(os.path.basename(path))[0]
-        loader = importlib.util.spec_from_file_location(name, path)
-        if loader is None or loader.loader is None:
-            raise ConfigError(f"--app {spec!r}: cannot import {path}")
-        module = importlib.util.module_from_spec(loader)
-        sys.modules[name] = module
-        loader.loader.exec_module(module)
-    else:
-        if os.getcwd() not in sys.path:
-            sys.path.insert(0, os.getcwd())
-        try:
-            module = importlib.import_module(mod_name)
-        except ImportError as exc:
-            raise ConfigError(f"--app {spec!r}: cannot import {mod_name!r}: {exc}") from None
+    module, attr = import_app(spec)
     if attr:
         found: Any = getattr(module, attr, None)
         if not isinstance(found, Engine):
