@@ -1,4 +1,4 @@
-"""The control inbox: durable commands (signal, cancel, load) for the engine that holds a data directory.
+"""The control inbox: durable commands (signal, cancel, load, requeue) for the engine that holds a data directory.
 
 One engine owns a data directory (an exclusive lock), so a tool in another process - the dashboard,
 a CLI - cannot call its `signal()` or `cancel()`. It writes a command record instead, in an ordinary
@@ -40,6 +40,7 @@ __all__ = [
     "submit_signal",
     "submit_cancel",
     "add_load",
+    "submit_requeue",
     "pending",
     "outcome",
     "outcomes",
@@ -49,7 +50,7 @@ log = get_logger("actorflow.control")
 
 CONTROL_NS = "control"
 OUTCOME_NS = "control-outcome"
-KINDS = ("signal", "cancel", "load")
+KINDS = ("signal", "cancel", "load", "requeue")
 OUTCOME_TTL = 7 * 86400.0  # seconds an outcome is kept for tools to show
 
 
@@ -143,6 +144,15 @@ def add_load(batch: WriteBatch, run_id: str, *, source: str = "tool") -> Command
     return cmd
 
 
+def submit_requeue(journal: Journal, execution_id: str, *, source: str = "tool") -> Command:
+    """Queue a requeue of a dead letter (a failed task execution), applied by the engine's own
+    `requeue()`; its outcome's detail names the new execution. The caller checks the execution is a
+    dead letter first (`actorflow.cli._tasks`); the engine checks again when it applies it."""
+    if not isinstance(execution_id, str) or not execution_id or journal.get_run(execution_id) is None:
+        raise RunNotFound(str(execution_id))
+    return _submit(journal, Command(new_run_id(), "requeue", execution_id, None, None, time.time(), source))
+
+
 def pending(journal: Journal, run_id: str | None = None) -> list[Command]:
     """Commands not applied yet, oldest first (of one run, or all)."""
     cmds = [Command.from_record(k, v) for k, v in journal.kv_scan(CONTROL_NS) if isinstance(v, dict)]
@@ -234,6 +244,8 @@ class ControlInbox:
             result = self._guard(lambda: (True, "cancelled") if self.engine.cancel(cmd.run_id) else (False, "the run had already ended"))
         elif cmd.kind == "load":
             result = self._guard(lambda: self._load(cmd.run_id))
+        elif cmd.kind == "requeue":
+            result = self._guard(lambda: self._requeue(cmd.run_id))
         else:
             result = (False, f"unknown command kind {cmd.kind!r}")
         batch = journal.batch()
@@ -263,6 +275,15 @@ class ControlInbox:
             return False, f"workflow {rec.workflow!r} is not registered with this engine: the run waits for one that has it"
         self.engine._runtime().post(LoadRun(run_id))
         return True, "loaded"
+
+    def _requeue(self, execution_id: str) -> tuple[bool, str]:
+        try:
+            new_id = self.engine.requeue(execution_id)
+        except ConfigError as exc:  # not a dead letter (any more): refused, unless the engine closed
+            if not self.engine.is_open:
+                raise
+            return False, str(exc)
+        return True, f"requeued as {new_id}"
 
     def _signal(self, cmd: Command) -> None:
         """`Engine.signal`, with the command's removal and outcome in the signal's own commit."""
