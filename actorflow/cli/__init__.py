@@ -3,6 +3,7 @@
 3 not found, 4 conflict, 5 the watched run failed, 6 watch timed out).
 
 `actorflow check --app MODULE` (the replay check, `_check.py`) exits 7 when a run would block.
+`tasks list|show|cancel|requeue`, `dead-letters`, `schedules list`: the task queue (`_tasks.py`).
 """
 
 from __future__ import annotations

@@ -244,8 +244,13 @@ def cmd_schedules_list(args: argparse.Namespace) -> int:
 # --- writes (through the control inbox) -----------------------------------------------------------
 def cmd_tasks_cancel(args: argparse.Namespace) -> int:
     with open_journal(data_dir_of(args)) as journal:
-        _execution(journal, args.execution_id, args, chains=True)
-        cmd = _control.submit_cancel(journal, args.execution_id, source="cli")  # RunFinished (exit 4) if it ended
+        rec = _execution(journal, args.execution_id, args, chains=True)
+        if rec.finished:
+            state = state_of(_status(journal, rec)) if task_name(rec.workflow) else rec.state
+            raise CliError(f"execution {args.execution_id!r} has already ended ({state}); nothing to cancel"
+                           + (f" (a dead letter: actorflow tasks requeue {args.execution_id}{_where(args)})" if state == "failed" else ""),
+                           EXIT_CONFLICT)
+        cmd = _control.submit_cancel(journal, args.execution_id, source="cli")  # RunFinished (exit 4) if it ended meanwhile
         return _report(args, journal, cmd, f"cancel of {args.execution_id}")
 
 

@@ -140,7 +140,7 @@ def test_errors_and_a_requeue_without_engine(closed_dir: tuple[Path, dict[str, s
         assert p.returncode == 3 and "no task execution with id 'nope'" in p.stderr and "actorflow tasks list" in p.stderr
     assert got[3].returncode == 2 and "unknown task state 'bogus'" in got[3].stderr
     assert got[4].returncode == 4 and "is succeeded, not a dead letter" in got[4].stderr
-    assert got[5].returncode == 4 and "already finished" in got[5].stderr
+    assert got[5].returncode == 4 and "has already ended (succeeded); nothing to cancel" in got[5].stderr
     assert got[6].returncode == 2
     missing = got[7]
     assert missing.returncode == 3 and "no actorflow data directory" in missing.stderr
