@@ -3,6 +3,7 @@
 3 not found, 4 conflict, 5 the watched run failed, 6 watch timed out).
 
 `actorflow check --app MODULE` (the replay check, `_check.py`) exits 7 when a run would block.
+`tasks list|show|cancel|requeue`, `dead-letters`, `schedules list`: the task queue (`_tasks.py`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from ..errors import ActorflowError
 from ._check import cmd_check
 from ._common import EXIT_USAGE, data_dir_of, exit_code, hint
 from ._read import cmd_history, cmd_legacy_history, cmd_legacy_runs, cmd_list, cmd_show, since_arg
+from ._tasks import add_task_parsers
 from ._write import cmd_cancel, cmd_fork, cmd_signal, cmd_watch
 
 __all__ = ["add_parsers", "run_command"]
@@ -92,6 +94,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     p.add_argument("--data-dir", default=None, help="the data directory (default: the app engine's, else $ACTORFLOW_DATA_DIR)")
     p.add_argument("--json", action="store_true", help="the report as one JSON object")
     p.set_defaults(fn=cmd_check)
+
+    add_task_parsers(sub, _common, _DATA_DIR_HELP)  # tasks list|show|cancel|requeue, dead-letters, schedules list
 
     hist = sub.add_parser("history", help="a run's journal as JSON lines (= runs history RUN_ID --json)")
     hist.add_argument("run_id")

@@ -9,9 +9,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from storage import RunRecord, WriteBatch
+from storage import Journal, RunRecord, WriteBatch
 
 from .._retry import RetryPolicy
+from .._runtime import final_event
 from .._types import RunStatus
 from ..errors import ConfigError, TaskNotRegistered
 from ._chains import CHAIN_WORKFLOW, Chain, chain_workflow
@@ -31,7 +32,7 @@ if TYPE_CHECKING:
     from ._limits import Dispatcher
     from ._schedules import Scheduler
 
-__all__ = ["TaskQueue", "DeadLetter"]
+__all__ = ["TaskQueue", "DeadLetter", "read_tasks", "read_dead_letters", "NS_REQUEUED"]
 
 NS_REQUEUED = "actorflow.requeued"
 
@@ -282,42 +283,14 @@ class TaskQueue:
         return self.event(RunStatus.from_record(rec))
 
     def tasks(self, name: str | None = None, tag: str | None = None, state: str | None = None) -> list[TaskInfo]:
-        if state is not None and state not in TASK_STATES:
-            raise ConfigError(f"unknown task state {state!r}; use one of {', '.join(TASK_STATES)}")
         wf = None if name is None else self.spec(name).workflow
-        journal = self.engine._runtime().journal
-        if tag is not None:
-            recs = [r for r in journal.get_runs(journal.tagged(tag)) if r is not None]
-        elif state in ("queued", "running", "retrying"):
-            recs = [r for r in journal.get_runs(journal.active_run_ids()) if r is not None]
-        else:
-            recs = journal.runs(None, wf)
-        out = []
-        for rec in recs:
-            task = task_name(rec.workflow)
-            if task is None or (wf is not None and rec.workflow != wf):
-                continue
-            ev = self.event(RunStatus.from_record(rec))
-            st = state_of(ev)
-            if state is None or st == state:
-                out.append(TaskInfo(rec.run_id, task, st, ev, rec.created_at, rec.updated_at))
-        return out
+        rt = self.engine._runtime()
+        return read_tasks(rt.journal, rt.clock.now(), wf, tag, state)
 
     # --- dead letters ------------------------------------------------------------------------
     def dead_letters(self) -> list[DeadLetter]:
-        journal = self.engine._runtime().journal
-        out = []
-        for rec in journal.runs("failed"):
-            task = task_name(rec.workflow)
-            if task is None or journal.kv_get(NS_REQUEUED, rec.run_id) is not None:
-                continue
-            events = journal.events(rec.run_id, strict=False)
-            attempts = sum(1 for e in events if e.kind in ("step_attempt_failed", "step_failed"))
-            args = events[0].data.get("args", ({}, {})) if events and isinstance(events[0].data, dict) else ({}, {})
-            ev = self.event(RunStatus.from_record(rec))
-            message = getattr(ev, "message", rec.error or "")
-            out.append(DeadLetter(rec.run_id, task, message, attempts, dict(args[0]), rec.updated_at))
-        return out
+        rt = self.engine._runtime()
+        return read_dead_letters(rt.journal, rt.clock.now())
 
     def requeue(self, execution_id: str) -> str:
         """Enqueue a dead letter again (same task, input and options); returns the new execution id."""
@@ -337,3 +310,43 @@ class TaskQueue:
 
         return self.create(spec, dict(data), dict(opts), None, mark)
 
+
+
+# --- reads on a bare journal: the engine's listings, and the CLI's beside a live engine -------------
+def read_tasks(journal: Journal, now: float, workflow: str | None = None, tag: str | None = None,
+               state: str | None = None) -> list[TaskInfo]:
+    """Executions (of one task's workflow, with a tag, in a state), in run id order."""
+    if state is not None and state not in TASK_STATES:
+        raise ConfigError(f"unknown task state {state!r}; use one of {', '.join(TASK_STATES)}")
+    if tag is not None:
+        recs = [r for r in journal.get_runs(journal.tagged(tag)) if r is not None]
+    elif state in ("queued", "running", "retrying"):
+        recs = [r for r in journal.get_runs(journal.active_run_ids()) if r is not None]
+    else:
+        recs = journal.runs(None, workflow)
+    out = []
+    for rec in recs:
+        task = task_name(rec.workflow)
+        if task is None or (workflow is not None and rec.workflow != workflow):
+            continue
+        ev = event_of(journal, lambda rid: final_event(journal, rid), RunStatus.from_record(rec), now)
+        st = state_of(ev)
+        if state is None or st == state:
+            out.append(TaskInfo(rec.run_id, task, st, ev, rec.created_at, rec.updated_at))
+    return out
+
+
+def read_dead_letters(journal: Journal, now: float) -> list[DeadLetter]:
+    """Failed executions not requeued yet, in run id order."""
+    out = []
+    for rec in journal.runs("failed"):
+        task = task_name(rec.workflow)
+        if task is None or journal.kv_get(NS_REQUEUED, rec.run_id) is not None:
+            continue
+        events = journal.events(rec.run_id, strict=False)
+        attempts = sum(1 for e in events if e.kind in ("step_attempt_failed", "step_failed"))
+        args = events[0].data.get("args", ({}, {})) if events and isinstance(events[0].data, dict) else ({}, {})
+        ev = event_of(journal, lambda rid: final_event(journal, rid), RunStatus.from_record(rec), now)
+        message = getattr(ev, "message", rec.error or "")
+        out.append(DeadLetter(rec.run_id, task, message, attempts, dict(args[0]), rec.updated_at))
+    return out
