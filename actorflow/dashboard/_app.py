@@ -188,6 +188,7 @@ def create_app(journal: Journal, actions: Actions | None, *, read_only: bool = F
 
     # --- pages ---------------------------------------------------------------------------------
     def runs_view(request: Request) -> Response:
+        marker = journal.change_marker()  # before the data: a change after it makes the page refresh
         q = dict(request.query_params)
         try:
             f = RunFilter.from_query(q)
@@ -199,10 +200,11 @@ def create_app(journal: Journal, actions: Actions | None, *, read_only: bool = F
         by_state, workflows, counted_at = census.get()
         if f.workflow and f.workflow not in workflows:
             workflows = sorted([*workflows, f.workflow])
-        ctx: dict[str, Any] = dict(f=f, page=page, total=total, active=active, by_state=by_state, workflows=workflows, counted_at=counted_at, limit=limit)
+        ctx: dict[str, Any] = dict(f=f, page=page, total=total, active=active, by_state=by_state, workflows=workflows, counted_at=counted_at, limit=limit, marker=marker)
         return render(request, "runs_live.html" if fragment(request) else "runs.html", **ctx)
 
     def run_view(request: Request) -> Response:
+        marker = journal.change_marker()  # before the data: a change after it makes the page refresh
         run_id = request.path_params["run_id"]
         rec, events, inbox = _load(journal, run_id)
         if rec is None:
@@ -221,6 +223,7 @@ def create_app(journal: Journal, actions: Actions | None, *, read_only: bool = F
             notice=request.query_params.get("notice", ""),
             queued=getattr(actions, "queued", True),
             fork_points=fork_points(events),
+            marker=marker,
         )
         return render(request, "run_live.html" if fragment(request) else "run.html", **ctx)
 
