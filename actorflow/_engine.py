@@ -77,6 +77,8 @@ class Engine(TaskMethods):  # task queue methods: actorflow/tasks/_api.py
         max_payload: int = 2 * 1024 * 1024,
         timer_horizon: float = 30.0,
         gc_threshold: tuple[int, int, int] | None = (50_000, 20, 100),
+        queues: Iterable[str] | None = None,
+        capabilities: dict[str, Any] | None = None,
     ) -> None:
         check_engine_options(
             data_dir=data_dir,
@@ -133,6 +135,8 @@ class Engine(TaskMethods):  # task queue methods: actorflow/tasks/_api.py
         self.journal: Journal | None = None
         self._control: ControlInbox | None = None
         self._dashboards: list[Any] = []  # servers started by dashboard(); stopped by close()
+        # tasks: the queues and capabilities this engine consumes (actorflow/tasks/_routing.py)
+        self.consumer = self._consumer_of(queues, capabilities)
 
     # --- registration --------------------------------------------------------------------------
     def workflow(self, name: str | None = None) -> Callable[[F], F]:

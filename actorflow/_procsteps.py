@@ -5,7 +5,13 @@ the GIL for long then takes only a worker with it, not the run host. A step thre
 the step to the pool and waits; the function and its result travel by cloudpickle. When a worker
 dies mid-step, the pool is replaced and the same attempt runs again on a new worker (the step did
 not fail: its process did; at-least-once, as after any crash); a step that keeps killing its worker
-fails that attempt with `StepWorkerDied` after `MAX_DEATHS` tries, and its retry policy applies.
+fails that attempt with `StepWorkerDied` after `MAX_DEATHS` tries, and its retry policy applies. A step whose callable carries
+`actorflow_step={"journal_deaths": True, ...}` (a task handler) is not re-run silently: its attempt
+fails with StepWorkerDied at once (journaled; the task's lease logic retries it).
+
+A worker reaches its host through `to_host(msg)` (progress, lease heartbeats): the host's drain
+thread hands each message to the handler registered for its type in HOST_HANDLERS, else posts it
+to the runtime (StepProgress). STEP_END_HOOKS run in the host when a worker step ends, however.
 """
 
 from __future__ import annotations
@@ -20,14 +26,37 @@ from typing import Any
 import cloudpickle
 import structlog
 
-from ._types import StepInfo, _current_step
+from ._types import StepInfo, _current_step, step_post
 from .errors import ActorflowError, PayloadError
 
-__all__ = ["ProcessSteps", "StepWorkerDied"]
+__all__ = ["ProcessSteps", "StepWorkerDied", "to_host", "HOST_HANDLERS", "STEP_END_HOOKS"]
 
 log = structlog.get_logger("actorflow.steps")
 
 MAX_DEATHS = 3
+
+# in the host: how to handle a message of a type sent by a worker: fn(msg, post)
+HOST_HANDLERS: dict[type, Callable[[Any, Callable[[Any], None]], None]] = {}
+# in the host: called with the StepInfo of every worker step once it ended (result, error or death)
+STEP_END_HOOKS: list[Callable[[StepInfo], None]] = []
+_to_host: Any = None  # in a worker process: the queue to its host
+
+
+def _init_worker(channel: Any) -> None:
+    global _to_host
+    _to_host = channel
+
+
+def to_host(msg: Any) -> bool:
+    """In a step worker process: send `msg` to the host (True); elsewhere False (nothing sent)."""
+    if _to_host is None:
+        return False
+    _to_host.put(msg)
+    return True
+
+
+def _post_to_host(msg: Any) -> None:
+    to_host(msg)
 
 
 class StepWorkerDied(ActorflowError):
@@ -37,6 +66,7 @@ class StepWorkerDied(ActorflowError):
 def _call(blob: bytes, info: StepInfo) -> tuple[bool, bytes]:
     """In the worker: run the step; (ok, cloudpickled result or exception)."""
     token = _current_step.set(info)
+    post = step_post.set(_post_to_host if _to_host is not None else None)
     try:
         fn = cloudpickle.loads(blob)
         result = fn()
@@ -47,6 +77,7 @@ def _call(blob: bytes, info: StepInfo) -> tuple[bool, bytes]:
             return False, cloudpickle.dumps(RuntimeError(f"{type(exc).__name__}: {exc}"))
     finally:
         _current_step.reset(token)
+        step_post.reset(post)
     try:
         return True, cloudpickle.dumps(result)
     except Exception as exc:  # noqa: BLE001 - the attempt fails, naming the type
@@ -61,19 +92,46 @@ def _call(blob: bytes, info: StepInfo) -> tuple[bool, bytes]:
 class ProcessSteps:
     """A process pool that runs step functions for the step threads of one host."""
 
-    def __init__(self, processes: int) -> None:
+    def __init__(self, processes: int, post: Callable[[Any], None] | None = None) -> None:
         self.processes = processes
         self._lock = threading.Lock()
         self._pool: ProcessPoolExecutor | None = None
         self._closed = False
         self.replaced = 0  # pools replaced after a worker died
+        self._post = post
+        self._channel: Any = None  # workers -> this host (created with the first pool)
+        self._drain: threading.Thread | None = None
+
+    def _drain_loop(self, channel: Any) -> None:
+        while True:
+            try:
+                msg = channel.get()
+            except (EOFError, OSError):
+                return
+            if msg is None:
+                return
+            try:
+                handler = HOST_HANDLERS.get(type(msg))
+                if handler is not None:
+                    handler(msg, self._post or (lambda m: None))
+                elif self._post is not None:
+                    self._post(msg)
+            except Exception as exc:  # noqa: BLE001 - one bad message must not stop the channel
+                log.warning("message from a step worker failed", error=f"{type(exc).__name__}: {exc}")
 
     def _current(self) -> ProcessPoolExecutor:
         with self._lock:
             if self._closed:
                 raise StepWorkerDied("the engine is closing: the step runs again after the next open")
             if self._pool is None:
-                self._pool = ProcessPoolExecutor(self.processes, mp_context=multiprocessing.get_context("fork"))
+                ctx = multiprocessing.get_context("fork")
+                if self._channel is None:
+                    self._channel = ctx.SimpleQueue()
+                    self._drain = threading.Thread(target=self._drain_loop, args=(self._channel,),
+                                                   name="actorflow-step-channel", daemon=True)
+                    self._drain.start()
+                self._pool = ProcessPoolExecutor(self.processes, mp_context=ctx, initializer=_init_worker,
+                                                 initargs=(self._channel,))
             return self._pool
 
     def _replace(self, broken: ProcessPoolExecutor) -> None:
@@ -99,14 +157,28 @@ class ProcessSteps:
                 "its function must pickle (cloudpickle), or run the engine with step_processes=0",
                 type_name=type(fn).__name__,
             ) from exc
+        try:
+            return self._run(blob, info, bool((getattr(fn, "actorflow_step", None) or {}).get("journal_deaths")))
+        finally:
+            for hook in STEP_END_HOOKS:
+                hook(info)
+
+    def _run(self, blob: bytes, info: StepInfo, journal_deaths: bool) -> Any:
         for death in range(1, MAX_DEATHS + 1):
             pool = self._current()
             try:
                 ok, payload = pool.submit(_call, blob, info).result()
             except BrokenProcessPool:
+                self._replace(pool)
+                if journal_deaths:
+                    log.warning("step worker process died; the attempt is lost", run_id=info.run_id, step=info.name,
+                                attempt=info.attempt)
+                    raise StepWorkerDied(
+                        f"step {info.name!r} of run {info.run_id!r}: its worker process died during attempt "
+                        f"{info.attempt} (the attempt is lost)", run_id=info.run_id, step=info.name, attempt=info.attempt,
+                    ) from None
                 log.warning("step worker process died; the step runs again", run_id=info.run_id, step=info.name,
                             attempt=info.attempt, deaths=death)
-                self._replace(pool)
                 continue
             value = cloudpickle.loads(payload)
             if ok:
@@ -124,6 +196,9 @@ class ProcessSteps:
         with self._lock:
             self._closed = True
             pool, self._pool = self._pool, None
+            channel, self._channel = self._channel, None
+        if channel is not None:
+            channel.put(None)  # ends the drain thread
         if pool is None:
             return
         procs = list((getattr(pool, "_processes", None) or {}).values())

@@ -53,7 +53,7 @@ class StepPool:
     def __init__(self, rt: Runtime, threads: int = 32, processes: int = 0) -> None:
         self.rt = rt
         # sync steps run in worker processes when asked (_procsteps); the threads then only wait
-        self.procs = ProcessSteps(processes) if processes else None
+        self.procs = ProcessSteps(processes, post=rt.post) if processes else None
         self._run_sync = self.procs.run if self.procs is not None else None
         # plain threads on a SimpleQueue: no Future/Condition allocation per step
         self._tasks: queue.SimpleQueue[Any] = queue.SimpleQueue()

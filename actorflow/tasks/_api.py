@@ -4,14 +4,19 @@ delegates to the engine's TaskQueue, Dispatcher (limits) and Scheduler."""
 from __future__ import annotations
 
 import datetime as _dt
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
+import os
+import time
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
 from .._retry import RetryPolicy
 from ..errors import ConfigError
 from ._chains import Chain
+from ._control import PingReply, QueueStats, WorkerInfo, read_queue_stats, read_workers
+from ._hooks import HOOK_KINDS
 from ._model import TaskEvent
 from ._queue import DeadLetter, TaskQueue
+from ._routing import Consumer, QueueSpec, Route
 from ._status import TaskInfo
 from ._streams import aiterate, monitor_execution, monitor_task
 
@@ -35,20 +40,25 @@ class TaskMethods:
     def _tasks_opened(self) -> None:
         if self.__tq is None:
             return
-        from ._limits import Dispatcher
+        from ._control import ControlPlane
         from ._schedules import Scheduler
+        from ._status import NS_GATED
 
         tq = self.__tq
-        if any(s.limited for s in tq.specs.values()):
-            tq.dispatcher = Dispatcher(tq)
-            tq.dispatcher.start()
+        if any(s.limited for s in tq.specs.values()) or tq.engine._runtime().journal.kv_scan(NS_GATED):
+            tq.start_dispatcher()
         tq.scheduler = Scheduler(tq)
         tq.scheduler.start()
+        tq.control = ControlPlane(tq)
+        tq.control.start()
 
     def _tasks_closing(self) -> None:
         tq = self.__tq
         if tq is None:
             return
+        if tq.control is not None:
+            tq.control.stop()
+            tq.control = None
         if tq.scheduler is not None:
             tq.scheduler.stop()
             tq.scheduler = None
@@ -65,16 +75,20 @@ class TaskMethods:
         timeout: float | _dt.timedelta | None = None,
         concurrency: int | None = None,
         rate_limit: str | None = None,
+        queue: str | None = None,
+        lease: float | _dt.timedelta | None = None,
     ) -> Callable[[F], F]:
         """Register `fn(ctx: TaskContext, input: dict)` (sync or async) as a task; returns it unchanged.
 
         `concurrency`/`rate_limit` ("100/m") hold across every process of the engine: this engine's
-        facade is their one owner. Register before open() (required with system='multiproc')."""
+        facade is their one owner. `queue`: its executions' queue unless enqueue() names one (else
+        the routing rules decide). `lease`: seconds an attempt may go without `ctx.heartbeat()`
+        before it is lost and run again. Register before open() (required with system='multiproc')."""
         if callable(name):
             raise ConfigError("use @engine.task() with parentheses")
 
         def register(fn: F) -> F:
-            self._tasks.register(fn, name, retry, timeout, concurrency, rate_limit)
+            self._tasks.register(fn, name, retry, timeout, concurrency, rate_limit, queue, lease)
             return fn
 
         return register
@@ -91,19 +105,91 @@ class TaskMethods:
         unique_key: str | None = None,
         unique_policy: str = "keep",
         timeout: float | _dt.timedelta | None = None,
+        queue: str | None = None,
+        headers: dict[str, Any] | None = None,
+        requires: dict[str, Any] | None = None,
     ) -> str:
         """Queue an execution; durable when this returns. Returns its execution id.
 
         `delay`: a durable timer. `unique_key` + "keep": while an execution with that key is
         unfinished, return its id instead; "replace": cancel it and queue this one (with `delay`,
-        a debounce: only the last of a burst runs, `delay` after it)."""
+        a debounce: only the last of a burst runs, `delay` after it). `queue`: overrides the task's
+        queue and the routing rules (which match task names and `headers`). `requires`: capabilities
+        a consumer must have ({"gpu": True}); until one does, the execution stays queued."""
         return self._tasks.enqueue(name, input, retry=retry, priority=priority, tags=tags, delay=delay,
-                                   unique_key=unique_key, unique_policy=unique_policy, timeout=timeout)
+                                   unique_key=unique_key, unique_policy=unique_policy, timeout=timeout,
+                                   queue=queue, headers=headers, requires=requires)
 
     def enqueue_many(self, name: str, inputs: Iterable[dict[str, Any] | None], *, priority: int = 0,
-                     tags: Iterable[str] = ()) -> list[str]:
+                     tags: Iterable[str] = (), queue: str | None = None, headers: dict[str, Any] | None = None,
+                     requires: dict[str, Any] | None = None) -> list[str]:
         """Queue many executions of one task in one durable commit."""
-        return self._tasks.enqueue_many(name, inputs, priority=priority, tags=tags)
+        return self._tasks.enqueue_many(name, inputs, priority=priority, tags=tags, queue=queue, headers=headers,
+                                        requires=requires)
+
+    # --- queues, routing, consumers (actorflow/tasks/_routing.py) -------------------------------
+    @staticmethod
+    def _consumer_of(queues: Iterable[str] | None, capabilities: Mapping[str, Any] | None) -> Consumer:
+        return Consumer.of(queues, capabilities or {})
+
+    def declare_queue(self, name: str, *, priority: tuple[int, int] | None = None) -> QueueSpec:
+        """Declare a queue; `priority=(low, high)`: enqueue refuses priorities outside the range."""
+        return self._tasks.router.declare(name, priority=priority)
+
+    def route(self, queue: str, *, task: str = "*", headers: Mapping[str, Any] | None = None) -> Route:
+        """Add a routing rule: executions of tasks matching the glob `task` whose headers match go to
+        `queue` (rules are tried in order; the task's own queue and enqueue(queue=) come first)."""
+        return self._tasks.router.add(queue, task=task, headers=headers)
+
+    def load_routes(self, source: str | os.PathLike[str] | Mapping[str, Any]) -> None:
+        """Load queues and rules from a dict or a JSON/YAML file (`{default_queue, queues, routes}`);
+        a bad entry raises ConfigError naming it, and nothing of the file is applied."""
+        self._tasks.router.load(source)
+
+    @property
+    def default_queue(self) -> str:
+        return self._tasks.router.default_queue
+
+    # --- lifecycle hooks (actorflow/tasks/_hooks.py) ---------------------------------------------
+    def add_task_hook(self, kind: str, fn: Callable[[Any], Any]) -> None:
+        """Call `fn(payload)` (sync or async) on each `kind` event: enqueue, start, success, failure,
+        retry. A hook that raises is logged and ignored. Add hooks before open() under multiproc."""
+        if self.is_open and self.system == "multiproc" and kind != "enqueue":  # type: ignore[attr-defined]
+            raise ConfigError(f"task hook {kind!r}: add it before engine.open() (system='multiproc' ships hooks then)")
+        self._tasks.hooks.add(kind, fn)
+
+    def remove_task_hook(self, kind: str, fn: Callable[[Any], Any]) -> bool:
+        return self._tasks.hooks.remove(kind, fn)
+
+    def on_task(self, kind: str) -> Callable[[F], F]:
+        """Decorator form of add_task_hook: `@engine.on_task("failure")`."""
+        if kind not in HOOK_KINDS:
+            raise ConfigError(f"unknown task hook {kind!r}; use one of {', '.join(HOOK_KINDS)}", hook=kind)
+
+        def register(fn: F) -> F:
+            self.add_task_hook(kind, fn)
+            return fn
+
+        return register
+
+    # --- control plane (actorflow/tasks/_control.py) ---------------------------------------------
+    def workers(self) -> list[WorkerInfo]:
+        """The consumers known to this data directory: this engine first, then others (up or down)."""
+        rt = self._runtime()  # type: ignore[attr-defined]
+        control = self._tasks.control
+        return read_workers(rt.journal, time.time(), None if control is None else control.worker_id)
+
+    def ping(self, timeout: float = 5.0) -> list[PingReply]:
+        """Ask each live worker to answer (this engine: a round trip through its actors)."""
+        control = self._tasks.control
+        if control is None:
+            raise ConfigError("engine.ping(): the engine is not open, or has no tasks registered")
+        return [control.ping(timeout)]
+
+    def queue_stats(self) -> list[QueueStats]:
+        """Per queue: depth, unplaceable, delayed, in flight, rate (finished/s, last minute), oldest age."""
+        rt = self._runtime()  # type: ignore[attr-defined]
+        return read_queue_stats(rt.journal, time.time())
 
     # --- chains, groups, chords --------------------------------------------------------------
     def chain(self, name: str) -> Chain:

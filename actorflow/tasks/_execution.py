@@ -7,17 +7,26 @@ from __future__ import annotations
 import dataclasses
 import functools
 import inspect
+import os
 import threading
+import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from .._messages import StepProgress
+from .._procsteps import StepWorkerDied, to_host
 from .._retry import RetryPolicy
 from .._types import current_step, step_post
 from ..errors import Cancelled, StepFailed
+from ._hooks import FailedInfo, HookEvent, RetryInfo, StartedInfo, SucceededInfo, TaskHooks
+from ._leases import LEASES, LeaseBeat, LeaseLost, lost_error
 from ._model import _CANCELLED, RetryLater, TaskContext, TaskFailure, TaskResult, TaskSpec, _cancel_lock
+from ._routing import DEFAULT_QUEUE
 
-__all__ = ["make_execution_workflow", "HANDLER_STEP", "DISPATCH_SIGNAL", "clean_message"]
+__all__ = ["make_execution_workflow", "HANDLER_STEP", "DISPATCH_SIGNAL", "clean_message", "mark_lost", "MAX_LOST"]
+
+MAX_LOST = 3  # lost attempts (lease ran out, worker died) retried in a row before the execution fails
 
 HANDLER_STEP = "handler"
 DISPATCH_SIGNAL = "actorflow.dispatch"
@@ -52,24 +61,104 @@ def _leave(execution_id: str) -> None:
         _CANCELLED.discard(execution_id)
 
 
-def _context(spec: TaskSpec, execution_id: str, input: dict[str, Any], progress: Callable[[float], None]) -> TaskContext:
-    return TaskContext(dict(input), current_step().attempt, execution_id, spec.name, progress)
+def mark_lost(execution_id: str) -> None:
+    """An attempt of this execution lost its lease: its handler (if still running here) sees
+    `ctx.cancelled` and its heartbeat raises, so it stops; its result would be discarded anyway."""
+    _mark_cancelled(execution_id)
 
 
-def _call_sync(spec: TaskSpec, execution_id: str, input: dict[str, Any], progress: Callable[[float], None]) -> Any:
-    _enter(execution_id)
+@dataclass(frozen=True)
+class _Attempt:
+    """What the handler wrapper needs besides the handler: hooks, queue, lease (picklable)."""
+
+    spec: TaskSpec
+    hooks: TaskHooks
+    queue: str
+    execution_id: str
+
+
+def _lease_of(a: _Attempt) -> tuple[Callable[[], None], Callable[[], None]]:
+    """(heartbeat, release) of this attempt's lease; no-ops when the task has none."""
+    lease = a.spec.lease
+    if lease is None:
+        return (lambda: None), (lambda: None)
+    info = current_step()
+    key = (info.run_id, info.seq, info.attempt)
+    pid = os.getpid()
+    if to_host(LeaseBeat(*key, lease, pid)):  # in a step worker process: the host holds the lease
+        every = lease / 5
+        last = [time.monotonic()]
+
+        def beat_remote() -> None:
+            now = time.monotonic()
+            if now - last[0] >= every:
+                last[0] = now
+                to_host(LeaseBeat(*key, lease, pid))
+
+        def end_remote() -> None:
+            to_host(LeaseBeat(*key, lease, pid, done=True))
+
+        return beat_remote, end_remote
+    LEASES.hold(key, lease, step_post.get(None))
+    return (lambda: LEASES.beat(key)), (lambda: LEASES.release(key))
+
+
+def _begin(a: _Attempt, input: dict[str, Any], progress: Callable[[float], None]) -> tuple[TaskContext, Callable[[], None], float]:
+    _enter(a.execution_id)
+    beat, release = _lease_of(a)
+    ctx = TaskContext(dict(input), current_step().attempt, a.execution_id, a.spec.name, progress, None, a.queue, beat)
+    return ctx, release, time.monotonic()
+
+
+def _ended(a: _Attempt, ctx: TaskContext, started: float, policy: RetryPolicy, out: Any, exc: BaseException | None) -> HookEvent | None:
+    """The hook event of an attempt's end (None: no hook wants it)."""
+    took = time.monotonic() - started
+    common = (a.execution_id, a.spec.name, a.queue, ctx.attempt)
+    if exc is None:
+        return SucceededInfo(*common, out, took) if a.hooks.wanted("success") else None
+    text = f"{type(exc).__name__}: {exc}"
+    again = not isinstance(exc, (TaskFailure, Cancelled)) and policy.should_retry(ctx.attempt, exc)
+    if again:
+        return RetryInfo(*common, text, took) if a.hooks.wanted("retry") else None
+    return FailedInfo(*common, text, took) if a.hooks.wanted("failure") else None
+
+
+def _call_sync(a: _Attempt, policy: RetryPolicy, input: dict[str, Any], progress: Callable[[float], None]) -> Any:
+    ctx, release, started = _begin(a, input, progress)
+    out, exc = None, None
     try:
-        return _outcome(spec.fn(_context(spec, execution_id, input, progress), input))
+        if a.hooks.wanted("start"):
+            a.hooks.fire(StartedInfo(a.execution_id, a.spec.name, a.queue, ctx.attempt))
+        out = _outcome(a.spec.fn(ctx, input))
+        return out
+    except BaseException as err:
+        exc = err
+        raise
     finally:
-        _leave(execution_id)
+        release()
+        _leave(a.execution_id)
+        ev = _ended(a, ctx, started, policy, out, exc)
+        if ev is not None:
+            a.hooks.fire(ev)
 
 
-async def _call_async(spec: TaskSpec, execution_id: str, input: dict[str, Any], progress: Callable[[float], None]) -> Any:
-    _enter(execution_id)
+async def _call_async(a: _Attempt, policy: RetryPolicy, input: dict[str, Any], progress: Callable[[float], None]) -> Any:
+    ctx, release, started = _begin(a, input, progress)
+    out, exc = None, None
     try:
-        return _outcome(await spec.fn(_context(spec, execution_id, input, progress), input))
+        if a.hooks.wanted("start"):
+            await a.hooks.afire(StartedInfo(a.execution_id, a.spec.name, a.queue, ctx.attempt))
+        out = _outcome(await a.spec.fn(ctx, input))
+        return out
+    except BaseException as err:
+        exc = err
+        raise
     finally:
-        _leave(execution_id)
+        release()
+        _leave(a.execution_id)
+        ev = _ended(a, ctx, started, policy, out, exc)
+        if ev is not None:
+            await a.hooks.afire(ev)
 
 
 def _progress_sink(ctx: Any) -> Callable[[float], None]:
@@ -100,27 +189,47 @@ def clean_message(error: str | None) -> str:
     return text
 
 
-def make_execution_workflow(spec: TaskSpec) -> Callable[..., Any]:
-    """The workflow of one task (picklable with cloudpickle when the handler is)."""
+def make_execution_workflow(spec: TaskSpec, hooks: TaskHooks | None = None) -> Callable[..., Any]:
+    """The workflow of one task (picklable with cloudpickle when the handler and hooks are).
+
+    Every branch depends only on the journaled options, so a replay takes the same path: the
+    dispatch wait when the task is limited or the execution was gated (no consumer took its queue
+    or requirements at enqueue), and one handler step per lost attempt (at most MAX_LOST)."""
     is_async = inspect.iscoroutinefunction(spec.fn)
+    task_hooks = hooks if hooks is not None else TaskHooks()
 
     async def execute(ctx: Any, input: dict[str, Any], opts: dict[str, Any]) -> Any:
         delay = opts.get("delay")
         if delay:
             await ctx.sleep("delay", delay)  # durable: a timer in the journal's timer index
-        if spec.limited:
-            await ctx.wait_signal(DISPATCH_SIGNAL)  # sent by the limit's owner (the engine facade)
+        if spec.limited or opts.get("gated"):
+            await ctx.wait_signal(DISPATCH_SIGNAL)  # sent by the dispatcher (limits, placement) in the facade
         policy: RetryPolicy = opts.get("retry") or spec.retry or RetryPolicy.none()
-        policy = dataclasses.replace(policy, non_retryable=(*policy.non_retryable, TaskFailure))
+        policy = dataclasses.replace(policy, non_retryable=(*policy.non_retryable, TaskFailure, LeaseLost, StepWorkerDied))
         timeout = opts.get("timeout", spec.timeout)
-        call = functools.partial(_call_async if is_async else _call_sync, spec, ctx.run_id, input, _progress_sink(ctx))
-        try:
-            return await ctx.step(HANDLER_STEP, call, retry=policy, timeout=timeout)
-        except Cancelled:
-            _mark_cancelled(ctx.run_id)  # the handler thread sees ctx.cancelled from now on
-            raise
-        except StepFailed as exc:
-            raise TaskFailure(clean_message(str(exc.evidence.get("error", exc)))) from None
+        queue = opts.get("queue", DEFAULT_QUEUE)
+        attempt = _Attempt(spec, task_hooks, queue, ctx.run_id)
+        call: Any = functools.partial(_call_async if is_async else _call_sync, attempt, policy, input, _progress_sink(ctx))
+        # the placement of this step, as data: a remote dispatcher may place it on a matching node
+        call.actorflow_step = {
+            "kind": "task", "task": spec.name, "execution_id": ctx.run_id, "queue": queue,
+            "requires": dict(opts.get("requires") or {}), "lease": spec.lease, "journal_deaths": True,
+        }
+        lost = 0
+        while True:
+            try:
+                return await ctx.step(HANDLER_STEP, call, retry=policy, timeout=timeout)
+            except Cancelled:
+                _mark_cancelled(ctx.run_id)  # the handler thread sees ctx.cancelled from now on
+                raise
+            except StepFailed as exc:
+                error = str(exc.evidence.get("error", exc))
+                if lost_error(error) and lost < MAX_LOST:
+                    lost += 1  # journaled as a failed step; a fresh attempt runs (at-least-once)
+                    continue
+                if lost_error(error):
+                    raise TaskFailure(f"lost {lost + 1} attempts in a row; last: {clean_message(error)}") from None
+                raise TaskFailure(clean_message(error)) from None
 
     execute.__name__ = execute.__qualname__ = f"task_{spec.name}"
     return execute

@@ -4,7 +4,11 @@ if long) for the dispatch signal; the dispatcher grants slots in (priority desc,
 
 Grants are journaled with the signal (`actorflow.granted`), so after a restart the dispatcher recounts
 the executions holding a slot from the journal instead of trusting memory. The rate limit's window
-of recent grants is rebuilt from the same records' grant times."""
+of recent grants is rebuilt from the same records' grant times.
+
+It also places executions that were *gated* at enqueue (no consumer took their queue or
+requirements, `actorflow.gated`): each is granted, and its gate entry dropped in the same commit,
+once this engine's consumer takes it (e.g. an engine reopened with that queue or capability)."""
 
 from __future__ import annotations
 
@@ -16,6 +20,7 @@ from storage import WriteBatch
 
 from ._execution import DISPATCH_SIGNAL
 from ._model import TaskSpec
+from ._status import NS_GATED
 
 if TYPE_CHECKING:
     from ._queue import TaskQueue
@@ -93,17 +98,35 @@ class Dispatcher:
                 self._priority.pop(rid, None)
                 batch.kv_del(NS_GRANTED, rid)
             journal.commit(batch)
+        gates = dict(journal.kv_scan(NS_GATED))
+        consumer = self.tq.consumer
+        known = {s.workflow for s in self.tq.specs.values()}
         waiting: dict[str, list[tuple[tuple[int, float], str]]] = {}
-        for rec in journal.get_runs(journal.active_run_ids()):
-            if rec is None or rec.workflow not in self.limited or rec.run_id in self.granted:
+        stale = []
+        ids = journal.active_run_ids()
+        if gates:
+            stale = [rid for rid, rec in zip(gates, journal.get_runs(list(gates))) if rec is None or rec.finished]
+        for rec in journal.get_runs(ids) if (self.limited or gates) else ():
+            if rec is None or rec.run_id in self.granted:
                 continue
+            gate = gates.get(rec.run_id)
+            if rec.workflow not in self.limited and (gate is None or rec.workflow not in known):
+                continue
+            if gate is not None and not consumer.takes(gate[0], gate[1]):
+                continue  # stays queued (visible as such) until a consumer that takes it opens
             if rec.state == "waiting" and self._waits_for_dispatch(rec.run_id):
                 waiting.setdefault(rec.workflow, []).append((self._order(rec.run_id, rec.created_at), rec.run_id))
+        if stale:
+            batch = journal.batch()
+            for rid in stale:
+                batch.kv_del(NS_GATED, rid)
+            journal.commit(batch)
         for workflow, queue in waiting.items():
-            spec = self.limited[workflow]
             queue.sort()
-            for _, run_id in queue[: self._free(spec, now)]:
-                self._grant(run_id, workflow, now)
+            spec = self.limited.get(workflow)
+            free = len(queue) if spec is None else self._free(spec, now)
+            for _, run_id in queue[:free]:
+                self._grant(run_id, workflow, now, run_id in gates, spec is not None)
         return bool(waiting) or bool(self.granted)
 
     def _waits_for_dispatch(self, run_id: str) -> bool:
@@ -123,13 +146,17 @@ class Dispatcher:
             free = min(free, spec.rate_limit.count - len(window))
         return max(0, free)
 
-    def _grant(self, run_id: str, workflow: str, now: float) -> None:
+    def _grant(self, run_id: str, workflow: str, now: float, gated: bool = False, limited: bool = True) -> None:
         def also(batch: WriteBatch) -> None:
-            batch.kv_put(NS_GRANTED, run_id, (workflow, now))
+            if limited:
+                batch.kv_put(NS_GRANTED, run_id, (workflow, now))
+            if gated:
+                batch.kv_del(NS_GATED, run_id)
 
         try:
             self.tq.engine._signal(run_id, DISPATCH_SIGNAL, None, also)
         except Exception:  # noqa: BLE001 - finished (e.g. cancelled) meanwhile: nothing to grant
             return
-        self.granted[run_id] = (workflow, now)
-        self.windows[workflow].append(now)
+        if limited:
+            self.granted[run_id] = (workflow, now)
+            self.windows[workflow].append(now)

@@ -80,9 +80,11 @@ class TaskResult:
 # --- status events: a sealed family (match on it exhaustively) ------------------------------------
 @dataclass(frozen=True, slots=True)
 class TaskQueued:
-    """Waiting: delayed, queued behind a limit, or not picked up yet."""
+    """Waiting: delayed, queued behind a limit, or not picked up yet; `waiting_for` says why when
+    no consumer takes its queue or requirements (see Engine(queues=, capabilities=))."""
 
     execution_id: str
+    waiting_for: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,6 +185,8 @@ class TaskSpec:
     timeout: float | None = None
     concurrency: int | None = None
     rate_limit: RateLimit | None = None
+    queue: str | None = None  # None: decided by the routing rules at enqueue
+    lease: float | None = None  # seconds an attempt lives without a heartbeat (None: no lease)
 
     @property
     def limited(self) -> bool:
@@ -219,6 +223,8 @@ class TaskContext:
     task: str
     _progress: Callable[[float], None] = field(repr=False, default=lambda f: None)
     last_heartbeat: float | None = None
+    queue: str = "default"
+    _beat: Callable[[], None] = field(repr=False, default=lambda: None)
 
     def report_progress(self, fraction: float) -> None:
         """0.0..1.0: seen by task_status()/monitor_execution() as TaskRunning(progress) (journaled)."""
@@ -232,9 +238,11 @@ class TaskContext:
         return self.execution_id in _CANCELLED
 
     def heartbeat(self) -> None:
-        """A cancellation point for long handlers: raises Cancelled if the execution was cancelled."""
+        """Renew this attempt's lease (`@engine.task(lease=...)`) and act as a cancellation point:
+        raises Cancelled if the execution was cancelled (or this attempt lost its lease)."""
         import time
 
         self.last_heartbeat = time.time()
+        self._beat()
         if self.cancelled:
             raise Cancelled(self.execution_id, "cancelled while running")

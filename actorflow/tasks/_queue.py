@@ -17,6 +17,7 @@ from .._types import RunStatus
 from ..errors import ConfigError, TaskNotRegistered
 from ._chains import CHAIN_WORKFLOW, Chain, chain_workflow
 from ._execution import make_execution_workflow
+from ._hooks import EnqueuedInfo, TaskHooks
 from ._model import (
     UNIQUE_POLICIES,
     TaskEvent,
@@ -25,16 +26,19 @@ from ._model import (
     parse_rate_limit,
     seconds,
 )
-from ._status import TASK_STATES, TaskInfo, event_of, state_of, task_name
+from ._routing import Consumer, Router, check_queue_name, check_requires
+from ._status import NS_GATED, TASK_STATES, TaskInfo, event_of, opts_of, state_of, task_name
 
 if TYPE_CHECKING:
     from .._engine import Engine
+    from ._control import ControlPlane
     from ._limits import Dispatcher
     from ._schedules import Scheduler
 
-__all__ = ["TaskQueue", "DeadLetter", "read_tasks", "read_dead_letters", "NS_REQUEUED"]
+__all__ = ["TaskQueue", "DeadLetter", "read_tasks", "read_dead_letters", "NS_REQUEUED", "NS_GATED"]
 
 NS_REQUEUED = "actorflow.requeued"
+
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,9 +60,14 @@ class TaskQueue:
         self.engine = engine
         self.specs: dict[str, TaskSpec] = {}
         self._unique_lock = threading.Lock()
+        self._dispatcher_lock = threading.Lock()
         self.dispatcher: Dispatcher | None = None
         self.scheduler: Scheduler | None = None
+        self.control: ControlPlane | None = None
         self.listeners: list[Callable[[str], None]] = []  # monitor_task subscriptions: told each new execution
+        self.router = Router()
+        self.hooks = TaskHooks()
+        self.consumer: Consumer = getattr(engine, "consumer", None) or Consumer()
 
     # --- registration ------------------------------------------------------------------------
     def register(
@@ -69,6 +78,8 @@ class TaskQueue:
         timeout: float | _dt.timedelta | None,
         concurrency: int | None,
         rate_limit: str | None,
+        queue: str | None = None,
+        lease: float | _dt.timedelta | None = None,
     ) -> TaskSpec:
         if not callable(fn):
             raise ConfigError(f"@engine.task decorates a function fn(ctx, input), got {fn!r}")
@@ -81,14 +92,16 @@ class TaskQueue:
         if concurrency is not None and (isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1):
             raise ConfigError(f"task {task!r}: concurrency must be an int >= 1, got {concurrency!r}")
         limit = None if rate_limit is None else parse_rate_limit(rate_limit)
+        q = None if queue is None else check_queue_name(queue, f"task {task!r}")
+        held = None if lease is None else seconds(lease, f"task {task!r} lease", positive=True)
         if self.engine.is_open and self.engine.system == "multiproc":
             raise ConfigError(f"task {task!r}: register tasks before engine.open() (system='multiproc' ships them then)")
         other = self.specs.get(task)
         if other is not None and other.fn is not fn and getattr(other.fn, "__code__", None) is not getattr(fn, "__code__", None):
             raise ConfigError(f"task name {task!r} is already registered to {other.fn!r}")
-        spec = TaskSpec(task, fn, retry, t, concurrency, limit)
+        spec = TaskSpec(task, fn, retry, t, concurrency, limit, q, held)
         self.specs[task] = spec
-        self.engine.workflow(spec.workflow)(make_execution_workflow(spec))
+        self.engine.workflow(spec.workflow)(make_execution_workflow(spec, self.hooks))
         self.engine.workflow(CHAIN_WORKFLOW)(chain_workflow)
         return spec
 
@@ -109,8 +122,12 @@ class TaskQueue:
         delay: float | _dt.timedelta | None,
         unique_policy: str,
         timeout: float | _dt.timedelta | None,
+        queue: str | None = None,
+        headers: dict[str, Any] | None = None,
+        requires: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
-        """The execution's options, checked before anything is written."""
+        """The execution's options, checked before anything is written; the queue is decided here
+        (and journaled with the execution: a later routing change never moves it)."""
         what = f"enqueue({spec.name!r})"
         if retry is not None and not isinstance(retry, RetryPolicy):
             raise ConfigError(f"{what}: retry must be a RetryPolicy, got {retry!r}")
@@ -124,7 +141,22 @@ class TaskQueue:
                 raise ConfigError(f"{what}: each tag must be a non-empty str, got {tag!r}")
         if unique_policy not in UNIQUE_POLICIES:
             raise ConfigError(f"{what}: unknown unique_policy {unique_policy!r}; use 'keep' or 'replace'")
+        if queue is not None:
+            check_queue_name(queue, what)
+        if headers is not None and (not isinstance(headers, dict) or not all(isinstance(k, str) for k in headers)):
+            raise ConfigError(f"{what}: headers must be a dict of str -> value, got {headers!r:.80}")
+        needs = check_requires(requires, what)
+        q = self.router.resolve(spec.name, spec.queue, queue, headers or {})
+        self.router.check_priority(q, priority, what)
         opts: dict[str, Any] = {"priority": priority, "tags": tag_list}
+        if q != "default":  # the default queue is implied: the common case's options stay as they were
+            opts["queue"] = q
+        if headers:
+            opts["headers"] = dict(headers)
+        if needs:
+            opts["requires"] = needs
+        if not self.consumer.takes(q, needs):
+            opts["gated"] = True  # no consumer here takes it: it waits (queued, visible) for one that does
         if delay is not None:
             opts["delay"] = seconds(delay, f"{what} delay")
         if retry is not None:
@@ -146,11 +178,14 @@ class TaskQueue:
         unique_policy: str = "keep",
         timeout: float | _dt.timedelta | None = None,
         execution_id: str | None = None,
+        queue: str | None = None,
+        headers: dict[str, Any] | None = None,
+        requires: dict[str, Any] | None = None,
     ) -> str:
         spec = self.spec(name)
         data = check_input(input, f"enqueue({name!r})")
         opts = self.options(spec, retry=retry, priority=priority, tags=tags, delay=delay,
-                            unique_policy=unique_policy, timeout=timeout)
+                            unique_policy=unique_policy, timeout=timeout, queue=queue, headers=headers, requires=requires)
         if unique_key is None:
             return self.create(spec, data, opts, execution_id)
         if not isinstance(unique_key, str) or not unique_key:
@@ -190,18 +225,22 @@ class TaskQueue:
         idx, rec, copy = eng._start_batch(rt, spec.workflow, (data, opts), execution_id, batch)
         for tag in opts["tags"]:
             batch.add_tag(tag, rec.run_id)
+        if opts.get("gated"):
+            batch.kv_put(NS_GATED, rec.run_id, (opts.get("queue", "default"), opts.get("requires", {})))
         if also is not None:
             also(batch, rec.run_id)
         existing = rt.journal.commit(batch)[idx]
         eng._after_start(rt, rec, copy, existing)
-        self.announce(rec.run_id, spec)
+        self.announce(rec.run_id, spec, data, opts)
         return rec.run_id
 
     def enqueue_many(self, name: str, inputs: Iterable[dict[str, Any] | None], *, priority: int = 0,
-                     tags: Iterable[str] = ()) -> list[str]:
+                     tags: Iterable[str] = (), queue: str | None = None, headers: dict[str, Any] | None = None,
+                     requires: dict[str, Any] | None = None) -> list[str]:
         """Enqueue many executions of one task in one durable commit."""
         spec = self.spec(name)
-        opts = self.options(spec, retry=None, priority=priority, tags=tags, delay=None, unique_policy="keep", timeout=None)
+        opts = self.options(spec, retry=None, priority=priority, tags=tags, delay=None, unique_policy="keep", timeout=None,
+                            queue=queue, headers=headers, requires=requires)
         datas = [check_input(i, f"enqueue_many({name!r})") for i in inputs]
         eng = self.engine
         rt = eng._runtime()
@@ -211,18 +250,36 @@ class TaskQueue:
             idx, rec, copy = eng._start_batch(rt, spec.workflow, (data, opts), None, batch)
             for tag in opts["tags"]:
                 batch.add_tag(tag, rec.run_id)
-            made.append((idx, rec, copy))
+            if opts.get("gated"):
+                batch.kv_put(NS_GATED, rec.run_id, (opts.get("queue", "default"), opts.get("requires", {})))
+            made.append((idx, rec, copy, data))
         results = rt.journal.commit(batch)
-        for idx, rec, copy in made:
+        for idx, rec, copy, data in made:
             eng._after_start(rt, rec, copy, results[idx])
-            self.announce(rec.run_id, spec)
-        return [rec.run_id for _, rec, _ in made]
+            self.announce(rec.run_id, spec, data, opts)
+        return [rec.run_id for _, rec, _, _ in made]
 
-    def announce(self, run_id: str, spec: TaskSpec) -> None:
-        if spec.limited and self.dispatcher is not None:
+    def announce(self, run_id: str, spec: TaskSpec, data: dict[str, Any] | None = None,
+                 opts: dict[str, Any] | None = None) -> None:
+        gated = bool(opts and opts.get("gated"))
+        if gated and self.dispatcher is None and self.engine.is_open:
+            self.start_dispatcher()
+        if (spec.limited or gated) and self.dispatcher is not None:
             self.dispatcher.wake()
         for listener in list(self.listeners):
             listener(run_id)
+        if opts is not None and self.hooks.wanted("enqueue"):
+            self.hooks.fire(EnqueuedInfo(run_id, spec.name, opts.get("queue", "default"), dict(data or {}),
+                                         int(opts.get("priority", 0)), tuple(opts.get("tags", ())), dict(opts.get("requires", {}))))
+
+    def start_dispatcher(self) -> None:
+        """The limits and placement owner of this engine (one per data directory)."""
+        from ._limits import Dispatcher
+
+        with self._dispatcher_lock:
+            if self.dispatcher is None:
+                self.dispatcher = Dispatcher(self)
+                self.dispatcher.start()
 
     def start_chain(self, plan: dict[str, Any], data: dict[str, Any], chain_id: str | None) -> str:
         handle = self.engine.start(CHAIN_WORKFLOW, plan, data, run_id=chain_id)
@@ -332,7 +389,8 @@ def read_tasks(journal: Journal, now: float, workflow: str | None = None, tag: s
         ev = event_of(journal, lambda rid: final_event(journal, rid), RunStatus.from_record(rec), now)
         st = state_of(ev)
         if state is None or st == state:
-            out.append(TaskInfo(rec.run_id, task, st, ev, rec.created_at, rec.updated_at))
+            queue = opts_of(journal, rec.run_id).get("queue", "default")
+            out.append(TaskInfo(rec.run_id, task, st, ev, rec.created_at, rec.updated_at, queue))
     return out
 
 

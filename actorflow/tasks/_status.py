@@ -20,7 +20,9 @@ from ._model import (
     TaskSucceeded,
 )
 
-__all__ = ["TaskInfo", "event_of", "state_of", "TASK_STATES"]
+__all__ = ["TaskInfo", "event_of", "state_of", "opts_of", "TASK_STATES", "NS_GATED"]
+
+NS_GATED = "actorflow.gated"  # execution id -> (queue, requires) while no consumer has taken it
 
 TASK_STATES = ("queued", "running", "retrying", "succeeded", "failed", "cancelled")
 _STATE = {
@@ -43,6 +45,26 @@ class TaskInfo:
     status: TaskEvent
     created_at: float
     updated_at: float
+    queue: str = "default"
+
+
+def opts_of(journal: Journal, run_id: str) -> dict[str, Any]:
+    """An execution's journaled options (queue, priority, tags, requires ...); {} if unreadable."""
+    events = journal.events(run_id, 0, strict=False)[:1]
+    if events and isinstance(events[0].data, dict):
+        args: Any = events[0].data.get("args") or ()
+        if len(args) > 1 and isinstance(args[1], dict):
+            return dict(args[1])
+    return {}
+
+
+def _queued(journal: Journal, rid: str) -> TaskQueued:
+    gate = journal.kv_get(NS_GATED, rid)
+    if gate is None:
+        return TaskQueued(rid)
+    queue, requires = gate
+    needs = f" with {dict(requires)}" if requires else ""
+    return TaskQueued(rid, f"no consumer takes queue {queue!r}{needs} yet")
 
 
 def state_of(event: TaskEvent) -> str:
@@ -75,13 +97,13 @@ def event_of(journal: Journal, final_event: Any, st: RunStatus, now: float) -> T
     if state == "blocked":
         return TaskFailed(rid, f"blocked: {st.error or 'the code no longer matches its journal'}")
     if state == "sleeping":
-        return _retrying(journal, st, now) or TaskQueued(rid)
+        return _retrying(journal, st, now) or _queued(journal, rid)
     if state == "running":  # a step waiting out its retry delay keeps its run "running"
         retrying = _retrying(journal, st, now)
         if retrying is not None and retrying.next_attempt_in > 0:
             return retrying
         return TaskRunning(rid, st.progress)
-    return TaskQueued(rid)  # pending, or waiting for a dispatch slot
+    return _queued(journal, rid)  # pending, or waiting for a dispatch slot or a consumer
 
 
 def task_name(workflow: str) -> str | None:

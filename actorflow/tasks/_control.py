@@ -1,0 +1,213 @@
+"""The control plane of the task queue: who consumes (workers), are they up (ping), how the queues
+are doing (queue stats). Revokes are the journaled cancels of `_queue` (they reach running handlers).
+
+Each open engine with tasks is a worker: it writes its entry (identity, queues, capabilities,
+declared queues) to the journal's `actorflow.workers` namespace at open and renews its heartbeat
+every HEARTBEAT seconds; a clean close marks it stopped. Entries and statistics are read from the
+journal by plain functions, so `actorflow workers` / `actorflow queues` beside a live engine show
+what `engine.workers()` / `engine.queue_stats()` show."""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from storage import Journal
+
+from ._status import NS_GATED, opts_of, task_name
+
+if TYPE_CHECKING:
+    from ._queue import TaskQueue
+
+__all__ = ["ControlPlane", "WorkerInfo", "QueueStats", "PingReply", "read_workers", "read_queue_stats",
+           "NS_WORKERS", "HEARTBEAT"]
+
+log = structlog.get_logger("actorflow.tasks")
+
+NS_WORKERS = "actorflow.workers"
+HEARTBEAT = 2.0  # seconds between a worker's heartbeats
+STALE_AFTER = 3 * HEARTBEAT  # a worker silent this long is shown down
+RATE_WINDOW = 60.0  # seconds over which `rate` counts finished executions
+_RECENT = 5_000  # newest runs looked at for the rate
+_FORGET_AFTER = 86_400.0  # stopped workers' entries are dropped after a day
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerInfo:
+    """One consumer: what it takes, and whether it is up (`alive`: heartbeat within STALE_AFTER)."""
+
+    worker_id: str
+    host: str
+    pid: int
+    system: str
+    queues: tuple[str, ...] | None  # None: every queue
+    capabilities: dict[str, Any]
+    started_at: float
+    last_heartbeat: float
+    alive: bool
+    in_flight: dict[str, int] = field(default_factory=dict)  # running executions per queue (live workers)
+    stopped_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class QueueStats:
+    """One queue now: `depth` executions ready and waiting (of which `unplaceable`: no consumer takes
+    them), `delayed` (a delay or a retry backoff), `in_flight` running, `rate` executions finished per
+    second over the last minute, `oldest_age` seconds the oldest waiting one has waited."""
+
+    queue: str
+    depth: int = 0
+    unplaceable: int = 0
+    delayed: int = 0
+    in_flight: int = 0
+    rate: float = 0.0
+    oldest_age: float = 0.0
+    priority: tuple[int, int] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PingReply:
+    worker_id: str
+    ok: bool
+    latency: float  # seconds for a round trip (embedded: through the actor pump; multiproc: the facade)
+    detail: str = ""
+
+
+class ControlPlane:
+    """This engine's worker entry and its heartbeat thread."""
+
+    def __init__(self, tq: TaskQueue) -> None:
+        self.tq = tq
+        self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.started_at = time.time()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="actorflow-workers", daemon=True)
+        self.last_heartbeat = 0.0
+
+    def entry(self, now: float, stopped: bool = False) -> dict[str, Any]:
+        eng = self.tq.engine
+        consumer = self.tq.consumer
+        return {
+            "host": socket.gethostname(), "pid": os.getpid(), "system": eng.system,
+            "queues": None if consumer.queues is None else sorted(consumer.queues),
+            "capabilities": dict(consumer.capabilities),
+            "declared": {q.name: q.priority for q in self.tq.router.queues.values()},
+            "default_queue": self.tq.router.default_queue,
+            "started_at": self.started_at, "last_heartbeat": now, "stopped_at": now if stopped else None,
+        }
+
+    def beat(self, stopped: bool = False) -> None:
+        journal = self.tq.engine._runtime().journal
+        now = time.time()
+        batch = journal.batch()
+        batch.kv_put(NS_WORKERS, self.worker_id, self.entry(now, stopped))
+        if not stopped:  # forget workers stopped (or silent) for a day
+            for wid, e in journal.kv_scan(NS_WORKERS):
+                if wid != self.worker_id and now - float(e.get("last_heartbeat", 0)) > _FORGET_AFTER:
+                    batch.kv_del(NS_WORKERS, wid)
+        journal.commit(batch)
+        self.last_heartbeat = now
+
+    def start(self) -> None:
+        self.beat()
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(HEARTBEAT):
+            try:
+                self.beat()
+            except Exception as exc:  # noqa: BLE001 - closing meanwhile, or a full disk: try again later
+                log.warning("worker heartbeat failed", error=f"{type(exc).__name__}: {exc}")
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5.0)
+        try:
+            self.beat(stopped=True)
+        except Exception as exc:  # noqa: BLE001 - the journal is going away: the entry goes stale instead
+            log.warning("worker stop mark failed", error=f"{type(exc).__name__}: {exc}")
+
+    def ping(self, timeout: float) -> PingReply:
+        eng = self.tq.engine
+        t0 = time.perf_counter()
+        try:
+            rt = eng._runtime()
+        except Exception as exc:  # noqa: BLE001 - the answer is "down, because ..."
+            return PingReply(self.worker_id, False, 0.0, str(exc))
+        if eng.system == "embedded":
+            from .._messages import PumpCall
+
+            done = threading.Event()
+            rt.post(PumpCall(done.set))
+            if not done.wait(timeout):
+                return PingReply(self.worker_id, False, timeout, f"the actor pump did not answer within {timeout}s")
+            return PingReply(self.worker_id, True, time.perf_counter() - t0, "actor pump round trip")
+        rt.journal.get_run("\x01ping")  # the facade answers; rt.fatal (checked above) covers the shard processes
+        return PingReply(self.worker_id, True, time.perf_counter() - t0, "facade round trip; shard processes up")
+
+
+def read_workers(journal: Journal, now: float, this: str | None = None) -> list[WorkerInfo]:
+    """Every known worker, live first; in-flight counts for live ones from the running executions."""
+    flights = _in_flight(journal)
+    out = []
+    for wid, e in journal.kv_scan(NS_WORKERS):
+        alive = e.get("stopped_at") is None and now - float(e["last_heartbeat"]) <= STALE_AFTER
+        queues = None if e.get("queues") is None else tuple(e["queues"])
+        mine = {q: n for q, n in flights.items() if queues is None or q in queues} if alive else {}
+        out.append(WorkerInfo(wid, e["host"], int(e["pid"]), e.get("system", "?"), queues, dict(e.get("capabilities") or {}),
+                              float(e["started_at"]), float(e["last_heartbeat"]), alive, mine, e.get("stopped_at")))
+    out.sort(key=lambda w: (not w.alive, w.worker_id != this, -w.last_heartbeat))
+    return out
+
+
+def _in_flight(journal: Journal) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for rec in journal.get_runs(journal.active_run_ids()):
+        if rec is not None and rec.state == "running" and task_name(rec.workflow) is not None:
+            q = opts_of(journal, rec.run_id).get("queue", "default")
+            counts[q] = counts.get(q, 0) + 1
+    return counts
+
+
+def read_queue_stats(journal: Journal, now: float) -> list[QueueStats]:
+    """Per-queue statistics over the executions in the journal (and every queue a worker declared)."""
+    acc: dict[str, dict[str, Any]] = {}
+    declared: dict[str, Any] = {"default": None}
+    for _, e in journal.kv_scan(NS_WORKERS):
+        if e.get("stopped_at") is None:
+            declared.update({q: (tuple(p) if p else None) for q, p in (e.get("declared") or {}).items()})
+            declared.update({q: declared.get(q) for q in (e.get("queues") or ())})
+
+    def row(q: str) -> dict[str, Any]:
+        return acc.setdefault(q, {"depth": 0, "unplaceable": 0, "delayed": 0, "in_flight": 0, "done": 0, "oldest": None})
+
+    gates = dict(journal.kv_scan(NS_GATED))
+    for rec in journal.get_runs(journal.active_run_ids()):
+        if rec is None or task_name(rec.workflow) is None:
+            continue
+        r = row(opts_of(journal, rec.run_id).get("queue", "default"))
+        if rec.state == "running":
+            r["in_flight"] += 1
+        elif rec.state == "sleeping":
+            r["delayed"] += 1
+        else:  # pending, or waiting for a dispatch (a limit's slot or a consumer)
+            r["depth"] += 1
+            r["unplaceable"] += rec.run_id in gates
+            r["oldest"] = rec.created_at if r["oldest"] is None else min(r["oldest"], rec.created_at)
+    for rec in journal.runs_page(limit=_RECENT, reverse=True):
+        if rec.finished and task_name(rec.workflow) is not None and now - rec.updated_at <= RATE_WINDOW:
+            row(opts_of(journal, rec.run_id).get("queue", "default"))["done"] += 1
+    for q in declared:
+        row(q)
+    return [
+        QueueStats(q, r["depth"], r["unplaceable"], r["delayed"], r["in_flight"], r["done"] / RATE_WINDOW,
+                   0.0 if r["oldest"] is None else max(0.0, now - r["oldest"]), declared.get(q))
+        for q, r in sorted(acc.items())
+    ]
