@@ -8,8 +8,9 @@ from storage import DEFAULT_MAX_PAYLOAD, Codec, MemoryJournal
 
 from ._clock import MockClock
 from ._engine import Engine
+from .tasks import Enqueued, FakeTasks
 
-__all__ = ["MockClock", "memory_engine"]
+__all__ = ["MockClock", "memory_engine", "FakeTasks", "Enqueued"]
 
 
 def memory_engine(clock: MockClock | None = None, **kw: Any) -> Engine:

@@ -6,6 +6,10 @@ from __future__ import annotations
 
 from ._api import TaskMethods
 from ._chains import Chain, as_input, merge_outputs
+from ._control import PingReply, QueueStats, WorkerInfo
+from ._fake import Enqueued, FakeTasks
+from ._hooks import EnqueuedInfo, FailedInfo, HookEvent, RetryInfo, StartedInfo, SucceededInfo
+from ._leases import LeaseLost
 from ._model import (
     RateLimit,
     RetryLater,
@@ -23,6 +27,7 @@ from ._model import (
     parse_rate_limit,
 )
 from ._queue import DeadLetter
+from ._routing import QueueSpec, Route
 from ._status import TaskInfo
 
 __all__ = [
@@ -46,4 +51,18 @@ __all__ = [
     "merge_outputs",
     "DeadLetter",
     "TaskInfo",
+    "QueueSpec",
+    "Route",
+    "WorkerInfo",
+    "QueueStats",
+    "PingReply",
+    "HookEvent",
+    "EnqueuedInfo",
+    "StartedInfo",
+    "SucceededInfo",
+    "FailedInfo",
+    "RetryInfo",
+    "LeaseLost",
+    "FakeTasks",
+    "Enqueued",
 ]

@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from ._limits import Dispatcher
     from ._schedules import Scheduler
 
-__all__ = ["TaskQueue", "DeadLetter", "read_tasks", "read_dead_letters", "NS_REQUEUED", "NS_GATED"]
+__all__ = ["TaskQueue", "execution_options", "DeadLetter", "read_tasks", "read_dead_letters", "NS_REQUEUED", "NS_GATED"]
 
 NS_REQUEUED = "actorflow.requeued"
 
@@ -51,6 +51,62 @@ class DeadLetter:
     attempts: int
     input: dict[str, Any]
     failed_at: float
+
+
+def execution_options(
+    router: Router,
+    consumer: Consumer,
+    spec: TaskSpec,
+    *,
+    retry: RetryPolicy | None,
+    priority: int,
+    tags: Iterable[str],
+    delay: float | _dt.timedelta | None,
+    unique_policy: str,
+    timeout: float | _dt.timedelta | None,
+    queue: str | None = None,
+    headers: dict[str, Any] | None = None,
+    requires: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The execution's options, checked before anything is written; the queue is decided here
+    (and journaled with the execution: a later routing change never moves it)."""
+    what = f"enqueue({spec.name!r})"
+    if retry is not None and not isinstance(retry, RetryPolicy):
+        raise ConfigError(f"{what}: retry must be a RetryPolicy, got {retry!r}")
+    if isinstance(priority, bool) or not isinstance(priority, int):
+        raise ConfigError(f"{what}: priority must be an int (higher runs first), got {priority!r}")
+    if isinstance(tags, str):
+        raise ConfigError(f"{what}: tags must be a list of strings, got the string {tags!r}")
+    tag_list = list(tags)
+    for tag in tag_list:
+        if not isinstance(tag, str) or not tag or "\x00" in tag:
+            raise ConfigError(f"{what}: each tag must be a non-empty str, got {tag!r}")
+    if unique_policy not in UNIQUE_POLICIES:
+        raise ConfigError(f"{what}: unknown unique_policy {unique_policy!r}; use 'keep' or 'replace'")
+    if queue is not None:
+        check_queue_name(queue, what)
+    if headers is not None and (not isinstance(headers, dict) or not all(isinstance(k, str) for k in headers)):
+        raise ConfigError(f"{what}: headers must be a dict of str -> value, got {headers!r:.80}")
+    needs = check_requires(requires, what)
+    q = router.resolve(spec.name, spec.queue, queue, headers or {})
+    router.check_priority(q, priority, what)
+    opts: dict[str, Any] = {"priority": priority, "tags": tag_list}
+    if q != "default":  # the default queue is implied: the common case's options stay as they were
+        opts["queue"] = q
+    if headers:
+        opts["headers"] = dict(headers)
+    if needs:
+        opts["requires"] = needs
+    if not consumer.takes(q, needs):
+        opts["gated"] = True  # no consumer here takes it: it waits (queued, visible) for one that does
+    if delay is not None:
+        opts["delay"] = seconds(delay, f"{what} delay")
+    if retry is not None:
+        opts["retry"] = retry
+    if timeout is not None:
+        opts["timeout"] = seconds(timeout, f"{what} timeout", positive=True)
+    return opts
+
 
 
 class TaskQueue:
@@ -112,58 +168,9 @@ class TaskQueue:
         return spec
 
     # --- enqueue -----------------------------------------------------------------------------
-    def options(
-        self,
-        spec: TaskSpec,
-        *,
-        retry: RetryPolicy | None,
-        priority: int,
-        tags: Iterable[str],
-        delay: float | _dt.timedelta | None,
-        unique_policy: str,
-        timeout: float | _dt.timedelta | None,
-        queue: str | None = None,
-        headers: dict[str, Any] | None = None,
-        requires: dict[str, Any] | None = None,
-    ) -> dict[str, Any]:
-        """The execution's options, checked before anything is written; the queue is decided here
-        (and journaled with the execution: a later routing change never moves it)."""
-        what = f"enqueue({spec.name!r})"
-        if retry is not None and not isinstance(retry, RetryPolicy):
-            raise ConfigError(f"{what}: retry must be a RetryPolicy, got {retry!r}")
-        if isinstance(priority, bool) or not isinstance(priority, int):
-            raise ConfigError(f"{what}: priority must be an int (higher runs first), got {priority!r}")
-        if isinstance(tags, str):
-            raise ConfigError(f"{what}: tags must be a list of strings, got the string {tags!r}")
-        tag_list = list(tags)
-        for tag in tag_list:
-            if not isinstance(tag, str) or not tag or "\x00" in tag:
-                raise ConfigError(f"{what}: each tag must be a non-empty str, got {tag!r}")
-        if unique_policy not in UNIQUE_POLICIES:
-            raise ConfigError(f"{what}: unknown unique_policy {unique_policy!r}; use 'keep' or 'replace'")
-        if queue is not None:
-            check_queue_name(queue, what)
-        if headers is not None and (not isinstance(headers, dict) or not all(isinstance(k, str) for k in headers)):
-            raise ConfigError(f"{what}: headers must be a dict of str -> value, got {headers!r:.80}")
-        needs = check_requires(requires, what)
-        q = self.router.resolve(spec.name, spec.queue, queue, headers or {})
-        self.router.check_priority(q, priority, what)
-        opts: dict[str, Any] = {"priority": priority, "tags": tag_list}
-        if q != "default":  # the default queue is implied: the common case's options stay as they were
-            opts["queue"] = q
-        if headers:
-            opts["headers"] = dict(headers)
-        if needs:
-            opts["requires"] = needs
-        if not self.consumer.takes(q, needs):
-            opts["gated"] = True  # no consumer here takes it: it waits (queued, visible) for one that does
-        if delay is not None:
-            opts["delay"] = seconds(delay, f"{what} delay")
-        if retry is not None:
-            opts["retry"] = retry
-        if timeout is not None:
-            opts["timeout"] = seconds(timeout, f"{what} timeout", positive=True)
-        return opts
+    def options(self, spec: TaskSpec, **kw: Any) -> dict[str, Any]:
+        """The execution's options, checked before anything is written (see execution_options)."""
+        return execution_options(self.router, self.consumer, spec, **kw)
 
     def enqueue(
         self,
