@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import multiprocessing
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -59,6 +60,12 @@ def _post_to_host(msg: Any) -> None:
     to_host(msg)
 
 
+class _Started(tuple):  # type: ignore[type-arg]
+    """From a worker: it began step (run_id, seq, attempt) - a death after this took the attempt."""
+
+    __slots__ = ()
+
+
 class StepWorkerDied(ActorflowError):
     """The process running a step attempt died every time it was tried."""
 
@@ -67,6 +74,8 @@ def _call(blob: bytes, info: StepInfo) -> tuple[bool, bytes]:
     """In the worker: run the step; (ok, cloudpickled result or exception)."""
     token = _current_step.set(info)
     post = step_post.set(_post_to_host if _to_host is not None else None)
+    if _to_host is not None:
+        _to_host.put(_Started((info.run_id, info.seq, info.attempt)))
     try:
         fn = cloudpickle.loads(blob)
         result = fn()
@@ -101,6 +110,7 @@ class ProcessSteps:
         self._post = post
         self._channel: Any = None  # workers -> this host (created with the first pool)
         self._drain: threading.Thread | None = None
+        self._started: set[tuple[Any, ...]] = set()  # steps a worker began (journal_deaths steps check it)
 
     def _drain_loop(self, channel: Any) -> None:
         while True:
@@ -110,6 +120,10 @@ class ProcessSteps:
                 return
             if msg is None:
                 return
+            if type(msg) is _Started:
+                with self._lock:
+                    self._started.add(tuple(msg))
+                continue
             try:
                 handler = HOST_HANDLERS.get(type(msg))
                 if handler is not None:
@@ -157,11 +171,25 @@ class ProcessSteps:
                 "its function must pickle (cloudpickle), or run the engine with step_processes=0",
                 type_name=type(fn).__name__,
             ) from exc
+        key = (info.run_id, info.seq, info.attempt)
         try:
             return self._run(blob, info, bool((getattr(fn, "actorflow_step", None) or {}).get("journal_deaths")))
         finally:
+            with self._lock:
+                self._started.discard(key)
             for hook in STEP_END_HOOKS:
                 hook(info)
+
+    def _began(self, key: tuple[Any, ...]) -> bool:
+        """Whether a worker began this step; its start message may trail the death by a moment."""
+        deadline = time.monotonic() + 0.5
+        while True:
+            with self._lock:
+                if key in self._started:
+                    return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.01)
 
     def _run(self, blob: bytes, info: StepInfo, journal_deaths: bool) -> Any:
         for death in range(1, MAX_DEATHS + 1):
@@ -170,7 +198,7 @@ class ProcessSteps:
                 ok, payload = pool.submit(_call, blob, info).result()
             except BrokenProcessPool:
                 self._replace(pool)
-                if journal_deaths:
+                if journal_deaths and self._began((info.run_id, info.seq, info.attempt)):
                     log.warning("step worker process died; the attempt is lost", run_id=info.run_id, step=info.name,
                                 attempt=info.attempt)
                     raise StepWorkerDied(

@@ -90,6 +90,7 @@ class ControlPlane:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="actorflow-workers", daemon=True)
         self.last_heartbeat = 0.0
+        self.journal = tq.engine._runtime().journal  # kept: close() drops the runtime before stopping us
 
     def entry(self, now: float, stopped: bool = False) -> dict[str, Any]:
         eng = self.tq.engine
@@ -104,7 +105,7 @@ class ControlPlane:
         }
 
     def beat(self, stopped: bool = False) -> None:
-        journal = self.tq.engine._runtime().journal
+        journal = self.journal
         now = time.time()
         batch = journal.batch()
         batch.kv_put(NS_WORKERS, self.worker_id, self.entry(now, stopped))

@@ -8,7 +8,6 @@ import dataclasses
 import functools
 import inspect
 import os
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,7 +23,7 @@ from ._leases import LEASES, LeaseBeat, LeaseLost, lost_error
 from ._model import _CANCELLED, RetryLater, TaskContext, TaskFailure, TaskResult, TaskSpec, _cancel_lock
 from ._routing import DEFAULT_QUEUE
 
-__all__ = ["make_execution_workflow", "HANDLER_STEP", "DISPATCH_SIGNAL", "clean_message", "mark_lost", "MAX_LOST"]
+__all__ = ["make_execution_workflow", "HANDLER_STEP", "DISPATCH_SIGNAL", "clean_message", "MAX_LOST"]
 
 MAX_LOST = 3  # lost attempts (lease ran out, worker died) retried in a row before the execution fails
 
@@ -61,12 +60,6 @@ def _leave(execution_id: str) -> None:
         _CANCELLED.discard(execution_id)
 
 
-def mark_lost(execution_id: str) -> None:
-    """An attempt of this execution lost its lease: its handler (if still running here) sees
-    `ctx.cancelled` and its heartbeat raises, so it stops; its result would be discarded anyway."""
-    _mark_cancelled(execution_id)
-
-
 @dataclass(frozen=True)
 class _Attempt:
     """What the handler wrapper needs besides the handler: hooks, queue, lease (picklable)."""
@@ -77,11 +70,15 @@ class _Attempt:
     execution_id: str
 
 
-def _lease_of(a: _Attempt) -> tuple[Callable[[], None], Callable[[], None]]:
-    """(heartbeat, release) of this attempt's lease; no-ops when the task has none."""
+def _never() -> bool:
+    return False
+
+
+def _lease_of(a: _Attempt) -> tuple[Callable[[], None], Callable[[], None], Callable[[], bool]]:
+    """(heartbeat, release, lost) of this attempt's lease; no-ops when the task has none."""
     lease = a.spec.lease
     if lease is None:
-        return (lambda: None), (lambda: None)
+        return (lambda: None), (lambda: None), _never
     info = current_step()
     key = (info.run_id, info.seq, info.attempt)
     pid = os.getpid()
@@ -98,15 +95,15 @@ def _lease_of(a: _Attempt) -> tuple[Callable[[], None], Callable[[], None]]:
         def end_remote() -> None:
             to_host(LeaseBeat(*key, lease, pid, done=True))
 
-        return beat_remote, end_remote
+        return beat_remote, end_remote, _never  # a lost attempt's worker process is killed
     LEASES.hold(key, lease, step_post.get(None))
-    return (lambda: LEASES.beat(key)), (lambda: LEASES.release(key))
+    return (lambda: LEASES.beat(key)), (lambda: LEASES.release(key)), (lambda: key in LEASES.lost)
 
 
 def _begin(a: _Attempt, input: dict[str, Any], progress: Callable[[float], None]) -> tuple[TaskContext, Callable[[], None], float]:
     _enter(a.execution_id)
-    beat, release = _lease_of(a)
-    ctx = TaskContext(dict(input), current_step().attempt, a.execution_id, a.spec.name, progress, None, a.queue, beat)
+    beat, release, lost = _lease_of(a)
+    ctx = TaskContext(dict(input), current_step().attempt, a.execution_id, a.spec.name, progress, None, a.queue, beat, lost)
     return ctx, release, time.monotonic()
 
 
@@ -161,23 +158,26 @@ async def _call_async(a: _Attempt, policy: RetryPolicy, input: dict[str, Any], p
             await a.hooks.afire(ev)
 
 
-def _progress_sink(ctx: Any) -> Callable[[float], None]:
-    """How a handler thread reaches its run: a StepProgress message posted to the runtime that hosts
-    the run (in this process: the embedded engine's, or the shard's under system='multiproc')."""
-    run_id = ctx.run_id
-    lock = threading.Lock()
-    last = [-1.0]
+class _Progress:
+    """How a handler reaches its run: a StepProgress message posted to the runtime that hosts the
+    run (the embedded engine's, or the shard's under system='multiproc'; from a step worker process
+    through its channel to the host). Picklable: it travels with the handler to worker processes."""
 
-    def report(fraction: float) -> None:
-        with lock:
-            if fraction == last[0]:
-                return
-            last[0] = fraction
-        post = step_post.get(None)  # set by the step pool running this step (None in a worker process)
+    def __init__(self, run_id: str) -> None:
+        self.run_id = run_id
+        self.last = -1.0
+
+    def __call__(self, fraction: float) -> None:
+        if fraction == self.last:  # a repeat is not news (a race here only costs one message)
+            return
+        self.last = fraction
+        post = step_post.get(None)  # set by the step pool running this step
         if post is not None:
-            post(StepProgress(run_id, fraction))
+            post(StepProgress(self.run_id, fraction))
 
-    return report
+
+def _progress_sink(ctx: Any) -> Callable[[float], None]:
+    return _Progress(ctx.run_id)
 
 
 def clean_message(error: str | None) -> str:

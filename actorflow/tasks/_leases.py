@@ -1,7 +1,7 @@
 """Leases on running handler attempts: `@engine.task(lease=30)` gives an attempt 30 s to live,
 which each `ctx.heartbeat()` renews. An attempt whose lease runs out is *lost*: the process hosting
 its step pool reports the attempt failed with `LeaseLost` (journaled like any failed attempt),
-cancels it cooperatively (`ctx.cancelled`, `heartbeat()` raises) and, when it runs in a step worker
+tells it to stop (its `ctx.cancelled` turns True, `heartbeat()` raises) and, when it runs in a step worker
 process (`Engine(step_processes=N)`), kills that process, whose late result is then discarded. The
 execution workflow starts a new attempt (at-least-once; one journaled success, ever).
 
@@ -100,6 +100,8 @@ class Leases:
             self._ended[key] = now
             if len(self._ended) > 10_000:
                 self._ended = {k: t for k, t in self._ended.items() if now - t < 300}
+            if len(self.lost) > 10_000:
+                self.lost = {k: t for k, t in self.lost.items() if now - t < 3600}
 
     def held(self) -> dict[Key, float]:
         """Each held lease's seconds left (for tests and operators)."""
@@ -138,10 +140,7 @@ class Leases:
             execution_id=run_id, attempt=attempt, lease=held.lease, pid=held.pid,
         )
         log.warning("task lease lost", execution_id=run_id, attempt=attempt, lease=held.lease, pid=held.pid)
-        held.post(StepDone(run_id, pos, attempt, False, err))
-        from ._execution import mark_lost
-
-        mark_lost(run_id)
+        held.post(StepDone(run_id, pos, attempt, False, err))  # the handler sees ctx.cancelled (self.lost)
         if held.pid is not None and held.pid != os.getpid():
             with contextlib.suppress(ProcessLookupError):
                 os.kill(held.pid, signal.SIGKILL)

@@ -225,6 +225,7 @@ class TaskContext:
     last_heartbeat: float | None = None
     queue: str = "default"
     _beat: Callable[[], None] = field(repr=False, default=lambda: None)
+    _lost: Callable[[], bool] = field(repr=False, default=lambda: False)
 
     def report_progress(self, fraction: float) -> None:
         """0.0..1.0: seen by task_status()/monitor_execution() as TaskRunning(progress) (journaled)."""
@@ -234,8 +235,9 @@ class TaskContext:
 
     @property
     def cancelled(self) -> bool:
-        """True once the execution was cancelled while this handler runs: stop cooperatively."""
-        return self.execution_id in _CANCELLED
+        """True once the execution was cancelled while this handler runs, or this attempt lost its
+        lease (another attempt runs instead): stop cooperatively."""
+        return self.execution_id in _CANCELLED or self._lost()
 
     def heartbeat(self) -> None:
         """Renew this attempt's lease (`@engine.task(lease=...)`) and act as a cancellation point:
