@@ -21,6 +21,7 @@ import structlog
 
 from storage import Journal
 
+from ._leases import INFLIGHT
 from ._status import NS_GATED, opts_of, task_name
 
 if TYPE_CHECKING:
@@ -156,7 +157,9 @@ class ControlPlane:
 
 def read_workers(journal: Journal, now: float, this: str | None = None) -> list[WorkerInfo]:
     """Every known worker, live first; in-flight counts for live ones from the running executions."""
-    flights = _in_flight(journal)
+    flights: dict[str, int] = {}
+    for q in _in_flight(journal).values():
+        flights[q] = flights.get(q, 0) + 1
     out = []
     for wid, e in journal.kv_scan(NS_WORKERS):
         alive = e.get("stopped_at") is None and now - float(e["last_heartbeat"]) <= STALE_AFTER
@@ -168,13 +171,15 @@ def read_workers(journal: Journal, now: float, this: str | None = None) -> list[
     return out
 
 
-def _in_flight(journal: Journal) -> dict[str, int]:
-    counts: dict[str, int] = {}
+def _in_flight(journal: Journal) -> dict[str, str]:
+    """Executions whose handler runs now -> queue: those this process's step pool runs (exact; the
+    embedded system's facade is their host), and those whose status record says running (a shard's,
+    once the handler reported progress or the host journaled its state)."""
+    running = dict(INFLIGHT)
     for rec in journal.get_runs(journal.active_run_ids()):
-        if rec is not None and rec.state == "running" and task_name(rec.workflow) is not None:
-            q = opts_of(journal, rec.run_id).get("queue", "default")
-            counts[q] = counts.get(q, 0) + 1
-    return counts
+        if rec is not None and rec.state == "running" and task_name(rec.workflow) is not None and rec.run_id not in running:
+            running[rec.run_id] = opts_of(journal, rec.run_id).get("queue", "default")
+    return running
 
 
 def read_queue_stats(journal: Journal, now: float) -> list[QueueStats]:
@@ -190,11 +195,12 @@ def read_queue_stats(journal: Journal, now: float) -> list[QueueStats]:
         return acc.setdefault(q, {"depth": 0, "unplaceable": 0, "delayed": 0, "in_flight": 0, "done": 0, "oldest": None})
 
     gates = dict(journal.kv_scan(NS_GATED))
+    flying = _in_flight(journal)
     for rec in journal.get_runs(journal.active_run_ids()):
         if rec is None or task_name(rec.workflow) is None:
             continue
-        r = row(opts_of(journal, rec.run_id).get("queue", "default"))
-        if rec.state == "running":
+        r = row(flying.get(rec.run_id) or opts_of(journal, rec.run_id).get("queue", "default"))
+        if rec.run_id in flying:
             r["in_flight"] += 1
         elif rec.state == "sleeping":
             r["delayed"] += 1

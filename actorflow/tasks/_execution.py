@@ -19,7 +19,7 @@ from .._retry import RetryPolicy
 from .._types import current_step, step_post
 from ..errors import Cancelled, StepFailed
 from ._hooks import FailedInfo, HookEvent, RetryInfo, StartedInfo, SucceededInfo, TaskHooks
-from ._leases import LEASES, LeaseBeat, LeaseLost, lost_error
+from ._leases import LEASES, LeaseBeat, LeaseLost, inflight_begin, inflight_end, lost_error
 from ._model import _CANCELLED, RetryLater, TaskContext, TaskFailure, TaskResult, TaskSpec, _cancel_lock
 from ._routing import DEFAULT_QUEUE
 
@@ -102,6 +102,7 @@ def _lease_of(a: _Attempt) -> tuple[Callable[[], None], Callable[[], None], Call
 
 def _begin(a: _Attempt, input: dict[str, Any], progress: Callable[[float], None]) -> tuple[TaskContext, Callable[[], None], float]:
     _enter(a.execution_id)
+    inflight_begin(a.execution_id, a.queue)
     beat, release, lost = _lease_of(a)
     ctx = TaskContext(dict(input), current_step().attempt, a.execution_id, a.spec.name, progress, None, a.queue, beat, lost)
     return ctx, release, time.monotonic()
@@ -133,6 +134,7 @@ def _call_sync(a: _Attempt, policy: RetryPolicy, input: dict[str, Any], progress
         raise
     finally:
         release()
+        inflight_end(a.execution_id)
         _leave(a.execution_id)
         ev = _ended(a, ctx, started, policy, out, exc)
         if ev is not None:
@@ -152,6 +154,7 @@ async def _call_async(a: _Attempt, policy: RetryPolicy, input: dict[str, Any], p
         raise
     finally:
         release()
+        inflight_end(a.execution_id)
         _leave(a.execution_id)
         ev = _ended(a, ctx, started, policy, out, exc)
         if ev is not None:

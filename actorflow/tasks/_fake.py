@@ -200,7 +200,8 @@ class FakeTasks:
         found = [e for e in self.enqueued_for(task) if fits(e)]
         if len(found) != 1:
             seen = "\n  ".join(f"{e.task}({e.input!r}) queue={e.queue!r} priority={e.priority}" for e in self.enqueued) or "nothing"
-            raise AssertionError(f"expected one enqueue of {task!r} with input {input or {}!r} {fields or ''}, "
+            also = f" and {fields!r}" if fields else ""
+            raise AssertionError(f"expected one enqueue of {task!r} with input {input or {}!r}{also}, "
                                  f"found {len(found)}; enqueued:\n  {seen}")
         return found[0]
 

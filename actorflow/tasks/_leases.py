@@ -24,10 +24,11 @@ import structlog
 
 from .. import _procsteps
 from .._messages import StepDone
+from .._procsteps import to_host
 from .._types import StepInfo
 from ..errors import ActorflowError
 
-__all__ = ["LeaseBeat", "LeaseLost", "Leases", "LEASES", "lost_error"]
+__all__ = ["LeaseBeat", "LeaseLost", "Leases", "LEASES", "lost_error", "INFLIGHT", "inflight_begin", "inflight_end"]
 
 log = structlog.get_logger("actorflow.tasks")
 
@@ -159,9 +160,42 @@ def _from_worker(msg: LeaseBeat, post: Callable[[Any], None]) -> None:
         LEASES.hold(key, msg.lease, post, msg.pid)
 
 
+# --- handler attempts running from this process's step pool, by execution id (-> queue) -------------
+# The control plane's exact in-flight counts on the embedded system (the facade is the host there).
+INFLIGHT: dict[str, str] = {}
+
+
+@dataclass(frozen=True, slots=True)
+class InFlight:
+    """From a step worker process to its host: a handler attempt began (`running`) or ended."""
+
+    run_id: str
+    queue: str
+    running: bool
+
+
+def inflight_begin(run_id: str, queue: str) -> None:
+    if not to_host(InFlight(run_id, queue, True)):
+        INFLIGHT[run_id] = queue
+
+
+def inflight_end(run_id: str) -> None:
+    if not to_host(InFlight(run_id, "", False)):
+        INFLIGHT.pop(run_id, None)
+
+
+def _inflight_from_worker(msg: InFlight, post: Callable[[Any], None]) -> None:
+    if msg.running:
+        INFLIGHT[msg.run_id] = msg.queue
+    else:
+        INFLIGHT.pop(msg.run_id, None)
+
+
 def _step_ended(info: StepInfo) -> None:
     LEASES.release((info.run_id, info.seq, info.attempt))
+    INFLIGHT.pop(info.run_id, None)  # also when its worker died before telling
 
 
+_procsteps.HOST_HANDLERS[InFlight] = _inflight_from_worker
 _procsteps.HOST_HANDLERS[LeaseBeat] = _from_worker
 _procsteps.STEP_END_HOOKS.append(_step_ended)
