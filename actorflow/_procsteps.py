@@ -19,6 +19,7 @@ from __future__ import annotations
 import multiprocessing
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -30,7 +31,8 @@ import structlog
 from ._types import StepInfo, _current_step, step_post
 from .errors import ActorflowError, PayloadError
 
-__all__ = ["ProcessSteps", "StepWorkerDied", "to_host", "HOST_HANDLERS", "STEP_END_HOOKS"]
+__all__ = ["ProcessSteps", "StepWorkerDied", "to_host", "HOST_HANDLERS", "STEP_END_HOOKS", "cancel_in_workers",
+           "cancelled_in_worker"]
 
 log = structlog.get_logger("actorflow.steps")
 
@@ -41,11 +43,32 @@ HOST_HANDLERS: dict[type, Callable[[Any, Callable[[Any], None]], None]] = {}
 # in the host: called with the StepInfo of every worker step once it ended (result, error or death)
 STEP_END_HOOKS: list[Callable[[StepInfo], None]] = []
 _to_host: Any = None  # in a worker process: the queue to its host
+_cancel_view: Any = None  # in a worker process: the host's shared list of cancelled run ids
+_CANCEL_BYTES = 64 * 1024
+_POOLS: weakref.WeakSet[ProcessSteps] = weakref.WeakSet()
 
 
-def _init_worker(channel: Any) -> None:
-    global _to_host
+def _init_worker(channel: Any, cancelled: Any = None) -> None:
+    global _to_host, _cancel_view
     _to_host = channel
+    _cancel_view = cancelled
+
+
+def cancelled_in_worker(run_id: str) -> bool:
+    """In a step worker process: whether the host marked `run_id` cancelled (cancel_in_workers)."""
+    view = _cancel_view
+    if view is None:
+        return False
+    with view.get_lock():
+        data = bytes(view.value)
+    return run_id.encode() in data.split(b"\n")
+
+
+def cancel_in_workers(run_id: str) -> None:
+    """In a host: tell the step worker processes that run `run_id` was cancelled (a handler there
+    sees it cooperatively; the mark goes when its step ends)."""
+    for pool in list(_POOLS):
+        pool.mark_cancelled(run_id)
 
 
 def to_host(msg: Any) -> bool:
@@ -111,6 +134,25 @@ class ProcessSteps:
         self._channel: Any = None  # workers -> this host (created with the first pool)
         self._drain: threading.Thread | None = None
         self._started: set[tuple[Any, ...]] = set()  # steps a worker began (journal_deaths steps check it)
+        self._cancelled: dict[str, None] = {}  # run ids marked cancelled for the workers, oldest first
+        self._cancel_buf: Any = None
+        _POOLS.add(self)
+
+    def mark_cancelled(self, run_id: str, on: bool = True) -> None:
+        with self._lock:
+            if on == (run_id in self._cancelled) or self._cancel_buf is None:
+                return
+            if on:
+                self._cancelled[run_id] = None
+            else:
+                del self._cancelled[run_id]
+            data = b"\n".join(r.encode() for r in self._cancelled)
+            while len(data) >= _CANCEL_BYTES - 1:  # full: the oldest marks go (their steps are long gone)
+                self._cancelled.pop(next(iter(self._cancelled)))
+                data = b"\n".join(r.encode() for r in self._cancelled)
+            buf = self._cancel_buf
+        with buf.get_lock():
+            buf.value = data
 
     def _drain_loop(self, channel: Any) -> None:
         while True:
@@ -141,11 +183,12 @@ class ProcessSteps:
                 ctx = multiprocessing.get_context("fork")
                 if self._channel is None:
                     self._channel = ctx.SimpleQueue()
+                    self._cancel_buf = ctx.Array("c", _CANCEL_BYTES)
                     self._drain = threading.Thread(target=self._drain_loop, args=(self._channel,),
                                                    name="actorflow-step-channel", daemon=True)
                     self._drain.start()
                 self._pool = ProcessPoolExecutor(self.processes, mp_context=ctx, initializer=_init_worker,
-                                                 initargs=(self._channel,))
+                                                 initargs=(self._channel, self._cancel_buf))
             return self._pool
 
     def _replace(self, broken: ProcessPoolExecutor) -> None:
@@ -177,6 +220,7 @@ class ProcessSteps:
         finally:
             with self._lock:
                 self._started.discard(key)
+            self.mark_cancelled(info.run_id, False)
             for hook in STEP_END_HOOKS:
                 hook(info)
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .._messages import StepProgress
-from .._procsteps import StepWorkerDied, to_host
+from .._procsteps import StepWorkerDied, cancel_in_workers, to_host
 from .._retry import RetryPolicy
 from .._types import current_step, step_post
 from ..errors import Cancelled, StepFailed
@@ -37,6 +37,7 @@ def _mark_cancelled(execution_id: str) -> None:
     with _cancel_lock:
         if execution_id in _RUNNING:
             _CANCELLED.add(execution_id)
+    cancel_in_workers(execution_id)  # a handler in a step worker process sees it too
 
 
 def _outcome(value: Any) -> Any:

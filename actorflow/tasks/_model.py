@@ -237,7 +237,9 @@ class TaskContext:
     def cancelled(self) -> bool:
         """True once the execution was cancelled while this handler runs, or this attempt lost its
         lease (another attempt runs instead): stop cooperatively."""
-        return self.execution_id in _CANCELLED or self._lost()
+        from .._procsteps import cancelled_in_worker
+
+        return self.execution_id in _CANCELLED or self._lost() or cancelled_in_worker(self.execution_id)
 
     def heartbeat(self) -> None:
         """Renew this attempt's lease (`@engine.task(lease=...)`) and act as a cancellation point:

@@ -117,3 +117,18 @@ def _alive(pid: int) -> bool:
             return f.read().split()[2] != "Z"
     except OSError:
         return False
+
+
+@pytest.mark.parametrize(("system", "procs"), [("embedded", 0), ("embedded", 1), ("multiproc", 1)])
+def test_revoke_reaches_a_running_handler_also_in_a_step_worker_process(tmp_path: Path, system: str, procs: int) -> None:
+    from ._handlers import record
+
+    e = Engine(tmp_path / "d", system=system, sync=False, shards=2, step_processes=procs)
+    e.task()(record)
+    log = str(tmp_path / "rec.log")
+    with e:
+        eid = e.enqueue("record", {"path": log, "hold": 30})
+        _wait_for(lambda: bool(lines(log)))
+        assert e.cancel_execution(eid)
+        assert e.task_status(eid) == TaskCancelled(eid)
+        _wait_for(lambda: lines(log + ".cancelled") == [eid], 15)  # the handler saw ctx.cancelled and stopped
