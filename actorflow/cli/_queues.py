@@ -31,7 +31,7 @@ def cmd_workers(args: argparse.Namespace) -> int:
         return EXIT_OK
     table = Table(title=f"workers of {data_dir}", title_justify="left")
     for col in ("worker", "state", "system", "queues", "capabilities", "in flight", "last heartbeat", "started"):
-        table.add_column(col, overflow="fold")
+        table.add_column(col, overflow="fold", no_wrap=col in ("worker", "state", "system", "last heartbeat"))
     for w in workers:
         state = Text("up", style="green") if w.alive else Text("down" + (" (stopped)" if w.stopped_at else ""), style="red")
         flights = ", ".join(f"{q}={n}" for q, n in sorted(w.in_flight.items())) or "0"
