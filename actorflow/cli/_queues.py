@@ -14,7 +14,7 @@ from rich.table import Table
 from rich.text import Text
 
 from .._readmodel import json_safe
-from ..tasks._control import read_queue_stats, read_workers
+from ..tasks._control import load_entries, read_queue_stats, read_workers
 from ._common import EXIT_OK, ago, console, data_dir_of, duration, emit_json, open_journal, when
 
 __all__ = ["add_queue_parsers", "cmd_workers", "cmd_queues"]
@@ -24,7 +24,7 @@ def cmd_workers(args: argparse.Namespace) -> int:
     data_dir = data_dir_of(args)
     now = time.time()
     with open_journal(data_dir) as journal:
-        workers = read_workers(journal, now)
+        workers = read_workers(journal, load_entries(data_dir), now)
     if args.json:
         for w in workers:
             emit_json(json_safe(dataclasses.asdict(w)))
@@ -46,7 +46,7 @@ def cmd_workers(args: argparse.Namespace) -> int:
 def cmd_queues(args: argparse.Namespace) -> int:
     data_dir = data_dir_of(args)
     with open_journal(data_dir) as journal:
-        stats = read_queue_stats(journal, time.time())
+        stats = read_queue_stats(journal, load_entries(data_dir), time.time())
     if args.json:
         for s in stats:
             emit_json(json_safe(dataclasses.asdict(s)))

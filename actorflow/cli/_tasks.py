@@ -120,7 +120,7 @@ def cmd_tasks_list(args: argparse.Namespace) -> int:
     shown = rows[: args.limit]
     if args.json:
         for t in shown:
-            emit_json({"execution_id": t.execution_id, "task": t.task, "state": t.state, "status": event_dict(t.status),
+            emit_json({"execution_id": t.execution_id, "task": t.task, "queue": t.queue, "state": t.state, "status": event_dict(t.status),
                        "created_at": t.created_at, "updated_at": t.updated_at})
         return EXIT_OK
     table = Table(title=f"task executions in {data_dir}", title_justify="left")
@@ -146,7 +146,8 @@ def show_data(journal: Journal, rec: RunRecord) -> dict[str, Any]:
     events = journal.events(rec.run_id, strict=False)
     args = events[0].data.get("args") if events and isinstance(events[0].data, dict) else None
     data, opts = (args[0], args[1]) if isinstance(args, (list, tuple)) and len(args) == 2 else ({}, {})
-    options = {k: (v if k in ("priority", "tags", "delay", "timeout", "slot") else repr(v)) for k, v in dict(opts).items()}
+    plain = ("priority", "tags", "delay", "timeout", "slot", "queue", "headers", "requires", "gated")
+    options = {k: (v if k in plain else repr(v)) for k, v in dict(opts).items()}
     return {
         "execution_id": rec.run_id,
         "task": task_name(rec.workflow) or rec.workflow,

@@ -177,7 +177,9 @@ class TaskMethods:
         """The consumers known to this data directory: this engine first, then others (up or down)."""
         rt = self._runtime()  # type: ignore[attr-defined]
         control = self._tasks.control
-        return read_workers(rt.journal, time.time(), None if control is None else control.worker_id)
+        if control is None:
+            return []
+        return read_workers(rt.journal, control.entries(), time.time(), control.worker_id)
 
     def ping(self, timeout: float = 5.0) -> list[PingReply]:
         """Ask each live worker to answer (this engine: a round trip through its actors)."""
@@ -189,7 +191,8 @@ class TaskMethods:
     def queue_stats(self) -> list[QueueStats]:
         """Per queue: depth, unplaceable, delayed, in flight, rate (finished/s, last minute), oldest age."""
         rt = self._runtime()  # type: ignore[attr-defined]
-        return read_queue_stats(rt.journal, time.time())
+        control = self._tasks.control
+        return read_queue_stats(rt.journal, [] if control is None else control.entries(), time.time())
 
     # --- chains, groups, chords --------------------------------------------------------------
     def chain(self, name: str) -> Chain:

@@ -2,13 +2,18 @@
 are doing (queue stats). Revokes are the journaled cancels of `_queue` (they reach running handlers).
 
 Each open engine with tasks is a worker: it writes its entry (identity, queues, capabilities,
-declared queues) to the journal's `actorflow.workers` namespace at open and renews its heartbeat
-every HEARTBEAT seconds; a clean close marks it stopped. Entries and statistics are read from the
-journal by plain functions, so `actorflow workers` / `actorflow queues` beside a live engine show
-what `engine.workers()` / `engine.queue_stats()` show."""
+declared queues, last heartbeat) to `<data_dir>/workers/<worker id>.json` at open and every
+HEARTBEAT seconds; a clean close marks it stopped. Heartbeats are files, not journal commits: they
+are not durable state, and a journal write every few seconds would wake every reader that watches
+the journal for changes (the dashboard's live refresh). Statistics are read from the journal by
+plain functions, so `actorflow workers` / `actorflow queues` beside a live engine show what
+`engine.workers()` / `engine.queue_stats()` show. (An engine without a data directory keeps its
+entry in memory.)"""
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import socket
 import threading
@@ -28,11 +33,11 @@ if TYPE_CHECKING:
     from ._queue import TaskQueue
 
 __all__ = ["ControlPlane", "WorkerInfo", "QueueStats", "PingReply", "read_workers", "read_queue_stats",
-           "NS_WORKERS", "HEARTBEAT"]
+           "load_entries", "WORKERS_DIR", "HEARTBEAT"]
 
 log = structlog.get_logger("actorflow.tasks")
 
-NS_WORKERS = "actorflow.workers"
+WORKERS_DIR = "workers"  # in the data directory: one JSON file per worker
 HEARTBEAT = 2.0  # seconds between a worker's heartbeats
 STALE_AFTER = 3 * HEARTBEAT  # a worker silent this long is shown down
 RATE_WINDOW = 60.0  # seconds over which `rate` counts finished executions
@@ -91,7 +96,9 @@ class ControlPlane:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="actorflow-workers", daemon=True)
         self.last_heartbeat = 0.0
-        self.journal = tq.engine._runtime().journal  # kept: close() drops the runtime before stopping us
+        data_dir = tq.engine.data_dir
+        self.dir = None if data_dir is None else os.path.join(data_dir, WORKERS_DIR)
+        self.current: dict[str, Any] = {}  # the entry last written (the only one without a data directory)
 
     def entry(self, now: float, stopped: bool = False) -> dict[str, Any]:
         eng = self.tq.engine
@@ -106,16 +113,27 @@ class ControlPlane:
         }
 
     def beat(self, stopped: bool = False) -> None:
-        journal = self.journal
         now = time.time()
-        batch = journal.batch()
-        batch.kv_put(NS_WORKERS, self.worker_id, self.entry(now, stopped))
-        if not stopped:  # forget workers stopped (or silent) for a day
-            for wid, e in journal.kv_scan(NS_WORKERS):
-                if wid != self.worker_id and now - float(e.get("last_heartbeat", 0)) > _FORGET_AFTER:
-                    batch.kv_del(NS_WORKERS, wid)
-        journal.commit(batch)
+        self.current = entry = self.entry(now, stopped)
         self.last_heartbeat = now
+        if self.dir is None:
+            return
+        os.makedirs(self.dir, exist_ok=True)
+        path = os.path.join(self.dir, self.worker_id + ".json")
+        tmp = path + ".tmp"
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(entry, f)
+        os.replace(tmp, path)  # readers see the old entry or the new one, never half of one
+        if not stopped:  # forget workers stopped (or silent) for a day
+            for wid, e in load_entries(os.path.dirname(self.dir)):
+                if wid != self.worker_id and now - float(e.get("last_heartbeat", 0)) > _FORGET_AFTER:
+                    with contextlib.suppress(OSError):
+                        os.unlink(os.path.join(self.dir, wid + ".json"))
+
+    def entries(self) -> list[tuple[str, dict[str, Any]]]:
+        if self.dir is None:
+            return [(self.worker_id, self.current)]
+        return load_entries(os.path.dirname(self.dir))
 
     def start(self) -> None:
         self.beat()
@@ -155,13 +173,31 @@ class ControlPlane:
         return PingReply(self.worker_id, True, time.perf_counter() - t0, "facade round trip; shard processes up")
 
 
-def read_workers(journal: Journal, now: float, this: str | None = None) -> list[WorkerInfo]:
+def load_entries(data_dir: str) -> list[tuple[str, dict[str, Any]]]:
+    """The worker entries of a data directory (an unreadable one is skipped: being rewritten)."""
+    folder = os.path.join(data_dir, WORKERS_DIR)
+    try:
+        names = sorted(n for n in os.listdir(folder) if n.endswith(".json"))
+    except OSError:
+        return []
+    out = []
+    for name in names:
+        try:
+            with open(os.path.join(folder, name), encoding="utf-8") as f:
+                out.append((name[: -len(".json")], json.load(f)))
+        except (OSError, ValueError):
+            continue
+    return out
+
+
+def read_workers(journal: Journal, entries: list[tuple[str, dict[str, Any]]], now: float,
+                 this: str | None = None) -> list[WorkerInfo]:
     """Every known worker, live first; in-flight counts for live ones from the running executions."""
     flights: dict[str, int] = {}
     for q in _in_flight(journal).values():
         flights[q] = flights.get(q, 0) + 1
     out = []
-    for wid, e in journal.kv_scan(NS_WORKERS):
+    for wid, e in entries:
         alive = e.get("stopped_at") is None and now - float(e["last_heartbeat"]) <= STALE_AFTER
         queues = None if e.get("queues") is None else tuple(e["queues"])
         mine = {q: n for q, n in flights.items() if queues is None or q in queues} if alive else {}
@@ -182,11 +218,11 @@ def _in_flight(journal: Journal) -> dict[str, str]:
     return running
 
 
-def read_queue_stats(journal: Journal, now: float) -> list[QueueStats]:
+def read_queue_stats(journal: Journal, entries: list[tuple[str, dict[str, Any]]], now: float) -> list[QueueStats]:
     """Per-queue statistics over the executions in the journal (and every queue a worker declared)."""
     acc: dict[str, dict[str, Any]] = {}
     declared: dict[str, Any] = {"default": None}
-    for _, e in journal.kv_scan(NS_WORKERS):
+    for _, e in entries:
         if e.get("stopped_at") is None:
             declared.update({q: (tuple(p) if p else None) for q, p in (e.get("declared") or {}).items()})
             declared.update({q: declared.get(q) for q in (e.get("queues") or ())})

@@ -113,6 +113,8 @@ def _ended(a: _Attempt, ctx: TaskContext, started: float, policy: RetryPolicy, o
     """The hook event of an attempt's end (None: no hook wants it)."""
     took = time.monotonic() - started
     common = (a.execution_id, a.spec.name, a.queue, ctx.attempt)
+    if ctx._lost():  # its lease ran out: whatever it returned is discarded and a new attempt runs
+        return RetryInfo(*common, "LeaseLost: the attempt lost its lease", took) if a.hooks.wanted("retry") else None
     if exc is None:
         return SucceededInfo(*common, out, took) if a.hooks.wanted("success") else None
     text = f"{type(exc).__name__}: {exc}"
