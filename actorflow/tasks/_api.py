@@ -182,11 +182,12 @@ class TaskMethods:
         return read_workers(rt.journal, control.entries(), time.time(), control.worker_id)
 
     def ping(self, timeout: float = 5.0) -> list[PingReply]:
-        """Ask each live worker to answer (this engine: a round trip through its actors)."""
+        """Ask each run host (shard) of this engine to answer: one PingReply each, with its latency
+        (under multiproc a round trip to each shard process)."""
         control = self._tasks.control
         if control is None:
             raise ConfigError("engine.ping(): the engine is not open, or has no tasks registered")
-        return [control.ping(timeout)]
+        return control.ping(timeout)
 
     def queue_stats(self) -> list[QueueStats]:
         """Per queue: depth, unplaceable, delayed, in flight, rate (finished/s, last minute), oldest age."""

@@ -154,23 +154,43 @@ class ControlPlane:
         except Exception as exc:  # noqa: BLE001 - the journal is going away: the entry goes stale instead
             log.warning("worker stop mark failed", error=f"{type(exc).__name__}: {exc}")
 
-    def ping(self, timeout: float) -> PingReply:
+    def ping(self, timeout: float) -> list[PingReply]:
+        """One reply per run host (shard) of this engine: a request each host answers from its own
+        actor (under multiproc: its process). The request is a cancel of a run id that cannot
+        exist (random), which a host answers with "not cancelled" without writing anything."""
+        from .._messages import CancelRun
+
         eng = self.tq.engine
-        t0 = time.perf_counter()
         try:
             rt = eng._runtime()
         except Exception as exc:  # noqa: BLE001 - the answer is "down, because ..."
-            return PingReply(self.worker_id, False, 0.0, str(exc))
-        if eng.system == "embedded":
-            from .._messages import PumpCall
-
-            done = threading.Event()
-            rt.post(PumpCall(done.set))
-            if not done.wait(timeout):
-                return PingReply(self.worker_id, False, timeout, f"the actor pump did not answer within {timeout}s")
-            return PingReply(self.worker_id, True, time.perf_counter() - t0, "actor pump round trip")
-        rt.journal.get_run("\x01ping")  # the facade answers; rt.fatal (checked above) covers the shard processes
-        return PingReply(self.worker_id, True, time.perf_counter() - t0, "facade round trip; shard processes up")
+            return [PingReply(self.worker_id, False, 0.0, str(exc))]
+        probes: dict[int, str] = {}
+        nonce = uuid.uuid4().hex
+        shard_of: Any = getattr(rt, "shard_of", lambda rid: 0)  # both runtimes route by it
+        i = 0
+        while len(probes) < eng.shards and i < 100 * eng.shards:
+            rid = f"actorflow-ping-{nonce}-{i}"
+            probes.setdefault(int(shard_of(rid)), rid)
+            i += 1
+        sent = []
+        for shard, rid in sorted(probes.items()):
+            request, fut = rt.notifier.request()
+            sent.append((shard, request, fut, time.perf_counter()))
+            rt.post(CancelRun(rid, request))
+        out = []
+        deadline = time.perf_counter() + timeout
+        for shard, request, fut, t0 in sent:
+            who = f"{self.worker_id}/shard-{shard}"
+            try:
+                fut.result(max(0.0, deadline - time.perf_counter()))
+            except Exception as exc:  # noqa: BLE001 - no answer in time (or the host failed it)
+                out.append(PingReply(who, False, time.perf_counter() - t0, f"no answer: {type(exc).__name__} {exc}".strip()))
+            else:
+                out.append(PingReply(who, True, time.perf_counter() - t0, f"run host {shard} ({eng.system})"))
+            finally:
+                rt.notifier.forget(request)
+        return out
 
 
 def load_entries(data_dir: str) -> list[tuple[str, dict[str, Any]]]:

@@ -69,8 +69,9 @@ def test_workers_ping_and_queue_stats_of_a_live_engine_and_the_cli(tmp_path: Pat
         assert me.queues == ("default", "reports") and me.capabilities == {"gpu": False}
         assert me.in_flight == {"reports": 2}
         assert time.time() - me.last_heartbeat < 10
-        (pong,) = e.ping()
-        assert pong.ok and pong.worker_id == me.worker_id and pong.latency >= 0
+        pongs = e.ping()
+        assert [p.worker_id for p in pongs] == [f"{me.worker_id}/shard-{i}" for i in range(2)]
+        assert all(p.ok and p.latency >= 0 for p in pongs), pongs
         stats = {s.queue: s for s in e.queue_stats()}
         assert stats["reports"].in_flight == 2 and stats["reports"].priority == (0, 9)
         assert stats["default"].depth == 1 and stats["default"].unplaceable == 1 and stats["default"].oldest_age >= 0
