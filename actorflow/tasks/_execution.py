@@ -1,6 +1,9 @@
 """A task execution is a durable run of the built-in workflow "task:<name>": a durable delay, a wait
-for a dispatch slot when the task is limited, then the handler as one journaled step with the task's
-RetryPolicy and timeout. Durability, kill -9 recovery, cancellation and multiproc come from the engine."""
+for a dispatch (a limit's slot, or a consumer that takes its queue and requirements), then the handler
+as one journaled step with the task's RetryPolicy and timeout - again as a new step after an attempt
+was lost (lease ran out, worker process died). Durability, kill -9 recovery, cancellation and
+multiproc come from the engine. The handler wrapper runs hooks, holds the lease and counts the
+attempt in flight around each live attempt."""
 
 from __future__ import annotations
 
@@ -25,7 +28,7 @@ from ._routing import DEFAULT_QUEUE
 
 __all__ = ["make_execution_workflow", "HANDLER_STEP", "DISPATCH_SIGNAL", "clean_message", "MAX_LOST"]
 
-MAX_LOST = 3  # lost attempts (lease ran out, worker died) retried in a row before the execution fails
+MAX_LOST = 3  # lost attempts (lease ran out, worker died) run again; one more and the execution fails
 
 HANDLER_STEP = "handler"
 DISPATCH_SIGNAL = "actorflow.dispatch"
@@ -234,7 +237,7 @@ def make_execution_workflow(spec: TaskSpec, hooks: TaskHooks | None = None) -> C
                     lost += 1  # journaled as a failed step; a fresh attempt runs (at-least-once)
                     continue
                 if lost_error(error):
-                    raise TaskFailure(f"lost {lost + 1} attempts in a row; last: {clean_message(error)}") from None
+                    raise TaskFailure(f"lost {lost + 1} attempts; last: {clean_message(error)}") from None
                 raise TaskFailure(clean_message(error)) from None
 
     execute.__name__ = execute.__qualname__ = f"task_{spec.name}"

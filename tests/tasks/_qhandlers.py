@@ -64,3 +64,9 @@ def picky(ctx: TaskContext, input: dict[str, Any]) -> Any:
     if input.get("fail"):
         raise ValueError("no")
     return input.get("value")
+
+
+def file_hook(info: Any) -> None:
+    """A hook for processes that are not the test's: appends to $AF_HOOK_LOG."""
+    with open(os.environ["AF_HOOK_LOG"], "a") as f:
+        f.write(f"{type(info).__name__} {info.execution_id} {os.getpid()}\n")

@@ -188,3 +188,21 @@ def test_fake_tasks_record_only_failures_unique_and_of_engine(tmp_path: Path) ->
     with pytest.raises(TaskFailure, match="bad request"):
         fake.result(r)
     assert isinstance(fake.task_status(a), TaskFailed)  # no retry policy: retry_later fails it
+
+
+def test_hooks_travel_to_the_shard_processes_under_multiproc(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    log = str(tmp_path / "hooks.log")
+    monkeypatch.setenv("AF_HOOK_LOG", log)
+    e = Engine(tmp_path / "d", system="multiproc", sync=False, shards=2)
+    e.task()(q.where)
+    for kind in ("enqueue", "start", "success"):
+        e.add_task_hook(kind, q.file_hook)
+    with e:
+        with pytest.raises(ConfigError, match="before engine.open"):
+            e.add_task_hook("start", q.file_hook)
+        eid = e.enqueue("where", {})
+        shard_pid = e.result(eid, T)["pid"]
+        _wait_for(lambda: len(lines(log)) == 3)
+    assert sorted(lines(log)) == sorted([f"EnqueuedInfo {eid} {os.getpid()}", f"StartedInfo {eid} {shard_pid}",
+                                         f"SucceededInfo {eid} {shard_pid}"])
+    assert shard_pid != os.getpid()
