@@ -42,10 +42,29 @@ def _wait_for(cond: Any, timeout: float = T) -> None:
         time.sleep(0.02)
 
 
-def _cli(*args: str) -> Any:
-    out = subprocess.run([sys.executable, "-m", "actorflow._cli", *args], capture_output=True, text=True, timeout=60)
-    assert out.returncode == 0, out.stderr
-    return out.stdout
+_BATCH = """
+import contextlib, io, json, sys
+from actorflow._cli import main
+out = []
+for argv in json.loads(sys.argv[1]):
+    o = io.StringIO()
+    with contextlib.redirect_stdout(o):
+        code = main(argv)
+    out.append([code, o.getvalue()])
+print(json.dumps(out))
+"""
+
+
+def _cli(data: Path, *commands: str) -> list[str]:
+    """Each `actorflow COMMAND --data-dir data` (with --json if it ends in '+json'), in one subprocess
+    (an import of the CLI costs ~1-2 s under load); returns their outputs."""
+    argvs = [[c.removesuffix("+json"), "--data-dir", str(data), *(["--json"] if c.endswith("+json") else [])] for c in commands]
+    p = subprocess.run([sys.executable, "-c", _BATCH, json.dumps(argvs)], capture_output=True, text=True, timeout=120,
+                       env={**os.environ, "COLUMNS": "200"})
+    assert p.returncode == 0, p.stderr
+    results = json.loads(p.stdout)
+    assert all(code == 0 for code, _ in results), results
+    return [out for _, out in results]
 
 
 @pytest.mark.parametrize("system", ["embedded", "multiproc"])
@@ -76,19 +95,21 @@ def test_workers_ping_and_queue_stats_of_a_live_engine_and_the_cli(tmp_path: Pat
         assert stats["reports"].in_flight == 2 and stats["reports"].priority == (0, 9)
         assert stats["default"].depth == 1 and stats["default"].unplaceable == 1 and stats["default"].oldest_age >= 0
         assert stats["default"].rate > 0  # one finished within the last minute
-        # the CLI beside the live engine reads the same journal
-        workers = [json.loads(ln) for ln in _cli("workers", "--data-dir", str(data), "--json").splitlines()]
-        assert workers[0]["worker_id"] == me.worker_id and workers[0]["alive"] and workers[0]["in_flight"] == {"reports": 2}
-        queues = {r["queue"]: r for r in map(json.loads, _cli("queues", "--data-dir", str(data), "--json").splitlines())}
-        assert queues["reports"]["in_flight"] == 2 and queues["default"]["unplaceable"] == 1
-        table = _cli("queues", "--data-dir", str(data))
-        assert "reports" in table and "unplaceable" in table
+        if system == "embedded":  # the CLI beside the live engine reads the same journal (the same code for both)
+            wjson, qjson, table = _cli(data, "workers+json", "queues+json", "queues")
+            workers = [json.loads(ln) for ln in wjson.splitlines()]
+            assert workers[0]["worker_id"] == me.worker_id and workers[0]["alive"] and workers[0]["in_flight"] == {"reports": 2}
+            queues = {r["queue"]: r for r in map(json.loads, qjson.splitlines())}
+            assert queues["reports"]["in_flight"] == 2 and queues["default"]["unplaceable"] == 1
+            assert "reports" in table and "unplaceable" in table
         open(release, "w").close()
         assert [e.result(h, T) for h in held] == ["released", "released"]
         assert e.cancel_execution(stuck)
-    after = [json.loads(ln) for ln in _cli("workers", "--data-dir", str(data), "--json").splitlines()]
-    assert after[0]["worker_id"] == me.worker_id and not after[0]["alive"] and after[0]["stopped_at"] is not None
-    assert "down" in _cli("workers", "--data-dir", str(data))
+    if system == "embedded":
+        wjson, table = _cli(data, "workers+json", "workers")
+        after = [json.loads(ln) for ln in wjson.splitlines()]
+        assert after[0]["worker_id"] == me.worker_id and not after[0]["alive"] and after[0]["stopped_at"] is not None
+        assert "down" in table
 
 
 def test_hooks_around_enqueue_start_success_failure_retry(tmp_path: Path) -> None:
