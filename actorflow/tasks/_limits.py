@@ -127,8 +127,8 @@ class Dispatcher:
         def also(batch: WriteBatch) -> None:
             batch.kv_put(NS_GRANTED, run_id, (workflow, now))
 
-        try:
-            self.tq.engine._signal(run_id, DISPATCH_SIGNAL, None, also)
+        try:  # the grant time travels in the signal: the run's journal keeps it after the slot is released
+            self.tq.engine._signal(run_id, DISPATCH_SIGNAL, {"granted_at": now}, also)
         except Exception:  # noqa: BLE001 - finished (e.g. cancelled) meanwhile: nothing to grant
             return
         self.granted[run_id] = (workflow, now)

@@ -100,6 +100,7 @@ def register(e: Engine) -> Engine:
     e.task()(refuse)
     e.task()(record)
     e.task(concurrency=2)(limited_body)
+    e.task(name="rated", rate_limit="2/s")(echo)
     e.task()(merge)
     e.task()(echo)
     e.task()(on_fail)
