@@ -396,42 +396,42 @@ def _count_succeeded(db: sqlite3.Connection, queue: str) -> int:
 
 
 def tasks(p: dict[str, Any], workdir: str) -> dict[str, Any]:
-    """N workflows enqueued on a DBOS queue one by one, then until all N are SUCCESS in the database
-    (read with a separate read-only SQLite connection: committed rows only)."""
+    """N workflows enqueued on a DBOS queue from one thread, then from several, each time until all N
+    are SUCCESS in the database (read with a separate read-only SQLite connection: committed rows only)."""
+    from benchmarks.scenarios._common import produce
+
     n, poll = p["n"], p["dbos_polling_interval_s"]
+    out: dict[str, Any] = {"n": n}
     _launch(workdir)
     try:
         queue = DBOS.register_queue("af_bench_tasks", polling_interval_sec=poll)
         if queue.enqueue(inc_task, -1).get_result() != 0:
             raise RuntimeError("DBOS warm-up returned a wrong result")
         db = sqlite3.connect(f"file:{os.path.join(workdir, 'dbos.sqlite')}?mode=ro", uri=True)
-        base = _count_succeeded(db, queue.name)
-        t0 = time.perf_counter()
-        handles = [queue.enqueue(inc_task, i) for i in range(n)]
-        t_enq = time.perf_counter() - t0
-        deadline = time.monotonic() + p.get("timeout", 600)
-        while _count_succeeded(db, queue.name) < base + n:
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"DBOS: {_count_succeeded(db, queue.name) - base} of {n} done after the timeout")
-            time.sleep(0.002)
-        t_all = time.perf_counter() - t0
+        for prefix, producers in (("", 1), ("threads_", p["producers"])):
+            base = _count_succeeded(db, queue.name)
+            t0 = time.perf_counter()
+            handles, t_enq = produce(lambda i: queue.enqueue(inc_task, i), n, producers)
+            deadline = time.monotonic() + p.get("timeout", 600)
+            while (done := _count_succeeded(db, queue.name) - base) < n:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"DBOS: {done} of {n} done after the timeout")
+                time.sleep(0.002)
+            t_all = time.perf_counter() - t0
+            if [h.get_result() for h in handles] != [i + 1 for i in range(n)]:
+                raise RuntimeError("DBOS returned wrong results")
+            out[f"{prefix}enqueue_per_s"], out[f"{prefix}e2e_per_s"] = n / t_enq, n / t_all
         db.close()
-        if [h.get_result() for h in handles] != [i + 1 for i in range(n)]:
-            raise RuntimeError("DBOS returned wrong results")
     finally:
         _shutdown()
-    return {
-        "n": n,
-        "enqueue_per_s": n / t_enq,
-        "e2e_per_s": n / t_all,
-        "settings": _settings(
-            "queue.enqueue(workflow, x) x N from one thread (one durable insert each; no batch enqueue), then "
-            "poll the system database until N are SUCCESS",
-            guarantee="at-least-once (a queued workflow interrupted by a crash is recovered and runs again; "
-                      "its recorded output is final)",
-            queue=f"DBOS.register_queue: no concurrency limit, polling_interval_sec={poll} (default 1.0)",
-        ),
-    }
+    out["settings"] = _settings(
+        f"queue.enqueue(workflow, x) x N from one thread, then from {p['producers']} (one durable insert each; "
+        "no batch enqueue); then poll the system database until N more are SUCCESS",
+        guarantee="at-least-once (a queued workflow interrupted by a crash is recovered and runs again; "
+                  "its recorded output is final)",
+        queue=f"DBOS.register_queue: no concurrency limit, polling_interval_sec={poll} (default 1.0)",
+    )
+    return out
 
 
 if __name__ == "__main__":

@@ -142,6 +142,8 @@ def _wait_acked(client: redis.Redis, proc: subprocess.Popen[bytes], timeout: flo
 
 def tasks(p: dict[str, Any], workdir: str) -> dict[str, Any]:
     global broker
+    from benchmarks.scenarios._common import produce
+
     n, processes, threads = p["n"], p["dramatiq_processes"], p["dramatiq_threads"]
     server = RedisServer(workdir)
     proc = None
@@ -160,35 +162,32 @@ def tasks(p: dict[str, Any], workdir: str) -> dict[str, Any]:
         if warm.get_result(block=True, timeout=60_000) != 0:
             raise RuntimeError("dramatiq warm-up returned a wrong result")
         _wait_acked(server.client, proc, 60)
-        t0 = time.perf_counter()
-        messages = [inc.send(i) for i in range(n)]
-        t_enq = time.perf_counter() - t0
-        _wait_acked(server.client, proc, p.get("timeout", 600))
-        t_all = time.perf_counter() - t0
-        dead = server.client.hlen(f"dramatiq:{QUEUE}.XQ.msgs")
-        got = [m.get_result(block=False) for m in messages]
-        if dead or got != [i + 1 for i in range(n)]:
-            raise RuntimeError(f"dramatiq returned wrong results ({dead} dead-lettered)")
+        out: dict[str, Any] = {"n": n}
+        for prefix, producers in (("", 1), ("threads_", p["producers"])):
+            t0 = time.perf_counter()
+            messages, t_enq = produce(inc.send, n, producers)
+            _wait_acked(server.client, proc, p.get("timeout", 600))
+            t_all = time.perf_counter() - t0
+            dead = server.client.hlen(f"dramatiq:{QUEUE}.XQ.msgs")
+            if dead or [m.get_result(block=False) for m in messages] != [i + 1 for i in range(n)]:
+                raise RuntimeError(f"dramatiq returned wrong results ({dead} dead-lettered)")
+            out[f"{prefix}enqueue_per_s"], out[f"{prefix}e2e_per_s"] = n / t_enq, n / t_all
         worker_pid, version = proc.pid, _redis_version(server)
     finally:
         if proc is not None:
             _stop_worker(proc)
         server.stop()
-    return {
-        "n": n,
-        "enqueue_per_s": n / t_enq,
-        "e2e_per_s": n / t_all,
-        "settings": {
-            "api": "actor.send(x) x N from one producer thread (one Redis round trip each; no batch enqueue), "
-                   "then poll HLEN of the queue's unacked messages until 0",
-            "guarantee": "at-least-once (acked after the actor ran and its result was stored)",
-            "durability": f"redis-server {version} started by the benchmark: appendonly="
-                          f"{cfg.get('appendonly')}, appendfsync={cfg.get('appendfsync')}, save='{cfg.get('save')}',"
-                          f" bind {cfg.get('bind')} (read back with CONFIG GET)",
-            "worker": f"dramatiq CLI (pid {worker_pid}): {processes} processes x {threads} threads; "
-                      "Results middleware on the same Redis",
-        },
+    out["settings"] = {
+        "api": f"actor.send(x) x N from one producer thread, then from {p['producers']} (one Redis round trip "
+               "each, no batch enqueue); then poll HLEN of the queue's unacked messages until 0",
+        "guarantee": "at-least-once (acked after the actor ran and its result was stored)",
+        "durability": f"redis-server {version} started by the benchmark: appendonly={cfg.get('appendonly')}, "
+                      f"appendfsync={cfg.get('appendfsync')}, save='{cfg.get('save')}', bind {cfg.get('bind')} "
+                      "(read back with CONFIG GET)",
+        "worker": f"dramatiq CLI (pid {worker_pid}): {processes} processes x {threads} threads; "
+                  "Results middleware on the same Redis",
     }
+    return out
 
 
 def _redis_version(server: RedisServer) -> str:

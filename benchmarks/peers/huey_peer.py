@@ -73,6 +73,8 @@ def _wait_results(count: int, proc: subprocess.Popen[bytes], timeout: float) -> 
 
 
 def tasks(p: dict[str, Any], workdir: str) -> dict[str, Any]:
+    from benchmarks.scenarios._common import produce
+
     n, workers = p["n"], p["huey_workers"]
     delay, max_delay = p["huey_delay"], p["huey_max_delay"]
     os.makedirs(workdir, exist_ok=True)
@@ -84,34 +86,32 @@ def tasks(p: dict[str, Any], workdir: str) -> dict[str, Any]:
     pragmas = _pragmas()
     if str(pragmas["journal_mode"]).lower() != "wal" or pragmas["synchronous"] != 2:
         raise RuntimeError(f"huey's SQLite is not WAL + synchronous=FULL: {pragmas}; the comparison would be unfair")
+    out: dict[str, Any] = {"n": n}
     proc = _start_consumer(workers, delay, max_delay, dict(os.environ))
     try:
         warm = inc(-1)  # the consumer is up and polling before the clock starts
         _wait_results(1, proc, 60)
         assert warm.get() == 0
-        t0 = time.perf_counter()
-        results = [inc(i) for i in range(n)]
-        t_enq = time.perf_counter() - t0
-        _wait_results(n, proc, p.get("timeout", 600))
-        t_all = time.perf_counter() - t0
-        got = [r.get(preserve=True) for r in results]
-        if got != [i + 1 for i in range(n)]:
-            raise RuntimeError("huey returned wrong results")
+        for prefix, producers in (("", 1), ("threads_", p["producers"])):
+            base = huey.result_count()
+            t0 = time.perf_counter()
+            results, t_enq = produce(inc, n, producers)
+            _wait_results(base + n, proc, p.get("timeout", 600))
+            t_all = time.perf_counter() - t0
+            if [r.get(preserve=True) for r in results] != [i + 1 for i in range(n)]:
+                raise RuntimeError("huey returned wrong results")
+            out[f"{prefix}enqueue_per_s"], out[f"{prefix}e2e_per_s"] = n / t_enq, n / t_all
         consumer_pid = proc.pid
     finally:
         _stop(proc)
-    return {
-        "n": n,
-        "enqueue_per_s": n / t_enq,
-        "e2e_per_s": n / t_all,
-        "settings": {
-            "api": "task(x) x N from one producer thread (one committed INSERT each; no batch enqueue), "
-                   "then poll result_count() until N results are stored",
-            "guarantee": "at-most-once (the consumer deletes a task before running it)",
-            "durability": f"SqliteHuey(fsync=True): journal_mode={pragmas['journal_mode']}, "
-                          f"synchronous={pragmas['synchronous']} (2 = FULL), read back in the producer",
-            "consumer": f"huey_consumer (pid {consumer_pid}), {workers} worker threads, poll delay {delay}s "
-                        f"backing off to {max_delay}s (defaults 0.1 s / 10 s: lowered so polling does not "
-                        "dominate)",
-        },
+    out["settings"] = {
+        "api": f"task(x) x N from one producer thread, then from {p['producers']} (huey serializes them on its "
+               "connection lock; one committed INSERT each, no batch enqueue); then poll result_count() until "
+               "N more results are stored",
+        "guarantee": "at-most-once (the consumer deletes a task before running it)",
+        "durability": f"SqliteHuey(fsync=True): journal_mode={pragmas['journal_mode']}, "
+                      f"synchronous={pragmas['synchronous']} (2 = FULL), read back in the producer",
+        "consumer": f"huey_consumer (pid {consumer_pid}), {workers} worker threads, poll delay {delay}s "
+                    f"backing off to {max_delay}s (defaults 0.1 s / 10 s: lowered so polling does not dominate)",
     }
+    return out
