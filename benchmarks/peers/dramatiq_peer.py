@@ -30,6 +30,8 @@ from dramatiq.brokers.redis import RedisBroker
 from dramatiq.results import Results
 from dramatiq.results.backends.redis import RedisBackend
 
+from benchmarks.scenarios._common import die_with_parent
+
 URL_ENV = "AF_BENCH_REDIS_URL"
 QUEUE = "af_bench"
 
@@ -68,7 +70,7 @@ class RedisServer:
             [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", self.dir, "--appendonly", "yes",
              "--appendfsync", "always", "--save", "", "--daemonize", "no", "--protected-mode", "yes",
              "--logfile", os.path.join(self.dir, "redis.log")],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=die_with_parent,
         )
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.client = redis.Redis.from_url(self.url)
@@ -105,7 +107,8 @@ class RedisServer:
 def _start_worker(processes: int, threads: int, env: dict[str, str]) -> subprocess.Popen[bytes]:
     cmd = [sys.executable, "-m", "dramatiq", "benchmarks.peers.dramatiq_peer", "--processes", str(processes),
            "--threads", str(threads), "--queues", QUEUE]
-    return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            preexec_fn=die_with_parent)
 
 
 def _stop_worker(proc: subprocess.Popen[bytes]) -> None:

@@ -21,6 +21,8 @@ from typing import Any
 
 from huey import SqliteHuey
 
+from benchmarks.scenarios._common import die_with_parent
+
 DB_ENV = "AF_BENCH_HUEY_DB"
 QUEUE = "af-bench"
 
@@ -47,7 +49,8 @@ def _start_consumer(workers: int, delay: float, max_delay: float, env: dict[str,
     cmd = [sys.executable, "-m", "huey.bin.huey_consumer", "benchmarks.peers.huey_peer.huey",
            "--workers", str(workers), "--worker-type", "thread", "--delay", str(delay),
            "--max-delay", str(max_delay), "--no-periodic", "--quiet"]
-    return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            preexec_fn=die_with_parent)
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:

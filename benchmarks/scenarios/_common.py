@@ -206,3 +206,15 @@ def produce(send: Callable[[int], Any], n: int, producers: int = 1) -> tuple[lis
     if errors:
         raise errors[0]
     return out, took
+
+
+def die_with_parent() -> None:
+    """`preexec_fn` for servers and workers a benchmark starts: the kernel SIGKILLs them if the worker
+    process that started them dies (e.g. killed by the harness's timeout before its cleanup ran)."""
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: the worker's own cleanup (by PID) is all there is
+        pass
