@@ -407,7 +407,8 @@ def main(argv: list[str] | None = None) -> int:
     regs_all = scenarios()
     ap = argparse.ArgumentParser(
         prog="python -m benchmarks",
-        description="actorflow benchmarks, side by side with a peer (DBOS Transact on SQLite).",
+        description="actorflow benchmarks, side by side with peers (DBOS Transact on SQLite; for the tasks "
+                    "scenario also huey and Dramatiq on Redis).",
     )
     ap.add_argument("scenario", nargs="*", help=f"scenarios to run (default all): {', '.join(regs_all)}")
     ap.add_argument("--peer", action="append", choices=PEERS, default=[], help="also measure this peer")

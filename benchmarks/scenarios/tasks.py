@@ -95,6 +95,7 @@ register(
         name="tasks",
         title="10,000 durable tasks enqueued one by one and executed (x + 1), until all completed durably",
         order=35,
+        timeout=1800.0,  # DBOS's side enqueues 10,000 twice at ~50-70/s on a loaded machine
         params=params,
         actorflow="benchmarks.scenarios.tasks:actorflow",
         peers={peer: f"benchmarks.peers.{peer}_peer:tasks" for peer in _PEERS},
