@@ -27,8 +27,9 @@ HAS_MPL = importlib.util.find_spec("matplotlib") is not None
 HAS_PSUTIL = importlib.util.find_spec("psutil") is not None
 
 
-# every scenario, each side in fresh processes: ~60 s alone, ~90 s on this machine under load, more with DBOS
-@pytest.mark.timeout(200)
+# every scenario, each side in fresh processes: ~60 s alone and ~90 s at load 10 on this 2-core machine;
+# with DBOS installed (the bench extra; CI has the test extra only) ~170 s at that load
+@pytest.mark.timeout(360)
 def test_quick_harness_tiny(tmp_path):
     cmd = [sys.executable, "-m", "benchmarks", "--quick", "--tiny", "--out", str(tmp_path / "results"),
            "--dir", str(tmp_path)]
@@ -40,7 +41,7 @@ def test_quick_harness_tiny(tmp_path):
     if HAS_DBOS:
         cmd += ["--peer", "dbos"]
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=190, env=env)
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=340, env=env)
     assert proc.returncode == 0, proc.stderr[-4000:]
 
     lines = [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
