@@ -1,4 +1,4 @@
-"""`python -m benchmarks [scenario ...] [--peer dbos] [--quick] [--repeat N]` — see benchmarks/_harness.py."""
+"""`python -m benchmarks [scenario ...] [--peer dbos|huey|dramatiq ...] [--quick] [--repeat N]` — see benchmarks/_harness.py."""
 
 import sys
 

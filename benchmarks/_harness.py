@@ -45,7 +45,7 @@ __all__ = [
 ]
 
 RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
-PEERS = ("dbos",)
+PEERS = ("dbos", "huey", "dramatiq")  # huey and dramatiq: the `tasks` scenario only
 
 
 # --- registry ----------------------------------------------------------------------------------
@@ -116,14 +116,19 @@ def _resolve(ref: str) -> Callable[[dict[str, Any], str], dict[str, Any]]:
 
 
 def peer_available(peer: str) -> bool:
-    if peer == "dbos":
-        try:
-            import importlib.util
+    """The peer's packages are installed (`pip install 'actorflow[bench]'`); Dramatiq also needs a
+    `redis-server` binary (Debian: apt-get install redis-server), which the benchmark starts itself."""
+    import importlib.util
 
-            return importlib.util.find_spec("dbos") is not None
-        except (ImportError, ValueError):
+    needs = {"dbos": ("dbos",), "huey": ("huey",), "dramatiq": ("dramatiq", "redis")}.get(peer)
+    if needs is None:
+        return False
+    try:
+        if any(importlib.util.find_spec(mod) is None for mod in needs):
             return False
-    return False
+    except (ImportError, ValueError):
+        return False
+    return peer != "dramatiq" or shutil.which("redis-server") is not None
 
 
 # --- statistics --------------------------------------------------------------------------------
@@ -353,7 +358,7 @@ def _environment(base: str, settings: Settings, peers: list[str]) -> dict[str, A
         env["lmdb"] = ".".join(map(str, lmdb.version()))
     except ImportError:
         pass
-    for pkg in ("thespian", "dbos", "sqlalchemy"):
+    for pkg in ("thespian", "dbos", "sqlalchemy", "huey", "dramatiq", "redis"):
         try:
             from importlib.metadata import version
 
@@ -402,7 +407,8 @@ def main(argv: list[str] | None = None) -> int:
     regs_all = scenarios()
     ap = argparse.ArgumentParser(
         prog="python -m benchmarks",
-        description="actorflow benchmarks, side by side with a peer (DBOS Transact on SQLite).",
+        description="actorflow benchmarks, side by side with peers (DBOS Transact on SQLite; for the tasks "
+                    "scenario also huey and Dramatiq on Redis).",
     )
     ap.add_argument("scenario", nargs="*", help=f"scenarios to run (default all): {', '.join(regs_all)}")
     ap.add_argument("--peer", action="append", choices=PEERS, default=[], help="also measure this peer")

@@ -70,9 +70,10 @@ def write_markdown(path: str, lines: list[dict[str, Any]], env: dict[str, Any], 
         "",
     ]
     peer = peers[0] if peers else None
-    head = ["scenario", "metric", "unit", "better", "N" + (f" (af / {peer})" if peer else ""), "actorflow"]
-    if peer:
-        head += [peer, f"ratio af/{peer}", "advantage"]
+    head = ["scenario", "metric", "unit", "better", "N" + (f" (af / {' / '.join(peers)})" if peer else ""),
+            "actorflow"]
+    for pr in peers:  # one group of columns per peer (the tasks scenario has three)
+        head += [pr, f"ratio af/{pr}", "advantage" if len(peers) == 1 else f"advantage vs {pr}"]
     out.append("| " + " | ".join(head) + " |")
     out.append("|" + "---|" * len(head))
     for line in lines:
@@ -84,9 +85,12 @@ def write_markdown(path: str, lines: list[dict[str, Any]], env: dict[str, Any], 
             n_cell = " / ".join(_fmt(x) for x in ns) if any(x is not None for x in ns) else "–"
             row = [line["scenario"], m.label, m.unit, "↑" if m.better == "higher" else "↓", n_cell,
                    _cell(line["actorflow"].get(m.key))]
-            if peer:
-                pm = line.get(peer, {}).get(m.peer_key) if m.peer_key else None
-                r = line.get(f"ratio_actorflow_over_{peer}", {}).get(m.key) if m.peer_key else None
+            for pr in peers:
+                if pr not in line:
+                    row += ["–", "–", "–"]
+                    continue
+                pm = line.get(pr, {}).get(m.peer_key) if m.peer_key else None
+                r = line.get(f"ratio_actorflow_over_{pr}", {}).get(m.key) if m.peer_key else None
                 adv = advantage(m, r)
                 peer_cell = _cell(pm) if m.peer_key or not m.no_peer else m.no_peer
                 row += [peer_cell, _fmt(r), f"{_fmt(adv)}×" if adv is not None else "–"]
@@ -121,7 +125,6 @@ def write_chart(path: str, lines: list[dict[str, Any]], env: dict[str, Any], reg
         print("[bench] matplotlib not installed: no chart", file=sys.stderr)
         return False
     peers = env.get("peers") or []
-    peer = peers[0] if peers else None
     panels: list[tuple[str, Metric, dict[str, Any]]] = []
     for line in lines:
         sc = regs.get(line["scenario"])
@@ -145,23 +148,24 @@ def write_chart(path: str, lines: list[dict[str, Any]], env: dict[str, Any], reg
         lo.append(a["median"] - a["min"])
         hi.append(a["max"] - a["median"])
         colors.append("#2a6fdb")
-        if peer and m.peer_key and line.get(peer, {}).get(m.peer_key, {}).get("median") is not None:
-            p = line[peer][m.peer_key]
-            labels.append(peer)
-            meds.append(p["median"])
-            lo.append(p["median"] - p["min"])
-            hi.append(p["max"] - p["median"])
-            colors.append("#e07b39")
+        for pr, color in zip(peers, ("#e07b39", "#6a9f3a", "#9b59b6", "#888888")):
+            if m.peer_key and line.get(pr, {}).get(m.peer_key, {}).get("median") is not None:
+                p = line[pr][m.peer_key]
+                labels.append(pr)
+                meds.append(p["median"])
+                lo.append(p["median"] - p["min"])
+                hi.append(p["max"] - p["median"])
+                colors.append(color)
         ax.bar(labels, meds, yerr=[lo, hi], color=colors, capsize=4)
         ax.set_title(textwrap.fill(f"{name}: {m.label}", 42), fontsize=8.5)
         ax.set_ylabel(f"{m.unit} ({'higher' if m.better == 'higher' else 'lower'} is better)", fontsize=8)
         ax.tick_params(labelsize=8)
-        if len(meds) == 2 and min(meds) > 0 and max(meds) / min(meds) > 30:
+        if len(meds) >= 2 and min(meds) > 0 and max(meds) / min(meds) > 30:
             ax.set_yscale("log")
         for i, v in enumerate(meds):
             ax.annotate(_fmt(v), (i, v), ha="center", va="bottom", fontsize=8)
     fig.suptitle(
-        f"actorflow vs {peer or '(no peer)'} — {env['cpus']} CPUs, {'quick' if env['quick'] else 'full'} run, {env['when']}",
+        f"actorflow vs {', '.join(peers) or '(no peer)'} — {env['cpus']} CPUs, {'quick' if env['quick'] else 'full'} run, {env['when']}",
         fontsize=10,
     )
     fig.tight_layout()

@@ -10,16 +10,26 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import shutil
 import subprocess
 import sys
 
+import pytest
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SCENARIOS = {"journal", "seq3", "conc3", "multiproc", "steps100", "sleepers", "million", "recovery", "dashboard"}
+SCENARIOS = {"journal", "seq3", "conc3", "multiproc", "tasks", "steps100", "sleepers", "million", "recovery",
+             "dashboard"}
 HAS_DBOS = importlib.util.find_spec("dbos") is not None
+# the task queue peers of the `tasks` scenario (bench extra; Dramatiq also needs Debian's redis-server)
+TASK_PEERS = [p for p in ("huey", "dramatiq") if importlib.util.find_spec(p) is not None
+              and (p != "dramatiq" or (importlib.util.find_spec("redis") and shutil.which("redis-server")))]
 HAS_MPL = importlib.util.find_spec("matplotlib") is not None
 HAS_PSUTIL = importlib.util.find_spec("psutil") is not None
 
 
+# every scenario, each side in fresh processes: ~60 s alone and ~90 s at load 10 on this 2-core machine;
+# with DBOS installed (the bench extra; CI has the test extra only) ~170 s at that load
+@pytest.mark.timeout(360)
 def test_quick_harness_tiny(tmp_path):
     cmd = [sys.executable, "-m", "benchmarks", "--quick", "--tiny", "--out", str(tmp_path / "results"),
            "--dir", str(tmp_path)]
@@ -31,7 +41,7 @@ def test_quick_harness_tiny(tmp_path):
     if HAS_DBOS:
         cmd += ["--peer", "dbos"]
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=110, env=env)
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=340, env=env)
     assert proc.returncode == 0, proc.stderr[-4000:]
 
     lines = [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
@@ -72,6 +82,8 @@ def test_quick_harness_tiny(tmp_path):
     assert by["journal"]["actorflow"]["ratio_pipelined_vs_raw_at_epc"]["median"] > 0
     if "sleepers" in by:
         assert {"rss_per_run_bytes", "lateness_p50_ms", "lateness_p99_ms"} <= set(by["sleepers"]["actorflow"])
+    assert {"enqueue_e2e_per_s", "enqueue_per_s", "threads_e2e_per_s", "threads_per_s", "enqueue_many_e2e_per_s",
+            "enqueue_many_per_s"} <= set(by["tasks"]["actorflow"])
 
     out = tmp_path / "results"
     saved = json.loads((out / "latest.json").read_text())
@@ -105,3 +117,33 @@ def test_timeline_tool_accounts_for_a_sequential_workflow(tmp_path):
     # 4 fsync'd commits per workflow: the start's (by the caller) and one per step result
     assert sum(v["per_wf"] for k, v in segs.items() if k.startswith("write> -> write<")) == 4
     assert any("(step worker)" in k for k in segs)
+
+
+def test_tasks_scenario_beside_the_task_queue_peers(tmp_path):
+    """`python -m benchmarks tasks` with huey and Dramatiq (a redis-server the peer starts and stops) when
+    they are installed, else actorflow alone: same N on every side, each side's guarantee and durability
+    settings (read back from the running system) beside its figures."""
+    cmd = [sys.executable, "-m", "benchmarks", "tasks", "--tiny", "--out", str(tmp_path / "results"),
+           "--dir", str(tmp_path)]
+    for peer in TASK_PEERS:
+        cmd += ["--peer", peer]
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=100, env=env)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    (tasks,) = [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
+    assert not tasks.get("errors"), tasks["errors"]
+    assert tasks["params"]["n"] == 40
+    assert all(s["median"] > 0 for s in tasks["actorflow"].values()), tasks["actorflow"]
+    assert "at-least-once" in tasks["settings"]["actorflow"]["guarantee"]
+    for peer in TASK_PEERS:
+        assert all(r is not None for r in tasks[f"ratio_actorflow_over_{peer}"].values()), tasks[peer]
+        assert all(len(set(ns)) == 1 and ns[0] == 40 for ns in tasks["n"].values()), tasks["n"]
+        assert tasks["settings"][peer]["guarantee"] and tasks["settings"][peer]["durability"]
+    if "huey" in TASK_PEERS:
+        assert "at-most-once" in tasks["settings"]["huey"]["guarantee"]
+        assert "synchronous=2" in tasks["settings"]["huey"]["durability"]
+    if "dramatiq" in TASK_PEERS:
+        assert "appendfsync=always" in tasks["settings"]["dramatiq"]["durability"]
+        assert "at-least-once" in tasks["settings"]["dramatiq"]["guarantee"]
+    md = (tmp_path / "results" / "latest.md").read_text()
+    assert all(f"ratio af/{peer}" in md for peer in TASK_PEERS)

@@ -153,8 +153,8 @@ class Dispatcher:
             if gated:
                 batch.kv_del(NS_GATED, run_id)
 
-        try:
-            self.tq.engine._signal(run_id, DISPATCH_SIGNAL, None, also)
+        try:  # the grant time travels in the signal: the run's journal keeps it after the slot is released
+            self.tq.engine._signal(run_id, DISPATCH_SIGNAL, {"granted_at": now}, also)
         except Exception:  # noqa: BLE001 - finished (e.g. cancelled) meanwhile: nothing to grant
             return
         if limited:

@@ -379,6 +379,61 @@ def recovery(p: dict[str, Any], workdir: str) -> dict[str, Any]:
             "settings": _settings("SetWorkflowID + start_workflow_async; DBOS.launch() re-enqueues PENDING workflows")}
 
 
+
+# --- the `tasks` scenario: DBOS queues ---------------------------------------------------------------
+
+
+@DBOS.workflow()
+def inc_task(x: int) -> int:
+    """The queued task: a workflow whose output (x + 1) DBOS records in its SQLite system database."""
+    return x + 1
+
+
+def _count_succeeded(db: sqlite3.Connection, queue: str) -> int:
+    row = db.execute("SELECT COUNT(*) FROM workflow_status WHERE queue_name = ? AND status = 'SUCCESS'",
+                     (queue,)).fetchone()
+    return int(row[0])
+
+
+def tasks(p: dict[str, Any], workdir: str) -> dict[str, Any]:
+    """N workflows enqueued on a DBOS queue from one thread, then from several, each time until all N
+    are SUCCESS in the database (read with a separate read-only SQLite connection: committed rows only)."""
+    from benchmarks.scenarios._common import produce
+
+    n, poll = p["n"], p["dbos_polling_interval_s"]
+    out: dict[str, Any] = {"n": n}
+    _launch(workdir)
+    try:
+        queue = DBOS.register_queue("af_bench_tasks", polling_interval_sec=poll)
+        if queue.enqueue(inc_task, -1).get_result() != 0:
+            raise RuntimeError("DBOS warm-up returned a wrong result")
+        db = sqlite3.connect(f"file:{os.path.join(workdir, 'dbos.sqlite')}?mode=ro", uri=True)
+        for prefix, producers in (("", 1), ("threads_", p["producers"])):
+            base = _count_succeeded(db, queue.name)
+            t0 = time.perf_counter()
+            handles, t_enq = produce(lambda i: queue.enqueue(inc_task, i), n, producers)
+            deadline = time.monotonic() + p.get("timeout", 600)
+            while (done := _count_succeeded(db, queue.name) - base) < n:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"DBOS: {done} of {n} done after the timeout")
+                time.sleep(0.002)
+            t_all = time.perf_counter() - t0
+            if [h.get_result() for h in handles] != [i + 1 for i in range(n)]:
+                raise RuntimeError("DBOS returned wrong results")
+            out[f"{prefix}enqueue_per_s"], out[f"{prefix}e2e_per_s"] = n / t_enq, n / t_all
+        db.close()
+    finally:
+        _shutdown()
+    out["settings"] = _settings(
+        f"queue.enqueue(workflow, x) x N from one thread, then from {p['producers']} (one durable insert each; "
+        "no batch enqueue); then poll the system database until N more are SUCCESS",
+        guarantee="at-least-once (a queued workflow interrupted by a crash is recovered and runs again; "
+                  "its recorded output is final)",
+        queue=f"DBOS.register_queue: no concurrency limit, polling_interval_sec={poll} (default 1.0)",
+    )
+    return out
+
+
 if __name__ == "__main__":
     import tempfile
 

@@ -171,3 +171,50 @@ def park_in_waves(
         "anon": (anon_b - anon0) / n,
         "slope": (rss_b - rss_a) / (n_b - n_a) if n_b > n_a else None,
     }
+
+
+def produce(send: Callable[[int], Any], n: int, producers: int = 1) -> tuple[list[Any], float]:
+    """`send(i)` for i in range(n) from `producers` threads (thread k sends k, k+P, ...), the way a
+    service's request handlers enqueue concurrently; returns (what each call returned, by i; seconds)."""
+    import threading
+
+    out: list[Any] = [None] * n
+    if producers <= 1:
+        t0 = time.perf_counter()
+        for i in range(n):
+            out[i] = send(i)
+        return out, time.perf_counter() - t0
+    errors: list[BaseException] = []
+    go = threading.Event()
+
+    def run(k: int) -> None:
+        go.wait()
+        try:
+            for i in range(k, n, producers):
+                out[i] = send(i)
+        except BaseException as exc:  # noqa: BLE001 - re-raised by the caller below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(k,), name=f"producer-{k}") for k in range(producers)]
+    for t in threads:
+        t.start()
+    t0 = time.perf_counter()
+    go.set()
+    for t in threads:
+        t.join()
+    took = time.perf_counter() - t0
+    if errors:
+        raise errors[0]
+    return out, took
+
+
+def die_with_parent() -> None:
+    """`preexec_fn` for servers and workers a benchmark starts: the kernel SIGKILLs them if the worker
+    process that started them dies (e.g. killed by the harness's timeout before its cleanup ran)."""
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: the worker's own cleanup (by PID) is all there is
+        pass

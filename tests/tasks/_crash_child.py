@@ -19,9 +19,9 @@ def main(data: str, work: str) -> None:
         e.cancel_execution(victim)
         e.chain("crash-chain").then("echo").then("echo").then("echo").enqueue(
             {"path": f"{work}/chain", "label": "stage", "hold": 2.0}, chain_id="the-chain")
+        # the callback holds at its start on a file the test creates only after the kill
         e.chord([("echo", {"path": f"{work}/chord", "label": "m1"}),
-                 ("echo", {"path": f"{work}/chord", "label": "m2", "hold": 2.0})], "merge").enqueue(
-            chain_id="the-chord")
+                 ("echo", {"path": f"{work}/chord", "label": "m2"})], "gated_merge").enqueue(chain_id="the-chord")
         with open(f"{work}/ready", "w") as f:
             f.write(victim)
         time.sleep(120)

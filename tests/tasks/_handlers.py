@@ -81,6 +81,18 @@ def merge(ctx: TaskContext, input: dict[str, Any]) -> Any:
     return sorted(input)
 
 
+def gated_merge(ctx: TaskContext, input: dict[str, Any]) -> Any:
+    """A chord callback held at its start until the test creates `<path>.release`: the crash test kills
+    the engine while it is held, i.e. after every member completed and before the callback's effect."""
+    path = next(v["path"] for v in input.values() if isinstance(v, dict) and "path" in v)
+    count(path + ".entered", ctx.execution_id)
+    deadline = time.time() + 300
+    while not os.path.exists(path + ".release") and time.time() < deadline:
+        time.sleep(0.01)
+    count(path, "callback")
+    return sorted(input)
+
+
 def echo(ctx: TaskContext, input: dict[str, Any]) -> Any:
     count(input["path"], input.get("label", "echo"))
     time.sleep(float(input.get("hold", 0)))
@@ -100,7 +112,9 @@ def register(e: Engine) -> Engine:
     e.task()(refuse)
     e.task()(record)
     e.task(concurrency=2)(limited_body)
+    e.task(name="rated", rate_limit="2/s")(echo)
     e.task()(merge)
+    e.task()(gated_merge)
     e.task()(echo)
     e.task()(on_fail)
     return e

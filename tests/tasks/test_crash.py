@@ -28,26 +28,30 @@ def _wait(cond: object, what: str, timeout: float = 60.0) -> None:
 def test_kill9_mid_chain_chord_and_schedule(tmp_path: Path) -> None:
     data, work = tmp_path / "data", tmp_path / "work"
     work.mkdir()
+    chord = str(work / "chord")
     proc = subprocess.Popen([sys.executable, "-m", "tests.tasks._crash_child", str(data), str(work)], cwd=ROOT)
     try:
-        # mid-chain: stage 2 (echo, holding 2 s) has started; mid-chord: m2 holds; schedule slots fired
+        # mid-chain: stage 2 (echo, holding 2 s) has started; the chord's callback has started and is
+        # held before its effect (every member completed); schedule slots fired
         _wait(lambda: h.lines(str(work / "chain")) == ["stage", "stage"] and len(h.lines(str(work / "sched"))) >= 2
-              and "m2" in h.lines(str(work / "chord")), "mid-chain, mid-chord, slots fired")
+              and len(h.lines(chord + ".entered")) == 1, "mid-chain, chord callback held, slots fired")
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(10)
-        # normally the kill lands while m2 holds (between the last member and the callback); on a
-        # loaded machine the three conditions may come true only after the callback started
-        callback_before = h.lines(str(work / "chord")).count("callback")
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait(10)
+    # the kill landed between the last member's completion and the callback's effect
+    assert sorted(h.lines(chord)) == ["m1", "m2"]
+    (callback_id,) = h.lines(chord + ".entered")
+    (work / "chord.release").touch()
     victim = (work / "ready").read_text()
     slots_before = len(h.lines(str(work / "sched")))
     e = h.register(Engine(data))
     with e:
         assert e.result("the-chain", 30) == {"path": str(work / "chain"), "label": "stage", "hold": 2.0}
         assert e.result("the-chord", 30) == ["echo", "echo#2"]
+        assert e.result(callback_id, 30) == ["echo", "echo#2"]
         _wait(lambda: len(h.lines(str(work / "sched"))) >= slots_before + 2, "slots after restart")
         e.unschedule("echo")
         _wait(lambda: e.journal is not None and all(
@@ -57,11 +61,10 @@ def test_kill9_mid_chain_chord_and_schedule(tmp_path: Path) -> None:
     chain = h.lines(str(work / "chain"))
     # stage 1 and 3 once each; the interrupted stage 2 at most twice (at-least-once for the step in flight)
     assert chain.count("stage") in (3, 4)
-    callbacks = h.lines(str(work / "chord")).count("callback")
-    if callback_before == 0:
-        assert callbacks == 1  # a crash before the callback: it runs exactly once after the restart
-    else:
-        assert callbacks in (1, 2)  # the kill hit the callback step itself: at-least-once, as any step
+    # members completed before the kill never run again; the callback execution (the same one, resumed,
+    # not a second one) has its effect exactly once
+    assert sorted(h.lines(chord)) == ["callback", "m1", "m2"]
+    assert h.lines(chord + ".entered") == [callback_id, callback_id]
     assert len(sched_runs) == len(set(sched_runs)) == len(h.lines(str(work / "sched")))  # one run, one line, per slot
     assert h.lines(str(work / "cancelled")) == []
     assert Counter(sched_runs).most_common(1)[0][1] == 1
