@@ -65,6 +65,9 @@ def test_kill9_mid_chain_chord_and_schedule(tmp_path: Path) -> None:
     # not a second one) has its effect exactly once
     assert sorted(h.lines(chord)) == ["callback", "m1", "m2"]
     assert h.lines(chord + ".entered") == [callback_id, callback_id]
-    assert len(sched_runs) == len(set(sched_runs)) == len(h.lines(str(work / "sched")))  # one run, one line, per slot
+    # one run per slot (slot run ids never repeat); one handler line per run, plus at most one more for
+    # a slot whose handler was in flight at the kill (its step is at-least-once, like any step)
+    assert len(sched_runs) == len(set(sched_runs))
+    assert len(sched_runs) <= len(h.lines(str(work / "sched"))) <= len(sched_runs) + 1
     assert h.lines(str(work / "cancelled")) == []
     assert Counter(sched_runs).most_common(1)[0][1] == 1
