@@ -69,6 +69,9 @@ class Engine:
         shards: int = 2,
         step_threads: int = 32,
         step_processes: int = 0,
+        admin_port: int | None = None,
+        secret: str | bytes | None = None,
+        step_requirements: dict[str, Any] | None = None,
         close_grace: float = 10.0,
         codec: str = "pickle",
         max_payload: int = 2 * 1024 * 1024,
@@ -105,6 +108,14 @@ class Engine:
         self.shards = shards
         self.step_threads = step_threads
         self.step_processes = step_processes
+        if (admin_port is not None or secret is not None or step_requirements) and system != "multiproc":
+            raise ConfigError("admin_port, secret and step_requirements are options of system='multiproc'")
+        if step_requirements is not None and not (
+            isinstance(step_requirements, dict) and all(isinstance(k, str) for k in step_requirements)
+        ):
+            raise ConfigError(f"step_requirements must be a dict of capability names, got {step_requirements!r}",
+                              option="step_requirements")
+        self._admin_port, self._secret, self._step_requirements = admin_port, secret, step_requirements
         self.close_grace = close_grace
         self.timer_horizon = timer_horizon
         # thousands of live coroutines make CPython's default cyclic-GC cadence cost ~30% of
@@ -237,6 +248,9 @@ class Engine:
             step_threads=self.step_threads,
             step_processes=self.step_processes,
             timer_horizon=self.timer_horizon,
+            admin_port=self._admin_port,
+            secret=self._secret,
+            step_requirements=self._step_requirements,
         )
         try:
             LmdbJournal(self.data_dir, sync=self.sync, codec=self._codec).close()  # format check, fails fast

@@ -53,7 +53,10 @@ class StepPool:
         self.rt = rt
         # sync steps run in worker processes when asked (_procsteps); the threads then only wait
         self.procs = ProcessSteps(processes) if processes else None
-        self._run_sync = self.procs.run if self.procs is not None else None
+        self._run_sync: Callable[[Callable[[], Any], StepInfo], Any] | None = (
+            self.procs.run if self.procs is not None else None
+        )
+
         # plain threads on a SimpleQueue: no Future/Condition allocation per step
         self._tasks: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._tls = threading.local()  # on a worker running the actors: `kept`, the next step it runs itself
@@ -69,6 +72,10 @@ class StepPool:
         self.inflight = 0
         self._idle = threading.Condition(self._lock)
         self._idle_waiters = 0  # threads in wait_idle (close): only they need the notify
+
+    def run_sync_with(self, runner: Callable[[Callable[[], Any], StepInfo], Any]) -> None:
+        """Run sync steps through `runner(fn, info)` (elsewhere: another node), waited for by a thread."""
+        self._run_sync = runner
 
     def submit(self, run_id: str, pos: int, name: str, attempt: int, fn: Callable[[], Any], kind: str) -> None:
         self.submit_many([(run_id, pos, name, attempt, fn, kind)])

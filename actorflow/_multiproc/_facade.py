@@ -109,6 +109,8 @@ class MultiprocRuntime:
         step_processes: int = 0,
         timer_horizon: float,
         admin_port: int | None = None,
+        secret: str | bytes | None = None,
+        step_requirements: dict[str, Any] | None = None,
     ) -> None:
         self.clock = clock
         self.workflows = workflows
@@ -130,9 +132,11 @@ class MultiprocRuntime:
             passivate_after=passivate_after,
             step_threads=step_threads,
             step_processes=step_processes,
+            step_requirements=step_requirements,
             timer_horizon=timer_horizon,
         )
         self._admin_port = admin_port
+        self._secret = secret
         self._out: deque[Any] = deque()
         self._rfd, self._wfd = os.pipe()
         os.set_blocking(self._rfd, False)
@@ -230,7 +234,9 @@ class MultiprocRuntime:
 
     def _setup(self) -> Any:
         port = self._admin_port or _free_port()
-        self._system = open_actor_system(admin_port=port, start_method="fork", log_config=_QUIET_LOGS)
+        self._system = open_actor_system(
+            admin_port=port, secret=self._secret, start_method="fork", log_config=_QUIET_LOGS
+        )
         if not self._system.started:  # something else already listened there: not ours to run engines in
             self._system.detach()
             raise ConfigError(f"admin port {port} is taken by another actor system", admin_port=port)

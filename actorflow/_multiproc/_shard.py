@@ -22,7 +22,7 @@ from typing import Any
 
 import cloudpickle
 import structlog
-from thespian.actors import WatchMessage
+from thespian.actors import ChildActorExited, WatchMessage
 
 from storage import Codec, LmdbJournal, RunRecord
 from supervisors import SupervisedActor
@@ -33,6 +33,7 @@ from .._runtime import Notifier, Runtime
 from .._thespian import ActorRuntime
 from .._types import RunStatus
 from ..errors import ActorflowError
+from ._remote_steps import RemoteSteps, StepBatch, StepWorkerActor
 from ._wire import Drain, Drained, Hello, Packed, Peers, ShardInit, ShardReady, pack, unpack
 
 __all__ = ["ShardActor", "ShardNotifier"]
@@ -40,6 +41,7 @@ __all__ = ["ShardActor", "ShardNotifier"]
 log = structlog.get_logger("actorflow.shard")
 
 _CHECK_EVERY = 1.0  # seconds between checks that the engine process is alive
+_NEW_STEP_WORKER = "new-step-worker"
 _GATEWAY = -1  # outbound target: the facade
 
 
@@ -103,6 +105,12 @@ class ShardActor(SupervisedActor):
         rt.remote = self._out
         rt.notifier = self.notifier = ShardNotifier(self._out)
         self.rt = rt
+        self.remote_steps: RemoteSteps | None = None
+        self.step_worker: Any = None
+        if init.step_requirements:
+            self.remote_steps = RemoteSteps(self._signal)
+            rt.steps.run_sync_with(self.remote_steps.run)
+            self._new_step_worker()
         self.actors = ActorRuntime(rt)
         self.actors.start()  # queues the recovery of this shard's runs
         self.wakeup_after(_CHECK_EVERY)
@@ -113,6 +121,17 @@ class ShardActor(SupervisedActor):
     def _out(self, target: int, item: Any) -> None:
         """From any thread: queue `item` for another process and wake the actor to send it."""
         self.outbound.append((target, item))
+        self._signal()
+
+    def _new_step_worker(self) -> None:
+        """A worker actor on a node meeting the step requirements (Thespian places it)."""
+        assert self.remote_steps is not None
+        self.step_worker = self.createActor(StepWorkerActor, targetActorRequirements=self.init.step_requirements)
+        resend = self.remote_steps.resend_all() if self.remote_steps.replaced or self.remote_steps.inflight else []
+        if resend:
+            self.send(self.step_worker, StepBatch(resend))
+
+    def _signal(self) -> None:
         if not self._signalled:
             self._signalled = True
             try:
@@ -137,6 +156,17 @@ class ShardActor(SupervisedActor):
             except (BlockingIOError, OSError):
                 pass
             self._send_outbound()
+            if self.remote_steps is not None and self.step_worker is not None:
+                steps = self.remote_steps.take_outgoing()
+                if steps:
+                    self.send(self.step_worker, StepBatch(steps))
+        elif t is StepBatch and self.remote_steps is not None:
+            for done in message.items:
+                self.remote_steps.settle(done)
+        elif t is ChildActorExited and message.childAddress == self.step_worker and not self._closed:
+            log.warning("step worker node's actor exited; its steps go to a new one", shard=self.init.shard)
+            self.step_worker = None
+            self.wakeup_after(0.5, _NEW_STEP_WORKER)  # not at once: no node may meet the requirements yet
         elif t is Packed:
             items = [
                 PumpCall(functools.partial(self._watch, item)) if type(item) is WatchStatus else item
@@ -171,6 +201,10 @@ class ShardActor(SupervisedActor):
 
     def on_wakeup(self, payload: Any) -> None:
         if getattr(self, "_closed", False):
+            return
+        if payload == _NEW_STEP_WORKER:
+            if self.step_worker is None:
+                self._new_step_worker()
             return
         if self.rt.fatal is not None:
             self._drain_and_close(0.0)
@@ -210,6 +244,8 @@ class ShardActor(SupervisedActor):
             return
         self._closed = True
         try:
+            if self.remote_steps is not None:
+                self.remote_steps.close()  # steps on other nodes are abandoned: they run again after open
             self.actors.close(grace)
             self._send_outbound()
         finally:
