@@ -17,6 +17,7 @@ from .errors import (
     PayloadError,
     RunConflict,
     RunFinished,
+    RunIdTaken,
     RunNotFound,
     StepFailed,
     StepTimeout,
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
     from ._context import WorkflowContext
     from ._engine import Engine
     from ._handle import RunHandle
+    from ._logging import configure_logging, log_context
     from ._retry import RetryPolicy
     from ._types import Event, RunState, RunStatus, StepInfo, current_step
 
@@ -50,6 +52,8 @@ _LAZY = {
     "RunStatus": "._types",
     "StepInfo": "._types",
     "current_step": "._types",
+    "configure_logging": "._logging",
+    "log_context": "._logging",
 }
 
 
@@ -78,6 +82,8 @@ __all__ = [
     "StepInfo",
     "Event",
     "current_step",
+    "configure_logging",
+    "log_context",
     "Clock",
     "SystemClock",
     "MockClock",
@@ -92,6 +98,7 @@ __all__ = [
     "PayloadError",
     "RunConflict",
     "RunFinished",
+    "RunIdTaken",
     "RunNotFound",
     "StepFailed",
     "StepTimeout",

@@ -1,4 +1,5 @@
-"""The `actorflow` command: a live demo, and read-only views of a data directory's runs and journals."""
+"""The `actorflow` command: the entry point. The demo lives here; `runs ...` in `actorflow.cli`,
+`graph ...` in `actorflow.graph._cli`, `dashboard` in `actorflow.dashboard`."""
 
 from __future__ import annotations
 
@@ -13,12 +14,9 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn
 from rich.table import Table
 
-from storage import LmdbJournal
-
 from ._engine import Engine
 from ._retry import RetryPolicy
-from ._types import RunStatus
-from .errors import ActorflowError, ConfigError, RunNotFound, WorkflowFailed
+from .errors import ActorflowError, ConfigError, WorkflowFailed
 
 __all__ = ["main"]
 
@@ -102,23 +100,6 @@ def _print_history(console: Console, engine: Engine, run_id: str) -> None:
     console.print(table)
 
 
-def _runs(args: argparse.Namespace) -> int:
-    # the journal, not an Engine: works beside a running engine and runs no workflow code
-    with LmdbJournal(args.data_dir) as journal:
-        for rec in journal.runs(args.state, args.workflow):
-            print(json.dumps(RunStatus.from_record(rec).to_dict()))
-    return 0
-
-
-def _history(args: argparse.Namespace) -> int:
-    with LmdbJournal(args.data_dir) as journal:
-        if journal.get_run(args.run_id) is None:
-            raise RunNotFound(args.run_id)
-        for ev in journal.events(args.run_id):
-            print(json.dumps(ev.to_dict()))
-    return 0
-
-
 def _dashboard(args: argparse.Namespace) -> int:
     try:
         from .dashboard import serve_data_dir
@@ -137,15 +118,9 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--data-dir", default=None, help="journal directory (default: a new temp dir)")
     demo.add_argument("--sleep", type=float, default=1.0, help="seconds of the durable cooling-off sleep")
     demo.set_defaults(fn=_demo)
-    runs = sub.add_parser("runs", help="list runs in a data directory (JSON lines)")
-    runs.add_argument("--data-dir", default="./actorflow-data")
-    runs.add_argument("--state", default=None)
-    runs.add_argument("--workflow", default=None)
-    runs.set_defaults(fn=_runs)
-    hist = sub.add_parser("history", help="print a run's journal (JSON lines)")
-    hist.add_argument("run_id")
-    hist.add_argument("--data-dir", default="./actorflow-data")
-    hist.set_defaults(fn=_history)
+    from .cli import add_parsers  # `runs list|show|history|signal|cancel|watch|fork`, `history` (issue 15)
+
+    add_parsers(sub)
     from .graph._cli import add_graph_parser  # graph workflows (issue 14): `actorflow graph ...`
 
     add_graph_parser(sub)
@@ -159,6 +134,10 @@ def main(argv: list[str] | None = None) -> int:
 
     add_net_subcommands(sub)
     args = parser.parse_args(argv)
+    from .cli import is_runs_command, run_command
+
+    if is_runs_command(args.fn):  # one-line errors with a hint, and exit codes by kind (see actorflow.cli)
+        return run_command(args.fn, args)
     try:
         return int(args.fn(args))
     except ActorflowError as exc:

@@ -8,12 +8,12 @@ import uuid
 from collections.abc import Awaitable, Callable, Generator, Sequence
 from typing import TYPE_CHECKING, Any
 
-from . import _waits
 from ._retry import RetryPolicy
 from .errors import ConfigError
 
 if TYPE_CHECKING:
-    from ._run import Run
+    from ._core import RunMachine
+    from ._core._state import RunState
 
 __all__ = ["WorkflowContext", "Command"]
 
@@ -23,7 +23,7 @@ class Command:
 
     __slots__ = ("run", "pos", "kind", "name", "done", "value", "error", "spec", "attempt", "due", "inflight")
 
-    def __init__(self, run: Run, pos: int, kind: str, name: str) -> None:
+    def __init__(self, run: RunState, pos: int, kind: str, name: str) -> None:
         self.run = run
         self.pos = pos
         self.kind = kind
@@ -107,7 +107,7 @@ class WorkflowContext:
 
     __slots__ = ("_run",)
 
-    def __init__(self, run: Run) -> None:
+    def __init__(self, run: RunMachine) -> None:
         self._run = run
 
     @property
@@ -148,16 +148,16 @@ class WorkflowContext:
 
     def sleep(self, name: str, seconds: float | _dt.timedelta) -> Command:
         """A durable timer: survives restarts, fires late (never lost) after downtime."""
-        return _waits.cmd_sleep(self._run, str(name), _seconds(seconds, f"sleep {name!r} duration"))
+        return self._run.cmd_sleep(str(name), _seconds(seconds, f"sleep {name!r} duration"))
 
     def wait_signal(self, name: str, timeout: float | _dt.timedelta | None = None) -> Command:
         """The next payload of signal `name`; raises WaitTimeout after `timeout` seconds."""
         t = None if timeout is None else _seconds(timeout, f"wait_signal {name!r} timeout")
-        return _waits.cmd_wait(self._run, str(name), t)
+        return self._run.cmd_wait(str(name), t)
 
     def child(self, wf: Callable[..., Any] | str, *args: Any, run_id: str | None = None) -> Command:
         """Start a durable child run and await its result; cancelling this run cancels it."""
-        return _waits.cmd_child(self._run, wf, args, run_id)
+        return self._run.cmd_child(wf, args, run_id)
 
     def gather(self, *awaitables: Awaitable[Any]) -> Awaitable[list[Any]]:
         """Await several ctx operations that run concurrently; results in argument order."""

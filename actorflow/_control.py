@@ -1,4 +1,4 @@
-"""The control inbox: durable commands (signal, cancel) for the engine that holds a data directory.
+"""The control inbox: durable commands (signal, cancel, load, requeue) for the engine that holds a data directory.
 
 One engine owns a data directory (an exclusive lock), so a tool in another process - the dashboard,
 a CLI - cannot call its `signal()` or `cancel()`. It writes a command record instead, in an ordinary
@@ -21,11 +21,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import structlog
-
 from storage import Journal, WriteBatch
 
 from ._handle import new_run_id
+from ._logging import get_logger
+from ._messages import LoadRun
 from .errors import ActorflowError, ConfigError, RunFinished, RunNotFound
 
 if TYPE_CHECKING:
@@ -39,16 +39,18 @@ __all__ = [
     "ControlInbox",
     "submit_signal",
     "submit_cancel",
+    "add_load",
+    "submit_requeue",
     "pending",
     "outcome",
     "outcomes",
 ]
 
-log = structlog.get_logger("actorflow.control")
+log = get_logger("actorflow.control")
 
 CONTROL_NS = "control"
 OUTCOME_NS = "control-outcome"
-KINDS = ("signal", "cancel")
+KINDS = ("signal", "cancel", "load", "requeue")
 OUTCOME_TTL = 7 * 86400.0  # seconds an outcome is kept for tools to show
 
 
@@ -133,6 +135,37 @@ def submit_cancel(journal: Journal, run_id: str, *, source: str = "tool") -> Com
     return _submit(journal, Command(new_run_id(), "cancel", run_id, None, None, time.time(), source))
 
 
+def add_load(batch: WriteBatch, run_id: str, *, source: str = "tool") -> Command:
+    """Add to `batch` a command that has the engine load `run_id` from its journal (a run another
+    process created in this batch, e.g. a fork): a live engine picks it up within about a second;
+    without one, the next open() recovers the run anyway and the command finds it loaded."""
+    cmd = Command(new_run_id(), "load", run_id, None, None, time.time(), source)
+    batch.kv_put(CONTROL_NS, cmd.id, cmd.to_record())
+    return cmd
+
+
+# --- requeue (a dead letter of the task queue) --------------------------------------------------
+def submit_requeue(journal: Journal, run_id: str, *, source: str = "tool") -> Command:
+    """Queue `engine.requeue(run_id)` of a dead letter (a failed task execution; `run_id` is its
+    execution id). Durable on return; RunNotFound, or ConfigError when it is not a dead letter."""
+    from .tasks._queue import NS_REQUEUED
+    from .tasks._status import task_name
+
+    if not isinstance(run_id, str) or not run_id:
+        raise RunNotFound(str(run_id))
+    rec = journal.get_run(run_id)
+    if rec is None:
+        raise RunNotFound(run_id)
+    if task_name(rec.workflow) is None or rec.state != "failed":
+        raise ConfigError(f"run {run_id!r} ({rec.workflow}, {rec.state}) is not a dead letter: only failed task executions requeue")
+    again = journal.kv_get(NS_REQUEUED, run_id)
+    if again is not None:
+        raise ConfigError(f"execution {run_id!r} was already requeued as {again!r}")
+    if any(c.kind == "requeue" for c in pending(journal, run_id)):
+        raise ConfigError(f"a requeue of execution {run_id!r} is already waiting for the engine")
+    return _submit(journal, Command(new_run_id(), "requeue", run_id, None, None, time.time(), source))
+
+
 def pending(journal: Journal, run_id: str | None = None) -> list[Command]:
     """Commands not applied yet, oldest first (of one run, or all)."""
     cmds = [Command.from_record(k, v) for k, v in journal.kv_scan(CONTROL_NS) if isinstance(v, dict)]
@@ -208,6 +241,9 @@ class ControlInbox:
                 self._apply(journal, cmd)
             except _EngineGone:
                 break
+            except Exception:  # noqa: BLE001 - one bad command must not hold up the others
+                log.exception("control command failed", command=cmd.id, kind=cmd.kind, run_id=cmd.run_id)
+                break
             done += 1
         self._prune(journal)
         return done
@@ -219,6 +255,10 @@ class ControlInbox:
         result: tuple[bool, str]
         if cmd.kind == "cancel":
             result = self._guard(lambda: (True, "cancelled") if self.engine.cancel(cmd.run_id) else (False, "the run had already ended"))
+        elif cmd.kind == "load":
+            result = self._guard(lambda: self._load(cmd.run_id))
+        elif cmd.kind == "requeue":
+            result = self._guard(lambda: self._requeue(cmd.run_id))
         else:
             result = (False, f"unknown command kind {cmd.kind!r}")
         batch = journal.batch()
@@ -239,6 +279,27 @@ class ControlInbox:
             return False, str(exc)
         except TimeoutError:
             return False, "the engine did not confirm the cancel within 30 s"
+
+    def _load(self, run_id: str) -> tuple[bool, str]:
+        rec = self.engine._record(run_id)
+        if rec.finished:
+            return False, f"the run had already ended ({rec.state})"
+        if rec.workflow not in self.engine._workflows:
+            return False, f"workflow {rec.workflow!r} is not registered with this engine: the run waits for one that has it"
+        self.engine._runtime().post(LoadRun(run_id))
+        return True, "loaded"
+
+    def _requeue(self, execution_id: str) -> tuple[bool, str]:
+        # not a dead letter (any more), or its task is not registered here: refused, not "engine gone"
+        if not self.engine.is_open:
+            raise _EngineGone()
+        try:
+            new = self.engine.requeue(execution_id)
+        except ActorflowError as exc:
+            if not self.engine.is_open:
+                raise _EngineGone() from exc
+            return False, str(exc)
+        return True, f"requeued as {new}"
 
     def _signal(self, cmd: Command) -> None:
         """`Engine.signal`, with the command's removal and outcome in the signal's own commit."""

@@ -15,16 +15,17 @@ from storage import Codec, Event, Journal, LmdbJournal, RunRecord, SignalResult,
 from storage._journal import check_run_id
 
 from ._aio import LoopBridge
+from ._check import CheckReport, check_runs
 from ._clock import Clock, SystemClock
 from ._control import ControlInbox
+from ._core import Env, failure_text
 from ._handle import RunHandle, new_run_id
 from ._lockfile import DirLock
-from ._messages import CancelRun, SignalArrived, StartRun
+from ._messages import CancelRun, LoadRun, SignalArrived, StartRun
 from ._monitor import afollow, follow
 from ._multiproc import MultiprocRuntime
 from ._options import check_engine_options
 from ._runtime import Facade, Runtime
-from ._saga import failure_text
 from ._thespian import ActorRuntime
 from ._types import RunState, RunStatus
 from .errors import (
@@ -39,6 +40,8 @@ from .errors import (
     WorkflowFailed,
     WorkflowNotRegistered,
 )
+from .tasks import TaskMethods
+from .telemetry import _hooks as _telemetry
 
 __all__ = ["Engine", "RunHandle"]
 
@@ -54,7 +57,7 @@ def _expire(fut: asyncio.Future[tuple[str, Any, Any]], run_id: str, timeout: flo
         fut.set_exception(TimeoutError(f"run {run_id!r} did not finish within {timeout}s"))
 
 
-class Engine:
+class Engine(TaskMethods):  # task queue methods: actorflow/tasks/_api.py
     """Durable workflows on an actor runtime; `open()` recovers every unfinished registered run."""
 
     def __init__(
@@ -218,7 +221,10 @@ class Engine:
                     self._release_dir()
                 raise
             self._rt, self._actors = rt, actors
+            if _telemetry.current is not None:
+                _telemetry.current.attach(rt)
             self._tune_gc()
+            self._tasks_opened()  # tasks: the limit dispatcher and the scheduler (actorflow/tasks)
             # commands other processes queued for this data directory (see _control): now and each tick
             self._control = control = ControlInbox(self)
             rt.housekeepers.append(control.poll)
@@ -265,6 +271,9 @@ class Engine:
             self._release_dir()
             raise
         self._rt, self._actors = rt, rt
+        self._tasks_opened()  # tasks: the limit dispatcher and the scheduler (actorflow/tasks)
+        if _telemetry.current is not None:
+            _telemetry.current.attach(rt)
 
     def close(self, grace: float | None = None) -> None:
         """Stop cleanly: running steps get `grace` seconds, then are abandoned (re-run on next open)."""
@@ -273,6 +282,7 @@ class Engine:
             if rt is None or actors is None:
                 return
             self._rt = self._actors = None
+        self._tasks_closing()  # tasks: stop the scheduler and the limit dispatcher first
         if self._control is not None:
             self._control.stop()
         for board in self._dashboards:
@@ -375,7 +385,12 @@ class Engine:
         name = self._name_of(wf)
         batch = rt.journal.batch()
         _, rec, copy = self._start_batch(rt, name, args, run_id, batch)
+        tel = _telemetry.current
+        if tel is not None:
+            tel.start_run(batch, rec.run_id, name)
         existing = rt.journal.commit(batch)[0]
+        if tel is not None and existing is not None:
+            tel.start_failed(rec.run_id)
         return RunHandle(self, rec.run_id, self._after_start(rt, rec, copy, existing, helps=rt.quiet()))
 
     async def astart(self, wf: Callable[..., Any] | str, *args: Any, run_id: str | None = None) -> RunHandle:
@@ -384,13 +399,19 @@ class Engine:
         name = self._name_of(wf)
 
         def add(batch: WriteBatch) -> tuple[int, RunRecord, tuple[Any, ...]]:
-            return self._start_batch(rt, name, args, run_id, batch)
+            got = self._start_batch(rt, name, args, run_id, batch)
+            tel = _telemetry.current
+            if tel is not None:
+                tel.start_run(batch, got[1].run_id, name)
+            return got
 
         handle: RunHandle = await self._bridge().start(rt, add, self._astarted)
         return handle
 
     def _astarted(self, rec: RunRecord, args: tuple[Any, ...], existing: RunRecord | None) -> RunHandle:
         rt = self._runtime()
+        if existing is not None and _telemetry.current is not None:
+            _telemetry.current.start_failed(rec.run_id)
         return RunHandle(self, rec.run_id, self._after_start(rt, rec, args, existing))
 
     def _bridge(self) -> LoopBridge:
@@ -415,7 +436,15 @@ class Engine:
             raise ConfigError(f"start_many: {len(args_seq)} argument tuples but {len(run_ids)} run ids")
         batch = rt.journal.batch()
         recs = [self._start_batch(rt, name, a, run_ids[i] if run_ids else None, batch) for i, a in enumerate(args_seq)]
+        tel = _telemetry.current
+        if tel is not None:  # after every create: results[i] stays the i-th run's
+            for _, rec, _ in recs:
+                tel.start_run(batch, rec.run_id, name)
         results = rt.journal.commit(batch)
+        if tel is not None:
+            for (_, rec, _), existing in zip(recs, results):
+                if existing is not None:
+                    tel.start_failed(rec.run_id)
         conflicts = []
         handles = []
         for (_, rec, copy), existing in zip(recs, results):
@@ -606,3 +635,50 @@ class Engine:
         rt = self._runtime()
         self._record(run_id)
         return afollow(rt.notifier, lambda: self.status(run_id), run_id)
+
+    # --- replay check (see actorflow._check) -------------------------------------------------
+    def check(self, run_ids: Iterable[str] | None = None) -> CheckReport:
+        """Replay every unfinished run (or `run_ids`) against the workflows registered now, running
+        no step and writing nothing; the report lists each run that would block, with its evidence.
+
+        Works on an open engine and on a closed one (it then reads the data directory, also beside
+        the engine of another process that holds it)."""
+        workflows = self._workflows
+
+        def name_of(wf: Any) -> str:
+            name = wf if isinstance(wf, str) else self._names.get(wf, getattr(wf, "__qualname__", repr(wf)))
+            if name not in workflows:
+                raise WorkflowNotRegistered(str(name), list(workflows))
+            return str(name)
+
+        rt = self._rt
+        if rt is not None:
+            return check_runs(rt.journal, workflows, Env(self.clock.now, rt.codec, name_of), run_ids)
+        if self._journal_given is not None:
+            journal = self._journal_given
+            return check_runs(journal, workflows, Env(self.clock.now, journal.codec, name_of), run_ids)
+        if self.data_dir is None:
+            raise ConfigError("Engine.check needs a data_dir or a journal")
+        with LmdbJournal(self.data_dir, sync=False, codec=self._codec) as journal:
+            return check_runs(journal, workflows, Env(self.clock.now, journal.codec, name_of), run_ids)
+
+    # --- fork (issue 15; see actorflow._fork for exactly what is copied) ------------------------
+    def fork(self, source: str, /, from_step: int, run_id: str | None = None) -> RunHandle:
+        """A new run whose journal is `source`'s up to its first `from_step` steps, then run on the
+        code registered now: the copied steps replay from the journal (none runs again), the rest
+        runs. `source` is only read. RunNotFound, ConfigError (N out of range), RunIdTaken (`run_id`
+        exists), WorkflowNotRegistered - all before anything is written."""
+        from ._fork import add_fork, check_created, plan_fork
+
+        rt = self._runtime()
+        plan = plan_fork(rt.journal, source, from_step, run_id, now=rt.clock.now())
+        self._name_of(plan.workflow)  # runs on this engine's code: it must know the workflow
+        batch = rt.journal.batch()
+        idx = add_fork(batch, plan)
+        tel = _telemetry.current
+        if tel is not None:
+            tel.start_run(batch, plan.run_id, plan.workflow, **{"actorflow.forked_from": source, "actorflow.from_step": from_step})
+        check_created(plan, rt.journal.commit(batch)[idx])
+        fresh = (rt, rt.notifier.evictions)
+        rt.post(LoadRun(plan.run_id))  # the recovery path: replays the copied prefix, runs the rest
+        return RunHandle(self, plan.run_id, fresh)

@@ -1,23 +1,36 @@
-"""RunHost: many run actors in one Thespian actor, sharing one journal batch per message batch."""
+"""RunHost: the run machines of one shard in one actor: routes messages to them, loads and passivates
+them, and carries out their completions (writes into one journal batch, effects once it is durable)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import structlog
 
 from storage import Event, RunRecord
-from storage._journal import OP_APPEND, OP_PUT_RUN
 
-from . import _saga, _waits
+from ._core import (
+    APPEND,
+    ARM,
+    BLOCKED,
+    CREATE_CHILD,
+    DEL_SIGNAL,
+    DEL_TIMER,
+    DISARM,
+    DISPATCH,
+    FINISHED,
+    PUT_TIMER,
+    REPLY,
+    SEND,
+    Completion,
+    Env,
+    RunMachine,
+)
 from ._messages import (
-    ArmTimer,
+    REARM,
     CancelRun,
     ChildDone,
     Committed,
-    CompDone,
-    DisarmTimer,
     Housekeep,
     LoadRun,
     Rearm,
@@ -25,14 +38,10 @@ from ._messages import (
     RunMessage,
     SignalArrived,
     StartRun,
-    StepDone,
     TimerFired,
     WatchChild,
 )
-from ._run import Run
-from ._saga import describe_error
-from ._types import RunStatus
-from .errors import ActorflowError, PayloadError, StorageError
+from ._outputs import OUT_REPLY, OUT_SEND, OUT_STEP, OUT_TIMER, OutputCommit
 
 if TYPE_CHECKING:
     from ._runtime import Runtime
@@ -46,99 +55,105 @@ _CHUNK = 256  # messages whose passivated runs are read ahead together (a bounde
 _WAKING: frozenset[type] = frozenset({SignalArrived, ChildDone, CancelRun, LoadRun})
 _WAKING_TAGS = frozenset({"sleep", "wait", "reload"})  # timers that wake a passivated run
 
-Output = tuple[int | None, Any]  # (None, fn()) | (op index, fn(result)) | (_STEP, step to submit)
-_STEP = -1
-_REPLY = -2  # (request id, value): a caller waiting for this batch; failed if the commit fails
 
+class RunHost(OutputCommit):
+    """Routes messages to run machines, loads/passivates them, and commits their facts before acting.
 
-class RunHost:
-    """Routes messages to runs, loads/passivates them, and commits their facts before acting.
-
-    Everything a batch of messages causes outside the host (step dispatch, timers, messages to
-    other hosts, notifications) is held as an output and released only once the batch's journal
-    writes are durable (output commit).
+    Each message for a run is one `RunMachine.activate`; the host writes the completion's events
+    and index ops into its journal batch and holds the completion's effects (step dispatch,
+    timers, messages to other hosts, notifications) as outputs, released only once the batch's
+    journal writes are durable (output commit, in `_outputs.OutputCommit`).
     """
 
     def __init__(self, rt: Runtime, shard: int) -> None:
         self.rt = rt
         self.shard = shard
-        self.runs: dict[str, Run] = {}
+        self.env = Env(rt.clock.now, rt.codec, rt.workflow_name)
+        self.runs: dict[str, RunMachine] = {}
         self.blocked: dict[str, int] = {}  # run id -> next event seq (its run_blocked may not be committed yet)
         self.finishing: dict[str, tuple[str, Any]] = {}
         self.watchers: dict[str, list[tuple[str, int]]] = {}
         self.batch = rt.journal.batch()
-        self.outputs: list[Output] = []
+        self.outputs = []
         self.outbox: list[tuple[Any, Any]] = []
-        self.dirty: dict[str, Run] = {}
-        self.touched: dict[str, Run] = {}
+        self.dirty: dict[str, RunMachine] = {}
+        self.touched: dict[str, RunMachine] = {}
         self.commits_in_flight = 0
         self.housekept = False
         self.rederivable = 0  # ops of this batch that recovery would write again the same (fired sleeps)
         self.prefetched: dict[str, Any] = {}  # run id -> journal.load_run() result, read ahead for this batch
 
-    # --- used by runs --------------------------------------------------------------------------
-    def append(self, run: Run, kind: str, name: str, pos: int, data: Any) -> int:
-        seq = run.next_seq
-        fields = (kind, name, pos, self.rt.clock.now(), data)
-        try:
-            record = self.rt.codec.encode(fields, kind)
-        except PayloadError:  # again, to name the event in the error (not formatted on every append)
-            record = self.rt.codec.encode(fields, f"{kind} {name!r}")
-        self.batch.append_encoded(run.run_id, seq, record)
-        run.next_seq = seq + 1
-        self.touched[run.run_id] = run
-        return seq
-
-    def append_encoded(self, run: Run, record: bytes) -> int:
-        seq = run.next_seq
-        self.batch.append_encoded(run.run_id, seq, record)
-        run.next_seq = seq + 1
-        self.touched[run.run_id] = run
-        return seq
-
-    def mark_dirty(self, run: Run) -> None:
-        self.dirty[run.run_id] = run
-
-    def send_timer(self, msg: ArmTimer | DisarmTimer, unless_done: Any = None) -> None:
-        """Arm/disarm a timer once durable; with `unless_done`, skip it if that command resolved meanwhile."""
-
-        def release() -> None:
-            if unless_done is None or not unless_done.done:
-                self.outbox.append(("timer", msg))
-
-        self.outputs.append((None, release))
+    # --- carrying out what a run's activation asks ------------------------------------------------
+    def _apply(self, run: RunMachine, out: Completion) -> None:
+        """Write a completion's events and index ops into the batch; hold its effects as outputs."""
+        run_id = run.run_id
+        if out.dirty:
+            self.dirty[run_id] = run
+        ops = out.ops
+        if not ops:
+            return
+        batch, outputs = self.batch, self.outputs
+        touched = False
+        for op in ops:
+            code = op[0]
+            if code == APPEND:
+                batch.append_encoded(run_id, op[1], op[2])
+                touched = True
+            elif code == DISPATCH:
+                outputs.append((OUT_STEP, op[1]))
+            elif code == ARM:
+                outputs.append((OUT_TIMER, (op[1], op[2])))
+            elif code == PUT_TIMER:
+                batch.put_timer(op[1], run_id, op[2], op[3])
+            elif code == DEL_TIMER:
+                batch.del_timer(op[1], run_id, op[2])
+            elif code == DISARM:
+                outputs.append((OUT_TIMER, (op[1], None)))
+            elif code == DEL_SIGNAL:
+                batch.del_signal(run_id, op[1], op[2])
+            elif code == SEND:
+                outputs.append((OUT_SEND, op[1]))
+            elif code == REPLY:
+                outputs.append((OUT_REPLY, (op[1], op[2])))
+            elif code == CREATE_CHILD:
+                self._create_child(run, *op[1:])
+            elif code == FINISHED:
+                self._finished(run, op[1], op[2], op[3])
+            elif code == BLOCKED:
+                self.runs.pop(run_id, None)
+                self.blocked[run_id] = run.next_seq
+                log.warning("run blocked", run_id=run_id, error=run.record.error)
+        if touched:
+            self.touched[run_id] = run
+        self.rederivable += out.rederivable
 
     def reply(self, request_id: int, value: Any) -> None:
         """Answer a waiting caller once this batch is durable."""
-        self.outputs.append((_REPLY, (request_id, value)))
+        self.outputs.append((OUT_REPLY, (request_id, value)))
 
     def send_run(self, msg: RunMessage) -> None:
-        self.outputs.append((None, lambda: self.outbox.append((self.rt.shard_of(msg.run_id), msg))))
+        self.outputs.append((OUT_SEND, msg))
 
-    def dispatch_step(self, run: Run, pos: int, name: str, attempt: int, fn: Callable[[], Any], kind: str) -> None:
-        self.outputs.append((_STEP, (run.run_id, pos, name, attempt, fn, kind)))
-
-    def watch(self, child_id: str, parent_id: str, pos: int) -> None:
-        self.send_run(WatchChild(child_id, parent_id, pos))
-
-    def create_child(
-        self, run: Run, cmd: Any, child_id: str, name: str, args: tuple[Any, ...], args_copy: tuple[Any, ...]
+    def _create_child(
+        self, run: RunMachine, child_id: str, name: str, args: tuple[Any, ...], args_copy: tuple[Any, ...], pos: int
     ) -> None:
         now = self.rt.clock.now()
-        rec = RunRecord(child_id, name, "pending", now, now, parent=run.run_id, meta={"parent_pos": cmd.pos})
+        parent_id = run.run_id
+        rec = RunRecord(child_id, name, "pending", now, now, parent=parent_id, meta={"parent_pos": pos})
         idx = self.batch.create_run(rec, Event(0, "run_started", name, {"args": args}, now))
+        rt = self.rt
 
         def created(existing: RunRecord | None) -> None:
             if existing is None:
-                self.outbox.append((self.rt.shard_of(child_id), StartRun(child_id, rec.as_tuple(), args_copy)))
+                self.outbox.append((rt.shard_of(child_id), StartRun(child_id, rec.as_tuple(), args_copy)))
             elif existing.workflow != name:
-                live = self.runs.get(run.run_id)
-                if live is not None:
-                    _waits.on_child_done(live, cmd.pos, "child_failed", {"run_id": child_id, "conflict": existing.workflow, "error": f"run id {child_id!r} belongs to workflow {existing.workflow!r}"})
+                error = f"run id {child_id!r} belongs to workflow {existing.workflow!r}"
+                outcome = {"run_id": child_id, "conflict": existing.workflow, "error": error}
+                self.outbox.append((rt.shard_of(parent_id), ChildDone(parent_id, pos, "child_failed", outcome)))
 
         self.outputs.append((idx, created))
 
-    def finished(self, run: Run, state: str, value: Any, data: Any) -> None:
+    def _finished(self, run: RunMachine, state: str, value: Any, data: Any) -> None:
         run_id = run.run_id
         if state == "completed":
             outcome: tuple[str, Any] = ("child_completed", value)
@@ -149,7 +164,6 @@ class RunHost:
             outcome = ("child_failed", d)
         self.finishing[run_id] = outcome
         self.runs.pop(run_id, None)
-        run.detach()
         targets: list[tuple[str, Any]] = list(self.watchers.pop(run_id, ()))
         parent_pos = run.record.meta.get("parent_pos")
         if run.record.parent and (run.record.parent, parent_pos) not in targets:
@@ -164,12 +178,6 @@ class RunHost:
             rt.notifier.finished(run_id, record, state, value, data)
 
         self.outputs.append((None, release))
-
-    def blocked_run(self, run: Run) -> None:
-        self.runs.pop(run.run_id, None)
-        run.detach()
-        self.blocked[run.run_id] = run.next_seq
-        log.warning("run blocked", run_id=run.run_id, error=run.record.error)
 
     # --- message handling ---------------------------------------------------------------------
     def handle(self, items: list[Any]) -> list[tuple[Any, Any]]:
@@ -254,36 +262,23 @@ class RunHost:
                     self._cancel_blocked(run_id, msg.reply)
                 return
         run.last_active = self.rt.clock.now()
-        if t is StepDone:
-            run.on_step_result(msg.pos, msg.attempt, msg.ok, msg.payload)
-        elif t is TimerFired:
-            run.on_timer(msg.pos, msg.tag)
-        elif t is SignalArrived:
-            _waits.on_signal(run, msg.name, msg.seq, msg.payload)
-        elif t is CompDone:
-            _saga.on_comp_result(run, msg.pos, msg.ok, msg.error)
-        elif t is ChildDone:
-            _waits.on_child_done(run, msg.pos, msg.kind, msg.data)
-        elif t is CancelRun:
-            ok = _saga.request_cancel(run)
-            if msg.reply is not None:
-                self.reply(msg.reply, ok)
+        self._apply(run, run.activate(msg))
 
-    def _start(self, msg: StartRun) -> Run | None:
+    def _start(self, msg: StartRun) -> None:
         run_id, args = msg.run_id, msg.args
         if run_id in self.blocked:
-            return None
+            return
         rec = RunRecord.from_tuple(msg.record)
         fn = self.rt.workflows.get(rec.workflow)
         if fn is None:
-            return None
+            return
         started = Event(0, "run_started", rec.workflow, {"args": args}, rec.created_at)
-        run = Run(self, rec, fn, args, [started])
+        run = RunMachine(rec, fn, args, [started], self.env)
+        run.last_active = self.rt.clock.now()
         self.runs[run_id] = run
-        run.start()
-        return run
+        self._apply(run, run.activate(msg))
 
-    def _load(self, run_id: str, force: bool = False) -> Run | None:
+    def _load(self, run_id: str, force: bool = False) -> RunMachine | None:
         if run_id in self.runs:
             return self.runs[run_id]
         if run_id in self.blocked and not force:
@@ -297,12 +292,10 @@ class RunHost:
             log.warning("run of unregistered workflow left as is", run_id=run_id, workflow=rec.workflow)
             return None
         self.blocked.pop(run_id, None)
-        run = Run(self, rec, fn, tuple(events[0].data["args"]), events)
+        run = RunMachine(rec, fn, tuple(events[0].data["args"]), events, self.env, signals)
+        run.last_active = self.rt.clock.now()
         self.runs[run_id] = run
-        for name, seq, payload in signals:
-            run.seen_signals.add(seq)
-            run.inbox.setdefault(name, []).append((seq, payload))
-        run.start()
+        self._apply(run, run.activate(LoadRun(run_id)))
         return self.runs.get(run_id)
 
     def _cancel_blocked(self, run_id: str, reply: Any) -> None:
@@ -369,73 +362,10 @@ class RunHost:
             except Exception as exc:  # noqa: BLE001 - this run's journal or code: the others recover
                 self._isolate(LoadRun(run_id), exc, marks)
 
-    # --- fault isolation ---------------------------------------------------------------------
-    def _isolate(self, item: RunMessage, exc: Exception, marks: tuple[int, int, int, int]) -> None:
-        """Handling `item` raised: undo what it added to this batch and quarantine its run."""
-        ops, outputs, outbox, rederivable = marks
-        run_id = item.run_id
-        undone = self.batch.ops[ops:]
-        self.batch.truncate(ops)
-        del self.outputs[outputs:]
-        del self.outbox[outbox:]
-        self.rederivable = rederivable
-        # the run's first event this item appended is where its quarantine record goes
-        seqs = [op[2] for op in undone if op[0] == OP_APPEND and op[1] == run_id]
-        run = self.runs.get(run_id)
-        next_seq = min(seqs) if seqs else run.next_seq if run is not None else None
-        self.quarantine(run_id, exc, type(item).__name__, next_seq)
-
-    def quarantine(self, run_id: str, exc: Exception, during: str, next_seq: int | None = None) -> None:
-        """Hold a run whose journal cannot be read, or whose handling raised, `blocked` with the
-        evidence, running no more of its code until the next open() (with fixed code) retries it.
-
-        The run leaves memory; later messages for it are dropped (it is in `blocked`); cancel()
-        still ends it without running its code. The evidence is journaled once: a run quarantined
-        again for the same reason on every open adds nothing."""
-        run = self.runs.pop(run_id, None)
-        if run is not None:
-            run.detach()
-        for d in (self.dirty, self.touched, self.finishing):
-            d.pop(run_id, None)
-        error = f"quarantined while handling {during!r}: {describe_error(exc)}"
-        evidence: dict[str, Any] = {"error": error, "type": type(exc).__name__, "during": during}
-        if isinstance(exc, ActorflowError):
-            evidence.update((k, v) for k, v in exc.evidence.items() if isinstance(v, (str, int, float)))
-        log.error("run quarantined", run_id=run_id, during=during, error=describe_error(exc), exc_info=exc)
-        journal = self.rt.journal
-        try:
-            rec = run.record if run is not None else journal.get_run(run_id)
-            if next_seq is None:
-                next_seq = journal.last_seq(run_id) + 1
-        except Exception as read_exc:  # noqa: BLE001 - its record too is unreadable: hold it in memory only
-            log.error("quarantined run's record is unreadable", run_id=run_id, error=describe_error(read_exc))
-            self.blocked[run_id] = 0
-            return
-        if rec is None or rec.finished:
-            return
-        if rec.state != "blocked" or rec.error != error:
-            now = self.rt.clock.now()
-            self.batch.append(run_id, Event(next_seq, "run_blocked", "", evidence, now))
-            next_seq += 1
-            rec.state, rec.error, rec.updated_at = "blocked", error, now
-            self.batch.put_run(rec)
-            if self.rt.notifier.watching(run_id):
-                status = RunStatus.from_record(rec)
-                self.outputs.append((None, lambda: self.rt.notifier.status_changed(status)))
-        self.blocked[run_id] = next_seq
-
     def _rearm(self) -> None:
         """The timer actor restarted: arm again what only lived in its memory."""
-        now = self.rt.clock.now()
-        for run in self.runs.values():
-            for cmd in run.pending.values():
-                if cmd.kind in ("sleep", "signal") and cmd.due is not None:
-                    tag = "sleep" if cmd.kind == "sleep" else "wait"
-                    self.send_timer(ArmTimer(cmd.due, run.run_id, cmd.pos, tag, True))
-                elif cmd.kind == "step" and not cmd.inflight:
-                    self.send_timer(ArmTimer(now, run.run_id, cmd.pos, ("retry", cmd.attempt + 1)))
-                elif cmd.kind == "step" and cmd.spec.timeout is not None:
-                    self.send_timer(ArmTimer(now + cmd.spec.timeout, run.run_id, cmd.pos, ("timeout", cmd.attempt)))
+        for run in list(self.runs.values()):
+            self._apply(run, run.activate(REARM))
 
     def _housekeep(self) -> None:
         limit = self.rt.passivate_after
@@ -443,110 +373,6 @@ class RunHost:
             return
         now = self.rt.clock.now()
         for run_id, run in list(self.runs.items()):
-            if now - run.last_active >= limit and run.idle():
+            if now - run.last_active >= limit and not run.pending_commits and run.idle():
                 del self.runs[run_id]
                 run.detach()
-
-    # --- commit --------------------------------------------------------------------------------
-    def flush(self, force: bool = False) -> None:
-        """Submit this batch's journal writes; what they caused is released once durable.
-
-        Status-only changes of runs with a step in flight wait for that step's commit (saving an
-        fsync), at most until the next housekeeping round (`force`), so status() stays fresh.
-        """
-        now = self.rt.clock.now()
-        notify = self.rt.notifier
-        for run in self.dirty.values():
-            run.record.updated_at = now
-            self.batch.put_run(run.record)
-            if notify.watching(run.run_id) and run.phase != "finished":
-                status = RunStatus.from_record(run.record)
-                self.outputs.append((None, lambda s=status: notify.status_changed(s)))
-            self.touched[run.run_id] = run
-        self.dirty = {}
-        if not self.batch.ops:
-            outputs, self.outputs = self.outputs, []
-            self._release(outputs, None)
-            return
-        if self._only_rederivable():
-            # only status records and fired sleep timers: recovery derives the same again (the
-            # timer index entry goes only with the fact, so an overdue timer fires anew), so
-            # nothing released here needs this write to be durable first
-            outputs, self.outputs = self.outputs, []
-            self._release(outputs, None)
-            if not force and any(run.steps_inflight for run in self.touched.values()):
-                return  # a step result is coming: its commit carries these writes along
-        batch, outputs, touched = self.batch, self.outputs, list(self.touched.values())
-        self.batch, self.outputs, self.touched = self.rt.journal.batch(), [], {}
-        self.rederivable = 0
-        if not self.commits_in_flight and not self.rt.commits_pending and not self.rt.queue:
-            # nothing else to do meanwhile: commit on this thread and act at once (saves two
-            # thread hand-offs per step for a lone sequential workflow)
-            try:
-                results = self.rt.journal.commit(batch)
-            except Exception as exc:  # noqa: BLE001 - handled like a failed asynchronous commit
-                self._commit_failed(exc, touched, outputs)
-                return
-            self._release(outputs, results)
-            return
-        for run in touched:
-            run.pending_commits += 1
-        self.commits_in_flight += 1
-        self.rt.commit_started()
-        token = (self, outputs, touched)
-        fut = self.rt.journal.submit(batch)
-        shard, post = self.shard, self.rt.post
-        fut.add_done_callback(lambda f: post(Committed(shard, token, f)))
-
-    def _only_rederivable(self) -> bool:
-        """Whether the batch holds nothing but status records and `rederivable` ops (stops early)."""
-        budget = self.rederivable
-        for op in self.batch.ops:
-            if op[0] != OP_PUT_RUN:
-                budget -= 1
-                if budget < 0:
-                    return False
-        return True
-
-    def _on_commit(self, token: tuple[RunHost, list[Output], list[Run]], fut: Any) -> None:
-        host, outputs, touched = token
-        self.rt.commit_finished()
-        if host is not self:
-            return  # written by a host that failed and was replaced: its runs are recovered by replay
-        self.commits_in_flight -= 1
-        for run in touched:
-            run.pending_commits -= 1
-        exc = fut.exception()
-        if exc is not None:
-            self._commit_failed(exc, touched, outputs)
-        else:
-            self._release(outputs, fut.result())
-        outputs.clear()  # the message carrying this token may outlive it: let passivated runs go
-        touched.clear()
-
-    def _release(self, outputs: list[Output], results: list[Any] | None) -> None:
-        steps: list[tuple[Any, ...]] = []
-        for idx, fn in outputs:
-            if idx is None:
-                fn()
-            elif idx == _STEP:
-                steps.append(fn)
-            elif idx == _REPLY:
-                self.rt.notifier.reply(*fn)
-            else:
-                fn(None if results is None else results[idx])
-        if steps:
-            self.rt.steps.submit_many(steps)
-
-    def _commit_failed(self, exc: BaseException, touched: list[Run], outputs: list[Output]) -> None:
-        """Nothing of the batch happened: drop its runs from memory and replay them from the journal in a second."""
-        log.error("journal commit failed; affected runs reload from the journal", error=str(exc), runs=len(touched))
-        for idx, x in outputs:
-            if idx == _REPLY:
-                self.rt.notifier.reply(x[0], None, StorageError(f"journal commit failed: {exc}"))
-        retry_at = self.rt.clock.now() + 1.0
-        for run in touched:
-            self.runs.pop(run.run_id, None)
-            run.detach()
-            self.finishing.pop(run.run_id, None)
-            self.outbox.append(("timer", ArmTimer(retry_at, run.run_id, -1, "reload")))

@@ -23,6 +23,7 @@ __all__ = [
     "ChildDone",
     "CancelRun",
     "WatchChild",
+    "StepProgress",
     "LoadRun",
     "WatchStatus",
     "Housekeep",
@@ -129,6 +130,13 @@ class CancelRun(RunMessage):
     """Cancel the run; `reply` (a request id, or None) gets whether it was still running."""
 
     reply: int | None = None
+
+
+@message
+class StepProgress(RunMessage):
+    """Code running in a step (a task handler) reports the run's progress; journaled if it still runs."""
+
+    fraction: float
 
 
 @message

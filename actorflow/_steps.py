@@ -15,8 +15,9 @@ from typing import TYPE_CHECKING, Any
 
 from ._messages import CompDone, StepDone
 from ._procsteps import ProcessSteps
-from ._types import StepInfo, _current_step
+from ._types import StepInfo, _current_step, step_post
 from .errors import Cancelled
+from .telemetry import _hooks as _telemetry
 
 if TYPE_CHECKING:
     from ._runtime import Runtime
@@ -92,7 +93,7 @@ class StepPool:
         for run_id, pos, name, attempt, fn, kind in steps:
             if _is_async(fn):
                 info = StepInfo(run_id, name, pos, attempt, f"{run_id}#{pos}:{name}")
-                fut = asyncio.run_coroutine_threadsafe(self._run_async(fn, info), self._loop)
+                fut = asyncio.run_coroutine_threadsafe(self._run_async(fn, info, kind), self._loop)
                 fut.add_done_callback(functools.partial(self._future_done, info=info, kind=kind))
             elif keep:  # a worker running the actors: it runs this one next, no hand-off
                 tls.kept = (fn, run_id, pos, name, attempt, kind)
@@ -116,18 +117,25 @@ class StepPool:
             fn, run_id, pos, name, attempt, kind = task
             info = StepInfo(run_id, name, pos, attempt, f"{run_id}#{pos}:{name}")
             token = _current_step.set(info)
+            step_post.set(self.rt.post)
+            tel = _telemetry.current  # None unless actorflow.telemetry is enabled: nothing else to do
+            span = None if tel is None else tel.step_begin(self.rt, info, kind)
             try:
                 result = fn() if self._run_sync is None else self._run_sync(fn, info)
             except BaseException as exc:  # noqa: BLE001 - reported to the run as a failed attempt
+                if tel is not None:
+                    tel.step_end(span, exc)
                 self._done(exc, None, info, kind, helps=True)
                 continue
             finally:
                 _current_step.reset(token)
             if type(result) not in _SIMPLE and inspect.isawaitable(result):
                 # a sync callable that returned a coroutine: finish it on the loop, free this thread
-                fut = asyncio.run_coroutine_threadsafe(self._await(result, info), self._loop)
+                fut = asyncio.run_coroutine_threadsafe(self._await(result, info, span), self._loop)
                 fut.add_done_callback(functools.partial(self._future_done, info=info, kind=kind))
             else:
+                if tel is not None:
+                    tel.step_end(span, None)
                 self._done(None, result, info, kind, helps=True)
 
     def _future_done(self, fut: Future[Any], info: StepInfo, kind: str) -> None:
@@ -140,19 +148,30 @@ class StepPool:
         else:
             self._done(None, result, info, kind)
 
-    async def _run_async(self, fn: Callable[[], Any], info: StepInfo) -> Any:
+    async def _run_async(self, fn: Callable[[], Any], info: StepInfo, kind: str = "step") -> Any:
         _current_step.set(info)
+        step_post.set(self.rt.post)
+        tel = _telemetry.current
+        span = None if tel is None else tel.step_begin(self.rt, info, kind)
         try:
-            return await fn()
+            awaitable = fn()
         except BaseException as exc:  # noqa: BLE001 - see _Raised
+            if tel is not None:
+                tel.step_end(span, exc)
             return _Raised(exc)
+        return await self._await(awaitable, info, span)
 
-    async def _await(self, awaitable: Any, info: StepInfo) -> Any:
+    async def _await(self, awaitable: Any, info: StepInfo, span: Any = None) -> Any:
         _current_step.set(info)
         try:
-            return await awaitable
+            result = await awaitable
         except BaseException as exc:  # noqa: BLE001 - see _Raised
-            return _Raised(exc)
+            result = _Raised(exc)
+        if span is not None:
+            tel = _telemetry.current
+            if tel is not None:
+                tel.step_end(span, result.exc if type(result) is _Raised else None)
+        return result
 
     def _done(self, exc: BaseException | None, result: Any, info: StepInfo, kind: str, helps: bool = False) -> None:
         """Report a finished attempt; `helps` (a worker thread): run the actors here if nobody is."""

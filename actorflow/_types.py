@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextvars
 import enum
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -88,6 +89,8 @@ class StepInfo:
 
 
 _current_step: contextvars.ContextVar[StepInfo | None] = contextvars.ContextVar("actorflow_step", default=None)
+# inside a step run by this process's step pool: how to post a message to the runtime hosting its run
+step_post: contextvars.ContextVar[Callable[[Any], None] | None] = contextvars.ContextVar("actorflow_post", default=None)
 
 
 def current_step() -> StepInfo:

@@ -23,6 +23,7 @@ __all__ = [
     "JournalCorrupt",
     "JournalVersionError",
     "ConfigError",
+    "RunIdTaken",
     "Cancelled",
 ]
 
@@ -104,8 +105,9 @@ class WorkflowNotRegistered(ActorflowError):
 class TaskNotRegistered(ActorflowError):
     """A task name that no `@engine.task` registered."""
 
-    def __init__(self, name: str) -> None:
-        super().__init__(f"task {name!r} is not registered", name=name)
+    def __init__(self, name: str, known: list[str] | None = None) -> None:
+        hint = f"; registered: {', '.join(sorted(known))}" if known else ""
+        super().__init__(f"task {name!r} is not registered{hint}", name=name)
 
 
 class WorkflowFailed(ActorflowError):
@@ -187,6 +189,17 @@ class JournalVersionError(StorageError):
 
 class ConfigError(ActorflowError):
     """Invalid configuration or argument (negative duration, bad cron string, non-async workflow...)."""
+
+
+class RunIdTaken(ActorflowError):
+    """A new run (a fork) was given the id of a run that exists."""
+
+    def __init__(self, run_id: str, workflow: str) -> None:
+        super().__init__(
+            f"run id {run_id!r} is taken (a run of workflow {workflow!r} has it): choose another id, or none for a new one",
+            run_id=run_id,
+            workflow=workflow,
+        )
 
 
 class Cancelled(BaseException):

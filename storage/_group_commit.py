@@ -22,6 +22,10 @@ _OVERLAP_MIN = 8  # futures: a round with fewer settles them inline, whatever th
 _OVERLAP_CALLBACKS_PER_SYNC = 0.5
 
 
+# telemetry's hook: called after each group commit with (seconds, batches, ops); set by actorflow.telemetry
+commit_observer: Callable[[float, int, int], None] | None = None
+
+
 def check_overlap(overlap: object) -> None:
     """ConfigError unless `overlap` is True (adaptive), False (off) or "always"."""
     if not (isinstance(overlap, bool) or overlap == "always"):
@@ -262,10 +266,14 @@ class GroupCommitter:
             self._c_gate = False
             # time the sync only where futures may follow (a lone blocked caller's round has none)
             timed = self._timing = self._overlap and (not sync or len(taken) > 1)
+            observer = commit_observer  # telemetry (actorflow.telemetry); None: not a cycle spent
+            t_obs = time.perf_counter() if observer is not None else 0.0
             try:
                 values = self._apply([b for b, _ in taken])
             except BaseException as exc:  # noqa: BLE001 - every waiter must hear about it
                 values, oks = self._one_by_one([b for b, _ in taken], exc)
+            if observer is not None:
+                observer(time.perf_counter() - t_obs, len(taken), sum(len(b) for b, _ in taken))
             if self._c_thread is not None:
                 self._c_gate = False  # shut again: this thread will hand over and build the next round
             if timed and self._sync_began:

@@ -34,9 +34,18 @@ from starlette.staticfiles import StaticFiles
 from storage import Journal
 
 from .. import _control
-from ..errors import ActorflowError, ConfigError, PayloadError, RunFinished, RunNotFound
-from ._model import STATES, Census, RunFilter, json_safe, list_runs
-from ._timeline import build_timeline
+from .._fork import add_fork, check_created, plan_fork
+from .._readmodel import STATES, Census, RunFilter, build_timeline, json_safe, list_runs
+from ..errors import (
+    ActorflowError,
+    ConfigError,
+    InvalidRunId,
+    PayloadError,
+    RunFinished,
+    RunIdTaken,
+    RunNotFound,
+)
+from ._taskpages import fork_points, task_routes
 
 __all__ = ["Actions", "InboxActions", "EngineActions", "create_app", "LOOPBACK_HOSTS"]
 
@@ -51,6 +60,10 @@ class Actions(Protocol):
     def signal(self, run_id: str, name: str, payload: Any) -> str: ...
 
     def cancel(self, run_id: str) -> str: ...
+
+    def fork(self, run_id: str, from_step: int, new_run_id: str | None) -> tuple[str, str]: ...  # (message, new run id)
+
+    def requeue(self, execution_id: str) -> str: ...
 
 
 class InboxActions:
@@ -69,6 +82,19 @@ class InboxActions:
         cmd = _control.submit_cancel(self.journal, run_id, source="dashboard")
         return f"cancel queued (command {cmd.id}); the engine holding the data directory applies it within about a second"
 
+    def fork(self, run_id: str, from_step: int, new_run_id: str | None) -> tuple[str, str]:
+        """As `actorflow runs fork`: the new run and a "load" command for the engine, in one batch."""
+        plan = plan_fork(self.journal, run_id, from_step, new_run_id)
+        batch = self.journal.batch()
+        idx = add_fork(batch, plan)
+        _control.add_load(batch, plan.run_id, source="dashboard")
+        check_created(plan, self.journal.commit(batch)[idx])
+        return f"forked from {run_id} after {from_step} step(s); the engine holding the data directory loads it within about a second", plan.run_id
+
+    def requeue(self, execution_id: str) -> str:
+        cmd = _control.submit_requeue(self.journal, execution_id, source="dashboard")
+        return f"requeue of {execution_id} queued (command {cmd.id}); the engine holding the data directory applies it within about a second"
+
 
 class EngineActions:
     """Served from inside the service (`engine.dashboard()`): the engine's own calls."""
@@ -86,6 +112,13 @@ class EngineActions:
 
     def cancel(self, run_id: str) -> str:
         return "run cancelled" if self.engine.cancel(run_id) else "the run had already ended"
+
+    def fork(self, run_id: str, from_step: int, new_run_id: str | None) -> tuple[str, str]:
+        handle = self.engine.fork(run_id, from_step, new_run_id)
+        return f"forked from {run_id} after {from_step} step(s)", str(handle.run_id)
+
+    def requeue(self, execution_id: str) -> str:
+        return f"{execution_id} requeued as {self.engine.requeue(execution_id)}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,6 +188,7 @@ def create_app(journal: Journal, actions: Actions | None, *, read_only: bool = F
 
     # --- pages ---------------------------------------------------------------------------------
     def runs_view(request: Request) -> Response:
+        marker = journal.change_marker()  # before the data: a change after it makes the page refresh
         q = dict(request.query_params)
         try:
             f = RunFilter.from_query(q)
@@ -166,10 +200,11 @@ def create_app(journal: Journal, actions: Actions | None, *, read_only: bool = F
         by_state, workflows, counted_at = census.get()
         if f.workflow and f.workflow not in workflows:
             workflows = sorted([*workflows, f.workflow])
-        ctx: dict[str, Any] = dict(f=f, page=page, total=total, active=active, by_state=by_state, workflows=workflows, counted_at=counted_at, limit=limit)
+        ctx: dict[str, Any] = dict(f=f, page=page, total=total, active=active, by_state=by_state, workflows=workflows, counted_at=counted_at, limit=limit, marker=marker)
         return render(request, "runs_live.html" if fragment(request) else "runs.html", **ctx)
 
     def run_view(request: Request) -> Response:
+        marker = journal.change_marker()  # before the data: a change after it makes the page refresh
         run_id = request.path_params["run_id"]
         rec, events, inbox = _load(journal, run_id)
         if rec is None:
@@ -187,6 +222,8 @@ def create_app(journal: Journal, actions: Actions | None, *, read_only: bool = F
             outcomes=_control.outcomes(journal, run_id)[-10:],
             notice=request.query_params.get("notice", ""),
             queued=getattr(actions, "queued", True),
+            fork_points=fork_points(events),
+            marker=marker,
         )
         return render(request, "run_live.html" if fragment(request) else "run.html", **ctx)
 
@@ -261,13 +298,26 @@ def create_app(journal: Journal, actions: Actions | None, *, read_only: bool = F
                 message = await run_in_threadpool(_checked(actions).signal, run_id, name, payload)
             elif kind == "cancel":
                 message = await run_in_threadpool(_checked(actions).cancel, run_id)
+            elif kind == "fork":
+                try:
+                    from_step = int(form.get("from_step", ""))
+                except ValueError:
+                    return error_page(request, 400, "Bad step", f"from_step must be a whole number, got {form.get('from_step', '')!r}; nothing was written.")
+                new_id = form.get("new_run_id", "").strip() or None
+                message, forked = await run_in_threadpool(_checked(actions).fork, run_id, from_step, new_id)
+                back = "/runs/" + quote(forked, safe="")
+            elif kind == "requeue":
+                message = await run_in_threadpool(_checked(actions).requeue, run_id)
+                back = "/tasks/dead-letters"
             else:
                 return error_page(request, 404, "Unknown action", f"There is no action {kind!r}.")
         except RunNotFound as exc:
             return error_page(request, 404, "Run not found", str(exc))
         except RunFinished as exc:
             return error_page(request, 409, "Run already finished", str(exc))
-        except (ConfigError, PayloadError) as exc:
+        except RunIdTaken as exc:
+            return error_page(request, 409, "Run id taken", str(exc))
+        except (ConfigError, PayloadError, InvalidRunId) as exc:
             return error_page(request, 400, "Refused", str(exc))
         except ActorflowError as exc:
             return error_page(request, 500, "Action failed", str(exc))
@@ -283,6 +333,7 @@ def create_app(journal: Journal, actions: Actions | None, *, read_only: bool = F
         Route("/api/runs", api_runs),
         Route("/api/runs/{run_id:path}", api_run),
         Route("/api/marker", api_marker),
+        *task_routes(journal, render),
         Route("/actions/{kind}", act, methods=["POST"]),
         Mount("/static", StaticFiles(packages=[("actorflow.dashboard", "static")]), name="static"),
     ]

@@ -7,14 +7,12 @@ as `registry` (or as ATTR). The current directory is importable, as with `python
 from __future__ import annotations
 
 import argparse
-import importlib
-import importlib.util
 import json
-import os
 import sys
 import tempfile
 from typing import Any
 
+from .._app import import_app
 from .._engine import Engine
 from .._types import RunState
 from ..errors import ConfigError, WorkflowFailed
@@ -30,25 +28,7 @@ def load_app(spec: str | None) -> ExecutorRegistry | None:
     """The registry an `--app` spec names (None without one)."""
     if spec is None:
         return None
-    mod_name, _, attr = spec.partition(":")
-    if mod_name.endswith(".py") or os.sep in mod_name:
-        path = os.path.abspath(mod_name)
-        if not os.path.exists(path):
-            raise ConfigError(f"--app {spec!r}: no such file")
-        name = "_actorflow_app_" + os.path.splitext(os.path.basename(path))[0]
-        loader_spec = importlib.util.spec_from_file_location(name, path)
-        if loader_spec is None or loader_spec.loader is None:
-            raise ConfigError(f"--app {spec!r}: cannot import {path}")
-        module = importlib.util.module_from_spec(loader_spec)
-        sys.modules[name] = module
-        loader_spec.loader.exec_module(module)
-    else:
-        if os.getcwd() not in sys.path:
-            sys.path.insert(0, os.getcwd())
-        try:
-            module = importlib.import_module(mod_name)
-        except ImportError as exc:
-            raise ConfigError(f"--app {spec!r}: cannot import {mod_name!r}: {exc}") from None
+    module, attr = import_app(spec)
     found = getattr(module, attr or "registry", None)
     if attr and not isinstance(found, ExecutorRegistry):
         raise ConfigError(f"--app {spec!r}: {attr!r} is not an ExecutorRegistry")

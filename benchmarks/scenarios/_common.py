@@ -126,11 +126,11 @@ def resident_runs(engine: Any) -> int:
 
 
 def run_objects() -> int:
-    """actorflow Run objects still alive in this process (after a full GC): evicted runs are garbage."""
-    from actorflow._run import Run
+    """actorflow run machines still alive in this process (after a full GC): evicted runs are garbage."""
+    from actorflow._core import RunMachine
 
     gc.collect()
-    return sum(1 for o in gc.get_objects() if type(o) is Run)
+    return sum(1 for o in gc.get_objects() if type(o) is RunMachine)
 
 
 def wait_evicted(engine: Any, timeout: float = 60.0, allowed: int = 0) -> dict[str, Any]:

@@ -5,11 +5,13 @@ Every process started here is ended by its PID at teardown."""
 
 from __future__ import annotations
 
+import collections
 import os
 import re
 import shutil
 import subprocess
 import sys
+import threading
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -21,6 +23,22 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 SERVICE = Path(__file__).resolve().parent / "service.py"
 TIMEOUT = 30.0
+
+
+def _drain(proc: subprocess.Popen[Any]) -> collections.deque[str]:
+    """Keep reading a child's stdout and stderr (the last lines kept for error messages): a pipe nobody
+    reads fills up (uvicorn logs every request) and then blocks the child mid-write, so the page it
+    serves, or the engine it runs, stops answering."""
+    tail: collections.deque[str] = collections.deque(maxlen=200)
+
+    def pump(stream: Any) -> None:
+        for line in stream:
+            tail.append(line)
+
+    for stream in (proc.stdout, proc.stderr):
+        if stream is not None:
+            threading.Thread(target=pump, args=(stream,), daemon=True).start()
+    return tail
 
 
 def _end(proc: subprocess.Popen[Any]) -> None:
@@ -46,6 +64,7 @@ class Service:
         if line != "ready":
             _end(self.proc)
             raise AssertionError(f"service did not start: {line!r} {self.proc.stderr.read() if self.proc.stderr else ''}")
+        self.output = _drain(self.proc)
 
     def stop(self) -> None:
         if self.proc.stdin is not None and not self.proc.stdin.closed:
@@ -70,6 +89,7 @@ class Server:
             _end(self.proc)
             raise AssertionError(f"dashboard did not start: {line!r} {self.proc.stderr.read() if self.proc.stderr else ''}")
         self.url = m.group(1)
+        self.output = _drain(self.proc)
 
     def stop(self) -> None:
         _end(self.proc)  # SIGTERM: uvicorn shuts down, the command closes its journal

@@ -8,6 +8,8 @@ commands from the control inbox) until its standard input closes; then it closes
 - order-1, order-2: `order` - a step retried twice, a sleep, a child run, then waiting for signal "approve"
 - report-1..5: `report` - completed; doomed-1: `doomed` - failed; nap-1: `nap` - sleeping an hour
 - hold-1: `hold` - waiting for signal "go"
+- tasks: a `send_email` execution delayed an hour (priority 5), a `flaky` execution failed once (a
+  dead letter; it succeeds when requeued), and an hourly schedule of `send_email`
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from actorflow import Engine, RetryPolicy  # noqa: E402
+from actorflow.tasks import TaskResult  # noqa: E402
 
 WAITING = {"order-1": "waiting", "order-2": "waiting", "hold-1": "waiting", "nap-1": "sleeping", "doomed-1": "failed"}
 WAITING.update({f"report-{i}": "completed" for i in range(1, 6)})
@@ -71,6 +74,17 @@ def register(engine: Engine) -> None:
         return await ctx.wait_signal("go")
 
 
+def register_tasks(engine: Engine) -> None:
+    @engine.task("send_email")
+    def send_email(ctx: Any, input: dict[str, Any]) -> str:
+        return f"sent to {input['to']}"
+
+    @engine.task("flaky")
+    def flaky(ctx: Any, input: dict[str, Any]) -> Any:
+        _tries["flaky"] = _tries.get("flaky", 0) + 1
+        return TaskResult.failure("the mail server said no") if _tries["flaky"] == 1 else "delivered"
+
+
 def _explode() -> None:
     raise ValueError("the report template is missing")
 
@@ -78,7 +92,11 @@ def _explode() -> None:
 def main() -> None:
     engine = Engine(sys.argv[1])
     register(engine)
+    register_tasks(engine)
     with engine:
+        engine.enqueue("send_email", {"to": "ops@example.com"}, delay=3600, priority=5)
+        engine.enqueue("flaky", {"n": 1})
+        engine.schedule("send_email", every=3600, input={"to": "hourly@example.com"})
         engine.start("order", {"id": 1, "item": "widget"}, run_id="order-1")
         engine.start("order", {"id": 2, "item": "gadget"}, run_id="order-2")
         for i in range(1, 6):
@@ -87,7 +105,7 @@ def main() -> None:
         engine.start("nap", run_id="nap-1")
         engine.start("hold", run_id="hold-1")
         deadline = time.monotonic() + 30
-        while any(engine.status(r).state.value != s for r, s in WAITING.items()):
+        while any(engine.status(r).state.value != s for r, s in WAITING.items()) or not engine.dead_letters():
             if time.monotonic() > deadline:
                 raise SystemExit(f"runs did not settle: {[(r, engine.status(r).state.value) for r in WAITING]}")
             time.sleep(0.01)

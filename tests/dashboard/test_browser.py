@@ -38,9 +38,11 @@ def query(driver: Any) -> dict[str, list[str]]:
 def test_the_list_filters_and_keeps_them_in_the_url(browser: Any, server: Server) -> None:
     browser.get(server.url + "/runs")
     all_ids = run_ids(browser)
-    assert set(all_ids) == {"order-1", "order-2", "order-1/3", "order-2/3", "hold-1", "nap-1", "doomed-1"} | {f"report-{i}" for i in range(1, 6)}
+    executions = [tr.get_attribute("data-run-id") for tr in browser.find_elements(By.CSS_SELECTOR, "#runs tr.run[data-workflow^='task:']")]
+    assert len(executions) == 2  # service.py's delayed send_email and its dead letter
+    assert set(all_ids) - set(executions) == {"order-1", "order-2", "order-1/3", "order-2/3", "hold-1", "nap-1", "doomed-1"} | {f"report-{i}" for i in range(1, 6)}
     assert all_ids == sorted(all_ids, reverse=True)  # newest (highest) run id first
-    assert browser.find_element(By.ID, "count-all").text == "12"
+    assert browser.find_element(By.ID, "count-all").text == "14"
     assert browser.find_element(By.ID, "count-waiting").text == "3"
     assert browser.find_element(By.ID, "count-completed").text == "7"
 
@@ -62,12 +64,12 @@ def test_the_list_filters_and_keeps_them_in_the_url(browser: Any, server: Server
 
     browser.get(server.url + "/runs?workflow=order")
     assert run_ids(browser) == ["order-2", "order-1"]
-    browser.get(server.url + "/runs?state=failed")
+    browser.get(server.url + "/runs?state=failed&q=doomed")
     assert run_ids(browser) == ["doomed-1"]
     assert "the report template is missing" in browser.find_element(By.CSS_SELECTOR, "#runs tr.run td.err").text
     browser.get(server.url + f"/runs?since={time.time() + 3600:.0f}")  # created in an hour: none yet
     assert run_ids(browser) == [] and browser.find_element(By.ID, "no-runs").is_displayed()
-    browser.get(server.url + "/runs?since=2000-01-01&until=2999-01-01&state=sleeping")
+    browser.get(server.url + "/runs?since=2000-01-01&until=2999-01-01&state=sleeping&q=nap")
     assert run_ids(browser) == ["nap-1"]
 
     browser.get(server.url + "/runs?limit=5")  # server-side pages, by keyset
@@ -122,7 +124,8 @@ def test_the_detail_shows_retries_sleep_signal_wait_and_child(browser: Any, serv
 
     browser.get(server.url + "/runs/doomed-1")
     assert "the report template is missing" in browser.find_element(By.ID, "run-error").text
-    assert not browser.find_elements(By.ID, "actions")  # nothing to act on in a finished run
+    assert not browser.find_elements(By.ID, "signal-form") and not browser.find_elements(By.ID, "cancel-form")  # it has ended
+    assert browser.find_elements(By.ID, "fork-form")  # a finished run can still be forked
 
 
 def test_a_signal_sent_from_the_page_completes_the_waiting_run(browser: Any, server: Server, service: Service) -> None:
@@ -148,7 +151,7 @@ def test_cancel_from_the_page(browser: Any, server: Server) -> None:
     wait(browser).until(ec.alert_is_present()).accept()  # "Cancel run hold-1?"
     wait(browser).until(lambda d: d.find_element(By.ID, "run-state").text == "cancelled")
     browser.refresh()
-    assert not browser.find_elements(By.ID, "actions")  # nothing left to act on
+    assert not browser.find_elements(By.ID, "signal-form") and not browser.find_elements(By.ID, "cancel-form")
 
 
 def test_read_only_hides_and_refuses_actions(browser: Any, readonly_server: Server, service: Service) -> None:
@@ -193,3 +196,74 @@ def test_cross_site_writes_are_refused(server: Server, service: Service) -> None
         assert control.pending(j, "order-2") == []
     code, _ = http(server.url + "/actions/signal", {**form, "csrf": token}, {"Origin": server.url})
     assert code == 303  # the same request from the dashboard's own page goes through
+
+
+def test_fork_from_a_step_creates_a_run_that_completes(browser: Any, server: Server, service: Service) -> None:
+    browser.get(server.url + "/runs/report-3")
+    options = [o.get_attribute("value") for o in Select(browser.find_element(By.ID, "fork-step")).options]
+    assert options == ["0", "1"]  # report has one step: rerun it, or keep it
+    Select(browser.find_element(By.ID, "fork-step")).select_by_value("0")
+    browser.find_element(By.ID, "fork-id").send_keys("report-3-again")
+    browser.find_element(By.ID, "fork-send").click()
+    wait(browser).until(lambda d: d.current_url.split("?")[0].endswith("/runs/report-3-again"))
+    assert "forked from report-3" in browser.find_element(By.ID, "notice").text
+    # written through the control inbox; the engine in the service loads it and runs the step again
+    wait(browser).until(lambda d: d.find_element(By.ID, "run-state").text == "completed")
+    assert browser.find_element(By.ID, "run-result").text == "6"
+    with LmdbJournal(service.data_dir) as j:
+        rec = j.get_run("report-3-again")
+        assert rec is not None and rec.meta == {"forked_from": "report-3", "from_step": 0}
+        assert [e.kind for e in j.events("report-3-again")].count("step_completed") == 1
+    token = http(server.url + "/runs/report-3")[1].split('name="csrf" value="')[1].split('"')[0]
+    code, body = http(server.url + "/actions/fork", {"run_id": "report-3", "from_step": "5", "csrf": token})
+    assert code == 400 and "from_step=5 is out of range" in body
+    code, body = http(server.url + "/actions/fork", {"run_id": "report-3", "from_step": "0", "new_run_id": "report-3-again", "csrf": token})
+    assert code == 409 and "report-3-again" in body
+
+
+def test_queues_dead_letters_requeue_and_schedules(browser: Any, server: Server, service: Service) -> None:
+    browser.get(server.url + "/tasks")
+    row = browser.find_element(By.CSS_SELECTOR, '#task-states tr.task[data-task="send_email"]')
+    assert row.find_element(By.CSS_SELECTOR, 'td[data-state="queued"]').text == "1"
+    assert [tr.get_attribute("data-priority") for tr in browser.find_elements(By.CSS_SELECTOR, "#depth tr.depth")] == ["5"]
+    delayed = browser.find_element(By.CSS_SELECTOR, "#delayed tr.delayed")
+    assert 3000 < float(delayed.get_attribute("data-due")) - time.time() <= 3600  # enqueued with delay=3600
+    assert "min)" in delayed.find_element(By.CSS_SELECTOR, ".due").text
+
+    browser.get(server.url + "/tasks/schedules")
+    sched = browser.find_element(By.CSS_SELECTOR, '#schedules tr.schedule[data-name="send_email"]')
+    assert 0 < float(sched.get_attribute("data-next")) - time.time() <= 3600  # the next hourly slot
+    assert "in " in sched.find_element(By.CSS_SELECTOR, ".next").text
+
+    browser.get(server.url + "/tasks/dead-letters")
+    letter = browser.find_element(By.CSS_SELECTOR, 'tr.dead-letter[data-task="flaky"]')
+    dead_id = letter.get_attribute("data-execution")
+    assert "the mail server said no" in letter.text
+    letter.find_element(By.CSS_SELECTOR, "button.requeue").click()
+    wait(browser).until(ec.presence_of_element_located((By.ID, "notice")))
+    assert "requeue of " + dead_id in browser.find_element(By.ID, "notice").text
+    with LmdbJournal(service.data_dir) as j:
+        deadline = time.monotonic() + TIMEOUT
+        while (got := control.outcomes(j, dead_id)) == [] and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(got) == 1 and got[0].ok and got[0].detail.startswith("requeued as ")
+        new_id = got[0].detail.removeprefix("requeued as ")
+        while (rec := j.get_run(new_id)) is None or not rec.finished:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert rec.state == "completed"  # the requeued execution succeeded
+    browser.refresh()
+    assert not browser.find_elements(By.CSS_SELECTOR, f'tr.dead-letter[data-execution="{dead_id}"]')
+
+
+def test_read_only_refuses_fork_and_requeue(browser: Any, readonly_server: Server, service: Service) -> None:
+    browser.get(readonly_server.url + "/runs/report-4")
+    assert not browser.find_elements(By.ID, "fork-form")
+    browser.get(readonly_server.url + "/tasks/dead-letters")
+    assert not browser.find_elements(By.CSS_SELECTOR, "button.requeue")
+    code, body = http(readonly_server.url + "/actions/fork", {"run_id": "report-4", "from_step": "0", "new_run_id": "ro-fork", "csrf": "x"})
+    assert code == 403 and "read-only" in body
+    code, body = http(readonly_server.url + "/actions/requeue", {"run_id": "report-4", "csrf": "x"})
+    assert code == 403 and "read-only" in body
+    with LmdbJournal(service.data_dir) as j:
+        assert j.get_run("ro-fork") is None and control.pending(j) == []

@@ -457,17 +457,17 @@ def test_invalid_ctx_arguments_raise_in_the_workflow(engine: Engine, call: Any, 
 def test_a_run_whose_handling_raises_is_quarantined_and_the_engine_carries_on(
     engine: Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from actorflow import _run
+    from actorflow._core import RunMachine
 
     engine.workflow()(ordinary)
-    original = _run.Run.on_step_result
+    original = RunMachine.on_step_result
 
     def buggy(self: Any, pos: int, attempt: int, ok: bool, payload: Any) -> None:
         if self.run_id == "victim" and pos == 1:
             raise RuntimeError("a bug that only this run's data reaches")
         original(self, pos, attempt, ok, payload)
 
-    monkeypatch.setattr(_run.Run, "on_step_result", buggy)
+    monkeypatch.setattr(RunMachine, "on_step_result", buggy)
     victim = engine.start(ordinary, 1, run_id="victim")
     others = [engine.start(ordinary, i) for i in range(20)]
     st = wait_state(engine, "victim", "blocked")
@@ -476,7 +476,7 @@ def test_a_run_whose_handling_raises_is_quarantined_and_the_engine_carries_on(
     assert kinds == ["run_started", "step_completed", "run_blocked"], kinds  # step b's result was undone
     assert [h.result(timeout=TIMEOUT) for h in others] == [(i + 1) * 2 for i in range(20)]
     assert engine._rt is not None and engine._rt.fatal is None
-    monkeypatch.setattr(_run.Run, "on_step_result", original)
+    monkeypatch.setattr(RunMachine, "on_step_result", original)
     assert engine.cancel("victim") is True
     with pytest.raises(actorflow.Cancelled):
         victim.result(timeout=TIMEOUT)

@@ -458,7 +458,7 @@ def test_cli_reads_a_journal_beside_nothing_else(tmp_path: Any, capsys: Any) -> 
     assert main(["history", "r1", "--data-dir", str(tmp_path / "d")]) == 0
     kinds = [json.loads(line)["kind"] for line in capsys.readouterr().out.splitlines()]
     assert kinds == ["run_started", "step_completed", "run_completed"]
-    assert main(["history", "nope", "--data-dir", str(tmp_path / "d")]) == 1
+    assert main(["history", "nope", "--data-dir", str(tmp_path / "d")]) == 3  # not found (actorflow.cli exit codes)
     assert "no workflow run with id 'nope'" in capsys.readouterr().err
 
 

@@ -21,7 +21,9 @@
   var live = document.querySelector("[data-live]");
   var status = document.getElementById("live-status");
   if (!live) return;
-  var marker = null, busy = false;
+  // the journal's change marker when the server read this page's data: a change that lands before the
+  // first tick (an action applied by the engine while the page loads) still refreshes it
+  var marker = live.dataset.marker ? Number(live.dataset.marker) : null, busy = false;
   function tick() {
     if (busy || document.hidden) return;
     busy = true;

@@ -1,0 +1,352 @@
+"""The task queue of one engine: registration, enqueue (unique keys, tags, delay, priority),
+cancellation, status, listings, dead letters. Every write is one journal batch with the run's creation."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from storage import Journal, RunRecord, WriteBatch
+
+from .._retry import RetryPolicy
+from .._runtime import final_event
+from .._types import RunStatus
+from ..errors import ConfigError, TaskNotRegistered
+from ._chains import CHAIN_WORKFLOW, Chain, chain_workflow
+from ._execution import make_execution_workflow
+from ._model import (
+    UNIQUE_POLICIES,
+    TaskEvent,
+    TaskSpec,
+    check_input,
+    parse_rate_limit,
+    seconds,
+)
+from ._status import TASK_STATES, TaskInfo, event_of, state_of, task_name
+
+if TYPE_CHECKING:
+    from .._engine import Engine
+    from ._limits import Dispatcher
+    from ._schedules import Scheduler
+
+__all__ = ["TaskQueue", "DeadLetter", "read_tasks", "read_dead_letters", "NS_REQUEUED"]
+
+NS_REQUEUED = "actorflow.requeued"
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A failed execution (retries exhausted or TaskResult.failure), until requeued."""
+
+    execution_id: str
+    task: str
+    error: str
+    attempts: int
+    input: dict[str, Any]
+    failed_at: float
+
+
+class TaskQueue:
+    """Held by the Engine (`engine._tasks`); the Engine's task methods delegate here."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.specs: dict[str, TaskSpec] = {}
+        self._unique_lock = threading.Lock()
+        self.dispatcher: Dispatcher | None = None
+        self.scheduler: Scheduler | None = None
+        self.listeners: list[Callable[[str], None]] = []  # monitor_task subscriptions: told each new execution
+
+    # --- registration ------------------------------------------------------------------------
+    def register(
+        self,
+        fn: Callable[..., Any],
+        name: str | None,
+        retry: RetryPolicy | None,
+        timeout: float | _dt.timedelta | None,
+        concurrency: int | None,
+        rate_limit: str | None,
+    ) -> TaskSpec:
+        if not callable(fn):
+            raise ConfigError(f"@engine.task decorates a function fn(ctx, input), got {fn!r}")
+        task = name or getattr(fn, "__qualname__", None) or repr(fn)
+        if not isinstance(task, str) or not task or "\x00" in task:
+            raise ConfigError(f"task name must be a non-empty str, got {task!r}")
+        if retry is not None and not isinstance(retry, RetryPolicy):
+            raise ConfigError(f"task {task!r}: retry must be a RetryPolicy, got {retry!r}")
+        t = None if timeout is None else seconds(timeout, f"task {task!r} timeout", positive=True)
+        if concurrency is not None and (isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1):
+            raise ConfigError(f"task {task!r}: concurrency must be an int >= 1, got {concurrency!r}")
+        limit = None if rate_limit is None else parse_rate_limit(rate_limit)
+        if self.engine.is_open and self.engine.system == "multiproc":
+            raise ConfigError(f"task {task!r}: register tasks before engine.open() (system='multiproc' ships them then)")
+        other = self.specs.get(task)
+        if other is not None and other.fn is not fn and getattr(other.fn, "__code__", None) is not getattr(fn, "__code__", None):
+            raise ConfigError(f"task name {task!r} is already registered to {other.fn!r}")
+        spec = TaskSpec(task, fn, retry, t, concurrency, limit)
+        self.specs[task] = spec
+        self.engine.workflow(spec.workflow)(make_execution_workflow(spec))
+        self.engine.workflow(CHAIN_WORKFLOW)(chain_workflow)
+        return spec
+
+    def spec(self, name: str) -> TaskSpec:
+        spec = self.specs.get(name) if isinstance(name, str) else None
+        if spec is None:
+            raise TaskNotRegistered(name, sorted(self.specs))
+        return spec
+
+    # --- enqueue -----------------------------------------------------------------------------
+    def options(
+        self,
+        spec: TaskSpec,
+        *,
+        retry: RetryPolicy | None,
+        priority: int,
+        tags: Iterable[str],
+        delay: float | _dt.timedelta | None,
+        unique_policy: str,
+        timeout: float | _dt.timedelta | None,
+    ) -> dict[str, Any]:
+        """The execution's options, checked before anything is written."""
+        what = f"enqueue({spec.name!r})"
+        if retry is not None and not isinstance(retry, RetryPolicy):
+            raise ConfigError(f"{what}: retry must be a RetryPolicy, got {retry!r}")
+        if isinstance(priority, bool) or not isinstance(priority, int):
+            raise ConfigError(f"{what}: priority must be an int (higher runs first), got {priority!r}")
+        if isinstance(tags, str):
+            raise ConfigError(f"{what}: tags must be a list of strings, got the string {tags!r}")
+        tag_list = list(tags)
+        for tag in tag_list:
+            if not isinstance(tag, str) or not tag or "\x00" in tag:
+                raise ConfigError(f"{what}: each tag must be a non-empty str, got {tag!r}")
+        if unique_policy not in UNIQUE_POLICIES:
+            raise ConfigError(f"{what}: unknown unique_policy {unique_policy!r}; use 'keep' or 'replace'")
+        opts: dict[str, Any] = {"priority": priority, "tags": tag_list}
+        if delay is not None:
+            opts["delay"] = seconds(delay, f"{what} delay")
+        if retry is not None:
+            opts["retry"] = retry
+        if timeout is not None:
+            opts["timeout"] = seconds(timeout, f"{what} timeout", positive=True)
+        return opts
+
+    def enqueue(
+        self,
+        name: str,
+        input: dict[str, Any] | None = None,
+        *,
+        retry: RetryPolicy | None = None,
+        priority: int = 0,
+        tags: Iterable[str] = (),
+        delay: float | _dt.timedelta | None = None,
+        unique_key: str | None = None,
+        unique_policy: str = "keep",
+        timeout: float | _dt.timedelta | None = None,
+        execution_id: str | None = None,
+    ) -> str:
+        spec = self.spec(name)
+        data = check_input(input, f"enqueue({name!r})")
+        opts = self.options(spec, retry=retry, priority=priority, tags=tags, delay=delay,
+                            unique_policy=unique_policy, timeout=timeout)
+        if unique_key is None:
+            return self.create(spec, data, opts, execution_id)
+        if not isinstance(unique_key, str) or not unique_key:
+            raise ConfigError(f"enqueue({name!r}): unique_key must be a non-empty str, got {unique_key!r}")
+        key = f"{spec.name}\x00{unique_key}"
+        with self._unique_lock:  # this process is the only writer of task starts (the data dir lock)
+            rt = self.engine._runtime()
+            holder = rt.journal.unique_holder(key)
+            rec = None if holder is None else rt.journal.get_run(holder)
+            live = rec is not None and not rec.finished
+            if live and unique_policy == "keep":
+                assert holder is not None
+                return holder
+            if live and unique_policy == "replace":
+                assert holder is not None
+                self.engine.cancel(holder)
+
+            def claim(batch: WriteBatch, run_id: str) -> None:
+                if holder is not None:
+                    batch.release_unique(key, holder)
+                batch.claim_unique(key, run_id)
+
+            return self.create(spec, data, opts, execution_id, claim)
+
+    def create(
+        self,
+        spec: TaskSpec,
+        data: dict[str, Any],
+        opts: dict[str, Any],
+        execution_id: str | None = None,
+        also: Callable[[WriteBatch, str], None] | None = None,
+    ) -> str:
+        """One durable batch: the run, its tags, and `also`'s writes (unique key, requeue mark)."""
+        eng = self.engine
+        rt = eng._runtime()
+        batch = rt.journal.batch()
+        idx, rec, copy = eng._start_batch(rt, spec.workflow, (data, opts), execution_id, batch)
+        for tag in opts["tags"]:
+            batch.add_tag(tag, rec.run_id)
+        if also is not None:
+            also(batch, rec.run_id)
+        existing = rt.journal.commit(batch)[idx]
+        eng._after_start(rt, rec, copy, existing)
+        self.announce(rec.run_id, spec)
+        return rec.run_id
+
+    def enqueue_many(self, name: str, inputs: Iterable[dict[str, Any] | None], *, priority: int = 0,
+                     tags: Iterable[str] = ()) -> list[str]:
+        """Enqueue many executions of one task in one durable commit."""
+        spec = self.spec(name)
+        opts = self.options(spec, retry=None, priority=priority, tags=tags, delay=None, unique_policy="keep", timeout=None)
+        datas = [check_input(i, f"enqueue_many({name!r})") for i in inputs]
+        eng = self.engine
+        rt = eng._runtime()
+        batch = rt.journal.batch()
+        made = []
+        for data in datas:
+            idx, rec, copy = eng._start_batch(rt, spec.workflow, (data, opts), None, batch)
+            for tag in opts["tags"]:
+                batch.add_tag(tag, rec.run_id)
+            made.append((idx, rec, copy))
+        results = rt.journal.commit(batch)
+        for idx, rec, copy in made:
+            eng._after_start(rt, rec, copy, results[idx])
+            self.announce(rec.run_id, spec)
+        return [rec.run_id for _, rec, _ in made]
+
+    def announce(self, run_id: str, spec: TaskSpec) -> None:
+        if spec.limited and self.dispatcher is not None:
+            self.dispatcher.wake()
+        for listener in list(self.listeners):
+            listener(run_id)
+
+    def start_chain(self, plan: dict[str, Any], data: dict[str, Any], chain_id: str | None) -> str:
+        handle = self.engine.start(CHAIN_WORKFLOW, plan, data, run_id=chain_id)
+        if self.dispatcher is not None:
+            self.dispatcher.wake()
+        return handle.run_id
+
+    def chain(self, name: str) -> Chain:
+        return Chain(self, name)
+
+    # --- cancellation ------------------------------------------------------------------------
+    def _execution(self, execution_id: str) -> RunRecord:
+        rec = self.engine._record(execution_id)
+        if task_name(rec.workflow) is None and rec.workflow != CHAIN_WORKFLOW:
+            raise ConfigError(f"run {execution_id!r} is a run of workflow {rec.workflow!r}, not a task execution")
+        return rec
+
+    def cancel_execution(self, execution_id: str) -> bool:
+        """Cancel a delayed, queued or running execution (journaled); False if it had ended."""
+        self._execution(execution_id)
+        return self.engine.cancel(execution_id)
+
+    def _cancel_where(self, keep: Callable[[RunRecord], bool], ids: Iterable[str] | None = None) -> int:
+        rt = self.engine._runtime()
+        recs = rt.journal.get_runs(list(ids) if ids is not None else rt.journal.active_run_ids())
+        n = 0
+        for rec in recs:
+            if rec is not None and not rec.finished and keep(rec) and self.engine.cancel(rec.run_id):
+                n += 1
+        return n
+
+    def cancel_by_name(self, name: str) -> int:
+        spec = self.spec(name)
+        return self._cancel_where(lambda r: r.workflow == spec.workflow)
+
+    def cancel_by_tag(self, tag: str) -> int:
+        if not isinstance(tag, str) or not tag:
+            raise ConfigError(f"cancel_by_tag needs a non-empty tag, got {tag!r}")
+        return self._cancel_where(lambda r: True, self.engine._runtime().journal.tagged(tag))
+
+    def cancel_chain(self, chain_id: str) -> bool:
+        rec = self.engine._record(chain_id)
+        if rec.workflow != CHAIN_WORKFLOW:
+            raise ConfigError(f"run {chain_id!r} is not a chain, group or chord (workflow {rec.workflow!r})")
+        return self.engine.cancel(chain_id)
+
+    def cancel_all(self) -> int:
+        """Every unfinished execution, chain, group and chord."""
+        return self._cancel_where(lambda r: task_name(r.workflow) is not None or r.workflow == CHAIN_WORKFLOW)
+
+    # --- status ------------------------------------------------------------------------------
+    def event(self, st: RunStatus) -> TaskEvent:
+        rt = self.engine._runtime()
+        return event_of(rt.journal, rt.final_event, st, rt.clock.now())
+
+    def task_status(self, execution_id: str) -> TaskEvent:
+        rec = self._execution(execution_id)
+        return self.event(RunStatus.from_record(rec))
+
+    def tasks(self, name: str | None = None, tag: str | None = None, state: str | None = None) -> list[TaskInfo]:
+        wf = None if name is None else self.spec(name).workflow
+        rt = self.engine._runtime()
+        return read_tasks(rt.journal, rt.clock.now(), wf, tag, state)
+
+    # --- dead letters ------------------------------------------------------------------------
+    def dead_letters(self) -> list[DeadLetter]:
+        rt = self.engine._runtime()
+        return read_dead_letters(rt.journal, rt.clock.now())
+
+    def requeue(self, execution_id: str) -> str:
+        """Enqueue a dead letter again (same task, input and options); returns the new execution id."""
+        rec = self._execution(execution_id)
+        task = task_name(rec.workflow)
+        if task is None or rec.state != "failed":
+            raise ConfigError(f"execution {execution_id!r} is {rec.state}, not a dead letter (only failed executions requeue)")
+        journal = self.engine._runtime().journal
+        if journal.kv_get(NS_REQUEUED, execution_id) is not None:
+            raise ConfigError(f"execution {execution_id!r} was already requeued as {journal.kv_get(NS_REQUEUED, execution_id)!r}")
+        events = journal.events(execution_id)
+        data, opts = events[0].data["args"]
+        spec = self.spec(task)
+
+        def mark(batch: WriteBatch, run_id: str) -> None:
+            batch.kv_put(NS_REQUEUED, execution_id, run_id)
+
+        return self.create(spec, dict(data), dict(opts), None, mark)
+
+
+
+# --- reads on a bare journal: the engine's listings, and the CLI's beside a live engine -------------
+def read_tasks(journal: Journal, now: float, workflow: str | None = None, tag: str | None = None,
+               state: str | None = None) -> list[TaskInfo]:
+    """Executions (of one task's workflow, with a tag, in a state), in run id order."""
+    if state is not None and state not in TASK_STATES:
+        raise ConfigError(f"unknown task state {state!r}; use one of {', '.join(TASK_STATES)}")
+    if tag is not None:
+        recs = [r for r in journal.get_runs(journal.tagged(tag)) if r is not None]
+    elif state in ("queued", "running", "retrying"):
+        recs = [r for r in journal.get_runs(journal.active_run_ids()) if r is not None]
+    else:
+        recs = journal.runs(None, workflow)
+    out = []
+    for rec in recs:
+        task = task_name(rec.workflow)
+        if task is None or (workflow is not None and rec.workflow != workflow):
+            continue
+        ev = event_of(journal, lambda rid: final_event(journal, rid), RunStatus.from_record(rec), now)
+        st = state_of(ev)
+        if state is None or st == state:
+            out.append(TaskInfo(rec.run_id, task, st, ev, rec.created_at, rec.updated_at))
+    return out
+
+
+def read_dead_letters(journal: Journal, now: float) -> list[DeadLetter]:
+    """Failed executions not requeued yet, in run id order."""
+    out = []
+    for rec in journal.runs("failed"):
+        task = task_name(rec.workflow)
+        if task is None or journal.kv_get(NS_REQUEUED, rec.run_id) is not None:
+            continue
+        events = journal.events(rec.run_id, strict=False)
+        attempts = sum(1 for e in events if e.kind in ("step_attempt_failed", "step_failed"))
+        args = events[0].data.get("args", ({}, {})) if events and isinstance(events[0].data, dict) else ({}, {})
+        ev = event_of(journal, lambda rid: final_event(journal, rid), RunStatus.from_record(rec), now)
+        message = getattr(ev, "message", rec.error or "")
+        out.append(DeadLetter(rec.run_id, task, message, attempts, dict(args[0]), rec.updated_at))
+    return out
