@@ -28,7 +28,7 @@ from .._messages import message
 from .._types import StepInfo, _current_step
 from ..errors import PayloadError
 
-__all__ = ["StepWorkerActor", "RemoteSteps", "RemoteStep", "RemoteStepDone"]
+__all__ = ["StepWorkerActor", "RemoteSteps", "RemoteStep", "RemoteStepDone", "WorkerHello", "WorkerReady"]
 
 log = structlog.get_logger("actorflow.steps")
 
@@ -50,6 +50,19 @@ class RemoteStepDone:
 @message
 class StepBatch:
     items: list[Any]
+
+
+@message
+class WorkerHello:
+    """From the shard to a worker it asked for; answered with WorkerReady (the same generation)."""
+
+    generation: int
+
+
+@message
+class WorkerReady:
+    generation: int
+    pid: int
 
 
 class _Waker:
@@ -126,7 +139,10 @@ class StepWorkerActor(Actor):  # type: ignore[misc]
             self._pool.shutdown(wait=False, cancel_futures=True)
             self._waker.close()
             return None
-        if isinstance(msg, StepBatch):
+        if isinstance(msg, WorkerHello):
+            self._shard = sender
+            self.send(sender, WorkerReady(msg.generation, os.getpid()))
+        elif isinstance(msg, StepBatch):
             self._shard = sender
             for step in msg.items:
                 self._pool.submit(self._run_and_wake, step)
@@ -187,7 +203,7 @@ class RemoteSteps:
             entry[1].set_result(done)
 
     def resend_all(self) -> list[RemoteStep]:
-        """The worker died: every step in flight goes to its successor."""
+        """A new worker answered: every step in flight (sent to a dead one, or still queued) goes to it."""
         with self._lock:
             self.replaced += 1
             self.outgoing.clear()

@@ -22,7 +22,7 @@ from typing import Any
 
 import cloudpickle
 import structlog
-from thespian.actors import ChildActorExited, WatchMessage
+from thespian.actors import ActorExitRequest, ChildActorExited, WatchMessage
 
 from storage import Codec, LmdbJournal, RunRecord
 from supervisors import SupervisedActor
@@ -33,7 +33,7 @@ from .._runtime import Notifier, Runtime
 from .._thespian import ActorRuntime
 from .._types import RunStatus
 from ..errors import ActorflowError
-from ._remote_steps import RemoteSteps, StepBatch, StepWorkerActor
+from ._remote_steps import RemoteSteps, StepBatch, StepWorkerActor, WorkerHello, WorkerReady
 from ._wire import Drain, Drained, Hello, Packed, Peers, ShardInit, ShardReady, pack, unpack
 
 __all__ = ["ShardActor", "ShardNotifier"]
@@ -107,6 +107,7 @@ class ShardActor(SupervisedActor):
         self.rt = rt
         self.remote_steps: RemoteSteps | None = None
         self.step_worker: Any = None
+        self._worker_generation = 0
         if init.step_requirements:
             self.remote_steps = RemoteSteps(self._signal)
             rt.steps.run_sync_with(self.remote_steps.run)
@@ -124,12 +125,26 @@ class ShardActor(SupervisedActor):
         self._signal()
 
     def _new_step_worker(self) -> None:
-        """A worker actor on a node meeting the step requirements (Thespian places it)."""
+        """Ask for a worker actor on a node meeting the step requirements (Thespian places it).
+
+        Steps go only to a worker that answered (WorkerReady, from its real address): a creation
+        that fails, or is placed late, never swallows them. No answer within 2 s: ask again."""
         assert self.remote_steps is not None
-        self.step_worker = self.createActor(StepWorkerActor, targetActorRequirements=self.init.step_requirements)
-        resend = self.remote_steps.resend_all() if self.remote_steps.replaced or self.remote_steps.inflight else []
-        if resend:
-            self.send(self.step_worker, StepBatch(resend))
+        self.step_worker = None
+        self._worker_generation += 1
+        pending = self.createActor(StepWorkerActor, targetActorRequirements=self.init.step_requirements)
+        self.send(pending, WorkerHello(self._worker_generation))
+        self.wakeup_after(2.0, (_NEW_STEP_WORKER, self._worker_generation))
+
+    def _worker_ready(self, sender: Any, generation: int) -> None:
+        assert self.remote_steps is not None
+        if generation != self._worker_generation or self.step_worker is not None:
+            self.send(sender, ActorExitRequest())  # a late answer to an earlier request: not needed
+            return
+        self.step_worker = sender
+        steps = self.remote_steps.resend_all()  # everything in flight: the old worker's and the queued
+        if steps:
+            self.send(sender, StepBatch(steps))
 
     def _signal(self) -> None:
         if not self._signalled:
@@ -160,13 +175,15 @@ class ShardActor(SupervisedActor):
                 steps = self.remote_steps.take_outgoing()
                 if steps:
                     self.send(self.step_worker, StepBatch(steps))
+        elif t is WorkerReady and self.remote_steps is not None:
+            self._worker_ready(sender, message.generation)
         elif t is StepBatch and self.remote_steps is not None:
             for done in message.items:
                 self.remote_steps.settle(done)
-        elif t is ChildActorExited and message.childAddress == self.step_worker and not self._closed:
-            log.warning("step worker node's actor exited; its steps go to a new one", shard=self.init.shard)
-            self.step_worker = None
-            self.wakeup_after(0.5, _NEW_STEP_WORKER)  # not at once: no node may meet the requirements yet
+        elif t is ChildActorExited and self.step_worker is not None and message.childAddress == self.step_worker:
+            if not self._closed:
+                log.warning("step worker node's actor exited; its steps go to a new one", shard=self.init.shard)
+                self._new_step_worker()
         elif t is Packed:
             items = [
                 PumpCall(functools.partial(self._watch, item)) if type(item) is WatchStatus else item
@@ -202,9 +219,9 @@ class ShardActor(SupervisedActor):
     def on_wakeup(self, payload: Any) -> None:
         if getattr(self, "_closed", False):
             return
-        if payload == _NEW_STEP_WORKER:
-            if self.step_worker is None:
-                self._new_step_worker()
+        if isinstance(payload, tuple) and payload[0] == _NEW_STEP_WORKER:
+            if self.step_worker is None and payload[1] == self._worker_generation:
+                self._new_step_worker()  # no worker answered in time (no node meets the requirements yet?)
             return
         if self.rt.fatal is not None:
             self._drain_and_close(0.0)
