@@ -43,11 +43,10 @@ from ._common import (
     data_dir_of,
     duration,
     emit_json,
-    engine_pid,
     open_journal,
     when,
 )
-from ._write import _await_outcome, _report
+from ._write import _report
 
 __all__ = [
     "add_task_parsers",
@@ -268,24 +267,19 @@ def cmd_tasks_requeue(args: argparse.Namespace) -> int:
         if any(c.kind == "requeue" for c in _control.pending(journal, eid)):
             raise CliError(f"a requeue of {eid!r} is already waiting for the engine (see: actorflow tasks show {eid}{_where(args)})", EXIT_CONFLICT)
         cmd = _control.submit_requeue(journal, eid, source="cli")
-        pid = engine_pid(data_dir)
-        got = _await_outcome(journal, cmd.id, args.wait) if pid is not None and args.wait > 0 else None
-        new_id = journal.kv_get(NS_REQUEUED, eid) if got is not None and got.ok else None
-    result: dict[str, Any] = {"command": cmd.id, "kind": cmd.kind, "execution_id": eid, "engine_pid": pid, "new_execution_id": new_id}
-    if got is not None:
-        result.update(state="applied" if got.ok else "refused", detail=got.detail)
-        text = f"requeued {eid} as {new_id}" if got.ok else f"requeue of {eid} refused by the engine: {got.detail}"
-    elif pid is not None:
-        result.update(state="queued", detail=f"the engine (pid {pid}) had not applied it within {args.wait:g} s")
-        text = f"requeue of {eid}: queued durably; the engine (pid {pid}) has not applied it yet (see `actorflow tasks show {eid}`)"
-    else:
-        result.update(state="queued", detail="no engine holds the data directory")
-        text = f"requeue of {eid}: queued durably; no engine holds {data_dir}, the next one to open it (with task {rec.workflow[len(TASK_PREFIX):]!r}) applies it"
-    if args.json:
-        emit_json(result)
-    else:
-        console().print(text, style="red" if result["state"] == "refused" else None)
-    return EXIT_CONFLICT if result["state"] == "refused" else EXIT_OK
+
+        def applied(got: _control.Outcome) -> tuple[str, dict[str, Any]]:
+            new_id = journal.kv_get(NS_REQUEUED, eid) if got.ok else None
+            text = f"requeued {eid} as {new_id}" if got.ok else f"requeue of {eid} refused by the engine: {got.detail}"
+            return text, {"new_execution_id": new_id}
+
+        return _report(
+            args, journal, cmd, f"requeue of {eid}",
+            fields={"execution_id": eid, "new_execution_id": None},
+            show="tasks show",
+            opener=f"the next one to open it (with task {rec.workflow[len(TASK_PREFIX):]!r})",
+            applied=applied,
+        )
 
 
 def add_task_parsers(

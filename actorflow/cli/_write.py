@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from collections.abc import Callable
 from typing import Any
 
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -57,21 +58,36 @@ def _await_outcome(journal: Journal, command_id: str, wait: float) -> _control.O
         time.sleep(_POLL)
 
 
-def _report(args: argparse.Namespace, journal: Journal, cmd: _control.Command, what: str) -> int:
-    """Wait for a live engine to apply `cmd` (up to --wait s) and say what happened."""
+def _report(
+    args: argparse.Namespace,
+    journal: Journal,
+    cmd: _control.Command,
+    what: str,
+    *,
+    fields: dict[str, Any] | None = None,
+    show: str = "runs show",
+    opener: str = "the next one to open it",
+    applied: Callable[[_control.Outcome], tuple[str, dict[str, Any]]] | None = None,
+) -> int:
+    """Wait for a live engine to apply `cmd` (up to --wait s) and say what happened. `fields` name the
+    target in the JSON (default: run_id), `show` is the command that shows it, `applied` words (and adds
+    fields for) a command the engine applied."""
     data_dir = data_dir_of(args)
     pid = engine_pid(data_dir)
     got = _await_outcome(journal, cmd.id, args.wait) if pid is not None and args.wait > 0 else None
-    result: dict[str, Any] = {"command": cmd.id, "kind": cmd.kind, "run_id": cmd.run_id, "engine_pid": pid}
+    result: dict[str, Any] = {"command": cmd.id, "kind": cmd.kind, **(fields or {"run_id": cmd.run_id}), "engine_pid": pid}
     if got is not None:
         result.update(state="applied" if got.ok else "refused", detail=got.detail)
         text = f"{what}: {got.detail}" if got.ok else f"{what} refused by the engine: {got.detail}"
+        if applied is not None:
+            text, more = applied(got)
+            result.update(more)
     elif pid is not None:
         result.update(state="queued", detail=f"the engine (pid {pid}) had not applied it within {args.wait:g} s")
-        text = f"{what}: queued durably; the engine (pid {pid}) has not applied it yet (see `actorflow runs show {cmd.run_id}`)"
+        text = f"{what}: queued durably; the engine (pid {pid}) has not applied it yet (see `actorflow {show} {cmd.run_id}`)"
     else:
         result.update(state="queued", detail="no engine holds the data directory")
-        text = f"{what}: queued durably; no engine holds {data_dir}, the next one to open it applies it"
+        text = f"{what}: queued durably; no engine holds {data_dir}, {opener} applies it"
     if args.json:
         emit_json(result)
     else:

@@ -35,6 +35,9 @@ def test_kill9_mid_chain_chord_and_schedule(tmp_path: Path) -> None:
               and "m2" in h.lines(str(work / "chord")), "mid-chain, mid-chord, slots fired")
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(10)
+        # normally the kill lands while m2 holds (between the last member and the callback); on a
+        # loaded machine the three conditions may come true only after the callback started
+        callback_before = h.lines(str(work / "chord")).count("callback")
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -54,7 +57,11 @@ def test_kill9_mid_chain_chord_and_schedule(tmp_path: Path) -> None:
     chain = h.lines(str(work / "chain"))
     # stage 1 and 3 once each; the interrupted stage 2 at most twice (at-least-once for the step in flight)
     assert chain.count("stage") in (3, 4)
-    assert h.lines(str(work / "chord")).count("callback") == 1
+    callbacks = h.lines(str(work / "chord")).count("callback")
+    if callback_before == 0:
+        assert callbacks == 1  # a crash before the callback: it runs exactly once after the restart
+    else:
+        assert callbacks in (1, 2)  # the kill hit the callback step itself: at-least-once, as any step
     assert len(sched_runs) == len(set(sched_runs)) == len(h.lines(str(work / "sched")))  # one run, one line, per slot
     assert h.lines(str(work / "cancelled")) == []
     assert Counter(sched_runs).most_common(1)[0][1] == 1
