@@ -74,9 +74,13 @@ class StepPool:
         self._idle = threading.Condition(self._lock)
         self._idle_waiters = 0  # threads in wait_idle (close): only they need the notify
 
-    def run_sync_with(self, runner: Callable[[Callable[[], Any], StepInfo], Any]) -> None:
-        """Run sync steps through `runner(fn, info)` (elsewhere: another node), waited for by a thread."""
-        self._run_sync = runner
+    def run_sync_with(
+        self, runner: Callable[[Callable[[], Any], StepInfo], Any] | None
+    ) -> Callable[[Callable[[], Any], StepInfo], Any] | None:
+        """Run sync steps through `runner(fn, info)` (a multiprocess shard's placement on nodes), waited
+        for by a thread; returns the runner it replaces (None: called here, else worker processes)."""
+        previous, self._run_sync = self._run_sync, runner if runner is not None else self._run_sync
+        return previous
 
     def submit(self, run_id: str, pos: int, name: str, attempt: int, fn: Callable[[], Any], kind: str) -> None:
         self.submit_many([(run_id, pos, name, attempt, fn, kind)])

@@ -1,41 +1,52 @@
-"""Steps placed on member nodes of a convention: `Engine(system="multiproc", step_requirements={...})`.
+"""The node side of step placement: `StepWorkerActor`, which Thespian places on a node of the convention
+whose capabilities meet a step's requirements, and the messages it exchanges with a shard.
 
-Each shard creates one `StepWorkerActor` with those requirements; Thespian places it on an admin
-whose capabilities match (e.g. a machine that ran `actorflow worker --join ENGINE_HOST:PORT`, which
-advertises `actorflow.worker=True`, plus any `--capability`). The shard's step threads hand it sync
-steps (function cloudpickled) and wait; the worker runs them on its own threads and sends results
-back in batches. Both sides wake their actor through a watched pipe (ThespianWatch), as threads of
-an actor's process may not send. When the worker's process dies, the shard hears ChildActorExited,
-creates a new one and sends it the steps that were in flight (the same attempts: their process died,
-not the steps). Frames between the machines are authenticated like every other (`actorflow._net`).
+A shard (`_placement.Placement`) asks for one such actor per distinct set of requirements; it greets it
+(`WorkerHello`) and sends steps only once the actor answered (`WorkerReady`, from its real address). Steps
+arrive in batches; each runs on a daemon thread of the actor's process (a step stuck in user code must
+not keep the process alive after it is asked to exit); results go back in batches. Threads of an actor's
+process may not use its Thespian connection, so they queue results and wake the actor through a pipe it
+watches (ThespianWatch). The actor exits by itself when it has heard nothing from its shard for
+`orphan_after` seconds (the shard pings every few seconds): a shard that died leaves no actor behind on
+other machines.
 """
 
 from __future__ import annotations
 
-import itertools
+import asyncio
+import inspect
 import os
+import queue
+import socket
 import threading
+import time
 from collections import deque
-from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import cloudpickle
-import structlog
-from thespian.actors import Actor, ActorExitRequest, ThespianWatch, WatchMessage
+from thespian.actors import Actor, ActorExitRequest, ThespianWatch, WakeupMessage, WatchMessage
 
 from .._messages import message
 from .._types import StepInfo, _current_step
 from ..errors import PayloadError
 
-__all__ = ["StepWorkerActor", "RemoteSteps", "RemoteStep", "RemoteStepDone", "WorkerHello", "WorkerReady"]
+__all__ = [
+    "RemoteStep",
+    "RemoteStepDone",
+    "StepBatch",
+    "StepWorkerActor",
+    "WorkerHello",
+    "WorkerPing",
+    "WorkerPong",
+    "WorkerReady",
+]
 
-log = structlog.get_logger("actorflow.steps")
+_THREADS = 32  # steps a worker actor runs at once (each a daemon thread that waits on its step)
 
 
 @message
 class RemoteStep:
-    request: int
+    request: int  # unique per shard process: what the result settles, and what a re-send deduplicates on
     blob: bytes  # cloudpickle of the step function
     info: StepInfo
 
@@ -44,25 +55,40 @@ class RemoteStep:
 class RemoteStepDone:
     request: int
     ok: bool
-    payload: bytes  # cloudpickle of the result or the exception
+    payload: bytes  # cloudpickle of the result or of the exception
 
 
 @message
 class StepBatch:
-    items: list[Any]
+    items: list[Any]  # RemoteStep (shard -> worker) or RemoteStepDone (worker -> shard)
 
 
 @message
 class WorkerHello:
-    """From the shard to a worker it asked for; answered with WorkerReady (the same generation)."""
+    """From a shard to the actor it asked for: answered by WorkerReady from the actor's real address."""
 
+    slot: str  # the requirements' key on the shard
     generation: int
+    orphan_after: float  # seconds without a word from the shard after which the actor exits
 
 
 @message
 class WorkerReady:
+    slot: str
     generation: int
     pid: int
+    host: str
+
+
+@message
+class WorkerPing:
+    seq: int
+
+
+@message
+class WorkerPong:
+    seq: int
+    running: int
 
 
 class _Waker:
@@ -85,12 +111,15 @@ class _Waker:
                 pass  # full (a wake is due anyway) or closed
 
     def take(self) -> list[Any]:
-        self._signalled = False  # before draining: what is queued after this writes a byte again
+        # drain the pipe, then clear the flag, then empty the queue: an item queued before the flag was
+        # cleared is taken below; one queued after writes a byte again. (Clearing before draining could
+        # swallow the byte of an item queued after the queue was emptied: it would wait forever.)
         try:
             while os.read(self.rfd, 4096):
                 pass
         except OSError:
             pass
+        self._signalled = False
         out = []
         while self.queue:
             out.append(self.queue.popleft())
@@ -104,10 +133,13 @@ class _Waker:
                 pass
 
 
-def _run(step: RemoteStep) -> RemoteStepDone:
+def run_step(step: RemoteStep) -> RemoteStepDone:
+    """Run one step function here; its result or exception, pickled for the way back."""
     token = _current_step.set(step.info)
     try:
         result = cloudpickle.loads(step.blob)()
+        if inspect.isawaitable(result):  # an async step function: its own loop on this thread
+            result = asyncio.run(_awaited(result))
         ok = True
     except BaseException as exc:  # noqa: BLE001 - sent back as the attempt's error
         result, ok = exc, False
@@ -116,105 +148,85 @@ def _run(step: RemoteStep) -> RemoteStepDone:
     try:
         return RemoteStepDone(step.request, ok, cloudpickle.dumps(result))
     except Exception as exc:  # noqa: BLE001 - the attempt fails, naming the type
-        err = PayloadError(f"result of step {step.info.name!r} ({type(result).__name__}) cannot be sent back: {exc}")
+        err = PayloadError(
+            f"result of step {step.info.name!r} ({type(result).__name__}) cannot be sent back from its node: {exc}",
+            type_name=type(result).__name__,
+        )
         return RemoteStepDone(step.request, False, cloudpickle.dumps(err))
+
+
+async def _awaited(awaitable: Any) -> Any:
+    return await awaitable
 
 
 class StepWorkerActor(Actor):  # type: ignore[misc]
     """Runs step functions for one shard, on the node Thespian placed it on (by requirements)."""
 
-    def _run_and_wake(self, step: RemoteStep) -> None:
-        self._waker.put(_run(step))
-
     @staticmethod
     def actorSystemCapabilityCheck(capabilities: dict[str, Any], requirements: dict[str, Any]) -> bool:  # noqa: N802
         return all(capabilities.get(k) == v for k, v in (requirements or {}).items())
 
+    def _setup(self) -> None:
+        self._waker = _Waker()
+        self._tasks: queue.SimpleQueue[RemoteStep | None] = queue.SimpleQueue()
+        self._threads: list[threading.Thread] = []
+        self._running: set[int] = set()  # requests here now: a re-send of one of them is not run twice
+        self._shard: Any = None
+        self._heard = time.monotonic()
+        self._orphan_after = 60.0
+        self._exiting = False
+
+    def _thread(self) -> None:
+        while True:
+            step = self._tasks.get()
+            if step is None:
+                return
+            self._waker.put(run_step(step))
+
     def receiveMessage(self, msg: Any, sender: Any) -> Any:  # noqa: N802 - Thespian's API
         if not hasattr(self, "_waker"):
-            self._waker = _Waker()
-            self._pool = ThreadPoolExecutor(32, thread_name_prefix="actorflow-remote-step")
-            self._shard: Any = None
+            self._setup()
+        if self._exiting:
+            return None
         if isinstance(msg, ActorExitRequest):
-            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._exiting = True
+            for _ in self._threads:
+                self._tasks.put(None)
             self._waker.close()
             return None
-        if isinstance(msg, WorkerHello):
-            self._shard = sender
-            self.send(sender, WorkerReady(msg.generation, os.getpid()))
-        elif isinstance(msg, StepBatch):
-            self._shard = sender
-            for step in msg.items:
-                self._pool.submit(self._run_and_wake, step)
-        elif isinstance(msg, WatchMessage):
+        if isinstance(msg, WatchMessage):
             done = self._waker.take()
+            for item in done:
+                self._running.discard(item.request)
             if done and self._shard is not None:
                 self.send(self._shard, StepBatch(done))
-        elif msg == "pid":
-            self.send(sender, os.getpid())
+        elif isinstance(msg, WakeupMessage):
+            if time.monotonic() - self._heard > self._orphan_after:
+                self.send(self.myAddress, ActorExitRequest())  # the shard is gone: leave nothing behind
+            else:
+                self.wakeupAfter(self._orphan_after / 4)
+        else:
+            self._heard = time.monotonic()
+            if isinstance(msg, WorkerHello):
+                first = self._shard is None
+                self._shard = sender
+                self._orphan_after = msg.orphan_after
+                self.send(sender, WorkerReady(msg.slot, msg.generation, os.getpid(), socket.gethostname()))
+                if first:
+                    self.wakeupAfter(self._orphan_after / 4)
+            elif isinstance(msg, StepBatch):
+                self._shard = sender
+                for step in msg.items:
+                    if step.request in self._running:
+                        continue
+                    self._running.add(step.request)
+                    if len(self._threads) < min(_THREADS, len(self._running)):
+                        t = threading.Thread(target=self._thread, name="actorflow-node-step", daemon=True)
+                        t.start()
+                        self._threads.append(t)
+                    self._tasks.put(step)
+            elif isinstance(msg, WorkerPing):
+                self.send(sender, WorkerPong(msg.seq, len(self._running)))
+            elif msg == "pid":
+                self.send(sender, os.getpid())
         return ThespianWatch([self._waker.rfd])
-
-
-class RemoteSteps:
-    """The shard's side: step threads call `run` and wait; the shard actor sends and receives."""
-
-    def __init__(self, wake_actor: Callable[[], None]) -> None:
-        self._wake_actor = wake_actor
-        self._ids = itertools.count(1)
-        self._lock = threading.Lock()
-        self.inflight: dict[int, tuple[RemoteStep, Future[RemoteStepDone]]] = {}
-        self.outgoing: deque[RemoteStep] = deque()
-        self.closed = False
-        self.replaced = 0
-
-    def run(self, fn: Callable[[], Any], info: StepInfo) -> Any:
-        """On a step thread: send the step to the worker node and wait for its result."""
-        try:
-            blob = cloudpickle.dumps(fn)
-        except Exception as exc:
-            raise PayloadError(
-                f"step {info.name!r} cannot be sent to a worker node ({type(exc).__name__}: {exc})",
-                type_name=type(fn).__name__,
-            ) from exc
-        step = RemoteStep(next(self._ids), blob, info)
-        fut: Future[RemoteStepDone] = Future()
-        with self._lock:
-            if self.closed:
-                raise PayloadError("the engine is closing: the step runs again after the next open")
-            self.inflight[step.request] = (step, fut)
-            self.outgoing.append(step)
-        self._wake_actor()
-        done = fut.result()
-        value = cloudpickle.loads(done.payload)
-        if done.ok:
-            return value
-        raise value
-
-    def take_outgoing(self) -> list[RemoteStep]:
-        with self._lock:
-            out = list(self.outgoing)
-            self.outgoing.clear()
-            return out
-
-    def settle(self, done: RemoteStepDone) -> None:
-        with self._lock:
-            entry = self.inflight.pop(done.request, None)
-        if entry is not None and not entry[1].done():
-            entry[1].set_result(done)
-
-    def resend_all(self) -> list[RemoteStep]:
-        """A new worker answered: every step in flight (sent to a dead one, or still queued) goes to it."""
-        with self._lock:
-            self.replaced += 1
-            self.outgoing.clear()
-            return [step for step, _ in self.inflight.values()]
-
-    def close(self) -> None:
-        err = cloudpickle.dumps(PayloadError("the engine closed: the step runs again after the next open"))
-        with self._lock:
-            self.closed = True
-            entries = list(self.inflight.values())
-            self.inflight.clear()
-        for step, fut in entries:
-            if not fut.done():
-                fut.set_result(RemoteStepDone(step.request, False, err))

@@ -22,7 +22,7 @@ from typing import Any
 
 import cloudpickle
 import structlog
-from thespian.actors import ActorExitRequest, ChildActorExited, WatchMessage
+from thespian.actors import ChildActorExited, WatchMessage
 
 from storage import Codec, LmdbJournal, RunRecord
 from supervisors import SupervisedActor
@@ -33,7 +33,7 @@ from .._runtime import Notifier, Runtime
 from .._thespian import ActorRuntime
 from .._types import RunStatus
 from ..errors import ActorflowError
-from ._remote_steps import RemoteSteps, StepBatch, StepWorkerActor, WorkerHello, WorkerReady
+from ._placement import Placement
 from ._wire import Drain, Drained, Hello, Packed, Peers, ShardInit, ShardReady, pack, unpack
 
 __all__ = ["ShardActor", "ShardNotifier"]
@@ -41,7 +41,6 @@ __all__ = ["ShardActor", "ShardNotifier"]
 log = structlog.get_logger("actorflow.shard")
 
 _CHECK_EVERY = 1.0  # seconds between checks that the engine process is alive
-_NEW_STEP_WORKER = "new-step-worker"
 _GATEWAY = -1  # outbound target: the facade
 
 
@@ -105,13 +104,11 @@ class ShardActor(SupervisedActor):
         rt.remote = self._out
         rt.notifier = self.notifier = ShardNotifier(self._out)
         self.rt = rt
-        self.remote_steps: RemoteSteps | None = None
-        self.step_worker: Any = None
-        self._worker_generation = 0
-        if init.step_requirements:
-            self.remote_steps = RemoteSteps(self._signal)
-            rt.steps.run_sync_with(self.remote_steps.run)
-            self._new_step_worker()
+        # steps with requirements go to member nodes (actorflow/_multiproc/_placement.py); others run here
+        self.placement = Placement(self, shard=init.shard, default=init.step_requirements,
+                                   node_timeout=init.node_timeout, local=rt.steps.run_sync_with(None),
+                                   wake=self._signal, report=functools.partial(self._out, _GATEWAY))
+        rt.steps.run_sync_with(self.placement.run)
         self.actors = ActorRuntime(rt)
         self.actors.start()  # queues the recovery of this shard's runs
         self.wakeup_after(_CHECK_EVERY)
@@ -123,28 +120,6 @@ class ShardActor(SupervisedActor):
         """From any thread: queue `item` for another process and wake the actor to send it."""
         self.outbound.append((target, item))
         self._signal()
-
-    def _new_step_worker(self) -> None:
-        """Ask for a worker actor on a node meeting the step requirements (Thespian places it).
-
-        Steps go only to a worker that answered (WorkerReady, from its real address): a creation
-        that fails, or is placed late, never swallows them. No answer within 2 s: ask again."""
-        assert self.remote_steps is not None
-        self.step_worker = None
-        self._worker_generation += 1
-        pending = self.createActor(StepWorkerActor, targetActorRequirements=self.init.step_requirements)
-        self.send(pending, WorkerHello(self._worker_generation))
-        self.wakeup_after(2.0, (_NEW_STEP_WORKER, self._worker_generation))
-
-    def _worker_ready(self, sender: Any, generation: int) -> None:
-        assert self.remote_steps is not None
-        if generation != self._worker_generation or self.step_worker is not None:
-            self.send(sender, ActorExitRequest())  # a late answer to an earlier request: not needed
-            return
-        self.step_worker = sender
-        steps = self.remote_steps.resend_all()  # everything in flight: the old worker's and the queued
-        if steps:
-            self.send(sender, StepBatch(steps))
 
     def _signal(self) -> None:
         if not self._signalled:
@@ -164,26 +139,21 @@ class ShardActor(SupervisedActor):
     def _handle(self, message: Any, sender: Any) -> None:
         t = type(message)
         if t is WatchMessage:
-            self._signalled = False  # before draining: what is queued after this writes a byte again
             try:
                 while os.read(self._rfd, 4096):
                     pass
             except (BlockingIOError, OSError):
                 pass
+            # after draining: clearing first could swallow the byte of an item queued after the drain
+            # below (it then waited for the 1 s tick)
+            self._signalled = False
+            self.placement.pump()
             self._send_outbound()
-            if self.remote_steps is not None and self.step_worker is not None:
-                steps = self.remote_steps.take_outgoing()
-                if steps:
-                    self.send(self.step_worker, StepBatch(steps))
-        elif t is WorkerReady and self.remote_steps is not None:
-            self._worker_ready(sender, message.generation)
-        elif t is StepBatch and self.remote_steps is not None:
-            for done in message.items:
-                self.remote_steps.settle(done)
-        elif t is ChildActorExited and self.step_worker is not None and message.childAddress == self.step_worker:
+        elif self.placement.handle(message, sender):
+            pass
+        elif t is ChildActorExited:
             if not self._closed:
-                log.warning("step worker node's actor exited; its steps go to a new one", shard=self.init.shard)
-                self._new_step_worker()
+                self.placement.child_exited(message.childAddress)
         elif t is Packed:
             items = [
                 PumpCall(functools.partial(self._watch, item)) if type(item) is WatchStatus else item
@@ -219,10 +189,6 @@ class ShardActor(SupervisedActor):
     def on_wakeup(self, payload: Any) -> None:
         if getattr(self, "_closed", False):
             return
-        if isinstance(payload, tuple) and payload[0] == _NEW_STEP_WORKER:
-            if self.step_worker is None and payload[1] == self._worker_generation:
-                self._new_step_worker()  # no worker answered in time (no node meets the requirements yet?)
-            return
         if self.rt.fatal is not None:
             self._drain_and_close(0.0)
             raise ShardFailed(f"shard {self.init.shard}: {self.rt.fatal}")
@@ -230,6 +196,8 @@ class ShardActor(SupervisedActor):
             log.warning("engine process is gone: shard stops", shard=self.init.shard, pid=self.init.facade_pid)
             self._drain_and_close(0.0)
             os._exit(0)
+        self.placement.tick()
+        self.placement.pump()
         self._send_outbound()  # also what waited for a peer's address
         self.wakeup_after(_CHECK_EVERY)
 
@@ -261,8 +229,7 @@ class ShardActor(SupervisedActor):
             return
         self._closed = True
         try:
-            if self.remote_steps is not None:
-                self.remote_steps.close()  # steps on other nodes are abandoned: they run again after open
+            self.placement.close()  # steps on other nodes are abandoned: they run again after the next open
             self.actors.close(grace)
             self._send_outbound()
         finally:
