@@ -94,6 +94,7 @@ class _Slot:
     waiting_since: float | None = None  # wall clock
     reason: str = "no worker asked for yet"
     lost: int = 0
+    lost_why: str = ""  # why the last worker was lost, until a new one answers
 
 
 class Placement:
@@ -289,6 +290,7 @@ class Placement:
         slot.heard = time.monotonic()
         slot.pending = None
         slot.waiting_since = None
+        slot.lost_why = ""
         slot.unsent = list(slot.steps)  # every step not settled: those queued, and the lost worker's
         self._dispatch(slot, slot.heard)
 
@@ -298,7 +300,8 @@ class Placement:
                     why=why, steps=len(slot.steps))
         self._actor.send(slot.worker, ActorExitRequest())  # alive but silent: it must not keep running them
         slot.worker, slot.pid, slot.host = None, None, ""
-        slot.reason = f"the node running them was lost ({why})"
+        slot.lost_why = why
+        slot.reason = "a worker is starting on a matching node"
         slot.unsent = []
         if slot.steps and slot.pending is None:
             self._create(slot, now)
@@ -322,7 +325,8 @@ class Placement:
             if slot.waiting_since is None:
                 slot.waiting_since = time.time()
             steps = tuple(sorted((s.info.run_id, s.info.name, s.info.attempt) for s in slot.steps.values()))
-            waits.append(PlacementWait(self.shard, dict(slot.requires), steps, slot.waiting_since, slot.reason))
+            reason = slot.reason + (f"; the node running them was lost ({slot.lost_why})" if slot.lost_why else "")
+            waits.append(PlacementWait(self.shard, dict(slot.requires), steps, slot.waiting_since, reason))
         signature = tuple((w.requires.items().__repr__(), w.steps, w.reason) for w in waits)
         if signature != self._reported:
             self._reported = signature

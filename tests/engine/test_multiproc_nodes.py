@@ -237,9 +237,9 @@ def test_a_step_waits_for_a_capable_node_and_moves_when_its_node_dies(
         nodes.start()  # a node without "gpu": it must not get the step
         rt: Any = engine._runtime()
         handle = engine.start(on_gpu, 1, str(gate))
-        waits = _until(engine.waiting_for_placement, "the step to wait for placement")
+        waits = _until(lambda: [w for w in engine.waiting_for_placement() if "no node" in w.reason],
+                       "the step to wait for placement (no node has the capability)")
         assert waits[0].requires == {"gpu": True} and waits[0].steps == ((handle.run_id, "there", 1),)
-        assert "no node" in waits[0].reason
         time.sleep(1.5)  # the step must still be waiting, not run on the node without the capability
         assert not _started(gate) and engine.waiting_for_placement()
 
@@ -250,7 +250,7 @@ def test_a_step_waits_for_a_capable_node_and_moves_when_its_node_dies(
 
         nodes.kill(os.getsid(next(iter(gpu_node))))  # the whole machine is gone: nobody reports it
         lost = _until(engine.waiting_for_placement, "the step to wait again after its node was lost")
-        assert "lost" in lost[0].reason
+        assert "lost" in lost[0].reason and lost[0].steps == ((handle.run_id, "there", 1),)
 
         second = nodes.start("gpu=true")
         _until(lambda: len(_started(gate)) >= 2, "the step to start again on the new gpu node")
@@ -261,9 +261,11 @@ def test_a_step_waits_for_a_capable_node_and_moves_when_its_node_dies(
         assert _completions(engine, handle.run_id, "there") == 1
 
 
-def test_system_host_port_joins_an_admin_started_by_the_cli(tmp_path: Path) -> None:
+def test_system_host_port_joins_an_admin_started_by_the_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     port = _free_port()
-    env = {**os.environ, "ACTORFLOW_RUNTIME_DIR": str(tmp_path / "run")}
+    env = {**os.environ, "ACTORFLOW_RUNTIME_DIR": str(tmp_path / "run"),
+           # the engine's workflows travel by reference: importable where the admin runs
+           "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests"), os.environ.get("PYTHONPATH", "")])}
     env.pop("ACTORFLOW_SECRET", None)
 
     def cli(*args: str) -> dict[str, Any]:
@@ -276,7 +278,8 @@ def test_system_host_port_joins_an_admin_started_by_the_cli(tmp_path: Path) -> N
     started = cli("start")
     admin_pid = started["admin_pid"]
     try:
-        os.environ["ACTORFLOW_RUNTIME_DIR"] = env["ACTORFLOW_RUNTIME_DIR"]  # the admin's key is in its record
+        monkeypatch.setenv("ACTORFLOW_RUNTIME_DIR", env["ACTORFLOW_RUNTIME_DIR"])  # the admin's key is in its record
+        monkeypatch.delenv("ACTORFLOW_SECRET", raising=False)
         engine = Engine(tmp_path / "data", system=f"127.0.0.1:{port}")
         engine.workflow()(placed)
         with engine:
@@ -288,7 +291,6 @@ def test_system_host_port_joins_an_admin_started_by_the_cli(tmp_path: Path) -> N
         assert not [p for p in shards if _running(p)]  # the engine's processes are gone
         assert _running(admin_pid) and cli("status")["running"] is True  # the admin it joined is not
     finally:
-        os.environ.pop("ACTORFLOW_RUNTIME_DIR", None)
         stopped = cli("stop")
         assert stopped["stopped"] is True
         _kill(admin_pid)
