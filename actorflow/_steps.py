@@ -73,6 +73,8 @@ class StepPool:
         self.inflight = 0
         self._idle = threading.Condition(self._lock)
         self._idle_waiters = 0  # threads in wait_idle (close): only they need the notify
+        # False when every step must pass the sync runner (a shard whose steps all go to member nodes)
+        self.async_here = True
 
     def run_sync_with(
         self, runner: Callable[[Callable[[], Any], StepInfo], Any] | None
@@ -95,7 +97,7 @@ class StepPool:
         tls = self._tls
         keep = getattr(tls, "helping", False) and tls.kept is None
         for run_id, pos, name, attempt, fn, kind in steps:
-            if _is_async(fn):
+            if _is_async(fn) and self.async_here:
                 info = StepInfo(run_id, name, pos, attempt, f"{run_id}#{pos}:{name}")
                 fut = asyncio.run_coroutine_threadsafe(self._run_async(fn, info, kind), self._loop)
                 fut.add_done_callback(functools.partial(self._future_done, info=info, kind=kind))

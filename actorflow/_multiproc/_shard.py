@@ -109,6 +109,7 @@ class ShardActor(SupervisedActor):
                                    node_timeout=init.node_timeout, local=rt.steps.run_sync_with(None),
                                    wake=self._signal, report=functools.partial(self._out, _GATEWAY))
         rt.steps.run_sync_with(self.placement.run)
+        rt.steps.async_here = not init.step_requirements  # async steps too go to the nodes
         self.actors = ActorRuntime(rt)
         self.actors.start()  # queues the recovery of this shard's runs
         self.wakeup_after(_CHECK_EVERY)

@@ -70,10 +70,15 @@ def _gated(i: int, gate: str) -> tuple[int, int]:
     return i, os.getpid()
 
 
+async def _pid_async() -> int:
+    return os.getpid()
+
+
 async def placed(ctx: Any, i: int) -> Any:
     a = await ctx.step("a", lambda: _where(i))
     b = await ctx.step("b", lambda: _where(a[0] + 1))
-    return b[0], {a[1], b[1]}
+    c = await ctx.step("c", _pid_async)  # an async step goes to the node too
+    return b[0], {a[1], b[1], c}
 
 
 async def gated(ctx: Any, i: int, gate: str) -> Any:
