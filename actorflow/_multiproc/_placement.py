@@ -51,6 +51,7 @@ __all__ = ["Placement", "PlacementState", "PlacementWait"]
 log = structlog.get_logger("actorflow.placement")
 
 _RETRY = 1.0  # seconds between requests for a worker while none answered
+_NO_NODE = "no node of the convention has these capabilities"
 
 
 @message
@@ -208,8 +209,9 @@ class Placement:
             if slot.pending is not None and slot.pending == address:
                 slot.pending = None
                 slot.retry_at = now + _RETRY
-                slot.reason = "no node of the convention has these capabilities"
-                log.info("placement_no_node", shard=self.shard, requires=slot.requires, waiting=len(slot.steps))
+                if slot.reason != _NO_NODE:  # once per wait: it is asked again every second
+                    log.info("placement_no_node", shard=self.shard, requires=slot.requires, waiting=len(slot.steps))
+                slot.reason = _NO_NODE
                 self._report_waits()
                 return True
         return False
@@ -296,8 +298,9 @@ class Placement:
 
     def _lose(self, slot: _Slot, why: str, now: float) -> None:
         slot.lost += 1
-        log.warning("placement_worker_lost", shard=self.shard, requires=slot.requires, pid=slot.pid, host=slot.host,
-                    why=why, steps=len(slot.steps))
+        (log.warning if slot.steps else log.info)(
+            "placement_worker_lost", shard=self.shard, requires=slot.requires, pid=slot.pid, host=slot.host, why=why,
+            steps=len(slot.steps))
         self._actor.send(slot.worker, ActorExitRequest())  # alive but silent: it must not keep running them
         slot.worker, slot.pid, slot.host = None, None, ""
         slot.lost_why = why
