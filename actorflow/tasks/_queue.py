@@ -81,7 +81,7 @@ class TaskQueue:
         if concurrency is not None and (isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1):
             raise ConfigError(f"task {task!r}: concurrency must be an int >= 1, got {concurrency!r}")
         limit = None if rate_limit is None else parse_rate_limit(rate_limit)
-        if self.engine.is_open and self.engine.system == "multiproc":
+        if self.engine.is_open and self.engine.system != "embedded":  # "multiproc" or "HOST:PORT"
             raise ConfigError(f"task {task!r}: register tasks before engine.open() (system='multiproc' ships them then)")
         other = self.specs.get(task)
         if other is not None and other.fn is not fn and getattr(other.fn, "__code__", None) is not getattr(fn, "__code__", None):
