@@ -229,6 +229,9 @@ def test_steps_run_on_the_member_node_and_survive_its_actor_killed(
         for h in handles:  # journaled once each, whatever ran twice
             assert _completions(engine, h.run_id, "gated") == 1
         assert not engine.waiting_for_placement()
+    # close() told the node's step actors to exit: the node keeps only its own admin processes
+    actors = ran | {v[1] for v in values}
+    _until(lambda: not [p for p in actors if _running(p)], "the node's step actors to exit after close()", 30)
 
 
 def test_a_step_waits_for_a_capable_node_then_runs_there(tmp_path: Path, leader_port: int, nodes: Nodes) -> None:
