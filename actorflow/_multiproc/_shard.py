@@ -230,10 +230,12 @@ class ShardActor(SupervisedActor):
             return
         self._closed = True
         try:
-            self.placement.close()  # steps on other nodes are abandoned: they run again after the next open
             self.actors.close(grace)
             self._send_outbound()
         finally:
+            # after the pump stopped: steps still on other nodes are abandoned, not journaled as failed
+            # (they run again after the next open); their node actors are told to exit
+            self.placement.close()
             self.journal.close()
             for fd in (self._rfd, self._wfd):
                 os.close(fd)

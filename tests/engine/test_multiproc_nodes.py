@@ -285,6 +285,32 @@ def test_a_step_moves_to_a_node_that_joins_after_its_node_died(tmp_path: Path, l
         assert _completions(engine, handle.run_id, "there") == 1
 
 
+def test_close_abandons_a_step_on_a_node_and_it_runs_after_reopen(
+    tmp_path: Path, leader_port: int, nodes: Nodes
+) -> None:
+    def engine() -> Engine:
+        e = Engine(tmp_path / "data", system="multiproc", admin_port=leader_port, secret=SECRET, close_grace=0.2,
+                   step_requirements={"actorflow.worker": True})
+        e.workflow()(gated)
+        return e
+
+    gate = tmp_path / "gate"
+    gate.mkdir()
+    with engine() as e:
+        nodes.start()
+        handle = e.start(gated, 3, str(gate))
+        _until(lambda: _started(gate), "the step to start on the node")
+    # closed while the step ran on the node: abandoned, not journaled as a failed attempt
+    with engine() as e:
+        kinds = [ev.kind for ev in e.history(handle.run_id)]
+        assert "step_failed" not in kinds and "step_completed" not in kinds, kinds
+        nodes.start()  # the engine's new admin leads a new convention: a node joins it
+        (gate / "go").touch()
+        assert e.result(handle.run_id, TIMEOUT)[0] == 3
+        assert _completions(e, handle.run_id, "gated") == 1
+        assert [attempt for _, _, attempt in _started(gate)] == [1, 1]
+
+
 def test_system_host_port_joins_an_admin_started_by_the_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     port = _free_port()
     env = {**os.environ, "ACTORFLOW_RUNTIME_DIR": str(tmp_path / "run"),
