@@ -285,6 +285,7 @@ def test_a_step_moves_to_a_node_that_joins_after_its_node_died(tmp_path: Path, l
         assert _completions(engine, handle.run_id, "there") == 1
 
 
+@pytest.mark.slow
 def test_close_abandons_a_step_on_a_node_and_it_runs_after_reopen(
     tmp_path: Path, leader_port: int, nodes: Nodes
 ) -> None:
