@@ -150,11 +150,6 @@ class ShardActor(SupervisedActor):
             self._signalled = False
             self.placement.pump()
             self._send_outbound()
-        elif self.placement.handle(message, sender):
-            pass
-        elif t is ChildActorExited:
-            if not self._closed:
-                self.placement.child_exited(message.childAddress)
         elif t is Packed:
             items = [
                 PumpCall(functools.partial(self._watch, item)) if type(item) is WatchStatus else item
@@ -172,6 +167,11 @@ class ShardActor(SupervisedActor):
         elif t is Drain:
             self._drain_and_close(message.grace)
             self.send(sender, Drained(self.init.shard))
+        elif t is ChildActorExited:
+            if not self._closed:
+                self.placement.child_exited(message.childAddress)  # a node's step actor, or its creation failed
+        else:
+            self.placement.handle(message, sender)  # step results, worker answers (_placement)
 
     def _watch(self, msg: WatchStatus) -> None:
         """On the pump thread (where hosts decide whom to notify): start or stop reporting a run's
