@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from ._engine import Engine
     from ._handle import RunHandle
     from ._logging import configure_logging, log_context
+    from ._multiproc._placement import PlacementWait
     from ._retry import RetryPolicy
     from ._types import Event, RunState, RunStatus, StepInfo, current_step
 
@@ -54,6 +55,7 @@ _LAZY = {
     "current_step": "._types",
     "configure_logging": "._logging",
     "log_context": "._logging",
+    "PlacementWait": "._multiproc._placement",  # Engine.waiting_for_placement() (README "Multiple machines")
 }
 
 
@@ -107,4 +109,5 @@ __all__ = [
     "WaitTimeout",
     "WorkflowFailed",
     "WorkflowNotRegistered",
+    "PlacementWait",
 ]

@@ -8,6 +8,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Generator, Sequence
 from typing import TYPE_CHECKING, Any
 
+from ._placed import Placed, check_requires
 from ._retry import RetryPolicy
 from .errors import ConfigError
 
@@ -131,8 +132,12 @@ class WorkflowContext:
         retry: RetryPolicy | None = None,
         compensate: Callable[[], Any] | None = None,
         timeout: float | _dt.timedelta | None = None,
+        requires: dict[str, Any] | None = None,
     ) -> Command:
-        """Run `fn` off the actor thread at least once; its journaled result is returned exactly once."""
+        """Run `fn` off the actor thread at least once; its journaled result is returned exactly once.
+
+        `requires` ({"gpu": True}): run it only on a node whose capabilities match (a multiprocess
+        engine's convention, README "Multiple machines"); it waits for such a node to join."""
         if not callable(fn):
             raise ConfigError(f"step {name!r}: fn must be a zero-argument callable, got {type(fn).__name__}")
         if retry is not None and not isinstance(retry, RetryPolicy):
@@ -144,6 +149,10 @@ class WorkflowContext:
         t = None if timeout is None else _seconds(timeout, f"step {name!r} timeout")
         if t == 0:
             raise ConfigError(f"step {name!r}: timeout must be positive")
+        if requires:
+            fn = Placed(fn, check_requires(requires, f"step {name!r}"))
+        elif requires is not None:
+            check_requires(requires, f"step {name!r}")
         return self._run.cmd_step(str(name), StepSpec(fn, retry or RetryPolicy.none(), compensate, t))
 
     def sleep(self, name: str, seconds: float | _dt.timedelta) -> Command:

@@ -24,6 +24,8 @@ from ._lockfile import DirLock
 from ._messages import CancelRun, LoadRun, SignalArrived, StartRun
 from ._monitor import afollow, follow
 from ._multiproc import MultiprocRuntime
+from ._multiproc._options import check_join, check_node_options, require_admin
+from ._multiproc._placement import PlacementWait
 from ._options import check_engine_options
 from ._runtime import Facade, Runtime
 from ._thespian import ActorRuntime
@@ -72,6 +74,10 @@ class Engine(TaskMethods):  # task queue methods: actorflow/tasks/_api.py
         shards: int = 2,
         step_threads: int = 32,
         step_processes: int = 0,
+        admin_port: int | None = None,
+        secret: str | bytes | None = None,
+        step_requirements: dict[str, Any] | None = None,
+        node_timeout: float = 15.0,
         close_grace: float = 10.0,
         codec: str = "pickle",
         max_payload: int = 2 * 1024 * 1024,
@@ -96,11 +102,7 @@ class Engine(TaskMethods):  # task queue methods: actorflow/tasks/_api.py
             timer_horizon=timer_horizon,
             gc_threshold=gc_threshold,
         )
-        if system not in ("embedded", "multiproc"):
-            raise ConfigError(
-                f"system={system!r}: use 'embedded' (one process) or 'multiproc' (run hosts in their own "
-                "processes under a local Thespian admin); joining a remote admin is not available yet"
-            )
+        join = check_join(system)  # "HOST:PORT": an admin `actorflow admin start` runs on this machine
         self.data_dir = None if data_dir is None else os.fspath(data_dir)
         self.system = system
         self.passivate_after = passivate_after
@@ -110,6 +112,11 @@ class Engine(TaskMethods):  # task queue methods: actorflow/tasks/_api.py
         self.shards = shards
         self.step_threads = step_threads
         self.step_processes = step_processes
+        # multi-machine options (actorflow/_multiproc/_placement.py, README "Multiple machines")
+        self._join = join
+        self._admin_port, self._secret, self._node_timeout = admin_port, secret, node_timeout
+        self._step_requirements = check_node_options(system, admin_port, secret, step_requirements, node_timeout,
+                                                     join)
         self.close_grace = close_grace
         self.timer_horizon = timer_horizon
         # thousands of live coroutines make CPython's default cyclic-GC cadence cost ~30% of
@@ -178,7 +185,7 @@ class Engine(TaskMethods):  # task queue methods: actorflow/tasks/_api.py
         with self._lock:
             if self._rt is not None:
                 return self
-            if self.system == "multiproc":
+            if self.system != "embedded":  # "multiproc" or an admin's "HOST:PORT"
                 self._open_multiproc()
                 return self
             journal = self._journal_given
@@ -232,6 +239,8 @@ class Engine(TaskMethods):  # task queue methods: actorflow/tasks/_api.py
             raise ConfigError("system='multiproc' needs a data_dir (its processes open the journal there)")
         if self.clock.jumps:
             raise ConfigError("system='multiproc' runs on the real clock (a MockClock cannot cross processes)")
+        if self._join is not None:
+            require_admin(self._join)  # before anything is written to the data directory
         self._dir_lock = DirLock(self.data_dir)
         self._dir_lock.acquire()
         rt = MultiprocRuntime(
@@ -247,6 +256,11 @@ class Engine(TaskMethods):  # task queue methods: actorflow/tasks/_api.py
             step_threads=self.step_threads,
             step_processes=self.step_processes,
             timer_horizon=self.timer_horizon,
+            admin_port=self._admin_port,
+            secret=self._secret,
+            step_requirements=self._step_requirements,
+            node_timeout=self._node_timeout,
+            join=self._join,
         )
         try:
             LmdbJournal(self.data_dir, sync=self.sync, codec=self._codec).close()  # format check, fails fast
@@ -322,6 +336,12 @@ class Engine(TaskMethods):  # task queue methods: actorflow/tasks/_api.py
     @property
     def is_open(self) -> bool:
         return self._rt is not None
+
+    def waiting_for_placement(self) -> list[PlacementWait]:
+        """Steps that wait for a node whose capabilities meet their requirements (none has joined yet,
+        or the one running them was lost), oldest first; empty for an embedded engine."""
+        rt = self._runtime()
+        return rt.waiting_for_placement() if isinstance(rt, MultiprocRuntime) else []
 
     def _runtime(self) -> Facade:
         rt = self._rt

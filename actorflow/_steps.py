@@ -54,7 +54,10 @@ class StepPool:
         self.rt = rt
         # sync steps run in worker processes when asked (_procsteps); the threads then only wait
         self.procs = ProcessSteps(processes, post=rt.post) if processes else None
-        self._run_sync = self.procs.run if self.procs is not None else None
+        self._run_sync: Callable[[Callable[[], Any], StepInfo], Any] | None = (
+            self.procs.run if self.procs is not None else None
+        )
+
         # plain threads on a SimpleQueue: no Future/Condition allocation per step
         self._tasks: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._tls = threading.local()  # on a worker running the actors: `kept`, the next step it runs itself
@@ -70,6 +73,16 @@ class StepPool:
         self.inflight = 0
         self._idle = threading.Condition(self._lock)
         self._idle_waiters = 0  # threads in wait_idle (close): only they need the notify
+        # False when every step must pass the sync runner (a shard whose steps all go to member nodes)
+        self.async_here = True
+
+    def run_sync_with(
+        self, runner: Callable[[Callable[[], Any], StepInfo], Any] | None
+    ) -> Callable[[Callable[[], Any], StepInfo], Any] | None:
+        """Run sync steps through `runner(fn, info)` (a multiprocess shard's placement on nodes), waited
+        for by a thread; returns the runner it replaces (None: called here, else worker processes)."""
+        previous, self._run_sync = self._run_sync, runner if runner is not None else self._run_sync
+        return previous
 
     def submit(self, run_id: str, pos: int, name: str, attempt: int, fn: Callable[[], Any], kind: str) -> None:
         self.submit_many([(run_id, pos, name, attempt, fn, kind)])
@@ -84,7 +97,7 @@ class StepPool:
         tls = self._tls
         keep = getattr(tls, "helping", False) and tls.kept is None
         for run_id, pos, name, attempt, fn, kind in steps:
-            if _is_async(fn):
+            if _is_async(fn) and self.async_here:
                 info = StepInfo(run_id, name, pos, attempt, f"{run_id}#{pos}:{name}")
                 fut = asyncio.run_coroutine_threadsafe(self._run_async(fn, info, kind), self._loop)
                 fut.add_done_callback(functools.partial(self._future_done, info=info, kind=kind))

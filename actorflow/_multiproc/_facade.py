@@ -29,7 +29,7 @@ from typing import Any
 
 import cloudpickle
 import structlog
-from thespian.actors import WatchMessage
+from thespian.actors import ActorExitRequest, WatchMessage
 from thespian.system import isInternalActorSystemMessage
 from thespian.system.transport import ReceiveEnvelope
 
@@ -54,6 +54,8 @@ from .._net import open_actor_system
 from .._runtime import Notifier, final_event, final_outcome
 from .._types import RunStatus
 from ..errors import ActorflowError, ConfigError, WorkflowNotRegistered
+from ._options import require_admin
+from ._placement import PlacementState, PlacementWait
 from ._shard import ShardActor
 from ._wire import Drain, Drained, Hello, Packed, Peers, ShardInit, ShardReady, pack, unpack
 
@@ -109,6 +111,10 @@ class MultiprocRuntime:
         step_processes: int = 0,
         timer_horizon: float,
         admin_port: int | None = None,
+        secret: str | bytes | None = None,
+        step_requirements: dict[str, Any] | None = None,
+        node_timeout: float = 15.0,
+        join: tuple[str, int] | None = None,
     ) -> None:
         self.clock = clock
         self.workflows = workflows
@@ -130,9 +136,15 @@ class MultiprocRuntime:
             passivate_after=passivate_after,
             step_threads=step_threads,
             step_processes=step_processes,
+            step_requirements=step_requirements,
+            node_timeout=node_timeout,
             timer_horizon=timer_horizon,
         )
+        self._join = join  # an admin started by `actorflow admin start`: ours are only the supervisor and shards
+        self._supervisor: Any = None
+        self._placement: dict[int, tuple[PlacementWait, ...]] = {}
         self._admin_port = admin_port
+        self._secret = secret
         self._out: deque[Any] = deque()
         self._rfd, self._wfd = os.pipe()
         os.set_blocking(self._rfd, False)
@@ -228,12 +240,21 @@ class MultiprocRuntime:
                 os.close(fd)
             self._stopped.set()
 
+    def waiting_for_placement(self) -> list[PlacementWait]:
+        waits = [w for per in list(self._placement.values()) for w in per]
+        return sorted(waits, key=lambda w: w.since)
+
     def _setup(self) -> Any:
-        port = self._admin_port or _free_port()
-        self._system = open_actor_system(admin_port=port, start_method="fork", log_config=_QUIET_LOGS)
-        if not self._system.started:  # something else already listened there: not ours to run engines in
-            self._system.detach()
-            raise ConfigError(f"admin port {port} is taken by another actor system", admin_port=port)
+        if self._join is not None:
+            self._system = join_admin(*self._join, secret=self._secret)
+        else:
+            port = self._admin_port or _free_port()
+            self._system = open_actor_system(
+                admin_port=port, secret=self._secret, start_method="fork", log_config=_QUIET_LOGS
+            )
+            if not self._system.started:  # something else already listened there: not ours to run engines in
+                self._system.detach()
+                raise ConfigError(f"admin port {port} is taken by another actor system", admin_port=port)
         asys = self._system.actor_system
         self.admin_pid = self._system.processes.admin_pid
         try:
@@ -253,7 +274,7 @@ class MultiprocRuntime:
                 children=children,
                 name="engine",
             )
-            supervisor = asys.createActor(SupervisorActor)
+            supervisor = self._supervisor = asys.createActor(SupervisorActor)
             reply = asys.ask(supervisor, Supervise(spec, REPLY_TO), 60)
             if not isinstance(reply, Supervising):
                 raise ActorflowError(f"the engine's supervisor did not start: {reply!r}")
@@ -323,6 +344,8 @@ class MultiprocRuntime:
                     notifier.status_changed(item.status)
                 elif it is Reply:
                     notifier.reply(item.request_id, item.value, item.error)
+                elif it is PlacementState:
+                    self._placement[item.shard] = item.waits
         elif t is ShardReady:
             self.shard_pids[msg.shard] = msg.pid
             self._resume(msg.shard)
@@ -330,6 +353,7 @@ class MultiprocRuntime:
             shard = int(msg.name.split("-", 1)[1])
             self.restarts += 1
             self._addresses[shard] = msg.address
+            self._placement.pop(shard, None)  # the new shard reports its own
             log.warning("shard restarted", shard=shard, restarts=msg.restarts, error=msg.error)
             asys.tell(msg.address, Hello(self._addresses))
             for other, addr in self._addresses.items():
@@ -369,11 +393,21 @@ class MultiprocRuntime:
                 self._on_message(asys, msg)
 
     def _shutdown(self, asys: Any) -> None:
-        try:
-            self._system.shutdown(timeout=10.0)  # every process of the admin's session, checked by PID
-        except Exception:  # noqa: BLE001 - the processes are checked below
-            log.exception("actor system shutdown failed")
-        pids = [p for p in (*self.shard_pids.values(), self.admin_pid) if p is not None]
+        if self._join is not None:  # not our admin: stop what we started in it, leave it running
+            try:
+                if self._supervisor is not None:
+                    asys.tell(self._supervisor, ActorExitRequest())  # its shards exit with it
+            except Exception:  # noqa: BLE001 - the processes are checked below
+                log.exception("supervisor stop request failed")
+            finally:
+                self._system.detach()
+            pids = list(self.shard_pids.values())
+        else:
+            try:
+                self._system.shutdown(timeout=10.0)  # every process of the admin's session, checked by PID
+            except Exception:  # noqa: BLE001 - the processes are checked below
+                log.exception("actor system shutdown failed")
+            pids = [p for p in (*self.shard_pids.values(), self.admin_pid) if p is not None]
         deadline = time.monotonic() + 10
         while pids and time.monotonic() < deadline:
             pids = [p for p in pids if _alive(p)]
@@ -385,6 +419,17 @@ class MultiprocRuntime:
                 os.kill(pid, 9)
             except ProcessLookupError:
                 pass
+
+
+def join_admin(host: str, port: int, secret: str | bytes | None) -> Any:
+    """Attach to the admin on HOST:PORT of this machine (`actorflow admin start`), never start one."""
+    require_admin((host, port))
+    system = open_actor_system(admin_port=port, bind=host, secret=secret)
+    if system.started:  # it went away in between and this call started one: not what was asked
+        system.shutdown(timeout=5.0)
+        raise ConfigError(f"system='{host}:{port}': the admin there stopped while the engine joined it",
+                          admin_port=port)
+    return system
 
 
 def _listen(asys: Any, timeout: float) -> Any:

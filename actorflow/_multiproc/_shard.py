@@ -22,7 +22,7 @@ from typing import Any
 
 import cloudpickle
 import structlog
-from thespian.actors import WatchMessage
+from thespian.actors import ChildActorExited, WatchMessage
 
 from storage import Codec, LmdbJournal, RunRecord
 from supervisors import SupervisedActor
@@ -33,6 +33,7 @@ from .._runtime import Notifier, Runtime
 from .._thespian import ActorRuntime
 from .._types import RunStatus
 from ..errors import ActorflowError
+from ._placement import Placement
 from ._wire import Drain, Drained, Hello, Packed, Peers, ShardInit, ShardReady, pack, unpack
 
 __all__ = ["ShardActor", "ShardNotifier"]
@@ -103,6 +104,12 @@ class ShardActor(SupervisedActor):
         rt.remote = self._out
         rt.notifier = self.notifier = ShardNotifier(self._out)
         self.rt = rt
+        # steps with requirements go to member nodes (actorflow/_multiproc/_placement.py); others run here
+        self.placement = Placement(self, shard=init.shard, default=init.step_requirements,
+                                   node_timeout=init.node_timeout, local=rt.steps.run_sync_with(None),
+                                   wake=self._signal, report=functools.partial(self._out, _GATEWAY))
+        rt.steps.run_sync_with(self.placement.run)
+        rt.steps.async_here = not init.step_requirements  # async steps too go to the nodes
         self.actors = ActorRuntime(rt)
         self.actors.start()  # queues the recovery of this shard's runs
         self.wakeup_after(_CHECK_EVERY)
@@ -113,6 +120,9 @@ class ShardActor(SupervisedActor):
     def _out(self, target: int, item: Any) -> None:
         """From any thread: queue `item` for another process and wake the actor to send it."""
         self.outbound.append((target, item))
+        self._signal()
+
+    def _signal(self) -> None:
         if not self._signalled:
             self._signalled = True
             try:
@@ -130,12 +140,15 @@ class ShardActor(SupervisedActor):
     def _handle(self, message: Any, sender: Any) -> None:
         t = type(message)
         if t is WatchMessage:
-            self._signalled = False  # before draining: what is queued after this writes a byte again
             try:
                 while os.read(self._rfd, 4096):
                     pass
             except (BlockingIOError, OSError):
                 pass
+            # after draining: clearing first could swallow the byte of an item queued after the drain
+            # below (it then waited for the 1 s tick)
+            self._signalled = False
+            self.placement.pump()
             self._send_outbound()
         elif t is Packed:
             items = [
@@ -154,6 +167,11 @@ class ShardActor(SupervisedActor):
         elif t is Drain:
             self._drain_and_close(message.grace)
             self.send(sender, Drained(self.init.shard))
+        elif t is ChildActorExited:
+            if not self._closed:
+                self.placement.child_exited(message.childAddress)  # a node's step actor, or its creation failed
+        else:
+            self.placement.handle(message, sender)  # step results, worker answers (_placement)
 
     def _watch(self, msg: WatchStatus) -> None:
         """On the pump thread (where hosts decide whom to notify): start or stop reporting a run's
@@ -179,6 +197,8 @@ class ShardActor(SupervisedActor):
             log.warning("engine process is gone: shard stops", shard=self.init.shard, pid=self.init.facade_pid)
             self._drain_and_close(0.0)
             os._exit(0)
+        self.placement.tick()
+        self.placement.pump()
         self._send_outbound()  # also what waited for a peer's address
         self.wakeup_after(_CHECK_EVERY)
 
@@ -213,6 +233,9 @@ class ShardActor(SupervisedActor):
             self.actors.close(grace)
             self._send_outbound()
         finally:
+            # after the pump stopped: steps still on other nodes are abandoned, not journaled as failed
+            # (they run again after the next open); their node actors are told to exit
+            self.placement.close()
             self.journal.close()
             for fd in (self._rfd, self._wfd):
                 os.close(fd)

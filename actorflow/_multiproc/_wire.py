@@ -53,6 +53,8 @@ class ShardInit:
     workflows: dict[str, bytes]  # name -> cloudpickle of the workflow function
     facade_pid: int  # the shard stops when this process is gone (no orphan keeps running runs)
     step_processes: int = 0  # sync steps in worker processes of the shard (0: its threads)
+    step_requirements: dict[str, Any] | None = None  # sync steps on a node with these capabilities
+    node_timeout: float = 15.0  # seconds a node's worker may not answer pings before its steps go elsewhere
 
 
 @message

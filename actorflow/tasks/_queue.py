@@ -150,7 +150,7 @@ class TaskQueue:
         limit = None if rate_limit is None else parse_rate_limit(rate_limit)
         q = None if queue is None else check_queue_name(queue, f"task {task!r}")
         held = None if lease is None else seconds(lease, f"task {task!r} lease", positive=True)
-        if self.engine.is_open and self.engine.system == "multiproc":
+        if self.engine.is_open and self.engine.system != "embedded":  # "multiproc" or "HOST:PORT"
             raise ConfigError(f"task {task!r}: register tasks before engine.open() (system='multiproc' ships them then)")
         other = self.specs.get(task)
         if other is not None and other.fn is not fn and getattr(other.fn, "__code__", None) is not getattr(fn, "__code__", None):

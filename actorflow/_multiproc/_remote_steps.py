@@ -1,0 +1,232 @@
+"""The node side of step placement: `StepWorkerActor`, which Thespian places on a node of the convention
+whose capabilities meet a step's requirements, and the messages it exchanges with a shard.
+
+A shard (`_placement.Placement`) asks for one such actor per distinct set of requirements; it greets it
+(`WorkerHello`) and sends steps only once the actor answered (`WorkerReady`, from its real address). Steps
+arrive in batches; each runs on a daemon thread of the actor's process (a step stuck in user code must
+not keep the process alive after it is asked to exit); results go back in batches. Threads of an actor's
+process may not use its Thespian connection, so they queue results and wake the actor through a pipe it
+watches (ThespianWatch). The actor exits by itself when it has heard nothing from its shard for
+`orphan_after` seconds (the shard pings every few seconds): a shard that died leaves no actor behind on
+other machines.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import os
+import queue
+import socket
+import threading
+import time
+from collections import deque
+from typing import Any
+
+import cloudpickle
+from thespian.actors import Actor, ActorExitRequest, ThespianWatch, WakeupMessage, WatchMessage
+
+from .._messages import message
+from .._types import StepInfo, _current_step
+from ..errors import PayloadError
+
+__all__ = [
+    "RemoteStep",
+    "RemoteStepDone",
+    "StepBatch",
+    "StepWorkerActor",
+    "WorkerHello",
+    "WorkerPing",
+    "WorkerPong",
+    "WorkerReady",
+]
+
+_THREADS = 32  # steps a worker actor runs at once (each a daemon thread that waits on its step)
+
+
+@message
+class RemoteStep:
+    request: int  # unique per shard process: what the result settles, and what a re-send deduplicates on
+    blob: bytes  # cloudpickle of the step function
+    info: StepInfo
+
+
+@message
+class RemoteStepDone:
+    request: int
+    ok: bool
+    payload: bytes  # cloudpickle of the result or of the exception
+
+
+@message
+class StepBatch:
+    items: list[Any]  # RemoteStep (shard -> worker) or RemoteStepDone (worker -> shard)
+
+
+@message
+class WorkerHello:
+    """From a shard to the actor it asked for: answered by WorkerReady from the actor's real address."""
+
+    slot: str  # the requirements' key on the shard
+    generation: int
+    orphan_after: float  # seconds without a word from the shard after which the actor exits
+
+
+@message
+class WorkerReady:
+    slot: str
+    generation: int
+    pid: int
+    host: str
+
+
+@message
+class WorkerPing:
+    seq: int
+
+
+@message
+class WorkerPong:
+    seq: int
+    running: int
+
+
+class _Waker:
+    """A pipe an actor watches: any thread queues an item and wakes the actor to send it."""
+
+    def __init__(self) -> None:
+        self.rfd, self.wfd = os.pipe()
+        os.set_blocking(self.rfd, False)
+        os.set_blocking(self.wfd, False)
+        self.queue: deque[Any] = deque()
+        self._signalled = False
+
+    def put(self, item: Any) -> None:
+        self.queue.append(item)
+        if not self._signalled:
+            self._signalled = True
+            try:
+                os.write(self.wfd, b"x")
+            except OSError:
+                pass  # full (a wake is due anyway) or closed
+
+    def take(self) -> list[Any]:
+        # drain the pipe, then clear the flag, then empty the queue: an item queued before the flag was
+        # cleared is taken below; one queued after writes a byte again. (Clearing before draining could
+        # swallow the byte of an item queued after the queue was emptied: it would wait forever.)
+        try:
+            while os.read(self.rfd, 4096):
+                pass
+        except OSError:
+            pass
+        self._signalled = False
+        out = []
+        while self.queue:
+            out.append(self.queue.popleft())
+        return out
+
+    def close(self) -> None:
+        for fd in (self.rfd, self.wfd):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
+def run_step(step: RemoteStep) -> RemoteStepDone:
+    """Run one step function here; its result or exception, pickled for the way back."""
+    token = _current_step.set(step.info)
+    try:
+        result = cloudpickle.loads(step.blob)()
+        if inspect.isawaitable(result):  # an async step function: its own loop on this thread
+            result = asyncio.run(_awaited(result))
+        ok = True
+    except BaseException as exc:  # noqa: BLE001 - sent back as the attempt's error
+        result, ok = exc, False
+    finally:
+        _current_step.reset(token)
+    try:
+        return RemoteStepDone(step.request, ok, cloudpickle.dumps(result))
+    except Exception as exc:  # noqa: BLE001 - the attempt fails, naming the type
+        err = PayloadError(
+            f"result of step {step.info.name!r} ({type(result).__name__}) cannot be sent back from its node: {exc}",
+            type_name=type(result).__name__,
+        )
+        return RemoteStepDone(step.request, False, cloudpickle.dumps(err))
+
+
+async def _awaited(awaitable: Any) -> Any:
+    return await awaitable
+
+
+class StepWorkerActor(Actor):  # type: ignore[misc]
+    """Runs step functions for one shard, on the node Thespian placed it on (by requirements)."""
+
+    @staticmethod
+    def actorSystemCapabilityCheck(capabilities: dict[str, Any], requirements: dict[str, Any]) -> bool:  # noqa: N802
+        return all(capabilities.get(k) == v for k, v in (requirements or {}).items())
+
+    def _setup(self) -> None:
+        self._waker = _Waker()
+        self._tasks: queue.SimpleQueue[RemoteStep | None] = queue.SimpleQueue()
+        self._threads: list[threading.Thread] = []
+        self._running: set[int] = set()  # requests here now: a re-send of one of them is not run twice
+        self._shard: Any = None
+        self._heard = time.monotonic()
+        self._orphan_after = 60.0
+        self._exiting = False
+
+    def _thread(self) -> None:
+        while True:
+            step = self._tasks.get()
+            if step is None:
+                return
+            self._waker.put(run_step(step))
+
+    def receiveMessage(self, msg: Any, sender: Any) -> Any:  # noqa: N802 - Thespian's API
+        if not hasattr(self, "_waker"):
+            self._setup()
+        if self._exiting:
+            return None
+        if isinstance(msg, ActorExitRequest):
+            self._exiting = True
+            for _ in self._threads:
+                self._tasks.put(None)
+            self._waker.close()
+            return None
+        if isinstance(msg, WatchMessage):
+            done = self._waker.take()
+            for item in done:
+                self._running.discard(item.request)
+            if done and self._shard is not None:
+                self.send(self._shard, StepBatch(done))
+        elif isinstance(msg, WakeupMessage):
+            if time.monotonic() - self._heard > self._orphan_after:
+                self.send(self.myAddress, ActorExitRequest())  # the shard is gone: leave nothing behind
+            else:
+                self.wakeupAfter(self._orphan_after / 4)
+        else:
+            self._heard = time.monotonic()
+            if isinstance(msg, WorkerHello):
+                first = self._shard is None
+                self._shard = sender
+                self._orphan_after = msg.orphan_after
+                self.send(sender, WorkerReady(msg.slot, msg.generation, os.getpid(), socket.gethostname()))
+                if first:
+                    self.wakeupAfter(self._orphan_after / 4)
+            elif isinstance(msg, StepBatch):
+                self._shard = sender
+                for step in msg.items:
+                    if step.request in self._running:
+                        continue
+                    self._running.add(step.request)
+                    if len(self._threads) < min(_THREADS, len(self._running)):
+                        t = threading.Thread(target=self._thread, name="actorflow-node-step", daemon=True)
+                        t.start()
+                        self._threads.append(t)
+                    self._tasks.put(step)
+            elif isinstance(msg, WorkerPing):
+                self.send(sender, WorkerPong(msg.seq, len(self._running)))
+            elif msg == "pid":
+                self.send(sender, os.getpid())
+        return ThespianWatch([self._waker.rfd])
