@@ -243,6 +243,7 @@ class Engine(TaskMethods):  # task queue methods: actorflow/tasks/_api.py
             step_threads=self.step_threads,
             step_processes=self.step_processes,
             timer_horizon=self.timer_horizon,
+            gc_threshold=self.gc_threshold,
         )
         try:
             LmdbJournal(self.data_dir, sync=self.sync, codec=self._codec).close()  # format check, fails fast
@@ -257,6 +258,7 @@ class Engine(TaskMethods):  # task queue methods: actorflow/tasks/_api.py
             self._release_dir()
             raise
         self._rt, self._actors = rt, rt
+        self._tune_gc()
         self._tasks_opened()  # tasks: the limit dispatcher and the scheduler (actorflow/tasks)
         if _telemetry.current is not None:
             _telemetry.current.attach(rt)

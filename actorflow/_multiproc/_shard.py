@@ -15,6 +15,7 @@ thread at once. A wakeup every second checks that the engine process is still th
 from __future__ import annotations
 
 import functools
+import gc
 import os
 from collections import deque
 from collections.abc import Callable
@@ -73,6 +74,8 @@ class ShardActor(SupervisedActor):
 
     def on_start(self, init: ShardInit) -> None:
         self.init = init
+        if init.gc_threshold is not None:  # this process is the shard's alone: no host's tuning to respect
+            gc.set_threshold(*init.gc_threshold)
         self.gateway: Any = None
         self.peers: dict[int, Any] = {}
         self.outbound: deque[tuple[int, Any]] = deque()
