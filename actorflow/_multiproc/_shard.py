@@ -34,6 +34,7 @@ from .._runtime import Notifier, Runtime
 from .._thespian import ActorRuntime
 from .._types import RunStatus
 from ..errors import ActorflowError
+from ._wakeup import WakePipe
 from ._wire import Drain, Drained, Hello, Packed, Peers, ShardInit, ShardReady, pack, unpack
 
 __all__ = ["ShardActor", "ShardNotifier"]
@@ -79,10 +80,7 @@ class ShardActor(SupervisedActor):
         self.gateway: Any = None
         self.peers: dict[int, Any] = {}
         self.outbound: deque[tuple[int, Any]] = deque()
-        self._rfd, self._wfd = os.pipe()
-        os.set_blocking(self._rfd, False)
-        os.set_blocking(self._wfd, False)
-        self._signalled = False
+        self._pipe = WakePipe()
         self._closed = False
         workflows: dict[str, Any] = {}
         self.errors: dict[str, str] = {}
@@ -111,17 +109,12 @@ class ShardActor(SupervisedActor):
         self.wakeup_after(_CHECK_EVERY)
 
     def watch_fds(self) -> list[int]:
-        return [] if getattr(self, "_closed", True) else [self._rfd]
+        return [] if getattr(self, "_closed", True) else [self._pipe.fd]
 
     def _out(self, target: int, item: Any) -> None:
         """From any thread: queue `item` for another process and wake the actor to send it."""
         self.outbound.append((target, item))
-        if not self._signalled:
-            self._signalled = True
-            try:
-                os.write(self._wfd, b"x")
-            except (BlockingIOError, OSError):
-                pass  # the pipe is full (the actor is already due to wake) or closed
+        self._pipe.wake()
 
     def handle(self, message: Any, sender: Any) -> None:
         try:
@@ -133,12 +126,7 @@ class ShardActor(SupervisedActor):
     def _handle(self, message: Any, sender: Any) -> None:
         t = type(message)
         if t is WatchMessage:
-            self._signalled = False  # before draining: what is queued after this writes a byte again
-            try:
-                while os.read(self._rfd, 4096):
-                    pass
-            except (BlockingIOError, OSError):
-                pass
+            self._pipe.consume()
             self._send_outbound()
         elif t is Packed:
             items = [
@@ -217,8 +205,7 @@ class ShardActor(SupervisedActor):
             self._send_outbound()
         finally:
             self.journal.close()
-            for fd in (self._rfd, self._wfd):
-                os.close(fd)
+            self._pipe.close()
 
 
 def _alive(pid: int) -> bool:
