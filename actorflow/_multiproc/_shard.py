@@ -134,7 +134,10 @@ class ShardActor(SupervisedActor):
                 for item in unpack(message)
             ]
             self.rt.queue.extend(items)
-            self.rt.wake()
+            # run the actors on this thread for a round if the pump thread is not (Runtime.help): the
+            # batch's first steps are dispatched without a hand-off to the pump thread first
+            self.rt.help()
+            self._send_outbound()  # what that round had for other processes, without another wakeup
         elif t is Hello:
             self.gateway = sender
             self.peers = dict(message.addresses)
