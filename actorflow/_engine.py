@@ -261,6 +261,7 @@ class Engine(TaskMethods):  # task queue methods: actorflow/tasks/_api.py
             step_requirements=self._step_requirements,
             node_timeout=self._node_timeout,
             join=self._join,
+            gc_threshold=self.gc_threshold,
         )
         try:
             LmdbJournal(self.data_dir, sync=self.sync, codec=self._codec).close()  # format check, fails fast
@@ -275,6 +276,7 @@ class Engine(TaskMethods):  # task queue methods: actorflow/tasks/_api.py
             self._release_dir()
             raise
         self._rt, self._actors = rt, rt
+        self._tune_gc()
         self._tasks_opened()  # tasks: the limit dispatcher and the scheduler (actorflow/tasks)
         if _telemetry.current is not None:
             _telemetry.current.attach(rt)

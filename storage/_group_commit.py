@@ -237,8 +237,9 @@ class GroupCommitter:
         """The merged transaction failed: retry each batch alone so one bad batch fails alone.
 
         An interrupt (KeyboardInterrupt, SystemExit: not an Exception) is no bad batch: it fails
-        the rest of the round as it is, without retrying into whatever was interrupted."""
-        if len(batches) == 1 or not isinstance(exc, Exception):
+        the rest of the round as it is, without retrying into whatever was interrupted; nor is a
+        failure after the transaction committed (evidence `committed`: its sync failed)."""
+        if len(batches) == 1 or not isinstance(exc, Exception) or getattr(exc, "evidence", {}).get("committed"):
             return [exc] * len(batches), [False] * len(batches)
         values: list[Any] = []
         oks: list[bool] = []

@@ -57,6 +57,7 @@ from ..errors import ActorflowError, ConfigError, WorkflowNotRegistered
 from ._options import require_admin
 from ._placement import PlacementState, PlacementWait
 from ._shard import ShardActor
+from ._wakeup import WakePipe
 from ._wire import Drain, Drained, Hello, Packed, Peers, ShardInit, ShardReady, pack, unpack
 
 __all__ = ["MultiprocRuntime"]
@@ -115,6 +116,7 @@ class MultiprocRuntime:
         step_requirements: dict[str, Any] | None = None,
         node_timeout: float = 15.0,
         join: tuple[str, int] | None = None,
+        gc_threshold: tuple[int, int, int] | None = None,
     ) -> None:
         self.clock = clock
         self.workflows = workflows
@@ -139,6 +141,7 @@ class MultiprocRuntime:
             step_requirements=step_requirements,
             node_timeout=node_timeout,
             timer_horizon=timer_horizon,
+            gc_threshold=gc_threshold,
         )
         self._join = join  # an admin started by `actorflow admin start`: ours are only the supervisor and shards
         self._supervisor: Any = None
@@ -146,10 +149,7 @@ class MultiprocRuntime:
         self._admin_port = admin_port
         self._secret = secret
         self._out: deque[Any] = deque()
-        self._rfd, self._wfd = os.pipe()
-        os.set_blocking(self._rfd, False)
-        os.set_blocking(self._wfd, False)
-        self._signalled = False
+        self._pipe = WakePipe()
         self._addresses: dict[int, Any] = {}
         self._thread: threading.Thread | None = None
         self._started = threading.Event()
@@ -165,15 +165,7 @@ class MultiprocRuntime:
 
     def post(self, item: Any) -> None:
         self._out.append(item)
-        self._wake()
-
-    def _wake(self) -> None:
-        if not self._signalled:
-            self._signalled = True
-            try:
-                os.write(self._wfd, b"x")
-            except (BlockingIOError, OSError):
-                pass  # full (the gateway is due to wake anyway) or closed
+        self._pipe.wake()
 
     post_and_help = post
 
@@ -211,7 +203,7 @@ class MultiprocRuntime:
         actor system; returns once its processes are gone."""
         self.closing = True
         self._stop = grace
-        self._wake()
+        self._pipe.wake()
         self._stopped.wait()
         if self._thread is not None:
             self._thread.join()
@@ -222,8 +214,7 @@ class MultiprocRuntime:
             asys = self._setup()
         except BaseException as exc:  # noqa: BLE001 - raised to the caller of start()
             self._start_error = exc
-            for fd in (self._rfd, self._wfd):
-                os.close(fd)
+            self._pipe.close()
             self._started.set()
             self._stopped.set()
             return
@@ -236,8 +227,7 @@ class MultiprocRuntime:
             self.notifier.fail_all("failed", {"error": f"engine stopped: {self.fatal}"})
         finally:
             self._shutdown(asys)
-            for fd in (self._rfd, self._wfd):
-                os.close(fd)
+            self._pipe.close()
             self._stopped.set()
 
     def waiting_for_placement(self) -> list[PlacementWait]:
@@ -279,7 +269,7 @@ class MultiprocRuntime:
             if not isinstance(reply, Supervising):
                 raise ActorflowError(f"the engine's supervisor did not start: {reply!r}")
             self._addresses = {i: reply.addresses[f"shard-{i}"] for i in range(self.shards)}
-            asys._systemBase.transport.set_watch([self._rfd])  # post() wakes _listen
+            asys._systemBase.transport.set_watch([self._pipe.fd])  # post() wakes _listen
             for addr in self._addresses.values():
                 asys.tell(addr, Hello(self._addresses))
             errors: dict[str, str] = {}
@@ -314,12 +304,7 @@ class MultiprocRuntime:
                 return
             msg = _listen(asys, _LISTEN)
             if type(msg) is WatchMessage:
-                self._signalled = False  # before draining: a later post writes a byte again
-                try:
-                    while os.read(self._rfd, 4096):
-                        pass
-                except (BlockingIOError, OSError):
-                    pass
+                self._pipe.consume()  # then the loop's top sends what the posts queued
             elif msg is not None:
                 self._on_message(asys, msg)
 

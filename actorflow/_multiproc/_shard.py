@@ -15,6 +15,7 @@ thread at once. A wakeup every second checks that the engine process is still th
 from __future__ import annotations
 
 import functools
+import gc
 import os
 from collections import deque
 from collections.abc import Callable
@@ -34,6 +35,7 @@ from .._thespian import ActorRuntime
 from .._types import RunStatus
 from ..errors import ActorflowError
 from ._placement import Placement
+from ._wakeup import WakePipe
 from ._wire import Drain, Drained, Hello, Packed, Peers, ShardInit, ShardReady, pack, unpack
 
 __all__ = ["ShardActor", "ShardNotifier"]
@@ -74,13 +76,12 @@ class ShardActor(SupervisedActor):
 
     def on_start(self, init: ShardInit) -> None:
         self.init = init
+        if init.gc_threshold is not None:  # this process is the shard's alone: no host's tuning to respect
+            gc.set_threshold(*init.gc_threshold)
         self.gateway: Any = None
         self.peers: dict[int, Any] = {}
         self.outbound: deque[tuple[int, Any]] = deque()
-        self._rfd, self._wfd = os.pipe()
-        os.set_blocking(self._rfd, False)
-        os.set_blocking(self._wfd, False)
-        self._signalled = False
+        self._pipe = WakePipe()
         self._closed = False
         workflows: dict[str, Any] = {}
         self.errors: dict[str, str] = {}
@@ -115,7 +116,7 @@ class ShardActor(SupervisedActor):
         self.wakeup_after(_CHECK_EVERY)
 
     def watch_fds(self) -> list[int]:
-        return [] if getattr(self, "_closed", True) else [self._rfd]
+        return [] if getattr(self, "_closed", True) else [self._pipe.fd]
 
     def _out(self, target: int, item: Any) -> None:
         """From any thread: queue `item` for another process and wake the actor to send it."""
@@ -123,12 +124,7 @@ class ShardActor(SupervisedActor):
         self._signal()
 
     def _signal(self) -> None:
-        if not self._signalled:
-            self._signalled = True
-            try:
-                os.write(self._wfd, b"x")
-            except (BlockingIOError, OSError):
-                pass  # the pipe is full (the actor is already due to wake) or closed
+        self._pipe.wake()
 
     def handle(self, message: Any, sender: Any) -> None:
         try:
@@ -140,14 +136,7 @@ class ShardActor(SupervisedActor):
     def _handle(self, message: Any, sender: Any) -> None:
         t = type(message)
         if t is WatchMessage:
-            try:
-                while os.read(self._rfd, 4096):
-                    pass
-            except (BlockingIOError, OSError):
-                pass
-            # after draining: clearing first could swallow the byte of an item queued after the drain
-            # below (it then waited for the 1 s tick)
-            self._signalled = False
+            self._pipe.consume()
             self.placement.pump()
             self._send_outbound()
         elif t is Packed:
@@ -156,7 +145,10 @@ class ShardActor(SupervisedActor):
                 for item in unpack(message)
             ]
             self.rt.queue.extend(items)
-            self.rt.wake()
+            # run the actors on this thread for a round if the pump thread is not (Runtime.help): the
+            # batch's first steps are dispatched without a hand-off to the pump thread first
+            self.rt.help()
+            self._send_outbound()  # what that round had for other processes, without another wakeup
         elif t is Hello:
             self.gateway = sender
             self.peers = dict(message.addresses)
@@ -237,8 +229,7 @@ class ShardActor(SupervisedActor):
             # (they run again after the next open); their node actors are told to exit
             self.placement.close()
             self.journal.close()
-            for fd in (self._rfd, self._wfd):
-                os.close(fd)
+            self._pipe.close()
 
 
 def _alive(pid: int) -> bool:
