@@ -85,6 +85,7 @@ class Engine(TaskMethods):  # task queue methods: actorflow/tasks/_api.py
         gc_threshold: tuple[int, int, int] | None = (50_000, 20, 100),
         queues: Iterable[str] | None = None,
         capabilities: dict[str, Any] | None = None,
+        remote_tasks: bool = False,
     ) -> None:
         check_engine_options(
             data_dir=data_dir,
@@ -144,6 +145,14 @@ class Engine(TaskMethods):  # task queue methods: actorflow/tasks/_api.py
         self._dashboards: list[Any] = []  # servers started by dashboard(); stopped by close()
         # tasks: the queues and capabilities this engine consumes (actorflow/tasks/_routing.py)
         self.consumer = self._consumer_of(queues, capabilities)
+        # executions this engine's consumer does not take are placed on worker nodes (`actorflow worker
+        # --queues ... --capability ...`) instead of waiting for an engine that takes them
+        if not isinstance(remote_tasks, bool):
+            raise ConfigError(f"remote_tasks must be a bool, got {remote_tasks!r}")
+        if remote_tasks and system == "embedded":
+            raise ConfigError("remote_tasks=True places task handlers on worker nodes: it needs "
+                              "system='multiproc' or system='HOST:PORT'")
+        self.remote_tasks = remote_tasks
 
     # --- registration --------------------------------------------------------------------------
     def workflow(self, name: str | None = None) -> Callable[[F], F]:

@@ -27,6 +27,7 @@ import cloudpickle
 from thespian.actors import Actor, ActorExitRequest, ThespianWatch, WakeupMessage, WatchMessage
 
 from .._messages import message
+from .._placed import CONCURRENCY_ENV, QUEUE_REQUIREMENT, QUEUES_CAPABILITY
 from .._types import StepInfo, _current_step
 from ..errors import PayloadError
 
@@ -41,7 +42,22 @@ __all__ = [
     "WorkerReady",
 ]
 
-_THREADS = 32  # steps a worker actor runs at once (each a daemon thread that waits on its step)
+# steps a worker actor runs at once (each a daemon thread that waits on its step); `actorflow worker
+# --concurrency N` sets it for the node's actors
+_THREADS = int(os.environ.get(CONCURRENCY_ENV, "0") or 0) or 32
+
+
+def capabilities_match(capabilities: dict[str, Any], requirements: dict[str, Any]) -> bool:
+    """Whether a node with `capabilities` may run a step with `requirements`: equal values, except a
+    task's queue, which a node consumes if it lists it in its queues (a node that lists none takes all)."""
+    for key, value in requirements.items():
+        if key == QUEUE_REQUIREMENT:
+            queues = capabilities.get(QUEUES_CAPABILITY)
+            if queues is not None and value not in queues:
+                return False
+        elif capabilities.get(key) != value:
+            return False
+    return True
 
 
 @message
@@ -164,7 +180,7 @@ class StepWorkerActor(Actor):  # type: ignore[misc]
 
     @staticmethod
     def actorSystemCapabilityCheck(capabilities: dict[str, Any], requirements: dict[str, Any]) -> bool:  # noqa: N802
-        return all(capabilities.get(k) == v for k, v in (requirements or {}).items())
+        return capabilities_match(capabilities, requirements or {})
 
     def _setup(self) -> None:
         self._waker = _Waker()

@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 import threading
 from typing import TYPE_CHECKING, Any
 
+from .._placed import CONCURRENCY_ENV, QUEUES_CAPABILITY, WORKER_CAPABILITY
 from ..errors import ConfigError
 from . import _procs
 from ._config import read_record, remove_record, runtime_dir
@@ -29,7 +31,7 @@ def open_actor_system(**kw: Any) -> SecureActorSystem:
 __all__ = ["add_subcommands", "WORKER_CAPABILITY"]
 
 DEFAULT_PORT = 1900
-WORKER_CAPABILITY = "actorflow.worker"
+
 NOT_RUNNING = 3
 
 
@@ -110,8 +112,30 @@ def _capability(text: str) -> tuple[str, Any]:
         return name, value
 
 
+def _queues(text: str) -> list[str]:
+    names = [q.strip() for q in text.split(",") if q.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError(f"--queues needs at least one queue name, got {text!r}")
+    return names
+
+
+def _positive(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"--concurrency must be an int >= 1, got {text!r}")
+    return n
+
+
 def _worker(args: argparse.Namespace) -> int:
-    caps = {WORKER_CAPABILITY: True, **dict(args.capability or [])}
+    caps: dict[str, Any] = {WORKER_CAPABILITY: True, **dict(args.capability or [])}
+    if args.queues is not None:
+        caps[QUEUES_CAPABILITY] = args.queues
+    if args.concurrency is not None:
+        caps["actorflow.concurrency"] = args.concurrency
+        os.environ[CONCURRENCY_ENV] = str(args.concurrency)  # the node's actors are forked from here
     system = open_actor_system(admin_port=args.port, bind=args.bind, secret=None, capabilities=caps,
                                join=args.join, start_method=args.start_method,
                                runtime_dir_path=args.runtime_dir)
@@ -158,6 +182,10 @@ def add_subcommands(sub: Any) -> None:
     _common(worker, port=DEFAULT_PORT + 1)
     worker.add_argument("--capability", action="append", type=_capability, metavar="NAME=VALUE",
                         help="extra capability (value parsed as JSON when it can be)")
+    worker.add_argument("--queues", type=_queues, default=None, metavar="Q1,Q2",
+                        help="task queues this node consumes (default: every queue)")
+    worker.add_argument("--concurrency", type=_positive, default=None, metavar="N",
+                        help="steps (task handlers) this node runs at once per shard (default 32)")
     worker.add_argument("--start-method", choices=("fork", "spawn"), default=None)
     worker.set_defaults(fn=_worker)
 

@@ -227,7 +227,7 @@ def make_execution_workflow(spec: TaskSpec, hooks: TaskHooks | None = None) -> C
         lost = 0
         while True:
             try:
-                return await ctx.step(HANDLER_STEP, call, retry=policy, timeout=timeout)
+                return await ctx.step(HANDLER_STEP, call, retry=policy, timeout=timeout, requires=opts.get("place"))
             except Cancelled:
                 _mark_cancelled(ctx.run_id)  # the handler thread sees ctx.cancelled from now on
                 raise

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from storage import Journal, RunRecord, WriteBatch
 
+from .._placed import QUEUE_REQUIREMENT, WORKER_CAPABILITY
 from .._retry import RetryPolicy
 from .._runtime import final_event
 from .._types import RunStatus
@@ -67,6 +68,7 @@ def execution_options(
     queue: str | None = None,
     headers: dict[str, Any] | None = None,
     requires: dict[str, Any] | None = None,
+    remote: bool = False,
 ) -> dict[str, Any]:
     """The execution's options, checked before anything is written; the queue is decided here
     (and journaled with the execution: a later routing change never moves it)."""
@@ -98,7 +100,10 @@ def execution_options(
     if needs:
         opts["requires"] = needs
     if not consumer.takes(q, needs):
-        opts["gated"] = True  # no consumer here takes it: it waits (queued, visible) for one that does
+        if remote:  # a worker node consuming its queue, with its capabilities, runs the handler
+            opts["place"] = {WORKER_CAPABILITY: True, QUEUE_REQUIREMENT: q, **needs}
+        else:
+            opts["gated"] = True  # no consumer here takes it: it waits (queued, visible) for one that does
     if delay is not None:
         opts["delay"] = seconds(delay, f"{what} delay")
     if retry is not None:
@@ -170,7 +175,7 @@ class TaskQueue:
     # --- enqueue -----------------------------------------------------------------------------
     def options(self, spec: TaskSpec, **kw: Any) -> dict[str, Any]:
         """The execution's options, checked before anything is written (see execution_options)."""
-        return execution_options(self.router, self.consumer, spec, **kw)
+        return execution_options(self.router, self.consumer, spec, remote=self.engine.remote_tasks, **kw)
 
     def enqueue(
         self,

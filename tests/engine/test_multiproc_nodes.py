@@ -99,7 +99,7 @@ class Nodes:
         self.tmp, self.leader_port = tmp, leader_port
         self.procs: list[tuple[subprocess.Popen[str], int]] = []
 
-    def start(self, *capabilities: str) -> set[int]:
+    def start(self, *capabilities: str, args: tuple[str, ...] = ()) -> set[int]:
         """Start a node; returns the PIDs of its session once it joined (its admin's processes)."""
         env = {**os.environ, "ACTORFLOW_SECRET": SECRET, "ACTORFLOW_RUNTIME_DIR": str(self.tmp / "wrun"),
                # step functions of this module travel by reference: importable on the node, as in production
@@ -107,7 +107,7 @@ class Nodes:
         caps = [a for c in capabilities for a in ("--capability", c)]
         proc = subprocess.Popen(
             [sys.executable, "-m", "actorflow._cli", "worker", "--join", f"127.0.0.1:{self.leader_port}",
-             "--port", str(_free_port()), *caps],
+             "--port", str(_free_port()), *caps, *args],
             stdout=subprocess.PIPE, text=True, env=env, cwd=ROOT, start_new_session=True,
         )
         self.procs.append((proc, proc.pid))

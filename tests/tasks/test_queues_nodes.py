@@ -1,0 +1,112 @@
+"""Tasks across nodes (issue 19): worker nodes (`actorflow worker --join --queues --capability`)
+consume their queues; an engine with `remote_tasks=True` places every execution its own consumer does
+not take on a matching node, seen by PID; an execution no node can run waits for placement (queued,
+visible) and runs when such a node joins; kill -9 of a node's step actor mid-task: the task runs again
+on another node of its queue, one success recorded."""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from engine.test_multiproc_nodes import SECRET, TIMEOUT, Nodes, _free_port, _until
+
+from actorflow import ConfigError, Engine
+from actorflow._multiproc._remote_steps import capabilities_match
+from actorflow.tasks import TaskSucceeded
+
+from . import _qhandlers as q
+from ._handlers import lines
+
+
+@pytest.fixture
+def leader_port() -> int:
+    return _free_port()
+
+
+@pytest.fixture
+def nodes(tmp_path: Path, leader_port: int) -> Iterator[Nodes]:
+    n = Nodes(tmp_path, leader_port)
+    try:
+        yield n
+    finally:
+        n.stop_all()
+
+
+def test_queue_requirement_matches_a_nodes_queues() -> None:
+    req = {"actorflow.worker": True, "actorflow.queue": "emails"}
+    assert capabilities_match({"actorflow.worker": True, "actorflow.queues": ["emails", "x"]}, req)
+    assert not capabilities_match({"actorflow.worker": True, "actorflow.queues": ["reports"]}, req)
+    assert capabilities_match({"actorflow.worker": True}, req)  # a node that names no queues takes all
+    assert not capabilities_match({"actorflow.queues": ["emails"]}, req)  # not a worker node
+    gpu = {**req, "gpu": True}
+    assert not capabilities_match({"actorflow.worker": True, "actorflow.queues": ["emails"]}, gpu)
+    assert capabilities_match({"actorflow.worker": True, "actorflow.queues": ["emails"], "gpu": True}, gpu)
+
+
+def test_remote_tasks_needs_a_multiprocess_engine(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="remote_tasks"):
+        Engine(tmp_path / "d", remote_tasks=True)
+    with pytest.raises(ConfigError, match="remote_tasks must be a bool"):
+        Engine(tmp_path / "d", system="multiproc", remote_tasks="yes")  # type: ignore[arg-type]
+
+
+def _where(rows: list[str], eid: str) -> int:
+    (pid,) = [int(r.split()[2]) for r in rows if r.split()[0] == eid]
+    return pid
+
+
+def test_tasks_route_to_the_nodes_of_their_queue_and_capabilities(tmp_path: Path, leader_port: int,
+                                                                   nodes: Nodes) -> None:
+    log = str(tmp_path / "where.log")
+    gate = tmp_path / "gate"
+    gate.mkdir()
+    e = Engine(tmp_path / "d", system="multiproc", admin_port=leader_port, secret=SECRET, sync=False,
+               queues=[], remote_tasks=True)  # this engine consumes no queue itself: every handler on a node
+    e.task(queue="emails")(q.where)
+    e.task(name="report", queue="reports")(q.where)
+    e.task(name="held", queue="emails")(q.hold)
+    with e:
+        emails_a = nodes.start(args=("--queues", "emails"))
+        reports = nodes.start("gpu=true", args=("--queues", "reports", "--concurrency", "4"))
+        ids = [e.enqueue("where", {"path": log}) for _ in range(3)]
+        rep = e.enqueue("report", {"path": log})
+        gpu = e.enqueue("report", {"path": log}, requires={"gpu": True})
+        tpu = e.enqueue("where", {"path": log}, requires={"tpu": True})  # no node has one yet
+        for eid in [*ids, rep, gpu]:
+            assert isinstance(e.result(eid, TIMEOUT), dict)
+        rows = lines(log)
+        a_pids = Nodes.pids(os.getsid(next(iter(emails_a))))
+        r_pids = Nodes.pids(os.getsid(next(iter(reports))))
+        assert all(_where(rows, eid) in a_pids for eid in ids)  # emails ran on the emails node
+        assert _where(rows, rep) in r_pids and _where(rows, gpu) in r_pids  # reports (and the gpu one) on its node
+        # the tpu one waits for placement, queued and visible, and nothing ran it
+        waits = _until(lambda: [w for w in e.waiting_for_placement() if any(s[0] == tpu for s in w.steps)],
+                       "tpu waits for placement")
+        assert waits[0].requires.get("tpu") is True
+        assert not [r for r in lines(log) if r.split()[0] == tpu]
+        # a node with a tpu (every queue) joins: it runs there
+        tpu_node = nodes.start("tpu=true")
+        assert isinstance(e.result(tpu, TIMEOUT), dict)
+        assert _where(lines(log), tpu) in Nodes.pids(os.getsid(next(iter(tpu_node))))
+
+        # kill -9 of the emails node's step actor mid-task: a second emails node runs it, one success
+        emails_b = nodes.start(args=("--queues", "emails"))
+        release = gate / "go"
+        held = e.enqueue("held", {"release": str(release), "path": str(tmp_path / "held.log")})
+        first = _until(lambda: lines(str(tmp_path / "held.log")), "the held task to start")
+        victim = int(first[0].split()[1])
+        assert victim in Nodes.pids(os.getsid(next(iter(emails_a)))) | Nodes.pids(os.getsid(next(iter(emails_b))))
+        os.kill(victim, signal.SIGKILL)
+        _until(lambda: len(lines(str(tmp_path / "held.log"))) >= 2, "the held task to start again")
+        release.touch()
+        assert e.result(held, TIMEOUT) == "released"
+        assert isinstance(e.task_status(held), TaskSucceeded)
+        done = [ev for ev in e.history(held) if ev.kind == "step_completed" and ev.name == "handler"]
+        assert len(done) == 1
+        second = int(lines(str(tmp_path / "held.log"))[-1].split()[1])
+        assert second != victim
+
