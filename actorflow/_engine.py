@@ -148,6 +148,8 @@ class Engine(TaskMethods):  # task queue methods: actorflow/tasks/_api.py
             if other is not None and other is not fn and getattr(other, "__code__", None) is not getattr(fn, "__code__", None):
                 if other.__module__ != fn.__module__ or other.__qualname__ != fn.__qualname__:
                     raise ConfigError(f"workflow name {wf_name!r} is already registered to {other!r}")
+            if isinstance(self._actors, MultiprocRuntime):  # open: its shard processes need it too
+                self._actors.add_workflow(wf_name, fn)
             self._workflows[wf_name] = fn
             self._names[fn] = wf_name
             return fn

@@ -55,7 +55,7 @@ from .._runtime import Notifier, final_event, final_outcome
 from .._types import RunStatus
 from ..errors import ActorflowError, ConfigError, WorkflowNotRegistered
 from ._shard import ShardActor
-from ._wire import Drain, Drained, Hello, Packed, Peers, ShardInit, ShardReady, pack, unpack
+from ._wire import Drain, Drained, Hello, Packed, Peers, ShardInit, ShardReady, Workflows, pack, unpack
 
 __all__ = ["MultiprocRuntime"]
 
@@ -134,6 +134,8 @@ class MultiprocRuntime:
         )
         self._admin_port = admin_port
         self._out: deque[Any] = deque()
+        self._late: deque[tuple[str, bytes]] = deque()  # registered after open, not sent yet
+        self._late_blobs: dict[str, bytes] = {}  # every one registered after open (for restarted shards)
         self._rfd, self._wfd = os.pipe()
         os.set_blocking(self._rfd, False)
         os.set_blocking(self._wfd, False)
@@ -165,6 +167,14 @@ class MultiprocRuntime:
 
     post_and_help = post
 
+    def add_workflow(self, name: str, fn: Callable[..., Any]) -> None:
+        """A workflow registered (or replaced) after open: the gateway sends it to every shard before
+        the next run message, so a start that follows the registration finds it there."""
+        blob = _dumps(name, fn)  # ConfigError here, at registration, naming it
+        self._late_blobs[name] = blob
+        self._late.append((name, blob))
+        self._wake()
+
     def quiet(self) -> bool:
         return False  # no step runs in this process: a caller has nothing to help with
 
@@ -176,17 +186,7 @@ class MultiprocRuntime:
 
     def start(self) -> None:
         """Start the admin, supervisor and shard processes; returns once every shard runs."""
-        blobs = {}
-        for name, fn in self.workflows.items():
-            try:
-                blobs[name] = cloudpickle.dumps(fn)
-            except Exception as exc:
-                raise ConfigError(
-                    f"workflow {name!r} cannot be sent to the engine's processes ({type(exc).__name__}: {exc}); "
-                    "define it at module level, without references to live objects such as the engine",
-                    workflow=name,
-                ) from exc
-        self._blobs = blobs
+        self._blobs = {name: _dumps(name, fn) for name, fn in self.workflows.items()}
         self._thread = threading.Thread(target=self._run, name="actorflow-gateway", daemon=True)
         self._thread.start()
         self._started.wait()
@@ -285,7 +285,15 @@ class MultiprocRuntime:
 
     def _loop(self, asys: Any) -> None:
         out = self._out
+        late = self._late
         while True:
+            if late:
+                blobs = {}
+                while late:
+                    name, blob = late.popleft()
+                    blobs[name] = blob
+                for addr in self._addresses.values():
+                    asys.tell(addr, Workflows(blobs))
             if out:
                 self._send(asys)
             if self._stop is not None and not out:
@@ -331,6 +339,8 @@ class MultiprocRuntime:
             self.restarts += 1
             self._addresses[shard] = msg.address
             log.warning("shard restarted", shard=shard, restarts=msg.restarts, error=msg.error)
+            if self._late_blobs:  # its init has only the workflows of open()
+                asys.tell(msg.address, Workflows(dict(self._late_blobs), recover=True))
             asys.tell(msg.address, Hello(self._addresses))
             for other, addr in self._addresses.items():
                 if other != shard:
@@ -385,6 +395,17 @@ class MultiprocRuntime:
                 os.kill(pid, 9)
             except ProcessLookupError:
                 pass
+
+
+def _dumps(name: str, fn: Callable[..., Any]) -> bytes:
+    try:
+        return cloudpickle.dumps(fn)  # type: ignore[no-any-return]
+    except Exception as exc:
+        raise ConfigError(
+            f"workflow {name!r} cannot be sent to the engine's processes ({type(exc).__name__}: {exc}); "
+            "define it at module level, without references to live objects such as the engine",
+            workflow=name,
+        ) from exc
 
 
 def _listen(asys: Any, timeout: float) -> Any:

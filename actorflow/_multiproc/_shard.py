@@ -28,12 +28,12 @@ from storage import Codec, LmdbJournal, RunRecord
 from supervisors import SupervisedActor
 
 from .._clock import SystemClock
-from .._messages import Outcome, PumpCall, Reply, StatusChanged, WatchStatus
+from .._messages import LoadRun, Outcome, PumpCall, Reply, StatusChanged, WatchStatus
 from .._runtime import Notifier, Runtime
 from .._thespian import ActorRuntime
 from .._types import RunStatus
 from ..errors import ActorflowError
-from ._wire import Drain, Drained, Hello, Packed, Peers, ShardInit, ShardReady, pack, unpack
+from ._wire import Drain, Drained, Hello, Packed, Peers, ShardInit, ShardReady, Workflows, pack, unpack
 
 __all__ = ["ShardActor", "ShardNotifier"]
 
@@ -149,11 +149,37 @@ class ShardActor(SupervisedActor):
             self.peers = dict(message.addresses)
             self.send(sender, ShardReady(self.init.shard, os.getpid(), self.errors))
 
+        elif t is Workflows:
+            self._add_workflows(message)
         elif t is Peers:
             self.peers = dict(message.addresses)
         elif t is Drain:
             self._drain_and_close(message.grace)
             self.send(sender, Drained(self.init.shard))
+
+    def _add_workflows(self, msg: Workflows) -> None:
+        """Workflows registered after open (before any run message that needs them: same sender)."""
+        added = []
+        for name, blob in msg.blobs.items():
+            try:
+                self.rt.workflows[name] = cloudpickle.loads(blob)
+                added.append(name)
+            except Exception:  # noqa: BLE001 - its runs stay unloaded here, as runs of an unregistered workflow
+                log.exception("workflow registered after open cannot be loaded", workflow=name, shard=self.init.shard)
+        if msg.recover and added:
+            self.rt.queue.append(PumpCall(functools.partial(self._recover, frozenset(added))))
+            self.rt.wake()
+
+    def _recover(self, names: frozenset[str]) -> None:
+        """On the pump thread: load this shard's unfinished runs of `names` (skipped by the recovery
+        of a restart that happened before they reached this process)."""
+        journal, rt = self.journal, self.rt
+        for run_id in journal.active_run_ids():
+            if rt.shard_of(run_id) != self.init.shard:
+                continue
+            rec = journal.get_run(run_id)
+            if rec is not None and rec.workflow in names:
+                rt.queue.append(LoadRun(run_id))
 
     def _watch(self, msg: WatchStatus) -> None:
         """On the pump thread (where hosts decide whom to notify): start or stop reporting a run's

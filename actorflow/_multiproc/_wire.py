@@ -14,7 +14,7 @@ import cloudpickle
 
 from .._messages import message
 
-__all__ = ["Packed", "Hello", "ShardReady", "Peers", "Drain", "Drained", "ShardInit", "pack", "unpack"]
+__all__ = ["Packed", "Workflows", "Hello", "ShardReady", "Peers", "Drain", "Drained", "ShardInit", "pack", "unpack"]
 
 
 
@@ -53,6 +53,17 @@ class ShardInit:
     workflows: dict[str, bytes]  # name -> cloudpickle of the workflow function
     facade_pid: int  # the shard stops when this process is gone (no orphan keeps running runs)
     step_processes: int = 0  # sync steps in worker processes of the shard (0: its threads)
+
+
+@message
+class Workflows:
+    """From the facade: workflows registered (or replaced) after open, name -> cloudpickle blob.
+
+    `recover`: the shard restarted after they were registered, so its recovery skipped their runs:
+    load them now."""
+
+    blobs: dict[str, bytes]
+    recover: bool = False
 
 
 @message
