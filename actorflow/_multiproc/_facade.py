@@ -134,7 +134,7 @@ class MultiprocRuntime:
         )
         self._admin_port = admin_port
         self._out: deque[Any] = deque()
-        self._late: deque[tuple[str, bytes]] = deque()  # registered after open, not sent yet
+        self._late: deque[tuple[str, Callable[..., Any]]] = deque()  # registered after open, not sent yet
         self._late_blobs: dict[str, bytes] = {}  # every one registered after open (for restarted shards)
         self._rfd, self._wfd = os.pipe()
         os.set_blocking(self._rfd, False)
@@ -169,11 +169,12 @@ class MultiprocRuntime:
 
     def add_workflow(self, name: str, fn: Callable[..., Any]) -> None:
         """A workflow registered (or replaced) after open: the gateway sends it to every shard before
-        the next run message, so a start that follows the registration finds it there."""
-        blob = _dumps(name, fn)  # ConfigError here, at registration, naming it
-        self._late_blobs[name] = blob
-        self._late.append((name, blob))
-        self._wake()
+        the next run message, so a start that follows the registration finds it there.
+
+        It is pickled again when sent, not only now: a closure may refer to a workflow registered
+        after it (a parent defined before its child), whose cell is filled only by then."""
+        _dumps(name, fn)  # ConfigError here, at registration, naming it
+        self._late.append((name, fn))
 
     def quiet(self) -> bool:
         return False  # no step runs in this process: a caller has nothing to help with
@@ -287,15 +288,13 @@ class MultiprocRuntime:
         out = self._out
         late = self._late
         while True:
-            if late:
-                blobs = {}
-                while late:
-                    name, blob = late.popleft()
-                    blobs[name] = blob
-                for addr in self._addresses.values():
-                    asys.tell(addr, Workflows(blobs))
             if out:
-                self._send(asys)
+                # workflows registered before these posts go first (a late one is pickled only now,
+                # with the run message that may need it: its closure's cells are filled by then)
+                n = len(out)
+                if late:
+                    self._send_workflows(asys)
+                self._send(asys, n)
             if self._stop is not None and not out:
                 self._drain(asys, self._stop)
                 return
@@ -310,10 +309,25 @@ class MultiprocRuntime:
             elif msg is not None:
                 self._on_message(asys, msg)
 
-    def _send(self, asys: Any) -> None:
+    def _send_workflows(self, asys: Any) -> None:
+        fns = {}
+        while self._late:
+            name, fn = self._late.popleft()
+            fns[name] = fn
+        blobs = {}
+        for name, fn in fns.items():
+            try:
+                blobs[name] = self._late_blobs[name] = _dumps(name, fn)
+            except ConfigError:  # it pickled when registered; its runs stay pending, as unregistered ones
+                log.exception("workflow registered after open cannot be sent", workflow=name)
+        for addr in self._addresses.values():
+            asys.tell(addr, Workflows(blobs))
+
+    def _send(self, asys: Any, n: int) -> None:
+        """Send the first `n` posted items, one packed batch per shard."""
         out, per = self._out, {}  # type: ignore[var-annotated]
         shard_of = self.shard_of
-        while out:
+        for _ in range(n):
             item = out.popleft()
             per.setdefault(shard_of(item.run_id), []).append(item)
         for shard, items in per.items():
