@@ -139,7 +139,7 @@ def test_child_with_existing_finished_run_id_returns_its_result(engine: Engine) 
 def test_gather_children(engine: Engine) -> None:
     @engine.workflow()
     async def kid(ctx: Any, x: int) -> int:
-        await ctx.sleep("nap", 100 - x)
+        await ctx.sleep("nap", 0.05 * (5 - x))  # the last child finishes first
         return x * 10
 
     @engine.workflow()
