@@ -170,6 +170,12 @@ class Calls:
         finally:
             os.close(fd)
 
+    def clear(self) -> None:
+        try:
+            os.unlink(self.path)
+        except FileNotFoundError:
+            pass
+
     def values(self) -> list[Any]:
         try:
             with open(self.path, "rb") as f:
