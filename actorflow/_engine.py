@@ -178,6 +178,8 @@ class Engine(TaskMethods):  # task queue methods: actorflow/tasks/_api.py
                 return self
             if self.system == "multiproc":
                 self._open_multiproc()
+                if self._control is not None:
+                    self._control.poll()
                 return self
             journal = self._journal_given
             if journal is None:
@@ -262,6 +264,9 @@ class Engine(TaskMethods):  # task queue methods: actorflow/tasks/_api.py
         self._tasks_opened()  # tasks: the limit dispatcher and the scheduler (actorflow/tasks)
         if _telemetry.current is not None:
             _telemetry.current.attach(rt)
+        # commands other processes queued for this data directory (see _control): the gateway polls
+        self._control = control = ControlInbox(self)
+        rt.housekeepers.append(control.poll)
 
     def close(self, grace: float | None = None) -> None:
         """Stop cleanly: running steps get `grace` seconds, then are abandoned (re-run on next open)."""

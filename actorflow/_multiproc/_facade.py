@@ -64,6 +64,7 @@ log = structlog.get_logger("actorflow.multiproc")
 # multiproc children crash on logDefs=False (they call logDefs.get): a quiet dict config instead
 _QUIET_LOGS = {"version": 1, "disable_existing_loggers": False, "root": {"level": "CRITICAL"}}
 _LISTEN = 1.0  # seconds the gateway waits in one select when nothing happens (a post wakes it)
+_HOUSEKEEP = 1.0  # seconds between the gateway's housekeeping calls (as the embedded pump's at most)
 
 
 class FacadeNotifier(Notifier):
@@ -120,6 +121,8 @@ class MultiprocRuntime:
         self.fatal: str | None = None
         self.closing = False
         self.shard_pids: dict[int, int] = {}
+        # called on the gateway thread about every _HOUSEKEEP s (the control inbox's poll): cheap, must not block
+        self.housekeepers: list[Callable[[], None]] = []
         self.restarts = 0
         self._init = dict(
             data_dir=data_dir,
@@ -287,7 +290,15 @@ class MultiprocRuntime:
     def _loop(self, asys: Any) -> None:
         out = self._out
         late = self._late
+        next_housekeep = time.monotonic() + _HOUSEKEEP
         while True:
+            if self.housekeepers and time.monotonic() >= next_housekeep:
+                next_housekeep = time.monotonic() + _HOUSEKEEP
+                for hk in self.housekeepers:
+                    try:
+                        hk()
+                    except Exception:  # noqa: BLE001 - the gateway must go on
+                        log.exception("housekeeping failed")
             if out:
                 # workflows registered before these posts go first (a late one is pickled only now,
                 # with the run message that may need it: its closure's cells are filled by then)
