@@ -64,6 +64,32 @@ class ShardNotifier(Notifier):
         self._out(_GATEWAY, Reply(request_id, value, error))
 
 
+class WorkflowNames(dict[Callable[..., Any], str]):
+    """The shard's `Runtime.names` (function -> registered name, which ctx.child(fn) looks up).
+
+    A function here is a copy made by cloudpickle: the registered copy, or another one inside some
+    workflow's closure (a test's or a script's local functions travel by value, each pickle its own
+    copy). So a function not found by identity is found by where it was defined."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._by_origin: dict[tuple[str, str], str] = {}
+
+    def add(self, name: str, fn: Callable[..., Any]) -> None:
+        self[fn] = name
+        self._by_origin[_origin(fn)] = name
+
+    def get(self, fn: Any, default: Any = None) -> Any:
+        name = super().get(fn)
+        if name is None:
+            name = self._by_origin.get(_origin(fn))
+        return default if name is None else name
+
+
+def _origin(fn: Any) -> tuple[str, str]:
+    return (getattr(fn, "__module__", None) or "", getattr(fn, "__qualname__", None) or repr(fn))
+
+
 class ShardFailed(ActorflowError):
     """The shard's in-process actors gave up: the supervisor restarts the whole shard process's actor."""
 
@@ -99,6 +125,9 @@ class ShardActor(SupervisedActor):
             timer_horizon=init.timer_horizon,
             step_processes=init.step_processes,
         )
+        rt.names = self.names = WorkflowNames()
+        for name, fn in workflows.items():
+            self.names.add(name, fn)
         rt.local_shards = (init.shard,)
         rt.remote = self._out
         rt.notifier = self.notifier = ShardNotifier(self._out)
@@ -162,7 +191,9 @@ class ShardActor(SupervisedActor):
         added = []
         for name, blob in msg.blobs.items():
             try:
-                self.rt.workflows[name] = cloudpickle.loads(blob)
+                fn = cloudpickle.loads(blob)
+                self.names.add(name, fn)
+                self.rt.workflows[name] = fn
                 added.append(name)
             except Exception:  # noqa: BLE001 - its runs stay unloaded here, as runs of an unregistered workflow
                 log.exception("workflow registered after open cannot be loaded", workflow=name, shard=self.init.shard)
