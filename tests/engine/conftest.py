@@ -12,6 +12,7 @@ files (`FileGate`, `Calls`), which work the same in both systems.
 from __future__ import annotations
 
 import base64
+import collections
 import logging
 import os
 import pickle
@@ -157,12 +158,23 @@ class FileFlag:
 
 
 class Calls:
-    """A list that steps append to from any process (one pickled line per value, O_APPEND)."""
+    """A list that steps append to from any process (one pickled line per value, O_APPEND).
 
-    def __init__(self, directory: Path | str, name: str = "calls") -> None:
-        self.path = os.path.join(directory, f"{name}-{uuid.uuid4().hex[:8]}.log")
+    A module-level one (for module-level workflows) is made without a directory and `reset(tmp_path)`
+    by a fixture before the test's engines start their processes (which then inherit the path)."""
+
+    def __init__(self, directory: Path | str | None = None, name: str = "calls") -> None:
+        self.name = name
+        self.path = ""
+        if directory is not None:
+            self.reset(directory)
+
+    def reset(self, directory: Path | str) -> None:
+        self.path = os.path.join(directory, f"{self.name}-{uuid.uuid4().hex[:8]}.log")
 
     def append(self, value: Any) -> None:
+        if not self.path:
+            raise RuntimeError(f"Calls {self.name!r}: reset(directory) it first")
         line = base64.b64encode(pickle.dumps(value)) + b"\n"
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         try:
@@ -199,6 +211,18 @@ class Calls:
 
     def __repr__(self) -> str:
         return f"Calls({self.values()!r})"
+
+
+class Tally(Calls):
+    """A collections.Counter over any process: `append(key)` counts one, `[key]` reads, == a dict."""
+
+    def __getitem__(self, key: Any) -> int:
+        return self.values().count(key)
+
+    def __eq__(self, other: object) -> bool:
+        return collections.Counter(self.values()) == (other if isinstance(other, dict) else other)
+
+    __hash__ = None  # type: ignore[assignment]
 
 
 class FileGate:
