@@ -22,7 +22,7 @@ from actorflow import ConfigError, Engine, PayloadError, RetryPolicy, StepFailed
 from actorflow.errors import InvalidRunId
 from storage import Event, LmdbJournal, RunRecord
 
-from .conftest import TIMEOUT, wait_state
+from .conftest import TIMEOUT, Calls, wait_state
 
 
 def _explode() -> Any:
@@ -162,8 +162,8 @@ def test_a_directory_with_poisoned_runs_opens_serves_and_finishes_old_runs(tmp_p
 # --- 2. a step result that pickles but cannot be unpickled ----------------------------------------
 
 
-def test_unloadable_step_result_fails_the_attempt_and_the_retry_policy_applies(engine: Engine) -> None:
-    calls: list[int] = []
+def test_unloadable_step_result_fails_the_attempt_and_the_retry_policy_applies(engine: Engine, tmp_path: Any) -> None:
+    calls = Calls(tmp_path)
 
     def poison() -> Any:
         calls.append(1)
@@ -455,11 +455,10 @@ def test_invalid_ctx_arguments_raise_in_the_workflow(engine: Engine, call: Any, 
 
 
 def test_a_run_whose_handling_raises_is_quarantined_and_the_engine_carries_on(
-    engine: Engine, monkeypatch: pytest.MonkeyPatch
+    new_engine: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from actorflow._core import RunMachine
 
-    engine.workflow()(ordinary)
     original = RunMachine.on_step_result
 
     def buggy(self: Any, pos: int, attempt: int, ok: bool, payload: Any) -> None:
@@ -468,6 +467,7 @@ def test_a_run_whose_handling_raises_is_quarantined_and_the_engine_carries_on(
         original(self, pos, attempt, ok, payload)
 
     monkeypatch.setattr(RunMachine, "on_step_result", buggy)
+    engine: Engine = new_engine(workflows=[ordinary])  # opened after the patch: a shard process forks with it
     victim = engine.start(ordinary, 1, run_id="victim")
     others = [engine.start(ordinary, i) for i in range(20)]
     st = wait_state(engine, "victim", "blocked")
