@@ -124,6 +124,7 @@ class MultiprocRuntime:
         # called on the gateway thread about every _HOUSEKEEP s (the control inbox's poll): cheap, must not block
         self.housekeepers: list[Callable[[], None]] = []
         self.restarts = 0
+        self._given_up: set[int] = set()  # shards stopped by a supervisor that gave up (Escalated)
         self._init = dict(
             data_dir=data_dir,
             shards=shards,
@@ -371,6 +372,7 @@ class MultiprocRuntime:
                 if other != shard:
                     asys.tell(addr, Peers(self._addresses))
         elif t is Escalated:
+            self._given_up.update(self._addresses)  # the supervisor stopped every shard: none will drain
             self.fatal = f"shard {msg.child!r} kept failing beyond its restart budget: {msg.error}"
             log.error("supervisor gave up", child=msg.child, error=msg.error)
             self.notifier.fail_all("failed", {"error": f"engine stopped: {self.fatal}"})
@@ -392,9 +394,10 @@ class MultiprocRuntime:
                 self.notifier.finished(run_id, rec, rec.state, value, None if value is not None else data)
 
     def _drain(self, asys: Any, grace: float) -> None:
-        for addr in self._addresses.values():
-            asys.tell(addr, Drain(grace))
-        drained: set[int] = set()
+        drained: set[int] = set(self._given_up)  # a stopped shard cannot answer: not waited for
+        for shard, addr in self._addresses.items():
+            if shard not in drained:
+                asys.tell(addr, Drain(grace))
         deadline = time.monotonic() + grace + 15
         while len(drained) < self.shards and time.monotonic() < deadline:
             msg = asys.listen(0.2)
