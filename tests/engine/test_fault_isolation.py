@@ -59,8 +59,8 @@ def _serves(engine: Engine, n: int = 5) -> None:
 # --- 1. a payload that pickles but cannot be unpickled --------------------------------------------
 
 
-def test_unloadable_argument_is_refused_before_anything_is_written(tmp_path: Path) -> None:
-    engine = Engine(tmp_path / "d", sync=False)
+def test_unloadable_argument_is_refused_before_anything_is_written(tmp_path: Path, new_engine: Any) -> None:
+    engine = new_engine(tmp_path / "d", sync=False, open=False)
     engine.workflow()(ordinary)
     with engine:
         with pytest.raises(PayloadError) as ei:
@@ -135,11 +135,11 @@ def _poisoned_dir(path: Path) -> None:
     env.close()
 
 
-def test_a_directory_with_poisoned_runs_opens_serves_and_finishes_old_runs(tmp_path: Path) -> None:
+def test_a_directory_with_poisoned_runs_opens_serves_and_finishes_old_runs(tmp_path: Path, new_engine: Any) -> None:
     d = tmp_path / "d"
     _poisoned_dir(d)
     for _ in range(2):  # and again after a reopen: still serving, evidence not journaled twice
-        engine = Engine(d, sync=False)
+        engine = new_engine(d, sync=False, open=False)
         engine.workflow()(ordinary)
         with engine:
             assert engine.result("good-old", timeout=TIMEOUT) == 42  # the old healthy run finished
@@ -152,7 +152,7 @@ def test_a_directory_with_poisoned_runs_opens_serves_and_finishes_old_runs(tmp_p
                 assert cause in blocked[0].data["error"]
             assert [e.kind for e in engine.history("bad-record")][:2] == ["run_started", "undecodable"]
             _serves(engine)
-    engine = Engine(d, sync=False)
+    engine = new_engine(d, sync=False, open=False)
     engine.workflow()(ordinary)
     with engine:  # a quarantined run can be cancelled without running its code
         assert engine.cancel("bad-args") is True
@@ -189,11 +189,11 @@ def test_unloadable_step_result_fails_the_attempt_and_the_retry_policy_applies(e
     _serves(engine)
 
 
-def test_unloadable_exception_from_a_step_is_journaled_as_text(tmp_path: Path) -> None:
+def test_unloadable_exception_from_a_step_is_journaled_as_text(tmp_path: Path, new_engine: Any) -> None:
     def boom() -> Any:
         raise NeedsTwoArgs("x", "y")
 
-    engine = Engine(tmp_path / "d", sync=False)
+    engine = new_engine(tmp_path / "d", sync=False, open=False)
 
     @engine.workflow(name="fails")
     async def fails(ctx: Any) -> Any:
@@ -345,10 +345,10 @@ def test_bad_run_ids_are_a_clear_value_error_on_every_call(engine: Engine, bad: 
 # --- the principle: all of the above in one engine, then 100 ordinary workflows ------------------
 
 
-def test_no_poison_stops_the_engine(tmp_path: Path) -> None:
+def test_no_poison_stops_the_engine(tmp_path: Path, new_engine: Any) -> None:
     d = tmp_path / "d"
     _poisoned_dir(d)
-    engine = Engine(d, sync=False)
+    engine = new_engine(d, sync=False, open=False)
     engine.workflow()(ordinary)
 
     async def async_exit() -> Any:
