@@ -247,14 +247,14 @@ class FileGate:
         return value
 
 
-def _processes(e: Engine) -> list[int]:
+def engine_pids(e: Engine) -> list[int]:
     rt: Any = e._actors  # type: ignore[attr-defined]
     if rt is None or not hasattr(rt, "shard_pids"):
         return []
     return [p for p in (*rt.shard_pids.values(), rt.admin_pid) if p is not None]
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -268,9 +268,9 @@ def _alive(pid: int) -> bool:
 
 def close_checked(e: Engine, grace: float = 1.0) -> None:
     """Close `e`; for a multiprocess engine, fail unless every process it started is gone."""
-    pids = _processes(e)
+    pids = engine_pids(e)
     e.close(grace=grace)
-    left = [p for p in pids if _alive(p)]
+    left = [p for p in pids if alive(p)]
     assert left == [], f"engine processes left behind: {left}"
 
 
