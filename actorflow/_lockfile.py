@@ -4,10 +4,30 @@ from __future__ import annotations
 
 import fcntl
 import os
+import weakref
 
 from .errors import ConfigError
 
 __all__ = ["DirLock"]
+
+_held: weakref.WeakSet[DirLock] = weakref.WeakSet()  # locks this process holds
+
+
+def _drop_in_child() -> None:
+    """A forked child (a multiproc engine's admin and its actors, a step worker process) shares the
+    lock's open file description: were it kept, an orphan of an engine killed with -9 would hold the
+    directory for good and no engine could open it again. The parent's lock is not touched."""
+    for lock in list(_held):
+        if lock._fd is not None:
+            try:
+                os.close(lock._fd)
+            except OSError:
+                pass
+            lock._fd = None
+    _held.clear()
+
+
+os.register_at_fork(after_in_child=_drop_in_child)
 
 
 class DirLock:
@@ -34,8 +54,10 @@ class DirLock:
         os.ftruncate(fd, 0)
         os.pwrite(fd, str(os.getpid()).encode(), 0)
         self._fd = fd
+        _held.add(self)
 
     def release(self) -> None:
+        _held.discard(self)
         if self._fd is not None:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
             os.close(self._fd)
