@@ -207,3 +207,22 @@ def test_workflow_registered_after_open_runs_and_survives_a_shard_restart(tmp_pa
             time.sleep(0.01)
         e.signal(h.run_id, "late", 5)
         assert h.result(timeout=TIMEOUT) == 5
+
+
+def test_a_workflow_registered_after_open_that_cannot_be_sent_is_refused_at_registration(engine: Engine) -> None:
+    import threading
+
+    lock = threading.Lock()
+
+    async def holds_a_lock(ctx: Any) -> bool:
+        return lock is not None
+
+    if engine.system == "multiproc":
+        with pytest.raises(actorflow.ConfigError, match="holds_a_lock") as ei:
+            engine.workflow()(holds_a_lock)
+        assert "lock" in str(ei.value)
+        with pytest.raises(actorflow.WorkflowNotRegistered):
+            engine.start(holds_a_lock)  # not half-registered
+    else:  # one process: nothing to send
+        engine.workflow()(holds_a_lock)
+        assert engine.run(holds_a_lock, timeout=TIMEOUT) is True
