@@ -28,6 +28,7 @@ from storage import Codec, LmdbJournal, RunRecord
 from supervisors import SupervisedActor
 
 from .._clock import SystemClock
+from .._lockfile import DirLock
 from .._messages import LoadRun, Outcome, PumpCall, Reply, StatusChanged, WatchStatus
 from .._runtime import Notifier, Runtime
 from .._thespian import ActorRuntime
@@ -40,6 +41,7 @@ __all__ = ["ShardActor", "ShardNotifier"]
 log = structlog.get_logger("actorflow.shard")
 
 _CHECK_EVERY = 1.0  # seconds between checks that the engine process is alive
+_LOCK_WAIT = 30.0  # seconds a shard waits for its predecessor (of an engine killed with -9) to stop
 _GATEWAY = -1  # outbound target: the facade
 
 
@@ -114,6 +116,10 @@ class ShardActor(SupervisedActor):
                 workflows[name] = cloudpickle.loads(blob)
             except Exception as exc:  # noqa: BLE001 - reported to the facade, naming the workflow
                 self.errors[name] = f"{type(exc).__name__}: {exc}"
+        # the shard of an engine killed with -9 runs on until it sees that (within _CHECK_EVERY): this
+        # one must not recover the same runs beside it
+        self.lock = DirLock(init.data_dir, f"shard-{init.shard}.lock")
+        self.lock.acquire(wait=_LOCK_WAIT)
         self.journal = LmdbJournal(init.data_dir, sync=init.sync, codec=Codec(init.codec, init.max_payload))
         rt = Runtime(
             self.journal,
@@ -271,6 +277,7 @@ class ShardActor(SupervisedActor):
             self._send_outbound()
         finally:
             self.journal.close()
+            self.lock.release()
             for fd in (self._rfd, self._wfd):
                 os.close(fd)
 
