@@ -168,6 +168,8 @@ class Engine(TaskMethods):  # task queue methods: actorflow/tasks/_api.py
             if other is not None and other is not fn and getattr(other, "__code__", None) is not getattr(fn, "__code__", None):
                 if other.__module__ != fn.__module__ or other.__qualname__ != fn.__qualname__:
                     raise ConfigError(f"workflow name {wf_name!r} is already registered to {other!r}")
+            if isinstance(self._actors, MultiprocRuntime):  # open: its shard processes need it too
+                self._actors.add_workflow(wf_name, fn)
             self._workflows[wf_name] = fn
             self._names[fn] = wf_name
             return fn
@@ -196,6 +198,8 @@ class Engine(TaskMethods):  # task queue methods: actorflow/tasks/_api.py
                 return self
             if self.system != "embedded":  # "multiproc" or an admin's "HOST:PORT"
                 self._open_multiproc()
+                if self._control is not None:
+                    self._control.poll()
                 return self
             journal = self._journal_given
             if journal is None:
@@ -289,6 +293,9 @@ class Engine(TaskMethods):  # task queue methods: actorflow/tasks/_api.py
         self._tasks_opened()  # tasks: the limit dispatcher and the scheduler (actorflow/tasks)
         if _telemetry.current is not None:
             _telemetry.current.attach(rt)
+        # commands other processes queued for this data directory (see _control): the gateway polls
+        self._control = control = ControlInbox(self)
+        rt.housekeepers.append(control.poll)
 
     def close(self, grace: float | None = None) -> None:
         """Stop cleanly: running steps get `grace` seconds, then are abandoned (re-run on next open)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 from typing import Any
 
 __all__ = [
@@ -39,16 +40,34 @@ class ActorflowError(Exception):
             setattr(self, key, value)
 
     def __reduce__(self) -> Any:
-        return (_rebuild, (type(self), self.message, self.evidence, self.__dict__))
+        # pickle drops __cause__, yet it is the evidence (StepFailed chains the step's last error):
+        # it travels too when it pickles, so a journaled or cross-process copy keeps the chain
+        cause = self.__cause__
+        if cause is not None:
+            try:
+                pickle.dumps(cause)
+            except Exception:  # noqa: BLE001 - an unpicklable cause is left out, not the error
+                cause = None
+        if cause is None:
+            return (_rebuild, (type(self), self.message, self.evidence, self.__dict__))
+        return (_rebuild, (type(self), self.message, self.evidence, self.__dict__, cause))
 
     def __str__(self) -> str:
         return self.message
 
 
-def _rebuild(cls: type[ActorflowError], message: str, evidence: dict[str, Any], state: dict[str, Any]) -> Any:
+def _rebuild(
+    cls: type[ActorflowError],
+    message: str,
+    evidence: dict[str, Any],
+    state: dict[str, Any],
+    cause: BaseException | None = None,
+) -> Any:
     err = cls.__new__(cls)
     ActorflowError.__init__(err, message, **evidence)
     err.__dict__.update(state)
+    if cause is not None:
+        err.__cause__ = cause
     return err
 
 

@@ -58,7 +58,7 @@ from ._options import require_admin
 from ._placement import PlacementState, PlacementWait
 from ._shard import ShardActor
 from ._wakeup import WakePipe
-from ._wire import Drain, Drained, Hello, Packed, Peers, ShardInit, ShardReady, pack, unpack
+from ._wire import Drain, Drained, Hello, Packed, Peers, ShardInit, ShardReady, Workflows, pack, unpack
 
 __all__ = ["MultiprocRuntime"]
 
@@ -67,6 +67,7 @@ log = structlog.get_logger("actorflow.multiproc")
 # multiproc children crash on logDefs=False (they call logDefs.get): a quiet dict config instead
 _QUIET_LOGS = {"version": 1, "disable_existing_loggers": False, "root": {"level": "CRITICAL"}}
 _LISTEN = 1.0  # seconds the gateway waits in one select when nothing happens (a post wakes it)
+_HOUSEKEEP = 1.0  # seconds between the gateway's housekeeping calls (as the embedded pump's at most)
 
 
 class FacadeNotifier(Notifier):
@@ -128,7 +129,10 @@ class MultiprocRuntime:
         self.fatal: str | None = None
         self.closing = False
         self.shard_pids: dict[int, int] = {}
+        # called on the gateway thread about every _HOUSEKEEP s (the control inbox's poll): cheap, must not block
+        self.housekeepers: list[Callable[[], None]] = []
         self.restarts = 0
+        self._given_up: set[int] = set()  # shards stopped by a supervisor that gave up (Escalated)
         self._init = dict(
             data_dir=data_dir,
             shards=shards,
@@ -149,6 +153,8 @@ class MultiprocRuntime:
         self._admin_port = admin_port
         self._secret = secret
         self._out: deque[Any] = deque()
+        self._late: deque[tuple[str, Callable[..., Any]]] = deque()  # registered after open, not sent yet
+        self._late_blobs: dict[str, bytes] = {}  # every one registered after open (for restarted shards)
         self._pipe = WakePipe()
         self._addresses: dict[int, Any] = {}
         self._thread: threading.Thread | None = None
@@ -169,6 +175,15 @@ class MultiprocRuntime:
 
     post_and_help = post
 
+    def add_workflow(self, name: str, fn: Callable[..., Any]) -> None:
+        """A workflow registered (or replaced) after open: the gateway sends it to every shard before
+        the next run message, so a start that follows the registration finds it there.
+
+        It is pickled again when sent, not only now: a closure may refer to a workflow registered
+        after it (a parent defined before its child), whose cell is filled only by then."""
+        _dumps(name, fn)  # ConfigError here, at registration, naming it
+        self._late.append((name, fn))
+
     def quiet(self) -> bool:
         return False  # no step runs in this process: a caller has nothing to help with
 
@@ -180,17 +195,7 @@ class MultiprocRuntime:
 
     def start(self) -> None:
         """Start the admin, supervisor and shard processes; returns once every shard runs."""
-        blobs = {}
-        for name, fn in self.workflows.items():
-            try:
-                blobs[name] = cloudpickle.dumps(fn)
-            except Exception as exc:
-                raise ConfigError(
-                    f"workflow {name!r} cannot be sent to the engine's processes ({type(exc).__name__}: {exc}); "
-                    "define it at module level, without references to live objects such as the engine",
-                    workflow=name,
-                ) from exc
-        self._blobs = blobs
+        self._blobs = {name: _dumps(name, fn) for name, fn in self.workflows.items()}
         self._thread = threading.Thread(target=self._run, name="actorflow-gateway", daemon=True)
         self._thread.start()
         self._started.wait()
@@ -296,9 +301,23 @@ class MultiprocRuntime:
 
     def _loop(self, asys: Any) -> None:
         out = self._out
+        late = self._late
+        next_housekeep = time.monotonic() + _HOUSEKEEP
         while True:
+            if self.housekeepers and time.monotonic() >= next_housekeep:
+                next_housekeep = time.monotonic() + _HOUSEKEEP
+                for hk in self.housekeepers:
+                    try:
+                        hk()
+                    except Exception:  # noqa: BLE001 - the gateway must go on
+                        log.exception("housekeeping failed")
             if out:
-                self._send(asys)
+                # workflows registered before these posts go first (a late one is pickled only now,
+                # with the run message that may need it: its closure's cells are filled by then)
+                n = len(out)
+                if late:
+                    self._send_workflows(asys)
+                self._send(asys, n)
             if self._stop is not None and not out:
                 self._drain(asys, self._stop)
                 return
@@ -308,10 +327,25 @@ class MultiprocRuntime:
             elif msg is not None:
                 self._on_message(asys, msg)
 
-    def _send(self, asys: Any) -> None:
+    def _send_workflows(self, asys: Any) -> None:
+        fns = {}
+        while self._late:
+            name, fn = self._late.popleft()
+            fns[name] = fn
+        blobs = {}
+        for name, fn in fns.items():
+            try:
+                blobs[name] = self._late_blobs[name] = _dumps(name, fn)
+            except ConfigError:  # it pickled when registered; its runs stay pending, as unregistered ones
+                log.exception("workflow registered after open cannot be sent", workflow=name)
+        for addr in self._addresses.values():
+            asys.tell(addr, Workflows(blobs))
+
+    def _send(self, asys: Any, n: int) -> None:
+        """Send the first `n` posted items, one packed batch per shard."""
         out, per = self._out, {}  # type: ignore[var-annotated]
         shard_of = self.shard_of
-        while out:
+        for _ in range(n):
             item = out.popleft()
             per.setdefault(shard_of(item.run_id), []).append(item)
         for shard, items in per.items():
@@ -340,11 +374,14 @@ class MultiprocRuntime:
             self._addresses[shard] = msg.address
             self._placement.pop(shard, None)  # the new shard reports its own
             log.warning("shard restarted", shard=shard, restarts=msg.restarts, error=msg.error)
+            if self._late_blobs:  # its init has only the workflows of open()
+                asys.tell(msg.address, Workflows(dict(self._late_blobs), recover=True))
             asys.tell(msg.address, Hello(self._addresses))
             for other, addr in self._addresses.items():
                 if other != shard:
                     asys.tell(addr, Peers(self._addresses))
         elif t is Escalated:
+            self._given_up.update(self._addresses)  # the supervisor stopped every shard: none will drain
             self.fatal = f"shard {msg.child!r} kept failing beyond its restart budget: {msg.error}"
             log.error("supervisor gave up", child=msg.child, error=msg.error)
             self.notifier.fail_all("failed", {"error": f"engine stopped: {self.fatal}"})
@@ -366,9 +403,10 @@ class MultiprocRuntime:
                 self.notifier.finished(run_id, rec, rec.state, value, None if value is not None else data)
 
     def _drain(self, asys: Any, grace: float) -> None:
-        for addr in self._addresses.values():
-            asys.tell(addr, Drain(grace))
-        drained: set[int] = set()
+        drained: set[int] = set(self._given_up)  # a stopped shard cannot answer: not waited for
+        for shard, addr in self._addresses.items():
+            if shard not in drained:
+                asys.tell(addr, Drain(grace))
         deadline = time.monotonic() + grace + 15
         while len(drained) < self.shards and time.monotonic() < deadline:
             msg = asys.listen(0.2)
@@ -415,6 +453,17 @@ def join_admin(host: str, port: int, secret: str | bytes | None) -> Any:
         raise ConfigError(f"system='{host}:{port}': the admin there stopped while the engine joined it",
                           admin_port=port)
     return system
+
+
+def _dumps(name: str, fn: Callable[..., Any]) -> bytes:
+    try:
+        return cloudpickle.dumps(fn)  # type: ignore[no-any-return]
+    except Exception as exc:
+        raise ConfigError(
+            f"workflow {name!r} cannot be sent to the engine's processes ({type(exc).__name__}: {exc}); "
+            "define it at module level, without references to live objects such as the engine",
+            workflow=name,
+        ) from exc
 
 
 def _listen(asys: Any, timeout: float) -> Any:

@@ -29,20 +29,22 @@ from storage import Codec, LmdbJournal, RunRecord
 from supervisors import SupervisedActor
 
 from .._clock import SystemClock
-from .._messages import Outcome, PumpCall, Reply, StatusChanged, WatchStatus
+from .._lockfile import DirLock
+from .._messages import LoadRun, Outcome, PumpCall, Reply, StatusChanged, WatchStatus
 from .._runtime import Notifier, Runtime
 from .._thespian import ActorRuntime
 from .._types import RunStatus
 from ..errors import ActorflowError
 from ._placement import Placement
 from ._wakeup import WakePipe
-from ._wire import Drain, Drained, Hello, Packed, Peers, ShardInit, ShardReady, pack, unpack
+from ._wire import Drain, Drained, Hello, Packed, Peers, ShardInit, ShardReady, Workflows, pack, unpack
 
 __all__ = ["ShardActor", "ShardNotifier"]
 
 log = structlog.get_logger("actorflow.shard")
 
 _CHECK_EVERY = 1.0  # seconds between checks that the engine process is alive
+_LOCK_WAIT = 30.0  # seconds a shard waits for its predecessor (of an engine killed with -9) to stop
 _GATEWAY = -1  # outbound target: the facade
 
 
@@ -65,6 +67,32 @@ class ShardNotifier(Notifier):
 
     def reply(self, request_id: int, value: Any = None, error: BaseException | None = None) -> None:
         self._out(_GATEWAY, Reply(request_id, value, error))
+
+
+class WorkflowNames(dict[Callable[..., Any], str]):
+    """The shard's `Runtime.names` (function -> registered name, which ctx.child(fn) looks up).
+
+    A function here is a copy made by cloudpickle: the registered copy, or another one inside some
+    workflow's closure (a test's or a script's local functions travel by value, each pickle its own
+    copy). So a function not found by identity is found by where it was defined."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._by_origin: dict[tuple[str, str], str] = {}
+
+    def add(self, name: str, fn: Callable[..., Any]) -> None:
+        self[fn] = name
+        self._by_origin[_origin(fn)] = name
+
+    def get(self, fn: Any, default: Any = None) -> Any:
+        name = super().get(fn)
+        if name is None:
+            name = self._by_origin.get(_origin(fn))
+        return default if name is None else name
+
+
+def _origin(fn: Any) -> tuple[str, str]:
+    return (getattr(fn, "__module__", None) or "", getattr(fn, "__qualname__", None) or repr(fn))
 
 
 class ShardFailed(ActorflowError):
@@ -90,6 +118,10 @@ class ShardActor(SupervisedActor):
                 workflows[name] = cloudpickle.loads(blob)
             except Exception as exc:  # noqa: BLE001 - reported to the facade, naming the workflow
                 self.errors[name] = f"{type(exc).__name__}: {exc}"
+        # the shard of an engine killed with -9 runs on until it sees that (within _CHECK_EVERY): this
+        # one must not recover the same runs beside it
+        self.lock = DirLock(init.data_dir, f"shard-{init.shard}.lock")
+        self.lock.acquire(wait=_LOCK_WAIT)
         self.journal = LmdbJournal(init.data_dir, sync=init.sync, codec=Codec(init.codec, init.max_payload))
         rt = Runtime(
             self.journal,
@@ -101,6 +133,9 @@ class ShardActor(SupervisedActor):
             timer_horizon=init.timer_horizon,
             step_processes=init.step_processes,
         )
+        rt.names = self.names = WorkflowNames()
+        for name, fn in workflows.items():
+            self.names.add(name, fn)
         rt.local_shards = (init.shard,)
         rt.remote = self._out
         rt.notifier = self.notifier = ShardNotifier(self._out)
@@ -154,6 +189,8 @@ class ShardActor(SupervisedActor):
             self.peers = dict(message.addresses)
             self.send(sender, ShardReady(self.init.shard, os.getpid(), self.errors))
 
+        elif t is Workflows:
+            self._add_workflows(message)
         elif t is Peers:
             self.peers = dict(message.addresses)
         elif t is Drain:
@@ -164,6 +201,32 @@ class ShardActor(SupervisedActor):
                 self.placement.child_exited(message.childAddress)  # a node's step actor, or its creation failed
         else:
             self.placement.handle(message, sender)  # step results, worker answers (_placement)
+
+    def _add_workflows(self, msg: Workflows) -> None:
+        """Workflows registered after open (before any run message that needs them: same sender)."""
+        added = []
+        for name, blob in msg.blobs.items():
+            try:
+                fn = cloudpickle.loads(blob)
+                self.names.add(name, fn)
+                self.rt.workflows[name] = fn
+                added.append(name)
+            except Exception:  # noqa: BLE001 - its runs stay unloaded here, as runs of an unregistered workflow
+                log.exception("workflow registered after open cannot be loaded", workflow=name, shard=self.init.shard)
+        if msg.recover and added:
+            self.rt.queue.append(PumpCall(functools.partial(self._recover, frozenset(added))))
+            self.rt.wake()
+
+    def _recover(self, names: frozenset[str]) -> None:
+        """On the pump thread: load this shard's unfinished runs of `names` (skipped by the recovery
+        of a restart that happened before they reached this process)."""
+        journal, rt = self.journal, self.rt
+        for run_id in journal.active_run_ids():
+            if rt.shard_of(run_id) != self.init.shard:
+                continue
+            rec = journal.get_run(run_id)
+            if rec is not None and rec.workflow in names:
+                rt.queue.append(LoadRun(run_id))
 
     def _watch(self, msg: WatchStatus) -> None:
         """On the pump thread (where hosts decide whom to notify): start or stop reporting a run's
@@ -229,6 +292,7 @@ class ShardActor(SupervisedActor):
             # (they run again after the next open); their node actors are told to exit
             self.placement.close()
             self.journal.close()
+            self.lock.release()
             self._pipe.close()
 
 

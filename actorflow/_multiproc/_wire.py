@@ -14,7 +14,7 @@ import cloudpickle
 
 from .._messages import message
 
-__all__ = ["Packed", "Hello", "ShardReady", "Peers", "Drain", "Drained", "ShardInit", "pack", "unpack"]
+__all__ = ["Packed", "Workflows", "Hello", "ShardReady", "Peers", "Drain", "Drained", "ShardInit", "pack", "unpack"]
 
 
 @message
@@ -57,6 +57,17 @@ class ShardInit:
     # the Engine's gc_threshold, applied in the shard process (None: CPython's defaults); a shard
     # holds thousands of live runs, and at (700, 10, 10) it spent ~40% of its CPU in the collector
     gc_threshold: tuple[int, int, int] | None = None
+
+
+@message
+class Workflows:
+    """From the facade: workflows registered (or replaced) after open, name -> cloudpickle blob.
+
+    `recover`: the shard restarted after they were registered, so its recovery skipped their runs:
+    load them now."""
+
+    blobs: dict[str, bytes]
+    recover: bool = False
 
 
 @message

@@ -1,6 +1,9 @@
 """The process test_crash.py kills with SIGKILL: opens Engine(data_dir), starts the runs, works until killed.
 
-    python crash_child.py DATA_DIR LEDGER GENERATION
+    python crash_child.py DATA_DIR LEDGER GENERATION [SYSTEM]
+
+With SYSTEM "multiproc" it writes DATA_DIR.pgid: the process group of the engine's admin and shard
+processes (their own session), which the test kills with this process: a whole-machine crash.
 
 Every step appends "run_id step generation" to LEDGER (outside the journal), fsynced, inside the step
 function body, before returning: a line in the ledger means the step body ran, whether or not its
@@ -71,10 +74,15 @@ def main() -> None:
     from actorflow import Engine
 
     data_dir, ledger, generation = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    system = sys.argv[4] if len(sys.argv) > 4 else "embedded"
     configure(ledger, generation)
-    engine = Engine(data_dir)
+    engine = Engine(data_dir, system=system)
     engine.workflow(name=WORKFLOW)(crash_wf)
     engine.open()
+    if system == "multiproc":
+        rt: Any = engine._actors
+        with open(f"{data_dir}.pgid", "w") as f:
+            f.write(str(os.getpgid(rt.admin_pid)))
     # idempotent: runs that exist (from an earlier generation) are returned as they are
     engine.start_many(WORKFLOW, [(i,) for i in range(N_RUNS)], run_ids=run_ids())
     print("started", flush=True)

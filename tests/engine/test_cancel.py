@@ -9,7 +9,7 @@ import pytest
 import actorflow
 from actorflow import Cancelled, Engine, RunNotFound
 
-from .conftest import TIMEOUT, Gate, wait_state
+from .conftest import TIMEOUT, Calls, FileGate, wait_state, wait_until
 
 
 def test_cancelled_is_base_exception() -> None:
@@ -19,10 +19,10 @@ def test_cancelled_is_base_exception() -> None:
 
 
 @pytest.mark.parametrize("what", ["step", "sleep", "wait"])
-def test_cancel_pending_operation(make_engine: Any, what: str) -> None:
-    engine = make_engine(clock=actorflow.MockClock())  # no autojump: the sleep must not elapse
-    gate = Gate()
-    seen: list[str] = []
+def test_cancel_pending_operation(new_engine: Any, what: str, tmp_path: Any) -> None:
+    engine = new_engine(clock=actorflow.MockClock())  # no autojump: the sleep must not elapse
+    gate = FileGate(tmp_path)
+    seen = Calls(tmp_path)
 
     @engine.workflow(name=f"cancel-{what}")
     async def wf(ctx: Any) -> None:
@@ -92,8 +92,8 @@ def test_cancel_ended_runs_returns_false(engine: Engine) -> None:
     assert h2.status().state == actorflow.RunState.FAILED
 
 
-def test_cancel_twice(engine: Engine) -> None:
-    gate = Gate()
+def test_cancel_twice(engine: Engine, tmp_path: Any) -> None:
+    gate = FileGate(tmp_path)
 
     @engine.workflow()
     async def wf(ctx: Any) -> None:
@@ -144,27 +144,20 @@ def test_cancel_propagates_to_children(engine: Engine) -> None:
         assert engine.status(rid).state == actorflow.RunState.CANCELLED
 
 
-def test_cancel_while_pending_retry(engine: Engine) -> None:
-    calls: list[int] = []
+def test_cancel_while_pending_retry(new_engine: Any, tmp_path: Any) -> None:
+    calls = Calls(tmp_path)
 
     def fail() -> None:
         calls.append(1)
         raise ValueError("no")
 
-    @engine.workflow()
     async def wf(ctx: Any) -> Any:
         await ctx.step("r", fail, retry=actorflow.RetryPolicy.linear(5, delay=10**8))
 
-    from actorflow import MockClock
-
-    e = actorflow.testing.memory_engine(clock=MockClock())  # no autojump: the retry stays pending
-    e.workflow(name="wf")(wf)
-    with e:
-        h = e.start("wf")
-        from .conftest import wait_until
-
-        wait_until(lambda: any(ev.kind == "step_attempt_failed" for ev in h.history()), what="first failure")
-        assert h.cancel() is True
-        with pytest.raises(Cancelled):
-            h.result(TIMEOUT)
+    e = new_engine(clock=actorflow.MockClock(), workflows=[wf])  # no autojump: the retry stays pending
+    h = e.start(wf)
+    wait_until(lambda: any(ev.kind == "step_attempt_failed" for ev in h.history()), what="first failure")
+    assert h.cancel() is True
+    with pytest.raises(Cancelled):
+        h.result(TIMEOUT)
     assert calls == [1]

@@ -41,8 +41,8 @@ async def changed_v2(ctx: Any, i: int) -> int:  # a new step inserted before the
     return int(a)
 
 
-def _park(data: Path, n_stable: int, n_changed: int) -> list[str]:
-    engine = Engine(data, sync=False, passivate_after=0.2)
+def _park(data: Path, n_stable: int, n_changed: int, system: str) -> list[str]:
+    engine = Engine(data, sync=False, passivate_after=0.2, system=system)
     engine.workflow(name="stable")(stable)
     engine.workflow(name="changed")(changed_v1)
     with engine:
@@ -53,12 +53,12 @@ def _park(data: Path, n_stable: int, n_changed: int) -> list[str]:
         return [h.run_id for h in changed]
 
 
-def test_check_finds_the_changed_workflow_among_1000_parked_runs(tmp_path: Path) -> None:
+def test_check_finds_the_changed_workflow_among_1000_parked_runs(tmp_path: Path, system: str) -> None:
     data = tmp_path / "data"
-    changed_ids = _park(data, 990, 10)
+    changed_ids = _park(data, 990, 10, system)
     CALLS.clear()
 
-    same = Engine(data)  # the code that wrote them: every run replays
+    same = Engine(data, system=system)  # the code that wrote them: every run replays
     same.workflow(name="stable")(stable)
     same.workflow(name="changed")(changed_v1)
     report = same.check()
@@ -102,7 +102,7 @@ APP = textwrap.dedent(
 
 def test_the_check_command_exits_7_on_a_divergence(tmp_path: Path) -> None:
     data = tmp_path / "data"
-    ids = _park(data, 0, 3)
+    ids = _park(data, 0, 3, "embedded")  # the command reads the directory: who wrote it does not matter
     root = Path(__file__).resolve().parents[2]
     for extra, code in (("", 0), ("await ctx.step('audit', lambda: a)", 7)):
         app = tmp_path / f"app{code}.py"

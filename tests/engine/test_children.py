@@ -139,7 +139,7 @@ def test_child_with_existing_finished_run_id_returns_its_result(engine: Engine) 
 def test_gather_children(engine: Engine) -> None:
     @engine.workflow()
     async def kid(ctx: Any, x: int) -> int:
-        await ctx.sleep("nap", 100 - x)
+        await ctx.sleep("nap", 0.05 * (5 - x))  # the last child finishes first
         return x * 10
 
     @engine.workflow()
@@ -148,3 +148,17 @@ def test_gather_children(engine: Engine) -> None:
 
     assert engine.run(parent, run_id="gc", timeout=TIMEOUT) == [0, 10, 20, 30, 40]
     assert sorted(r.run_id for r in engine.runs(workflow=kid.__qualname__)) == [f"gc/{i}" for i in range(5)]
+
+
+def test_child_given_as_a_function_registered_under_its_own_name(engine: Engine) -> None:
+    @engine.workflow(name="kid-named")
+    async def kid(ctx: Any, x: int) -> int:
+        return x + 1
+
+    @engine.workflow(name="parent-of-named")
+    async def parent(ctx: Any) -> int:
+        return await ctx.child(kid, 1)  # type: ignore[no-any-return]  # the function, not the name
+
+    h = engine.start("parent-of-named")
+    assert h.result(TIMEOUT) == 2
+    assert engine.status(f"{h.run_id}/0").workflow == "kid-named"

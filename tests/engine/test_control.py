@@ -27,8 +27,8 @@ def _waiter(engine: Engine) -> None:
         return await ctx.wait_signal("go")
 
 
-def test_a_command_queued_while_no_engine_runs_is_applied_at_the_next_open(tmp_path: Path, make_engine: Callable[..., Engine]) -> None:
-    e1 = make_engine(tmp_path, sync=False, open=False)
+def test_a_command_queued_while_no_engine_runs_is_applied_at_the_next_open(tmp_path: Path, new_engine: Callable[..., Engine]) -> None:
+    e1 = new_engine(tmp_path, sync=False, open=False)
     _waiter(e1)
     with e1:
         e1.start("hold", run_id="h1")
@@ -39,7 +39,7 @@ def test_a_command_queued_while_no_engine_runs_is_applied_at_the_next_open(tmp_p
         can = control.submit_cancel(j, "h2")
         assert [c.id for c in control.pending(j)] == [sig.id, can.id]
         assert control.outcome(j, sig.id) is None
-    e2 = make_engine(tmp_path, sync=False, open=False)
+    e2 = new_engine(tmp_path, sync=False, open=False)
     _waiter(e2)
     e2.open()
     assert e2.result("h1", timeout=TIMEOUT) == {"n": 1}
@@ -54,8 +54,8 @@ def test_a_command_queued_while_no_engine_runs_is_applied_at_the_next_open(tmp_p
     assert [ev.kind for ev in e2.history("h1")].count("signal_received") == 1
 
 
-def test_bad_commands_are_refused_before_anything_is_written(tmp_path: Path, make_engine: Callable[..., Engine]) -> None:
-    e = make_engine(tmp_path, sync=False, open=False)
+def test_bad_commands_are_refused_before_anything_is_written(tmp_path: Path, new_engine: Callable[..., Engine]) -> None:
+    e = new_engine(tmp_path, sync=False, open=False)
     _waiter(e)
 
     @e.workflow(name="quick")
@@ -80,8 +80,8 @@ def test_bad_commands_are_refused_before_anything_is_written(tmp_path: Path, mak
         assert j.change_marker() == marker and control.pending(j) == []
 
 
-def test_a_signal_for_a_run_that_finished_meanwhile_is_recorded_as_refused(tmp_path: Path, make_engine: Callable[..., Engine]) -> None:
-    e = make_engine(tmp_path, sync=False, open=False)
+def test_a_signal_for_a_run_that_finished_meanwhile_is_recorded_as_refused(tmp_path: Path, new_engine: Callable[..., Engine]) -> None:
+    e = new_engine(tmp_path, sync=False, open=False)
     _waiter(e)
     with e:
         e.start("hold", run_id="h")
@@ -89,7 +89,7 @@ def test_a_signal_for_a_run_that_finished_meanwhile_is_recorded_as_refused(tmp_p
     with LmdbJournal(tmp_path) as j:
         first = control.submit_signal(j, "h", "go", 1)
         late = control.submit_signal(j, "h", "go", 2)  # the run ends with the first: this one is too late
-    e2 = make_engine(tmp_path, sync=False, open=False)
+    e2 = new_engine(tmp_path, sync=False, open=False)
     _waiter(e2)
     e2.open()
     assert e2.result("h", timeout=TIMEOUT) == 1

@@ -20,12 +20,11 @@ async def two_steps(ctx: Any, i: int) -> int:
 
 
 def test_an_activation_raising_after_buffering_events_is_quarantined_where_they_began(
-    engine: Engine, monkeypatch: pytest.MonkeyPatch
+    new_engine: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Step a's result is buffered (seq 1) and b dispatched, then the machine raises (outside the
     workflow's code): nothing of that activation is written, and the quarantine record takes seq 1
     (no gap a reader would take for corruption)."""
-    engine.workflow()(two_steps)
     original = RunMachine._update_state
 
     def buggy(self: Any) -> None:
@@ -34,6 +33,7 @@ def test_an_activation_raising_after_buffering_events_is_quarantined_where_they_
         original(self)
 
     monkeypatch.setattr(RunMachine, "_update_state", buggy)
+    engine: Engine = new_engine(workflows=[two_steps])  # opened after the patch: a shard process forks with it
     victim = engine.start(two_steps, 1, run_id="victim")
     others = [engine.start(two_steps, i) for i in range(5)]
     st = wait_state(engine, "victim", "blocked")

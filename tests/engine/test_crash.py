@@ -48,7 +48,16 @@ def count_lines(path: Path) -> int:
         return 0
 
 
-def test_sigkill_many_times_then_recover(tmp_path: Path) -> None:
+def _kill(proc: subprocess.Popen[bytes], data_dir: Path) -> None:
+    """SIGKILL the engine's process and, multiproc, its admin and shard processes (all at once)."""
+    os.kill(proc.pid, signal.SIGKILL)
+    pgid = Path(f"{data_dir}.pgid")
+    if pgid.exists():
+        os.killpg(int(pgid.read_text()), signal.SIGKILL)
+        pgid.unlink()
+
+
+def test_sigkill_many_times_then_recover(tmp_path: Path, system: str) -> None:
     data_dir = tmp_path / "data"
     ledger = tmp_path / "ledger.txt"
     seed = int(os.environ.get("CRASH_SEED", time.time_ns() % 100_000))
@@ -57,8 +66,16 @@ def test_sigkill_many_times_then_recover(tmp_path: Path) -> None:
     kills = 0
     for gen in range(KILLS):
         log = open(tmp_path / f"child-{gen}.log", "wb")
-        proc = subprocess.Popen([sys.executable, str(HELPER), str(data_dir), str(ledger), str(gen)], stdout=log, stderr=log)
+        proc = subprocess.Popen(
+            [sys.executable, str(HELPER), str(data_dir), str(ledger), str(gen), system], stdout=log, stderr=log
+        )
         try:
+            if system == "multiproc":  # kill only once its processes are known: all of them die together
+                pgid, deadline = Path(f"{data_dir}.pgid"), time.monotonic() + 30
+                while not pgid.exists():
+                    assert proc.poll() is None, (tmp_path / f"child-{gen}.log").read_text()[-3000:]
+                    assert time.monotonic() < deadline, "the engine's processes never started"
+                    time.sleep(0.005)
             base = count_lines(ledger)
             # kill once the ledger grew by a random amount (leaving work for the next generations)
             target = min(base + rng.randint(20, 180), total_steps - 40)
@@ -69,15 +86,15 @@ def test_sigkill_many_times_then_recover(tmp_path: Path) -> None:
                 time.sleep(0.001)
         finally:
             if proc.poll() is None:
-                os.kill(proc.pid, signal.SIGKILL)
+                _kill(proc, data_dir)
                 kills += 1
             proc.wait(TIMEOUT)
             log.close()
         assert proc.returncode == -signal.SIGKILL
 
     # the final generation: this process reopens the journal, signals every run and collects the results
-    crash_child.configure(str(ledger), KILLS)
-    engine = Engine(data_dir)
+    crash_child.configure(str(ledger), KILLS)  # before the engine forks its processes: they inherit it
+    engine = Engine(data_dir, system=system)
     engine.workflow(name=crash_child.WORKFLOW)(crash_child.crash_wf)
     with engine:
         ids = crash_child.run_ids()

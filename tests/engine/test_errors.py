@@ -98,6 +98,25 @@ def test_chained_cause_survives_pickling_of_cause_itself() -> None:
     assert err.__cause__ is cause
     copy = pickle.loads(pickle.dumps(err))
     assert str(copy) == str(err) and copy.run_id == "r"
+    assert type(copy.__cause__) is ValueError and str(copy.__cause__) == "root cause"  # the chain travels
+
+
+def test_a_chain_of_causes_survives_pickling_and_an_unpicklable_cause_is_left_out() -> None:
+    step = errors.StepFailed("r", "charge", 3, "KeyError: 'k'")
+    step.__cause__ = KeyError("k")
+    err = errors.WorkflowFailed("r", "StepFailed: ...", step)
+    copy = pickle.loads(pickle.dumps(err))
+    assert type(copy.__cause__) is errors.StepFailed and copy.__cause__.attempts == 3
+    assert type(copy.__cause__.__cause__) is KeyError
+    lost = errors.StepFailed("r", "s", 1, "e")
+    lost.__cause__ = _Unpicklable("x")
+    copy2 = pickle.loads(pickle.dumps(lost))
+    assert copy2.__cause__ is None and copy2.step == "s"
+
+
+class _Unpicklable(Exception):
+    def __reduce__(self) -> Any:
+        raise TypeError("no")
 
 
 def test_errors_raised_by_the_engine_pickle(engine: actorflow.Engine) -> None:

@@ -22,7 +22,7 @@ from actorflow import ConfigError, Engine, PayloadError, RetryPolicy, StepFailed
 from actorflow.errors import InvalidRunId
 from storage import Event, LmdbJournal, RunRecord
 
-from .conftest import TIMEOUT, wait_state
+from .conftest import TIMEOUT, Calls, wait_state
 
 
 def _explode() -> Any:
@@ -59,8 +59,8 @@ def _serves(engine: Engine, n: int = 5) -> None:
 # --- 1. a payload that pickles but cannot be unpickled --------------------------------------------
 
 
-def test_unloadable_argument_is_refused_before_anything_is_written(tmp_path: Path) -> None:
-    engine = Engine(tmp_path / "d", sync=False)
+def test_unloadable_argument_is_refused_before_anything_is_written(tmp_path: Path, new_engine: Any) -> None:
+    engine = new_engine(tmp_path / "d", sync=False, open=False)
     engine.workflow()(ordinary)
     with engine:
         with pytest.raises(PayloadError) as ei:
@@ -135,11 +135,11 @@ def _poisoned_dir(path: Path) -> None:
     env.close()
 
 
-def test_a_directory_with_poisoned_runs_opens_serves_and_finishes_old_runs(tmp_path: Path) -> None:
+def test_a_directory_with_poisoned_runs_opens_serves_and_finishes_old_runs(tmp_path: Path, new_engine: Any) -> None:
     d = tmp_path / "d"
     _poisoned_dir(d)
     for _ in range(2):  # and again after a reopen: still serving, evidence not journaled twice
-        engine = Engine(d, sync=False)
+        engine = new_engine(d, sync=False, open=False)
         engine.workflow()(ordinary)
         with engine:
             assert engine.result("good-old", timeout=TIMEOUT) == 42  # the old healthy run finished
@@ -152,7 +152,7 @@ def test_a_directory_with_poisoned_runs_opens_serves_and_finishes_old_runs(tmp_p
                 assert cause in blocked[0].data["error"]
             assert [e.kind for e in engine.history("bad-record")][:2] == ["run_started", "undecodable"]
             _serves(engine)
-    engine = Engine(d, sync=False)
+    engine = new_engine(d, sync=False, open=False)
     engine.workflow()(ordinary)
     with engine:  # a quarantined run can be cancelled without running its code
         assert engine.cancel("bad-args") is True
@@ -162,8 +162,8 @@ def test_a_directory_with_poisoned_runs_opens_serves_and_finishes_old_runs(tmp_p
 # --- 2. a step result that pickles but cannot be unpickled ----------------------------------------
 
 
-def test_unloadable_step_result_fails_the_attempt_and_the_retry_policy_applies(engine: Engine) -> None:
-    calls: list[int] = []
+def test_unloadable_step_result_fails_the_attempt_and_the_retry_policy_applies(engine: Engine, tmp_path: Any) -> None:
+    calls = Calls(tmp_path)
 
     def poison() -> Any:
         calls.append(1)
@@ -189,11 +189,11 @@ def test_unloadable_step_result_fails_the_attempt_and_the_retry_policy_applies(e
     _serves(engine)
 
 
-def test_unloadable_exception_from_a_step_is_journaled_as_text(tmp_path: Path) -> None:
+def test_unloadable_exception_from_a_step_is_journaled_as_text(tmp_path: Path, new_engine: Any) -> None:
     def boom() -> Any:
         raise NeedsTwoArgs("x", "y")
 
-    engine = Engine(tmp_path / "d", sync=False)
+    engine = new_engine(tmp_path / "d", sync=False, open=False)
 
     @engine.workflow(name="fails")
     async def fails(ctx: Any) -> Any:
@@ -345,10 +345,10 @@ def test_bad_run_ids_are_a_clear_value_error_on_every_call(engine: Engine, bad: 
 # --- the principle: all of the above in one engine, then 100 ordinary workflows ------------------
 
 
-def test_no_poison_stops_the_engine(tmp_path: Path) -> None:
+def test_no_poison_stops_the_engine(tmp_path: Path, new_engine: Any) -> None:
     d = tmp_path / "d"
     _poisoned_dir(d)
-    engine = Engine(d, sync=False)
+    engine = new_engine(d, sync=False, open=False)
     engine.workflow()(ordinary)
 
     async def async_exit() -> Any:
@@ -455,11 +455,10 @@ def test_invalid_ctx_arguments_raise_in_the_workflow(engine: Engine, call: Any, 
 
 
 def test_a_run_whose_handling_raises_is_quarantined_and_the_engine_carries_on(
-    engine: Engine, monkeypatch: pytest.MonkeyPatch
+    new_engine: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from actorflow._core import RunMachine
 
-    engine.workflow()(ordinary)
     original = RunMachine.on_step_result
 
     def buggy(self: Any, pos: int, attempt: int, ok: bool, payload: Any) -> None:
@@ -468,6 +467,7 @@ def test_a_run_whose_handling_raises_is_quarantined_and_the_engine_carries_on(
         original(self, pos, attempt, ok, payload)
 
     monkeypatch.setattr(RunMachine, "on_step_result", buggy)
+    engine: Engine = new_engine(workflows=[ordinary])  # opened after the patch: a shard process forks with it
     victim = engine.start(ordinary, 1, run_id="victim")
     others = [engine.start(ordinary, i) for i in range(20)]
     st = wait_state(engine, "victim", "blocked")

@@ -9,6 +9,7 @@ starting threads, and checks every run's result.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import threading
 from typing import Any
@@ -18,7 +19,7 @@ import pytest
 from actorflow import Engine
 from storage import LmdbJournal
 
-from .conftest import TIMEOUT
+from .conftest import TIMEOUT, alive, engine_pids
 
 
 def _expected(i: int) -> int:
@@ -31,13 +32,22 @@ def _expected(i: int) -> int:
 
 
 @pytest.mark.parametrize(
-    "step_threads,shards,overlap", [(32, 2, True), (1, 1, True), (4, 3, True), (32, 2, "always")]
+    "step_threads,shards,overlap",
+    [(32, 2, True), (1, 1, True), (4, 3, True), (32, 2, "always"), (8, 2, "multiproc")],
 )
 def test_mixed_load_loses_nothing(tmp_path: Any, step_threads: int, shards: int, overlap: bool | str) -> None:
     # "always": every commit's callbacks run on the journal's completer thread, as they do when they
     # outlast a sync (the engine's own rarely do): the engine must not depend on which thread runs them
-    journal = LmdbJournal(tmp_path / "af", commit_overlap=overlap)
-    engine = Engine(None, journal=journal, passivate_after=0.05, step_threads=step_threads, shards=shards)
+    # "multiproc": the same load through shard processes (their hosts passivate and reload runs)
+    journal: Any
+    if overlap == "multiproc":
+        journal = contextlib.nullcontext()
+        engine = Engine(
+            tmp_path / "af", system="multiproc", sync=False, passivate_after=0.05, step_threads=step_threads, shards=shards
+        )
+    else:
+        journal = LmdbJournal(tmp_path / "af", commit_overlap=overlap)
+        engine = Engine(None, journal=journal, passivate_after=0.05, step_threads=step_threads, shards=shards)
 
     @engine.workflow()
     async def kid(ctx: Any, x: int) -> int:
@@ -105,4 +115,6 @@ def test_mixed_load_loses_nothing(tmp_path: Any, step_threads: int, shards: int,
         results += [handles[i].result(TIMEOUT) for i in keys[n // 2 :]]
         if overlap == "always":  # the callbacks did go over to the completer
             assert engine.journal._committer._c_handed > 0  # type: ignore[union-attr]
+        pids = engine_pids(engine)
     assert results == [_expected(i) for i in keys]
+    assert [p for p in pids if alive(p)] == []  # a multiproc engine's processes are gone after close

@@ -114,3 +114,62 @@ def test_kill_9_of_a_step_worker_process_reruns_its_step(tmp_path: Path) -> None
     assert pids & workers_after  # new workers ran the rest, the killed one is gone
     assert not _alive(worker)
     assert not any(_alive(p) for p in workers_after)  # close() ended the workers
+
+
+ENGINE_THEN_WAIT = """
+import os, sys
+from actorflow import Engine
+
+async def waits(ctx):
+    return await ctx.wait_signal("go")
+
+engine = Engine(sys.argv[1], system="multiproc")
+engine.workflow(name="waits")(waits)
+engine.open()
+engine.start("waits", run_id="w")
+while engine.status("w").state.value != "waiting":
+    pass
+rt = engine._actors
+print(os.getpgid(rt.admin_pid), *rt.shard_pids.values(), flush=True)  # the admin's session, the shards
+sys.stdin.read()
+"""
+
+
+def test_kill_9_of_the_engine_process_leaves_its_directory_to_the_next_engine(tmp_path: Path, system: str) -> None:
+    """The admin (and its actors) are forked from the engine's process: they must not keep its lock on
+    the data directory, or an engine killed with -9 would leave it locked for as long as they live.
+    The old shards run on until they notice (within a second): a new multiproc engine's shards wait
+    for them, so no run is recovered twice at once."""
+    import subprocess
+    import sys
+
+    data = tmp_path / "data"
+    child = subprocess.Popen(
+        [sys.executable, "-c", ENGINE_THEN_WAIT, str(data)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    pgid = None
+    try:
+        assert child.stdout is not None
+        pgid, *old_shards = (int(x) for x in child.stdout.readline().split())
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait(TIMEOUT)
+        e = Engine(data, system=system)  # not "another engine (pid ...) already runs"
+
+        async def waits(ctx: Any) -> Any:
+            return await ctx.wait_signal("go")
+
+        e.workflow(name="waits")(waits)
+        with e:
+            if system == "multiproc":  # its shards started once the old ones had stopped
+                assert not any(_alive(p) for p in old_shards)
+            e.signal("w", "go", "after the crash")
+            assert e.result("w", timeout=TIMEOUT) == "after the crash"
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait(TIMEOUT)
+        if pgid is not None:  # the orphaned admin of the killed engine: ours to end
+            try:
+                os.killpg(pgid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass

@@ -15,7 +15,12 @@ import actorflow
 from actorflow import Engine, MockClock, RunState, _host
 from actorflow._messages import PumpCall
 
-from .conftest import TIMEOUT, wait_state, wait_until
+from .conftest import TIMEOUT, embedded_only, wait_state, wait_until
+
+pytestmark = embedded_only(
+    "looks at which runs each in-process RunHost holds, on a MockClock moved by hand; a multiprocess "
+    "engine's hosts live in other processes (its passivation: test_systems.py)"
+)
 
 CALLS: collections.Counter[str] = collections.Counter()
 

@@ -10,7 +10,7 @@ import pytest
 import actorflow
 from actorflow import Cancelled, Engine, WorkflowFailed
 
-from .conftest import TIMEOUT, Gate, wait_state
+from .conftest import TIMEOUT, Calls, FileGate, wait_state
 
 
 class Boom(Exception):
@@ -44,8 +44,8 @@ def _raise() -> None:
     raise Boom("d exploded")
 
 
-def test_compensations_run_in_reverse_on_failure(engine: Engine) -> None:
-    log: list[str] = []
+def test_compensations_run_in_reverse_on_failure(engine: Engine, tmp_path: Any) -> None:
+    log = Calls(tmp_path)
     wf = _saga(engine, log)
     h = engine.start(wf)
     with pytest.raises(WorkflowFailed) as ei:
@@ -64,8 +64,8 @@ def test_compensations_run_in_reverse_on_failure(engine: Engine) -> None:
     assert st.state == actorflow.RunState.FAILED and "d exploded" in st.error
 
 
-def test_compensations_run_in_reverse_on_cancel(engine: Engine) -> None:
-    log: list[str] = []
+def test_compensations_run_in_reverse_on_cancel(engine: Engine, tmp_path: Any) -> None:
+    log = Calls(tmp_path)
     wf = _saga(engine, log, wait=True)
     h = engine.start(wf)
     wait_state(engine, h.run_id, "waiting")
@@ -83,8 +83,8 @@ def test_compensations_run_in_reverse_on_cancel(engine: Engine) -> None:
     assert h.status().state == actorflow.RunState.CANCELLED
 
 
-def test_failing_compensation_is_recorded_and_reported(engine: Engine) -> None:
-    log: list[str] = []
+def test_failing_compensation_is_recorded_and_reported(engine: Engine, tmp_path: Any) -> None:
+    log = Calls(tmp_path)
     wf = _saga(engine, log, fail_comp="b")
     h = engine.start(wf)
     with pytest.raises(WorkflowFailed) as ei:
@@ -101,8 +101,8 @@ def test_failing_compensation_is_recorded_and_reported(engine: Engine) -> None:
     assert "cannot undo b" in h.status().error
 
 
-def test_result_only_after_compensations_journaled(engine: Engine) -> None:
-    gate = Gate()
+def test_result_only_after_compensations_journaled(engine: Engine, tmp_path: Any) -> None:
+    gate = FileGate(tmp_path)
 
     @engine.workflow()
     async def wf(ctx: Any) -> None:
@@ -125,8 +125,8 @@ def test_result_only_after_compensations_journaled(engine: Engine) -> None:
     assert kinds[-2:] == ["compensation_completed", "run_failed"]
 
 
-def test_successful_run_does_not_compensate(engine: Engine) -> None:
-    log: list[str] = []
+def test_successful_run_does_not_compensate(engine: Engine, tmp_path: Any) -> None:
+    log = Calls(tmp_path)
 
     @engine.workflow()
     async def wf(ctx: Any) -> str:
@@ -137,8 +137,8 @@ def test_successful_run_does_not_compensate(engine: Engine) -> None:
     assert log == []
 
 
-def test_async_compensation(engine: Engine) -> None:
-    log: list[str] = []
+def test_async_compensation(engine: Engine, tmp_path: Any) -> None:
+    log = Calls(tmp_path)
 
     async def undo() -> None:
         log.append("async-undo")
@@ -153,8 +153,8 @@ def test_async_compensation(engine: Engine) -> None:
     assert log == ["async-undo"]
 
 
-def test_failing_compensation_on_cancel_is_reported(engine: Engine) -> None:
-    log: list[str] = []
+def test_failing_compensation_on_cancel_is_reported(engine: Engine, tmp_path: Any) -> None:
+    log = Calls(tmp_path)
     wf = _saga(engine, log, fail_comp="c", wait=True)
     h = engine.start(wf)
     wait_state(engine, h.run_id, "waiting")

@@ -9,9 +9,18 @@ from typing import Any
 import pytest
 
 import actorflow
-from actorflow import ConfigError, Engine, MockClock, RetryPolicy, StepFailed, StepTimeout, WorkflowFailed
+from actorflow import (
+    ConfigError,
+    Engine,
+    MockClock,
+    RetryPolicy,
+    StepFailed,
+    StepTimeout,
+    SystemClock,
+    WorkflowFailed,
+)
 
-from .conftest import TIMEOUT, Gate, wait_until
+from .conftest import TIMEOUT, Calls, FileFlag, FileGate, Gate, embedded_only, wait_until
 
 
 class Boom(Exception):
@@ -24,25 +33,22 @@ class Fatal(Exception):
 
 def test_step_result_is_the_journaled_copy(engine: Engine) -> None:
     original = {"items": [1, 2, 3]}
-    seen: list[Any] = []
 
     @engine.workflow()
     async def wf(ctx: Any) -> Any:
         value = await ctx.step("make", lambda: original)
-        seen.append(value)
-        return value
+        same = value is original  # the workflow gets the decoded journal copy, not the live object
+        original["items"].append(4)  # mutating the step's object afterwards changes nothing
+        return value, same
 
-    result = engine.run(wf, timeout=TIMEOUT)
-    assert result == original
-    assert seen[0] is not original  # the workflow got the decoded journal copy, not the live object
-    original["items"].append(4)  # mutating the step's object afterwards changes nothing
-    assert seen[0] == {"items": [1, 2, 3]}
-    ev = [e for e in engine.history(engine.runs()[0].run_id) if e.kind == "step_completed"][0]
+    h = engine.start(wf)
+    assert h.result(TIMEOUT) == ({"items": [1, 2, 3]}, False)
+    ev = [e for e in engine.history(h.run_id) if e.kind == "step_completed"][0]
     assert ev.name == "make" and ev.data == {"items": [1, 2, 3]} and ev.pos == 0
 
 
-def test_sync_async_and_coroutine_returning_steps(engine: Engine) -> None:
-    threads: list[str] = []
+def test_sync_async_and_coroutine_returning_steps(engine: Engine, tmp_path: Any) -> None:
+    threads = Calls(tmp_path)
 
     def sync_fn() -> str:
         threads.append(threading.current_thread().name)
@@ -67,7 +73,7 @@ def test_sync_async_and_coroutine_returning_steps(engine: Engine) -> None:
 
     assert engine.run(wf, timeout=TIMEOUT) == ["sync", "async", 42, None]
     # steps run off the actor (pump) thread
-    assert all(t != "actorflow-pump" for t in threads)
+    assert len(threads) == 2 and all(t != "actorflow-pump" for t in threads)
     assert threading.current_thread().name not in threads
 
 
@@ -95,8 +101,8 @@ def _failing(n_failures: int, calls: list[int], exc: type[Exception] = Boom, val
     return fn
 
 
-def test_retry_none_is_one_attempt(engine: Engine) -> None:
-    calls: list[int] = []
+def test_retry_none_is_one_attempt(engine: Engine, tmp_path: Any) -> None:
+    calls = Calls(tmp_path)
 
     @engine.workflow()
     async def wf(ctx: Any) -> Any:
@@ -110,9 +116,9 @@ def test_retry_none_is_one_attempt(engine: Engine) -> None:
     assert calls == [1]
 
 
-def test_exponential_retry_succeeds_and_journals_attempts(engine: Engine) -> None:
-    calls: list[int] = []
-    policy = RetryPolicy.exponential(max_attempts=5, initial_delay=2.0, multiplier=3.0, jitter=False)
+def test_exponential_retry_succeeds_and_journals_attempts(engine: Engine, tmp_path: Any) -> None:
+    calls = Calls(tmp_path)
+    policy = RetryPolicy.exponential(max_attempts=5, initial_delay=0.02, multiplier=3.0, jitter=False)
 
     @engine.workflow()
     async def wf(ctx: Any) -> Any:
@@ -124,17 +130,17 @@ def test_exponential_retry_succeeds_and_journals_attempts(engine: Engine) -> Non
     hist = h.history()
     failed = [e for e in hist if e.kind == "step_attempt_failed"]
     assert [e.data["attempt"] for e in failed] == [1, 2, 3]
-    assert [e.data["retry_at"] - e.at for e in failed] == pytest.approx([2.0, 6.0, 18.0])
+    assert [e.data["retry_at"] - e.at for e in failed] == pytest.approx([0.02, 0.06, 0.18], abs=0.005)
     assert all("Boom: failure" in e.data["error"] for e in failed)
     done = [e for e in hist if e.kind == "step_completed"]
     assert len(done) == 1 and done[0].data == "ok"
-    # the successful attempt ran no earlier than the last retry_at (virtual time)
+    # the successful attempt ran no earlier than the last retry_at
     assert done[0].at >= failed[-1].data["retry_at"]
 
 
-def test_retries_exhausted_raise_step_failed_with_cause(engine: Engine) -> None:
-    calls: list[int] = []
-    policy = RetryPolicy.linear(max_attempts=3, delay=5.0, jitter=False)
+def test_retries_exhausted_raise_step_failed_with_cause(engine: Engine, tmp_path: Any) -> None:
+    calls = Calls(tmp_path)
+    policy = RetryPolicy.linear(max_attempts=3, delay=0.05, jitter=False)
 
     @engine.workflow()
     async def wf(ctx: Any) -> Any:
@@ -151,16 +157,16 @@ def test_retries_exhausted_raise_step_failed_with_cause(engine: Engine) -> None:
     assert str(step_err.__cause__) == "failure 3"
     hist = h.history()
     failed = [e for e in hist if e.kind == "step_attempt_failed"]
-    assert [e.data["retry_at"] - e.at for e in failed] == pytest.approx([5.0, 5.0])
+    assert [e.data["retry_at"] - e.at for e in failed] == pytest.approx([0.05, 0.05], abs=0.005)
     final = [e for e in hist if e.kind == "step_failed"]
     assert len(final) == 1 and final[0].data["attempts"] == 3
     assert h.status().state == actorflow.RunState.FAILED
     assert "always" in h.status().error
 
 
-def test_custom_retry_delays(engine: Engine) -> None:
-    calls: list[int] = []
-    policy = RetryPolicy.custom(4, lambda n: 10.0 * n)
+def test_custom_retry_delays(engine: Engine, tmp_path: Any) -> None:
+    calls = Calls(tmp_path)
+    policy = RetryPolicy.custom(4, lambda n: 0.02 * n)
 
     @engine.workflow()
     async def wf(ctx: Any) -> Any:
@@ -169,11 +175,11 @@ def test_custom_retry_delays(engine: Engine) -> None:
     h = engine.start(wf)
     assert h.result(TIMEOUT) == "ok"
     failed = [e for e in h.history() if e.kind == "step_attempt_failed"]
-    assert [e.data["retry_at"] - e.at for e in failed] == pytest.approx([10.0, 20.0, 30.0])
+    assert [e.data["retry_at"] - e.at for e in failed] == pytest.approx([0.02, 0.04, 0.06], abs=0.005)
 
 
-def test_non_retryable_errors_fail_at_once(engine: Engine) -> None:
-    calls: list[int] = []
+def test_non_retryable_errors_fail_at_once(engine: Engine, tmp_path: Any) -> None:
+    calls = Calls(tmp_path)
     policy = RetryPolicy.exponential(max_attempts=5, initial_delay=1.0, non_retryable=(Fatal,))
 
     @engine.workflow()
@@ -200,6 +206,7 @@ def test_workflow_can_catch_step_failure_and_continue(engine: Engine) -> None:
     assert engine.run(wf, timeout=TIMEOUT) == "recovered"
 
 
+@embedded_only("MockClock moved by the test (time stands still between its steps); real clock: below")
 def test_step_timeout_and_late_result_discarded(make_engine: Any) -> None:
     clock = MockClock()  # no autojump: the test moves time
     engine = make_engine(clock=clock)
@@ -227,6 +234,28 @@ def test_step_timeout_and_late_result_discarded(make_engine: Any) -> None:
     assert failed.data["timeout"] is True
 
 
+def test_step_timeout_on_the_real_clock_discards_the_late_result(new_engine: Any, tmp_path: Any) -> None:
+    engine = new_engine(clock=SystemClock())
+    gate = FileGate(tmp_path)
+
+    @engine.workflow()
+    async def wf(ctx: Any) -> Any:
+        try:
+            await ctx.step("slow", lambda: gate("late"), timeout=0.2)
+        except StepTimeout as exc:
+            return ("timeout", exc.attempts, isinstance(exc, StepFailed))
+        return "no timeout"
+
+    h = engine.start(wf)
+    assert gate.entered.wait(TIMEOUT)
+    assert h.result(TIMEOUT) == ("timeout", 1, True)
+    gate.release.set()  # the late result arrives after the run finished
+    assert "step_completed" not in [e.kind for e in h.history()]
+    failed = [e for e in h.history() if e.kind == "step_failed"][0]
+    assert failed.data["timeout"] is True
+
+
+@embedded_only("MockClock moved by the test (time stands still between its steps)")
 def test_step_timeout_retried_late_result_of_first_attempt_ignored(make_engine: Any) -> None:
     clock = MockClock()
     engine = make_engine(clock=clock)
@@ -259,8 +288,8 @@ def test_step_timeout_retried_late_result_of_first_attempt_ignored(make_engine: 
     assert attempts == [1, 2]
 
 
-def test_current_step_info_and_stable_idempotency_key(engine: Engine) -> None:
-    infos: list[actorflow.StepInfo] = []
+def test_current_step_info_and_stable_idempotency_key(engine: Engine, tmp_path: Any) -> None:
+    infos = Calls(tmp_path)
 
     def fn() -> str:
         info = actorflow.current_step()
@@ -275,7 +304,7 @@ def test_current_step_info_and_stable_idempotency_key(engine: Engine) -> None:
     @engine.workflow()
     async def wf(ctx: Any) -> Any:
         await ctx.step("first", lambda: 1)
-        key = await ctx.step("keyed", fn, retry=RetryPolicy.linear(3, 1.0))
+        key = await ctx.step("keyed", fn, retry=RetryPolicy.linear(3, 0.01))
         ainfo = await ctx.step("async-info", afn)
         return key, ainfo
 
@@ -291,9 +320,9 @@ def test_current_step_info_and_stable_idempotency_key(engine: Engine) -> None:
         actorflow.current_step()  # outside a step
 
 
-def test_gather_returns_in_argument_order(engine: Engine) -> None:
-    order: list[str] = []
-    b_done = threading.Event()
+def test_gather_returns_in_argument_order(engine: Engine, tmp_path: Any) -> None:
+    order = Calls(tmp_path)
+    b_done = FileFlag(str(tmp_path / "b_done"))
 
     def a() -> str:
         assert b_done.wait(TIMEOUT)  # a finishes after b
@@ -307,7 +336,7 @@ def test_gather_returns_in_argument_order(engine: Engine) -> None:
 
     @engine.workflow()
     async def wf(ctx: Any) -> Any:
-        return await ctx.gather(ctx.step("a", a), ctx.step("b", b), ctx.sleep("nap", 10), ctx.step("c", lambda: "C"))
+        return await ctx.gather(ctx.step("a", a), ctx.step("b", b), ctx.sleep("nap", 0.05), ctx.step("c", lambda: "C"))
 
     h = engine.start(wf)
     assert h.result(TIMEOUT) == ["A", "B", None, "C"]
@@ -316,9 +345,9 @@ def test_gather_returns_in_argument_order(engine: Engine) -> None:
     assert sorted(steps, key=lambda s: s[1]) == [("a", 0), ("b", 1), ("c", 3)]
 
 
-def test_gather_raises_first_failure_in_argument_order(engine: Engine) -> None:
-    c_failed = threading.Event()
-    ran: list[str] = []
+def test_gather_raises_first_failure_in_argument_order(engine: Engine, tmp_path: Any) -> None:
+    c_failed = FileFlag(str(tmp_path / "c_failed"))
+    ran = Calls(tmp_path)
 
     def b() -> None:
         assert c_failed.wait(TIMEOUT)  # b fails after c did
@@ -378,14 +407,12 @@ def test_awaiting_asyncio_in_workflow_is_an_error(engine: Engine) -> None:
     assert engine.run(wf, timeout=TIMEOUT) == "refused"
 
 
-def test_sync_callable_returning_a_coroutine_does_not_hold_a_pool_thread() -> None:
+def test_sync_callable_returning_a_coroutine_does_not_hold_a_pool_thread(new_engine: Any) -> None:
     """`lambda: some_async(x)` is awaited on the step loop; the single pool thread stays free."""
     import asyncio as _asyncio
 
-    from actorflow.testing import memory_engine
-
-    engine = memory_engine(step_threads=1)
-    opened: list[bool] = []
+    engine = new_engine(step_threads=1, open=False)
+    opened: list[bool] = []  # both steps run in one process (the run's), so a plain list is shared
 
     async def wait_open() -> str:
         while not opened:
@@ -402,6 +429,7 @@ def test_sync_callable_returning_a_coroutine_does_not_hold_a_pool_thread() -> No
         assert engine.run(wf, timeout=10) == ["opened", "done"]
 
 
+@embedded_only("Runtime.help: the worker that ran a step journals it, an embedded fast path seen in a MemoryJournal")
 def test_a_lone_sequential_workflow_journals_each_step_on_the_worker_that_ran_it(make_engine: Any) -> None:
     """With nothing else running, the worker that finished step N runs the actors itself: it
     journals the result, commits, and takes step N+1 (Runtime.help) - no hand-off to the pump
@@ -437,6 +465,7 @@ def test_a_lone_sequential_workflow_journals_each_step_on_the_worker_that_ran_it
     assert set(on_workers) <= set(ran_on)
 
 
+@embedded_only("its steps call the engine object of the test's process, which no other process has")
 def test_steps_that_start_and_await_other_runs_while_many_run(make_engine: Any) -> None:
     """A step that calls engine.start (so runs the actors on its worker) among concurrent runs: no item lost."""
     engine = make_engine()

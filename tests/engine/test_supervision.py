@@ -1,20 +1,25 @@
-"""Supervision: a host actor that fails is restarted by the supervisor and its runs recover by replay."""
+"""Supervision: a host actor that fails is restarted by the supervisor and its runs recover by replay.
+
+On a multiprocess engine the failure is injected (monkeypatch) before the engine opens, so its shard
+processes fork with it; there the shard's own supervisor restarts the host, and when the shard gives
+up the engine's supervisor restarts the shard process (kill -9 of one: test_multiproc_crash.py)."""
 
 from __future__ import annotations
 
 import collections
+import os
 import threading
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from actorflow import Engine, MockClock, _host, _timers
+from actorflow import MockClock, _host, _timers
 from actorflow._messages import SignalArrived, StartRun, StepDone
 
-from .conftest import TIMEOUT, wait_state
+from .conftest import TIMEOUT, FileFlag, Tally, embedded_only, wait_state
 
-CALLS: collections.Counter[str] = collections.Counter()
+CALLS = Tally(name="calls")  # steps may run in shard processes
 
 
 class Injected(Exception):
@@ -22,22 +27,23 @@ class Injected(Exception):
 
 
 @pytest.fixture(autouse=True)
-def _reset() -> Iterator[None]:
-    CALLS.clear()
+def _reset(tmp_path: Any) -> Iterator[None]:
+    CALLS.reset(tmp_path)  # before the test's engines fork their processes
     yield
 
 
 def counted(name: str) -> Any:
     def fn() -> str:
-        CALLS[name] += 1
+        CALLS.append(name)
         return f"{name}!"
 
     return fn
 
 
-def fail_once_on(monkeypatch: pytest.MonkeyPatch, kind: type, step_pos: int | None = None) -> threading.Event:
-    """Make RunHost.handle raise once, on the first batch that carries a message of type `kind`."""
-    fired = threading.Event()
+def fail_once_on(monkeypatch: pytest.MonkeyPatch, kind: type, step_pos: int | None = None) -> FileFlag:
+    """Make RunHost.handle raise once, on the first batch that carries a message of type `kind`
+    (in every process forked after this: patch before the engine opens)."""
+    fired = FileFlag(os.path.join(os.path.dirname(CALLS.path), f"fired-{kind.__name__}"))
     orig = _host.RunHost.handle
 
     def handle(self: _host.RunHost, items: list[Any]) -> Any:
@@ -50,15 +56,16 @@ def fail_once_on(monkeypatch: pytest.MonkeyPatch, kind: type, step_pos: int | No
     return fired
 
 
-def test_host_failure_on_step_result_is_recovered(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_host_failure_on_step_result_is_recovered(new_engine: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     fired = fail_once_on(monkeypatch, StepDone, step_pos=1)
 
-    @engine.workflow()
     async def wf(ctx: Any) -> Any:
         a = await ctx.step("a", counted("a"))
         b = await ctx.step("b", counted("b"))  # its result message is lost with the failing host
         c = await ctx.step("c", counted("c"))
         return a, b, c
+
+    engine = new_engine(workflows=[wf])
 
     h = engine.start(wf)
     assert h.result(TIMEOUT) == ("a!", "b!", "c!")
@@ -69,36 +76,37 @@ def test_host_failure_on_step_result_is_recovered(engine: Engine, monkeypatch: p
     assert kinds.count("step_completed") == 3
 
 
-def test_host_failure_on_start_is_recovered(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_host_failure_on_start_is_recovered(new_engine: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     fired = fail_once_on(monkeypatch, StartRun)
 
-    @engine.workflow()
     async def wf(ctx: Any, x: int) -> int:
-        return await ctx.step("x", lambda: x + 1)
+        return await ctx.step("x", lambda: x + 1)  # type: ignore[no-any-return]
+
+    engine = new_engine(workflows=[wf])
 
     handles = [engine.start(wf, i) for i in range(5)]
     assert [h.result(TIMEOUT) for h in handles] == [1, 2, 3, 4, 5]
     assert fired.is_set()
 
 
-def test_host_failure_on_signal_keeps_the_signal(make_engine: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    engine = make_engine(clock=MockClock())
+def test_host_failure_on_signal_keeps_the_signal(new_engine: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    fired = fail_once_on(monkeypatch, SignalArrived)  # the run's first SignalArrived is the one below
 
-    @engine.workflow()
     async def wf(ctx: Any) -> Any:
         a = await ctx.step("a", counted("a"))
         got = await ctx.wait_signal("go")
         return a, got
 
+    engine = new_engine(clock=MockClock(), workflows=[wf])
     h = engine.start(wf)
     wait_state(engine, h.run_id, "waiting")
-    fired = fail_once_on(monkeypatch, SignalArrived)
     h.signal("go", "payload")  # durable in the inbox: the restarted host finds it when it recovers the run
     assert fired.wait(TIMEOUT)
     assert h.result(TIMEOUT) == ("a!", "payload")
     assert CALLS["a"] == 1
 
 
+@embedded_only("MockClock: the timer actor fails at 60 s of a 100 s sleep")
 def test_timer_actor_failure_rearms(make_engine: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     clock = MockClock()
     engine = make_engine(clock=clock)
@@ -126,24 +134,33 @@ def test_timer_actor_failure_rearms(make_engine: Any, monkeypatch: pytest.Monkey
     assert h.result(TIMEOUT) == "woke"
 
 
-def test_supervisor_giving_up_fails_waiters_and_refuses_new_work(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_supervisor_giving_up_fails_waiters_and_refuses_new_work(
+    new_engine: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
     """A host that fails on every message exhausts the restart budget: callers get an error, not a hang."""
     from actorflow import ActorflowError, WorkflowFailed
 
-    @engine.workflow()
+    armed = FileFlag(str(tmp_path / "armed"))  # from then on the host fails (in any process)
+    orig = _host.RunHost.handle
+
+    def always_fail(self: _host.RunHost, items: list[tuple[Any, ...]]) -> Any:
+        if armed.is_set():
+            raise Injected("host keeps failing")
+        return orig(self, items)
+
+    monkeypatch.setattr(_host.RunHost, "handle", always_fail)
+
     async def wf(ctx: Any) -> Any:
         return await ctx.wait_signal("go")
 
+    engine = new_engine(workflows=[wf])
     h = engine.start(wf)
     wait_state(engine, h.run_id, "waiting")
     outcome: list[BaseException] = []
     waiter = threading.Thread(target=lambda: _catch(outcome, h.result, TIMEOUT))
     waiter.start()
 
-    def always_fail(self: _host.RunHost, items: list[tuple[Any, ...]]) -> Any:
-        raise Injected("host keeps failing")
-
-    monkeypatch.setattr(_host.RunHost, "handle", always_fail)
+    armed.set()
     engine.signal(h.run_id, "go", 1)  # the host fails on it, and on every recovery after each restart
     waiter.join(TIMEOUT)
     with pytest.raises(ActorflowError, match="restart budget"):
@@ -159,6 +176,7 @@ def _catch(out: list[BaseException], fn: Any, *args: Any) -> None:
         out.append(exc)
 
 
+@embedded_only("MemoryJournal fault injection (a commit that fails once)")
 def test_failed_journal_commit_reloads_its_runs(make_engine: Any) -> None:
     """A commit that fails (disk full, I/O error) loses nothing journaled: its runs replay and go on."""
     from actorflow import StorageError
@@ -196,6 +214,7 @@ def test_failed_journal_commit_reloads_its_runs(make_engine: Any) -> None:
     assert kinds.count("step_completed") == 2
 
 
+@embedded_only("the embedded pump's direct delivery to host actors in this process")
 def test_host_messages_go_by_direct_delivery_and_what_a_host_sends_still_arrives(make_engine: Any) -> None:
     """In one process the pump delivers a batch to a live host actor by a direct call (no simple-system
     dispatch); messages the host sends meanwhile (here: timers to arm) are run by one tell after it."""

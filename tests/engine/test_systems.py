@@ -183,3 +183,46 @@ def test_reopen_recovers_a_sleeping_run(tmp_path: Path) -> None:
                 e.start(naps, 1.0, run_id="sleeper")
                 continue  # closed before it wakes
             assert e.result("sleeper", timeout=TIMEOUT) == "rested"
+
+
+def test_workflow_registered_after_open_runs_and_survives_a_shard_restart(tmp_path: Path) -> None:
+    """The shard processes get a workflow registered after open(), and a restarted shard (whose init
+    has only open()'s workflows) gets it again and recovers its runs."""
+    import signal as signals
+    import time
+
+    e = Engine(tmp_path / "d", system="multiproc", sync=False, shards=1)
+    with e:
+        e.workflow()(waits)
+        h = e.start(waits, "late")
+        deadline = time.monotonic() + TIMEOUT
+        while e.status(h.run_id).state is not RunState.WAITING:
+            assert time.monotonic() < deadline, "the late-registered workflow never ran"
+            time.sleep(0.01)
+        rt: Any = e._runtime()  # type: ignore[attr-defined]
+        victim = rt.shard_pids[0]
+        os.kill(victim, signals.SIGKILL)
+        while rt.shard_pids[0] == victim:  # the supervisor started a new shard process
+            assert time.monotonic() < deadline, "the shard was not restarted"
+            time.sleep(0.01)
+        e.signal(h.run_id, "late", 5)
+        assert h.result(timeout=TIMEOUT) == 5
+
+
+def test_a_workflow_registered_after_open_that_cannot_be_sent_is_refused_at_registration(engine: Engine) -> None:
+    import threading
+
+    lock = threading.Lock()
+
+    async def holds_a_lock(ctx: Any) -> bool:
+        return lock is not None
+
+    if engine.system == "multiproc":
+        with pytest.raises(actorflow.ConfigError, match="holds_a_lock") as ei:
+            engine.workflow()(holds_a_lock)
+        assert "lock" in str(ei.value)
+        with pytest.raises(actorflow.WorkflowNotRegistered):
+            engine.start(holds_a_lock)  # not half-registered
+    else:  # one process: nothing to send
+        engine.workflow()(holds_a_lock)
+        assert engine.run(holds_a_lock, timeout=TIMEOUT) is True

@@ -10,20 +10,20 @@ import pytest
 import actorflow
 from actorflow import ConfigError, Engine, MockClock, RunFinished, RunNotFound, WaitTimeout
 
-from .conftest import TIMEOUT, Gate, wait_state, wait_until
+from .conftest import TIMEOUT, FileGate, embedded_only, wait_state, wait_until
 
 
-def test_sleep_is_durable_and_takes_virtual_time(engine: Engine) -> None:
+def test_sleep_is_durable_and_takes_its_time(engine: Engine) -> None:
     @engine.workflow()
     async def wf(ctx: Any) -> float:
         t0 = ctx.time()
-        await ctx.sleep("hour", 3600)
-        await ctx.sleep("day", dt.timedelta(days=1))
+        await ctx.sleep("hour", 0.1)
+        await ctx.sleep("day", dt.timedelta(milliseconds=150))
         await ctx.sleep("zero", 0)
         return ctx.time() - t0
 
     h = engine.start(wf)
-    assert h.result(TIMEOUT) >= 3600 + 86400
+    assert h.result(TIMEOUT) >= 0.25
     hist = h.history()
     timers = [(e.kind, e.name) for e in hist if e.kind.startswith("timer")]
     assert timers == [
@@ -36,12 +36,13 @@ def test_sleep_is_durable_and_takes_virtual_time(engine: Engine) -> None:
     ]
     started = {e.name: e for e in hist if e.kind == "timer_started"}
     fired = {e.name: e for e in hist if e.kind == "timer_fired"}
-    assert started["hour"].data == pytest.approx(started["hour"].at + 3600)  # due time journaled
+    assert started["hour"].data == pytest.approx(started["hour"].at + 0.1, abs=0.005)  # due time journaled
     assert fired["hour"].at >= started["hour"].data
-    assert fired["day"].at >= started["day"].at + 86400
+    assert fired["day"].at >= started["day"].at + 0.15
     assert engine.journal.timer_count() == 0  # fired timers leave the index
 
 
+@embedded_only("MockClock advanced by hand: asleep at 99 s of a 100 s sleep, awake at 100 s")
 def test_sleep_state_and_manual_clock(make_engine: Any) -> None:
     clock = MockClock()
     engine = make_engine(clock=clock)
@@ -90,8 +91,8 @@ def test_uncaught_config_error_fails_the_run(engine: Engine) -> None:
     assert isinstance(ei.value.__cause__, ConfigError)
 
 
-def test_signals_in_order_per_name_sent_before_the_wait(engine: Engine) -> None:
-    gate = Gate()
+def test_signals_in_order_per_name_sent_before_the_wait(engine: Engine, tmp_path: Any) -> None:
+    gate = FileGate(tmp_path)
 
     @engine.workflow()
     async def wf(ctx: Any) -> Any:
@@ -113,8 +114,8 @@ def test_signals_in_order_per_name_sent_before_the_wait(engine: Engine) -> None:
     assert received == [("x", 1), ("x", 2), ("x", [3]), ("y", {"v": "y1"})]
 
 
-def test_signal_to_waiting_run_and_default_payload(make_engine: Any) -> None:
-    engine = make_engine(clock=MockClock())  # no autojump: the wait's timeout must not elapse
+def test_signal_to_waiting_run_and_default_payload(new_engine: Any) -> None:
+    engine = new_engine(clock=MockClock())  # no autojump: the wait's timeout must not elapse
 
     @engine.workflow()
     async def wf(ctx: Any) -> Any:
@@ -150,13 +151,13 @@ def test_wait_timeout(engine: Engine) -> None:
     @engine.workflow()
     async def wf(ctx: Any) -> Any:
         try:
-            await ctx.wait_signal("approve", timeout=7 * 86400)
+            await ctx.wait_signal("approve", timeout=0.1)
         except WaitTimeout as exc:
             return ("timeout", exc.signal, exc.timeout, exc.run_id)
         return "approved"
 
     h = engine.start(wf, run_id="wt-1")
-    assert h.result(TIMEOUT) == ("timeout", "approve", 7 * 86400, "wt-1")
+    assert h.result(TIMEOUT) == ("timeout", "approve", 0.1, "wt-1")
     kinds = [e.kind for e in h.history()]
     assert "wait_started" in kinds and "wait_timeout" in kinds
     assert issubclass(WaitTimeout, actorflow.ActorflowError)
@@ -165,13 +166,14 @@ def test_wait_timeout(engine: Engine) -> None:
 def test_uncaught_wait_timeout_fails_run(engine: Engine) -> None:
     @engine.workflow()
     async def wf(ctx: Any) -> None:
-        await ctx.wait_signal("approve", timeout=5)
+        await ctx.wait_signal("approve", timeout=0.05)
 
     with pytest.raises(actorflow.WorkflowFailed) as ei:
         engine.run(wf, timeout=TIMEOUT)
     assert isinstance(ei.value.__cause__, WaitTimeout)
 
 
+@embedded_only("MockClock advanced by hand: the signal lands at 59 s of a 60 s timeout")
 def test_signal_arriving_before_timeout_wins(make_engine: Any) -> None:
     clock = MockClock()
     engine = make_engine(clock=clock)
@@ -192,7 +194,7 @@ def test_signal_arriving_before_timeout_wins(make_engine: Any) -> None:
 def test_gather_waits_and_sleeps(engine: Engine) -> None:
     @engine.workflow()
     async def wf(ctx: Any) -> Any:
-        return await ctx.gather(ctx.wait_signal("a"), ctx.sleep("s", 30), ctx.wait_signal("b"))
+        return await ctx.gather(ctx.wait_signal("a"), ctx.sleep("s", 0.05), ctx.wait_signal("b"))
 
     h = engine.start(wf)
     wait_state(engine, h.run_id, "waiting", "sleeping")
