@@ -17,6 +17,8 @@ if TYPE_CHECKING:
 
 __all__ = ["WorkflowContext", "Command"]
 
+_NO_RETRY = RetryPolicy.none()
+
 
 class Command:
     """One journaled workflow operation at a fixed position; awaiting it yields it to the run."""
@@ -144,7 +146,7 @@ class WorkflowContext:
         t = None if timeout is None else _seconds(timeout, f"step {name!r} timeout")
         if t == 0:
             raise ConfigError(f"step {name!r}: timeout must be positive")
-        return self._run.cmd_step(str(name), StepSpec(fn, retry or RetryPolicy.none(), compensate, t))
+        return self._run.cmd_step(str(name), StepSpec(fn, retry or _NO_RETRY, compensate, t))
 
     def sleep(self, name: str, seconds: float | _dt.timedelta) -> Command:
         """A durable timer: survives restarts, fires late (never lost) after downtime."""

@@ -309,7 +309,7 @@ class LmdbJournal(LmdbReads, Journal):
         try:
             creates = [
                 name_bytes(o[1], "run id") for b in batches if b.creates for o in b.ops if o[0] == OP_CREATE_RUN
-            ]
+            ] if any(b.creates for b in batches) else None
             if creates:  # what creating needs to know, read in two calls instead of two per run
                 pending.known_runs = dict(txn.cursor(db=self._runs).getmulti(creates))
                 pending.leftovers = {k for k, _ in txn.cursor(db=self._events).getmulti([k + SEP + _SEQ1 for k in creates])}
@@ -344,7 +344,10 @@ class LmdbJournal(LmdbReads, Journal):
                     else:
                         res[i] = other(txn, op)
                 out.append(res)
-            if events and txn.cursor(db=evdb).putmulti(events, overwrite=False)[1] != len(events):
+            if len(events) == 1:  # one put costs less than a cursor and a putmulti (one GIL release either way)
+                if not put(*events[0], overwrite=False, db=evdb):
+                    raise _Refused()
+            elif events and txn.cursor(db=evdb).putmulti(events, overwrite=False)[1] != len(events):
                 raise _Refused()
             self._flush_runs(txn)
             active_puts = []
