@@ -309,7 +309,7 @@ class LmdbJournal(LmdbReads, Journal):
         try:
             creates = [
                 name_bytes(o[1], "run id") for b in batches if b.creates for o in b.ops if o[0] == OP_CREATE_RUN
-            ] if any(b.creates for b in batches) else None
+            ] if (batches[0].creates if len(batches) == 1 else any(b.creates for b in batches)) else None
             if creates:  # what creating needs to know, read in two calls instead of two per run
                 pending.known_runs = dict(txn.cursor(db=self._runs).getmulti(creates))
                 pending.leftovers = {k for k, _ in txn.cursor(db=self._events).getmulti([k + SEP + _SEQ1 for k in creates])}
