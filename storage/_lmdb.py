@@ -349,16 +349,18 @@ class LmdbJournal(LmdbReads, Journal):
                     raise _Refused()
             elif events and txn.cursor(db=evdb).putmulti(events, overwrite=False)[1] != len(events):
                 raise _Refused()
-            self._flush_runs(txn)
-            active_puts = []
-            for k, live in pending.active.items():
-                if live:
-                    active_puts.append((k, b""))
-                else:
-                    txn.delete(k, db=self._active)
-            if active_puts:
-                # no overwrite: an entry already there stays untouched (rewriting it would copy its page)
-                txn.cursor(db=self._active).putmulti(active_puts, overwrite=False)
+            if pending.runs:
+                self._flush_runs(txn)
+            if pending.active:  # (a step's commit appends one event and touches no run record)
+                active_puts = []
+                for k, live in pending.active.items():
+                    if live:
+                        active_puts.append((k, b""))
+                    else:
+                        txn.delete(k, db=self._active)
+                if active_puts:
+                    # no overwrite: an entry already there stays untouched (rewriting it would copy its page)
+                    txn.cursor(db=self._active).putmulti(active_puts, overwrite=False)
             if self._sig_seq != sig0:
                 put(_META_SIGNAL_SEQ, pack_seq(self._sig_seq), db=self._meta)
             self._committer.syncing()
