@@ -18,6 +18,8 @@ if TYPE_CHECKING:
 
 __all__ = ["WorkflowContext", "Command"]
 
+_NO_RETRY = RetryPolicy.none()
+
 
 class Command:
     """One journaled workflow operation at a fixed position; awaiting it yields it to the run."""
@@ -153,7 +155,7 @@ class WorkflowContext:
             fn = Placed(fn, check_requires(requires, f"step {name!r}"))
         elif requires is not None:
             check_requires(requires, f"step {name!r}")
-        return self._run.cmd_step(str(name), StepSpec(fn, retry or RetryPolicy.none(), compensate, t))
+        return self._run.cmd_step(str(name), StepSpec(fn, retry or _NO_RETRY, compensate, t))
 
     def sleep(self, name: str, seconds: float | _dt.timedelta) -> Command:
         """A durable timer: survives restarts, fires late (never lost) after downtime."""

@@ -185,7 +185,10 @@ class RunHost(OutputCommit):
         try:
             for lo in range(0, len(items), _CHUNK):
                 chunk = items[lo : lo + _CHUNK] if len(items) > _CHUNK else items
-                self.prefetched = self._prefetch(chunk)
+                if len(chunk) > 1:
+                    self.prefetched = self._prefetch(chunk)
+                elif self.prefetched:  # what an earlier chunk read ahead and nobody took
+                    self.prefetched = {}
                 for item in chunk:
                     marks = (len(self.batch.ops), len(self.outputs), len(self.outbox), self.rederivable)
                     try:
@@ -197,7 +200,8 @@ class RunHost(OutputCommit):
                             raise
                         self._isolate(item, exc, marks)
         finally:
-            self.prefetched = {}
+            if self.prefetched:
+                self.prefetched = {}
         self.flush(force=self.housekept)
         self.housekept = False
         out, self.outbox = self.outbox, []

@@ -59,16 +59,17 @@ class OutputCommit:
         Status-only changes of runs with a step in flight wait for that step's commit (saving an
         fsync), at most until the next housekeeping round (`force`), so status() stays fresh.
         """
-        now = self.rt.clock.now()
-        notify = self.rt.notifier
-        for run in self.dirty.values():
-            run.record.updated_at = now
-            self.batch.put_run(run.record)
-            if notify.watching(run.run_id) and run.phase != "finished":
-                status = RunStatus.from_record(run.record)
-                self.outputs.append((None, lambda s=status: notify.status_changed(s)))
-            self.touched[run.run_id] = run
-        self.dirty = {}
+        if self.dirty:
+            now = self.rt.clock.now()
+            notify = self.rt.notifier
+            for run in self.dirty.values():
+                run.record.updated_at = now
+                self.batch.put_run(run.record)
+                if notify.watching(run.run_id) and run.phase != "finished":
+                    status = RunStatus.from_record(run.record)
+                    self.outputs.append((None, lambda s=status: notify.status_changed(s)))
+                self.touched[run.run_id] = run
+            self.dirty = {}
         if not self.batch.ops:
             outputs, self.outputs = self.outputs, []
             self._release(outputs, None)

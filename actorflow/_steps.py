@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from ._messages import CompDone, StepDone
 from ._procsteps import ProcessSteps
 from ._types import StepInfo, _current_step, step_post
-from .errors import Cancelled
+from .errors import Cancelled, PayloadError
 from .telemetry import _hooks as _telemetry
 
 if TYPE_CHECKING:
@@ -112,6 +112,7 @@ class StepPool:
         tls.kept = None
         tls.helping = False
         get = self._tasks.get
+        step_post.set(self.rt.post)  # this thread's own context: set once, read by every step it runs
         while True:
             task = tls.kept
             if task is None:
@@ -123,7 +124,6 @@ class StepPool:
             fn, run_id, pos, name, attempt, kind = task
             info = StepInfo(run_id, name, pos, attempt, f"{run_id}#{pos}:{name}")
             token = _current_step.set(info)
-            step_post.set(self.rt.post)
             tel = _telemetry.current  # None unless actorflow.telemetry is enabled: nothing else to do
             span = None if tel is None else tel.step_begin(self.rt, info, kind)
             try:
@@ -187,11 +187,17 @@ class StepPool:
         elif exc is not None:
             item = StepDone(info.run_id, info.seq, info.attempt, False, exc)
         else:
-            codec = self.rt.codec
-            what = f"result of step {info.name!r}"
+            codec = rt.codec
+            fields = ("step_completed", info.name, info.seq, rt.clock.now(), result)
             try:
-                record, _ = codec.encode_with_body(("step_completed", info.name, info.seq, rt.clock.now(), result), what)
-                value = result if type(result) in _SIMPLE else codec.readback(record, what, result)[4]
+                try:
+                    record = codec.encode(fields)
+                except PayloadError:  # again, to name the step (not formatted on every result)
+                    record = codec.encode(fields, f"result of step {info.name!r}")
+                if type(result) in _SIMPLE:
+                    value = result
+                else:
+                    value = codec.readback(record, f"result of step {info.name!r}", result)[4]
             except BaseException as err:  # noqa: BLE001 - PayloadError: cannot be journaled (or read back)
                 item = StepDone(info.run_id, info.seq, info.attempt, False, err)
             else:

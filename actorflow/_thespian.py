@@ -309,15 +309,12 @@ class ActorRuntime:
     def _round(self) -> None:
         """Take up to 20,000 queued items, in order, and tell each actor its share (lock held)."""
         rt, asys = self.rt, self.asys
-        pop = rt.queue.popleft
-        items: list[Any] = []
-        try:
-            while len(items) < 20000:
-                items.append(pop())
-        except IndexError:
-            pass
-        if not items:
+        queue = rt.queue
+        n = len(queue)  # items posted meanwhile wait for the next round (whoever ends this one looks)
+        if not n:
             return
+        pop = queue.popleft
+        items = [pop() for _ in range(min(n, 20000))]
         per_host: dict[int, list[Any]] = {}
         signals: list[Any] = []
         for item in items:

@@ -10,6 +10,8 @@ from typing import Any
 
 from storage import Event, RunRecord
 
+from ._messages import _fast_init
+
 __all__ = ["RunState", "RunStatus", "StepInfo", "current_step", "Event", "FINAL_STATES", "STOPPED_STATES"]
 
 
@@ -87,6 +89,8 @@ class StepInfo:
     attempt: int
     idempotency_key: str
 
+
+_fast_init(StepInfo)  # one per step attempt, built on the step's thread
 
 _current_step: contextvars.ContextVar[StepInfo | None] = contextvars.ContextVar("actorflow_step", default=None)
 # inside a step run by this process's step pool: how to post a message to the runtime hosting its run

@@ -167,6 +167,14 @@ class GroupCommitter:
             return self.submit(batch).result(timeout)
         if getattr(self._tls, "committing", False):
             raise StorageError("journal commit() called from a commit callback would deadlock; use submit()")
+        with self._lock:
+            if self._closed:
+                raise StorageError("journal is closed")
+            solo = not self._busy and not self._queue
+            if solo:
+                self._busy = True
+        if solo:
+            return self._solo(batch)
         w = _SyncWaiter()
         with self._lock:
             if self._closed:
@@ -206,6 +214,38 @@ class GroupCommitter:
         return w.result  # type: ignore[no-any-return]
 
     # --- the rounds -----------------------------------------------------------------------------
+    def _solo(self, batch: WriteBatch) -> list[Any]:
+        """A round of one blocked caller that found nothing queued and no round in progress (caller
+        holds the lead): the usual case of a lone sequential writer, such as a run host committing
+        a step's result inline. The same as `_round` for that queue, without its bookkeeping (no
+        waiter, no futures, nothing to time); the lead passes on as there."""
+        tls = self._tls
+        tls.committing = True
+        try:
+            self._c_gate = False
+            self._timing = False
+            observer = commit_observer
+            t_obs = time.perf_counter() if observer is not None else 0.0
+            try:
+                return self._apply([batch])[0]
+            finally:
+                if observer is not None:
+                    observer(time.perf_counter() - t_obs, 1, len(batch.ops))
+                with self._lock:
+                    nxt = self._next_leader()
+                    if nxt is None:
+                        self._busy = False
+                        if self._queue or self._closed:
+                            self._writer_idle = False
+                            self._cond.notify_all()
+                if nxt is not None:
+                    nxt.lead = True
+                    self._wake(nxt)
+        finally:
+            tls.committing = False
+            if self._c_thread is not None and not self._c_gate:
+                self._open_gate()
+
     def _take(self, max_batches: int = 0) -> tuple[list[tuple[WriteBatch, Any]], bool]:
         """The longest queue head within max_ops (at least one batch), and whether it holds a blocked
         caller; caller holds the lock.

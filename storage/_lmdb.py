@@ -311,7 +311,7 @@ class LmdbJournal(LmdbReads, Journal):
         try:
             creates = [
                 name_bytes(o[1], "run id") for b in batches if b.creates for o in b.ops if o[0] == OP_CREATE_RUN
-            ]
+            ] if (batches[0].creates if len(batches) == 1 else any(b.creates for b in batches)) else None
             if creates:  # what creating needs to know, read in two calls instead of two per run
                 pending.known_runs = dict(txn.cursor(db=self._runs).getmulti(creates))
                 pending.leftovers = {k for k, _ in txn.cursor(db=self._events).getmulti([k + SEP + _SEQ1 for k in creates])}
@@ -346,18 +346,23 @@ class LmdbJournal(LmdbReads, Journal):
                     else:
                         res[i] = other(txn, op)
                 out.append(res)
-            if events and txn.cursor(db=evdb).putmulti(events, overwrite=False)[1] != len(events):
+            if len(events) == 1:  # one put costs less than a cursor and a putmulti (one GIL release either way)
+                if not put(*events[0], overwrite=False, db=evdb):
+                    raise _Refused()
+            elif events and txn.cursor(db=evdb).putmulti(events, overwrite=False)[1] != len(events):
                 raise _Refused()
-            self._flush_runs(txn)
-            active_puts = []
-            for k, live in pending.active.items():
-                if live:
-                    active_puts.append((k, b""))
-                else:
-                    txn.delete(k, db=self._active)
-            if active_puts:
-                # no overwrite: an entry already there stays untouched (rewriting it would copy its page)
-                txn.cursor(db=self._active).putmulti(active_puts, overwrite=False)
+            if pending.runs:
+                self._flush_runs(txn)
+            if pending.active:  # (a step's commit appends one event and touches no run record)
+                active_puts = []
+                for k, live in pending.active.items():
+                    if live:
+                        active_puts.append((k, b""))
+                    else:
+                        txn.delete(k, db=self._active)
+                if active_puts:
+                    # no overwrite: an entry already there stays untouched (rewriting it would copy its page)
+                    txn.cursor(db=self._active).putmulti(active_puts, overwrite=False)
             if self._sig_seq != sig0:
                 put(_META_SIGNAL_SEQ, pack_seq(self._sig_seq), db=self._meta)
             self._committer.syncing()

@@ -38,6 +38,9 @@ __all__ = ["SupervisedActor", "SupervisorActor"]
 
 _log = structlog.get_logger("supervisors")
 
+# messages that receiveMessage does not pass straight to handle()
+_LIFECYCLE = (ActorExitRequest, _Init, WakeupMessage)
+
 # A wakeup may fire a hair early on some bases; restarts due within this slack go now.
 _DUE_SLACK = 0.002
 
@@ -101,7 +104,14 @@ class SupervisedActor(Actor):  # type: ignore[misc]
         whether the actor sent anything meanwhile: the caller must then let the system run (any
         tell) so those messages, a failure report included, are delivered."""
         before = self.sends
-        self.receiveMessage(message, None)
+        if self._started and not self._dead and not isinstance(message, _LIFECYCLE):
+            # what receiveMessage would do for it, without its dispatch (a step's result arrives here)
+            try:
+                self.handle(message, None)
+            except Exception as exc:
+                self._fail(exc)
+        else:
+            self.receiveMessage(message, None)
         return self.sends != before
 
     @property

@@ -515,3 +515,34 @@ def test_an_interrupt_fails_its_round_without_retrying_batch_by_batch() -> None:
         assert calls == [1, 3]  # one merged attempt, no retries one by one
     finally:
         gc.close()
+
+
+def test_a_lone_commit_that_fails_still_passes_the_lead_on(committer: GroupCommitter, store: FakeStore) -> None:
+    """The lone-caller round (nothing queued when it began): its failure is raised to its caller alone,
+    and what queued behind it meanwhile (a blocked caller, a future) is committed after it, in order."""
+    store.hold()
+    raised: list[BaseException] = []
+
+    def lone() -> None:
+        try:
+            committer.commit(kv("bad"))
+        except StorageError as exc:
+            raised.append(exc)
+
+    t = threading.Thread(target=lone, name="lone")
+    t.start()
+    assert store.entered.wait(10)  # inside apply, with nothing queued: the lone round
+    behind: list[Any] = []
+    follower = threading.Thread(target=lambda: behind.append(committer.commit(kv("next"))), name="follower")
+    follower.start()
+    wait_until(lambda: len(committer._queue) == 1)
+    fut = committer.submit(kv("later"))
+    store.gate.set()
+    t.join(10)
+    follower.join(10)
+    assert [str(e) for e in raised] == ["bad batch"]
+    assert behind == [["ok:next"]]
+    assert fut.result(10) == ["ok:later"]
+    assert store.calls == [["next", "later"]]  # one round, led by the follower (no writer-thread hand-off)
+    assert "test-committer" not in store.threads
+    assert not committer._busy and not committer._queue
