@@ -21,7 +21,7 @@ from ._control import ControlInbox
 from ._core import Env, failure_text
 from ._handle import RunHandle, new_run_id
 from ._lockfile import DirLock
-from ._messages import CancelRun, LoadRun, SignalArrived, StartRun
+from ._messages import CancelRun, LoadRun, SignalArrived, StartRun, StartRuns
 from ._monitor import afollow, follow
 from ._multiproc import MultiprocRuntime
 from ._options import check_engine_options
@@ -47,6 +47,9 @@ __all__ = ["Engine", "RunHandle"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 _GC_DEFAULT = (700, 10, 10)
+# runs per commit of start_many: a million in one LMDB transaction would hold ~1.2 KB per run at
+# once (the batch, then the dirty pages, which LMDB keeps for reuse after the commit)
+START_MANY_COMMIT = 10_000
 _gc_lock = threading.Lock()
 _gc_tuned: list[Any] = [None, 0]  # [(saved, applied) thresholds, number of open engines relying on them]
 
@@ -77,6 +80,7 @@ class Engine(TaskMethods):  # task queue methods: actorflow/tasks/_api.py
         max_payload: int = 2 * 1024 * 1024,
         timer_horizon: float = 30.0,
         gc_threshold: tuple[int, int, int] | None = (50_000, 20, 100),
+        max_resident: int | None = 20_000,
     ) -> None:
         check_engine_options(
             data_dir=data_dir,
@@ -93,6 +97,7 @@ class Engine(TaskMethods):  # task queue methods: actorflow/tasks/_api.py
             max_payload=max_payload,
             timer_horizon=timer_horizon,
             gc_threshold=gc_threshold,
+            max_resident=max_resident,
         )
         if system not in ("embedded", "multiproc"):
             raise ConfigError(
@@ -110,6 +115,8 @@ class Engine(TaskMethods):  # task queue methods: actorflow/tasks/_api.py
         self.step_processes = step_processes
         self.close_grace = close_grace
         self.timer_horizon = timer_horizon
+        # runs in memory at most (with passivation on): a burst passes through in cohorts (_residency)
+        self.max_resident = max_resident
         # thousands of live coroutines make CPython's default cyclic-GC cadence cost ~30% of
         # throughput; open() raises the thresholds unless the host already tuned them
         self.gc_threshold = gc_threshold
@@ -198,6 +205,7 @@ class Engine(TaskMethods):  # task queue methods: actorflow/tasks/_api.py
                 step_threads=self.step_threads,
                 step_processes=self.step_processes,
                 timer_horizon=self.timer_horizon,
+                max_resident=self.max_resident,
             )
             rt.names = self._names
             actors = ActorRuntime(rt)
@@ -243,6 +251,7 @@ class Engine(TaskMethods):  # task queue methods: actorflow/tasks/_api.py
             step_threads=self.step_threads,
             step_processes=self.step_processes,
             timer_horizon=self.timer_horizon,
+            max_resident=self.max_resident,
         )
         try:
             LmdbJournal(self.data_dir, sync=self.sync, codec=self._codec).close()  # format check, fails fast
@@ -329,7 +338,13 @@ class Engine(TaskMethods):  # task queue methods: actorflow/tasks/_api.py
 
     # --- starting runs -------------------------------------------------------------------------
     def _start_batch(
-        self, rt: Facade, name: str, args: tuple[Any, ...], run_id: str | None, batch: WriteBatch
+        self,
+        rt: Facade,
+        name: str,
+        args: tuple[Any, ...],
+        run_id: str | None,
+        batch: WriteBatch,
+        now: float | None = None,
     ) -> tuple[int, RunRecord, tuple[Any, ...]]:
         """Add a run's creation to `batch`: (op index, record, the journaled copy of its arguments).
 
@@ -337,7 +352,8 @@ class Engine(TaskMethods):  # task queue methods: actorflow/tasks/_api.py
         unpickled are refused here (PayloadError) instead of leaving a run no host can load."""
         rid = run_id if run_id is not None else new_run_id()
         check_run_id(rid)
-        now = rt.clock.now()
+        if now is None:
+            now = rt.clock.now()
         rec = RunRecord(rid, name, "pending", now, now)
         idx = batch.create_run(rec, Event(0, "run_started", name, {"args": args}, now))
         try:
@@ -414,32 +430,84 @@ class Engine(TaskMethods):  # task queue methods: actorflow/tasks/_api.py
         args_list: Iterable[Sequence[Any]],
         run_ids: Sequence[str] | None = None,
     ) -> list[RunHandle]:
-        """Start many runs durably in one commit."""
+        """Start many runs; returns once every start is durable.
+
+        Up to `START_MANY_COMMIT` runs commit atomically in one transaction (one fsync); a larger
+        call commits in consecutive groups of that size, after every argument and run id was
+        checked (bad input raises before anything is written). A crash in the middle of a larger
+        call leaves the groups committed so far started: call again with the same `run_ids` to
+        get them (a run id that exists with the same workflow is that run)."""
         rt = self._runtime()
         name = self._name_of(wf)
         args_seq = [tuple(a) for a in args_list]
-        if run_ids is not None and len(run_ids) != len(args_seq):
-            raise ConfigError(f"start_many: {len(args_seq)} argument tuples but {len(run_ids)} run ids")
+        n = len(args_seq)
+        if run_ids is not None and len(run_ids) != n:
+            raise ConfigError(f"start_many: {n} argument tuples but {len(run_ids)} run ids")
+        step = START_MANY_COMMIT
+        if n > step:
+            self._check_many(rt, name, args_seq, run_ids)
+        handles: list[RunHandle] = []
+        conflicts: list[RunConflict] = []
+        for lo in range(0, n, step):
+            ids = run_ids[lo : lo + step] if run_ids is not None else None
+            handles += self._start_group(rt, name, args_seq[lo : lo + step], ids, conflicts)
+        if conflicts:
+            raise conflicts[0]
+        return handles
+
+    def _check_many(
+        self, rt: Facade, name: str, args_seq: list[tuple[Any, ...]], run_ids: Sequence[str] | None
+    ) -> None:
+        """What `_start_batch` refuses, for every run of a start_many that commits in groups, before
+        the first group is written (one argument tuple passed many times is checked once)."""
+        if run_ids is not None:
+            for rid in run_ids:
+                check_run_id(rid)
+        scratch = rt.journal.batch()
+        seen: Any = None
+        for args in args_seq:
+            if args is not seen:
+                self._start_batch(rt, name, args, "check", scratch)
+                scratch.truncate(0)
+                seen = args
+
+    def _start_group(
+        self,
+        rt: Facade,
+        name: str,
+        args_seq: list[tuple[Any, ...]],
+        run_ids: Sequence[str] | None,
+        conflicts: list[RunConflict],
+    ) -> list[RunHandle]:
+        """One commit of start_many; its runs go to their hosts as one message per shard."""
         batch = rt.journal.batch()
-        recs = [self._start_batch(rt, name, a, run_ids[i] if run_ids else None, batch) for i, a in enumerate(args_seq)]
+        now = rt.clock.now()
+        recs = [self._start_batch(rt, name, a, run_ids[i] if run_ids else None, batch, now) for i, a in enumerate(args_seq)]
         tel = _telemetry.current
         if tel is not None:  # after every create: results[i] stays the i-th run's
             for _, rec, _ in recs:
                 tel.start_run(batch, rec.run_id, name)
         results = rt.journal.commit(batch)
-        if tel is not None:
-            for (_, rec, _), existing in zip(recs, results):
-                if existing is not None:
-                    tel.start_failed(rec.run_id)
-        conflicts = []
+        del batch
+        fresh = (rt, rt.notifier.evictions)  # before the runs can finish: their outcomes are in `recent` after
+        per_shard: dict[int, tuple[list[str], list[tuple[Any, ...]]]] = {}
         handles = []
         for (_, rec, copy), existing in zip(recs, results):
-            try:
-                handles.append(RunHandle(self, rec.run_id, self._after_start(rt, rec, copy, existing)))
-            except RunConflict as exc:
-                conflicts.append(exc)
-        if conflicts:
-            raise conflicts[0]
+            rid = rec.run_id
+            if existing is not None:
+                if tel is not None:
+                    tel.start_failed(rid)
+                if existing.workflow != name:
+                    conflicts.append(RunConflict(rid, existing.workflow, name))
+                    continue
+                handles.append(RunHandle(self, rid, None))
+                continue
+            ids, args = per_shard.setdefault(rt.shard_of(rid), ([], []))
+            ids.append(rid)
+            args.append(copy)
+            handles.append(RunHandle(self, rid, fresh))
+        for ids, args in per_shard.values():
+            rt.post(StartRuns(ids[0], tuple(ids), name, now, tuple(args)))
         return handles
 
     def run(self, wf: Callable[..., Any] | str, *args: Any, run_id: str | None = None, timeout: float | None = None) -> Any:

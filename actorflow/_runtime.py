@@ -144,6 +144,8 @@ class Facade(Protocol):
 
     def post(self, item: Any) -> None: ...
 
+    def shard_of(self, run_id: str) -> int: ...
+
     def post_and_help(self, item: Any) -> None: ...
 
     def quiet(self) -> bool:
@@ -167,6 +169,7 @@ class Runtime:
         step_threads: int = 32,
         timer_horizon: float = 30.0,
         step_processes: int = 0,
+        max_resident: int | None = None,
     ) -> None:
         self.journal = journal
         self._codec = journal.codec
@@ -174,6 +177,7 @@ class Runtime:
         self.workflows = workflows
         self.shards = shards
         self.passivate_after = passivate_after
+        self.max_resident = max_resident  # runs in memory at most, over all hosts (see _residency)
         self.timer_horizon = timer_horizon
         # items for the actors; only the holder of pump_lock takes them out (so they are handled in order)
         self.queue: deque[Any] = deque()

@@ -109,6 +109,7 @@ class MultiprocRuntime:
         step_processes: int = 0,
         timer_horizon: float,
         admin_port: int | None = None,
+        max_resident: int | None = None,
     ) -> None:
         self.clock = clock
         self.workflows = workflows
@@ -131,6 +132,7 @@ class MultiprocRuntime:
             step_threads=step_threads,
             step_processes=step_processes,
             timer_horizon=timer_horizon,
+            max_resident=max_resident,
         )
         self._admin_port = admin_port
         self._out: deque[Any] = deque()

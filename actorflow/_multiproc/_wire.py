@@ -53,6 +53,7 @@ class ShardInit:
     workflows: dict[str, bytes]  # name -> cloudpickle of the workflow function
     facade_pid: int  # the shard stops when this process is gone (no orphan keeps running runs)
     step_processes: int = 0  # sync steps in worker processes of the shard (0: its threads)
+    max_resident: int | None = None  # runs in memory at most, over all shards (see actorflow._residency)
 
 
 @message
