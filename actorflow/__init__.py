@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from ._engine import Engine
     from ._handle import RunHandle
     from ._logging import configure_logging, log_context
+    from ._residency import Residency
     from ._retry import RetryPolicy
     from ._types import Event, RunState, RunStatus, StepInfo, current_step
 
@@ -46,6 +47,7 @@ _LAZY = {
     "WorkflowContext": "._context",
     "Engine": "._engine",
     "RunHandle": "._handle",
+    "Residency": "._residency",
     "RetryPolicy": "._retry",
     "Event": "._types",
     "RunState": "._types",
@@ -79,6 +81,7 @@ __all__ = [
     "RetryPolicy",
     "RunState",
     "RunStatus",
+    "Residency",
     "StepInfo",
     "Event",
     "current_step",

@@ -25,6 +25,7 @@ from ._messages import CancelRun, LoadRun, SignalArrived, StartRun, StartRuns
 from ._monitor import afollow, follow
 from ._multiproc import MultiprocRuntime
 from ._options import check_engine_options
+from ._residency import Residency, residency_of
 from ._runtime import Facade, Runtime
 from ._thespian import ActorRuntime
 from ._types import RunState, RunStatus
@@ -662,6 +663,15 @@ class Engine(TaskMethods):  # task queue methods: actorflow/tasks/_api.py
             finally:
                 rt.notifier.remove_waiter(run_id, cb)
         return self._outcome(run_id, outcome)
+
+    # --- memory ----------------------------------------------------------------------------------
+    def residency(self) -> Residency:
+        """How many runs are in memory now, at most so far, and waiting for room (`max_resident`)."""
+        rt = self._runtime()
+        local = getattr(rt, "local_hosts", None)
+        if local is None:
+            raise ConfigError("residency() reads this process's run hosts; with system='multiproc' they run in the shard processes")
+        return residency_of((actor.logic for actor in list(local.values())), self.max_resident)
 
     # --- dashboard -----------------------------------------------------------------------------
     def dashboard(self, port: int = 8765, *, bind: str = "127.0.0.1", read_only: bool = False) -> Any:

@@ -45,7 +45,7 @@ from ._messages import (
     WatchChild,
 )
 from ._outputs import OUT_REPLY, OUT_SEND, OUT_STEP, OUT_TIMER, OutputCommit
-from ._residency import Residency
+from ._residency import ResidentCap, host_cap
 
 if TYPE_CHECKING:
     from ._runtime import Runtime
@@ -60,14 +60,14 @@ _WAKING: frozenset[type] = frozenset({SignalArrived, ChildDone, CancelRun, LoadR
 _WAKING_TAGS = frozenset({"sleep", "wait", "reload"})  # timers that wake a passivated run
 
 
-class RunHost(OutputCommit, Residency):
+class RunHost(OutputCommit, ResidentCap):
     """Routes messages to run machines, loads/passivates them, and commits their facts before acting.
 
     Each message for a run is one `RunMachine.activate`; the host writes the completion's events
     and index ops into its journal batch and holds the completion's effects (step dispatch,
     timers, messages to other hosts, notifications) as outputs, released only once the batch's
     journal writes are durable (output commit, in `_outputs.OutputCommit`). At most `cap` runs
-    are in memory at once; the rest wait for room (`_residency.Residency`).
+    are in memory at once; the rest wait for room (`_residency.ResidentCap`).
     """
 
     def __init__(self, rt: Runtime, shard: int) -> None:
@@ -87,8 +87,8 @@ class RunHost(OutputCommit, Residency):
         self.housekept = False
         self.rederivable = 0  # ops of this batch that recovery would write again the same (fired sleeps)
         self.prefetched: dict[str, Any] = {}  # run id -> journal.load_run() result, read ahead for this batch
-        cap = rt.max_resident
-        self._init_residency(None if cap is None or rt.passivate_after is None else -(-cap // rt.shards))
+        cap = None if rt.passivate_after is None else rt.max_resident  # nothing leaves memory without passivation
+        self._init_residency(host_cap(cap, rt.shards, shard))
         self.admitting = False  # bringing waiting runs in: they have their room
 
     # --- carrying out what a run's activation asks ------------------------------------------------
@@ -212,10 +212,11 @@ class RunHost(OutputCommit, Residency):
         batch = self.batch
         self.flush(force=self.housekept)
         self.housekept = False
-        if self.batch is not batch:
+        committed = self.batch is not batch
+        if committed:
             self.changed()
-        if admitted and self.admission and not self.commits_in_flight:
-            # committed here: the next cohort may come in at once (later, so other work interleaves)
+        if self.admission and not self.commits_in_flight and (admitted or committed):
+            # committed here: runs may leave and the next cohort come in (later: other work interleaves)
             self.outbox.append((self.shard, ADMIT))
         out, self.outbox = self.outbox, []
         return out

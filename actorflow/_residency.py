@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import heapq
 from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ._core import RunMachine
@@ -28,12 +30,41 @@ from ._core import RunMachine
 if TYPE_CHECKING:
     from ._runtime import Runtime
 
-__all__ = ["Residency"]
+__all__ = ["Residency", "ResidentCap", "host_cap", "residency_of"]
 
 _LOW_WATER = 0.75  # making room evicts down to this share of the cap: one scan frees many places
 
 
+@dataclass(frozen=True, slots=True)
 class Residency:
+    """How many runs an engine holds in memory (`Engine.residency()`)."""
+
+    resident: int  # run machines in memory now
+    waiting: int  # runs waiting for room (the hosts' admission queues)
+    peak_resident: int  # the most held at once since open() (sum of the hosts' high-water marks: an upper bound)
+    cap: int | None  # Engine(max_resident=...); None: no cap (also with passivate_after=None)
+    evicted_early: int  # idle runs that left memory before passivate_after, to make room
+
+
+def host_cap(cap: int | None, shards: int, shard: int) -> int | None:
+    """This shard's share of the engine's cap (the shares add up to it; at least 1 each)."""
+    if cap is None:
+        return None
+    return max(1, cap // shards + (1 if shard < cap % shards else 0))
+
+
+def residency_of(hosts: Iterable[ResidentCap], cap: int | None) -> Residency:
+    hosts = list(hosts)
+    return Residency(
+        resident=sum(len(h.runs) for h in hosts),
+        waiting=sum(len(h.admission) for h in hosts),
+        peak_resident=sum(h.peak_resident for h in hosts),
+        cap=cap if any(h.cap is not None for h in hosts) else None,
+        evicted_early=sum(h.cap_evictions for h in hosts),
+    )
+
+
+class ResidentCap:
     """The residency half of RunHost (which sets up `runs`, `dirty`, `touched` and `rt`)."""
 
     rt: Runtime
