@@ -159,7 +159,10 @@ class ResidentCap:
         taken: list[str] = []
         while admission and len(taken) < room:
             taken.append(admission.popleft())
+        held = self.held
         self.bring_in(taken)
+        if not admission and len(held) == 0 and held is self.held:
+            self.held = {}  # a dict keeps its largest table when emptied: a burst's would stay
         return len(taken)
 
     def bring_in(self, run_ids: list[str]) -> None:  # pragma: no cover - RunHost provides it
