@@ -449,12 +449,30 @@ class Engine(TaskMethods):  # task queue methods: actorflow/tasks/_api.py
             self._check_many(rt, name, args_seq, run_ids)
         handles: list[RunHandle] = []
         conflicts: list[RunConflict] = []
+        pace = self._pace(rt) if n > step else None
         for lo in range(0, n, step):
+            if pace is not None and lo and not pace():
+                pace = None  # the hosts take none: go on without waiting
             ids = run_ids[lo : lo + step] if run_ids is not None else None
             handles += self._start_group(rt, name, args_seq[lo : lo + step], ids, conflicts)
         if conflicts:
             raise conflicts[0]
         return handles
+
+    def _pace(self, rt: Facade) -> Callable[[], bool] | None:
+        """For a start_many of several groups: a wait until the runs posted so far are mostly in
+        memory (_residency.StartGate), so a burst reaches the hosts as waves would; None if there
+        is no cap, or the hosts run in other processes."""
+        gate = getattr(rt, "start_gate", None)
+        local = getattr(rt, "local_hosts", None)
+        cap = self.max_resident
+        if gate is None or local is None or cap is None or self.passivate_after is None:
+            return None
+
+        def waiting() -> int:
+            return sum(len(actor.logic.admission) for actor in list(local.values()))
+
+        return lambda: bool(gate.wait_room(cap, waiting))
 
     def _check_many(
         self, rt: Facade, name: str, args_seq: list[tuple[Any, ...]], run_ids: Sequence[str] | None
@@ -507,7 +525,10 @@ class Engine(TaskMethods):  # task queue methods: actorflow/tasks/_api.py
             ids.append(rid)
             args.append(copy)
             handles.append(RunHandle(self, rid, fresh))
+        gate = getattr(rt, "start_gate", None)
         for ids, args in per_shard.values():
+            if gate is not None:
+                gate.add(len(ids))
             rt.post(StartRuns(ids[0], tuple(ids), name, now, tuple(args)))
         return handles
 

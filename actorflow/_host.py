@@ -209,6 +209,8 @@ class RunHost(OutputCommit, ResidentCap):
         finally:
             self.prefetched = {}
         admitted = self.admit() if self.admission else 0
+        if admitted:
+            self.rt.start_gate.progressed()
         batch = self.batch
         self.flush(force=self.housekept)
         self.housekept = False
@@ -340,6 +342,7 @@ class RunHost(OutputCommit, ResidentCap):
     def _start_many(self, msg: StartRuns) -> None:
         """The runs of one start_many commit: each starts now, or waits for room (as its id only)."""
         runs, held, blocked = self.runs, self.held, self.blocked
+        self.rt.start_gate.taken(len(msg.run_ids))
         for run_id, args in zip(msg.run_ids, msg.args):
             if run_id in runs or run_id in blocked or run_id in self.finishing:
                 continue

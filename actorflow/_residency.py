@@ -20,18 +20,20 @@ whose memory is reused from one cohort to the next.
 from __future__ import annotations
 
 import heapq
+import threading
+import time
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ._core import RunMachine
-
 if TYPE_CHECKING:
+    from ._core import RunMachine
     from ._runtime import Runtime
 
-__all__ = ["Residency", "ResidentCap", "host_cap", "residency_of"]
+__all__ = ["Residency", "ResidentCap", "StartGate", "host_cap", "residency_of"]
 
+_STALL = 5.0  # seconds start_many waits for hosts that take none of its runs, then goes on regardless
 _LOW_WATER = 0.75  # making room evicts down to this share of the cap: one scan frees many places
 
 
@@ -62,6 +64,56 @@ def residency_of(hosts: Iterable[ResidentCap], cap: int | None) -> Residency:
         cap=cap if any(h.cap is not None for h in hosts) else None,
         evicted_early=sum(h.cap_evictions for h in hosts),
     )
+
+
+class StartGate:
+    """Paces a big start_many to the hosts (embedded engines): the next group of runs is committed
+    only once the runs posted before, still in the queue or waiting for room, number at most the
+    cap. So a burst reaches the hosts as waves do, each run started from its message (no journal
+    read), and the waiting room stays small. Hosts that take none for `_STALL` seconds (all their
+    runs busy, e.g. in steps that wait for these very starts) stop the pacing for that call."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self.posted = 0  # runs posted by start_many that no host has taken in yet (started or held)
+        self.waiters = 0
+
+    def add(self, n: int) -> None:
+        with self._cond:
+            self.posted += n
+
+    def taken(self, n: int) -> None:
+        with self._cond:
+            self.posted -= n
+            if self.waiters:
+                self._cond.notify_all()
+
+    def progressed(self) -> None:
+        """A host admitted waiting runs: wake a paced start_many, if any, to look again."""
+        if self.waiters:
+            with self._cond:
+                self._cond.notify_all()
+
+    def wait_room(self, limit: int, waiting: Any) -> bool:
+        """Block while more than `limit` posted runs are not in memory yet (`waiting()`: the hosts'
+        admission queues); False if they stalled (the caller stops pacing)."""
+        cond = self._cond
+        with cond:
+            self.waiters += 1
+            try:
+                last, since = -1, time.monotonic()
+                while True:
+                    backlog = self.posted + waiting()
+                    if backlog <= limit:
+                        return True
+                    now = time.monotonic()
+                    if backlog != last:
+                        last, since = backlog, now
+                    elif now - since > _STALL:
+                        return False
+                    cond.wait(0.25)
+            finally:
+                self.waiters -= 1
 
 
 class ResidentCap:

@@ -14,6 +14,7 @@ from typing import Any, Protocol
 from storage import Codec, Journal, RunRecord
 
 from ._clock import Clock
+from ._residency import StartGate
 from ._steps import StepPool
 from ._types import RunStatus
 from .errors import ActorflowError, WorkflowNotRegistered
@@ -178,6 +179,8 @@ class Runtime:
         self.shards = shards
         self.passivate_after = passivate_after
         self.max_resident = max_resident  # runs in memory at most, over all hosts (see _residency)
+        # start_many's pace (_residency.StartGate): runs it posted that no host has taken yet
+        self.start_gate = StartGate()
         self.timer_horizon = timer_horizon
         # items for the actors; only the holder of pump_lock takes them out (so they are handled in order)
         self.queue: deque[Any] = deque()
