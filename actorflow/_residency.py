@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Residency", "ResidentCap", "StartGate", "host_cap", "residency_of"]
 
-_STALL = 5.0  # seconds start_many waits for hosts that take none of its runs, then goes on regardless
+STALL = 5.0  # seconds start_many waits for hosts that take none of its runs, then goes on regardless
 _LOW_WATER = 0.75  # making room evicts down to this share of the cap: one scan frees many places
 
 
@@ -44,6 +44,7 @@ class Residency:
     resident: int  # run machines in memory now
     waiting: int  # runs waiting for room (the hosts' admission queues)
     peak_resident: int  # the most held at once since open() (sum of the hosts' high-water marks: an upper bound)
+    peak_waiting: int  # the most waiting for room at once since open() (likewise)
     cap: int | None  # Engine(max_resident=...); None: no cap (also with passivate_after=None)
     evicted_early: int  # idle runs that left memory before passivate_after, to make room
 
@@ -61,6 +62,7 @@ def residency_of(hosts: Iterable[ResidentCap], cap: int | None) -> Residency:
         resident=sum(len(h.runs) for h in hosts),
         waiting=sum(len(h.admission) for h in hosts),
         peak_resident=sum(h.peak_resident for h in hosts),
+        peak_waiting=sum(h.peak_waiting for h in hosts),
         cap=cap if any(h.cap is not None for h in hosts) else None,
         evicted_early=sum(h.cap_evictions for h in hosts),
     )
@@ -70,7 +72,7 @@ class StartGate:
     """Paces a big start_many to the hosts (embedded engines): the next group of runs is committed
     only once the runs posted before, still in the queue or waiting for room, number at most the
     cap. So a burst reaches the hosts as waves do, each run started from its message (no journal
-    read), and the waiting room stays small. Hosts that take none for `_STALL` seconds (all their
+    read), and the waiting room stays small. Hosts that take none for `STALL` seconds (all their
     runs busy, e.g. in steps that wait for these very starts) stop the pacing for that call."""
 
     def __init__(self) -> None:
@@ -109,7 +111,7 @@ class StartGate:
                     now = time.monotonic()
                     if backlog != last:
                         last, since = backlog, now
-                    elif now - since > _STALL:
+                    elif now - since > STALL:
                         return False
                     cond.wait(0.25)
             finally:
@@ -130,6 +132,7 @@ class ResidentCap:
         self.admission: deque[str] = deque()  # run ids waiting for room, in arrival order
         self.held: dict[str, list[Any] | None] = {}  # run id -> waking messages held for it (None: none)
         self.peak_resident = 0  # the most runs this host held at once
+        self.peak_waiting = 0  # the most runs waiting for room at once
         self.cap_evictions = 0  # runs that left memory early to make room
         self._changes = 0  # commits landed and runs gone: a full host with nothing to evict looks again then
         self._next_scan = 0  # ... once _changes reaches this
@@ -157,6 +160,8 @@ class ResidentCap:
             return
         self.held[run_id] = None if msg is None else [msg]
         self.admission.append(run_id)
+        if len(self.admission) > self.peak_waiting:
+            self.peak_waiting = len(self.admission)
 
     def entered(self) -> None:
         """A run came into memory (the high-water mark is the bound the tests check)."""

@@ -58,7 +58,7 @@ def test_one_start_many_of_many_sleepers_stays_within_the_cap_and_all_fire(
     n = 600
     handles = engine.start_many("nap", [(i, 100.0) for i in range(n)])
     assert len(handles) == n
-    wait_until(lambda: len(engine.runs(state="sleeping")) == n, what="every run asleep")
+    wait_until(lambda: len(engine.runs(state="sleeping")) == n, timeout=60, what="every run asleep")
     res = engine.residency()
     assert res.cap == 40 and res.waiting == 0
     assert res.peak_resident <= 40, res
@@ -106,6 +106,42 @@ def test_runs_busy_in_steps_are_not_evicted_and_the_rest_wait_for_room(make_engi
     release.set()
     assert [h.result(TIMEOUT) for h in handles] == list(range(10))
     assert engine.residency().peak_resident <= 4
+
+
+def test_a_big_start_many_is_paced_to_the_hosts(make_engine: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The next commit group goes out once the runs posted before are (mostly) in memory: the
+    waiting room never holds more than the cap plus one group (without pacing: nearly all N)."""
+    monkeypatch.setattr(_engine, "START_MANY_COMMIT", 50)
+    engine = make_engine(clock=actorflow.MockClock(), passivate_after=3600.0, max_resident=40, shards=1, open=False)
+    sleepers(engine)
+    engine.open()
+    handles = engine.start_many("nap", [(i, 100.0) for i in range(600)])
+    wait_until(lambda: len(engine.runs(state="sleeping")) == 600, timeout=60, what="every run asleep")
+    res = engine.residency()
+    assert res.peak_waiting <= 40 + 50, res
+    assert res.peak_resident <= 40
+    assert len(handles) == 600
+
+
+def test_pacing_gives_up_on_hosts_whose_runs_are_all_busy(make_engine: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Steps that hold every resident place: start_many stops waiting for room (after STALL) and
+    returns with the rest queued; they run once the steps end."""
+    from actorflow import _residency
+
+    monkeypatch.setattr(_engine, "START_MANY_COMMIT", 5)
+    monkeypatch.setattr(_residency, "STALL", 0.3)
+    release = threading.Event()
+    engine = make_engine(passivate_after=3600.0, max_resident=4, shards=1, open=False)
+
+    @engine.workflow(name="busy")
+    async def busy(ctx: Any, i: int) -> int:
+        return await ctx.step("hold", lambda: (release.wait(TIMEOUT), i)[1])  # type: ignore[no-any-return]
+
+    engine.open()
+    handles = engine.start_many("busy", [(i,) for i in range(30)])  # returns: nothing waits for release
+    assert engine.residency().resident <= 4
+    release.set()
+    assert [h.result(TIMEOUT) for h in handles] == list(range(30))
 
 
 def test_a_bad_argument_in_a_later_commit_group_writes_nothing(make_engine: Any, monkeypatch: pytest.MonkeyPatch) -> None:
