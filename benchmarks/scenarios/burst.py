@@ -37,7 +37,7 @@ MIB = 2**20
 
 def params(s: Settings) -> dict[str, Any]:
     if s.tiny:
-        return {"n": 2_000, "wave": 500, "passivate_after": 0.1, "settle_s": 0.3}
+        return {"n": 1_000, "wave": 500, "passivate_after": 0.1, "settle_s": 0.2}
     if s.quick:
         return {"n": 100_000, "wave": 25_000, "passivate_after": 0.5, "settle_s": 1.0}
     return {"n": 1_000_000, "wave": 50_000, "passivate_after": 0.5, "settle_s": 1.0}
