@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from ._handle import RunHandle
     from ._logging import configure_logging, log_context
     from ._multiproc._placement import PlacementWait
+    from ._residency import Residency
     from ._retry import RetryPolicy
     from ._types import Event, RunState, RunStatus, StepInfo, current_step
 
@@ -47,6 +48,7 @@ _LAZY = {
     "WorkflowContext": "._context",
     "Engine": "._engine",
     "RunHandle": "._handle",
+    "Residency": "._residency",
     "RetryPolicy": "._retry",
     "Event": "._types",
     "RunState": "._types",
@@ -81,6 +83,7 @@ __all__ = [
     "RetryPolicy",
     "RunState",
     "RunStatus",
+    "Residency",
     "StepInfo",
     "Event",
     "current_step",

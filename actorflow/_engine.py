@@ -21,12 +21,13 @@ from ._control import ControlInbox
 from ._core import Env, failure_text
 from ._handle import RunHandle, new_run_id
 from ._lockfile import DirLock
-from ._messages import CancelRun, LoadRun, SignalArrived, StartRun
+from ._messages import CancelRun, LoadRun, SignalArrived, StartRun, StartRuns
 from ._monitor import afollow, follow
 from ._multiproc import MultiprocRuntime
 from ._multiproc._options import check_join, check_node_options, require_admin
 from ._multiproc._placement import PlacementWait
 from ._options import check_engine_options
+from ._residency import Residency, residency_of
 from ._runtime import Facade, Runtime
 from ._thespian import ActorRuntime
 from ._types import RunState, RunStatus
@@ -49,6 +50,9 @@ __all__ = ["Engine", "RunHandle"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 _GC_DEFAULT = (700, 10, 10)
+# runs per commit of start_many: a million in one LMDB transaction would hold ~1.2 KB per run at
+# once (the batch, then the dirty pages, which LMDB keeps for reuse after the commit)
+START_MANY_COMMIT = 10_000
 _gc_lock = threading.Lock()
 _gc_tuned: list[Any] = [None, 0]  # [(saved, applied) thresholds, number of open engines relying on them]
 
@@ -86,6 +90,7 @@ class Engine(TaskMethods):  # task queue methods: actorflow/tasks/_api.py
         queues: Iterable[str] | None = None,
         capabilities: dict[str, Any] | None = None,
         remote_tasks: bool = False,
+        max_resident: int | None = 20_000,
     ) -> None:
         check_engine_options(
             data_dir=data_dir,
@@ -102,6 +107,7 @@ class Engine(TaskMethods):  # task queue methods: actorflow/tasks/_api.py
             max_payload=max_payload,
             timer_horizon=timer_horizon,
             gc_threshold=gc_threshold,
+            max_resident=max_resident,
         )
         join = check_join(system)  # "HOST:PORT": an admin `actorflow admin start` runs on this machine
         self.data_dir = None if data_dir is None else os.fspath(data_dir)
@@ -120,6 +126,8 @@ class Engine(TaskMethods):  # task queue methods: actorflow/tasks/_api.py
                                                      join)
         self.close_grace = close_grace
         self.timer_horizon = timer_horizon
+        # runs in memory at most (with passivation on): a burst passes through in cohorts (_residency)
+        self.max_resident = max_resident
         # thousands of live coroutines make CPython's default cyclic-GC cadence cost ~30% of
         # throughput; open() raises the thresholds unless the host already tuned them
         self.gc_threshold = gc_threshold
@@ -222,6 +230,7 @@ class Engine(TaskMethods):  # task queue methods: actorflow/tasks/_api.py
                 step_threads=self.step_threads,
                 step_processes=self.step_processes,
                 timer_horizon=self.timer_horizon,
+                max_resident=self.max_resident,
             )
             rt.names = self._names
             actors = ActorRuntime(rt)
@@ -275,6 +284,7 @@ class Engine(TaskMethods):  # task queue methods: actorflow/tasks/_api.py
             node_timeout=self._node_timeout,
             join=self._join,
             gc_threshold=self.gc_threshold,
+            max_resident=self.max_resident,
         )
         try:
             LmdbJournal(self.data_dir, sync=self.sync, codec=self._codec).close()  # format check, fails fast
@@ -371,7 +381,13 @@ class Engine(TaskMethods):  # task queue methods: actorflow/tasks/_api.py
 
     # --- starting runs -------------------------------------------------------------------------
     def _start_batch(
-        self, rt: Facade, name: str, args: tuple[Any, ...], run_id: str | None, batch: WriteBatch
+        self,
+        rt: Facade,
+        name: str,
+        args: tuple[Any, ...],
+        run_id: str | None,
+        batch: WriteBatch,
+        now: float | None = None,
     ) -> tuple[int, RunRecord, tuple[Any, ...]]:
         """Add a run's creation to `batch`: (op index, record, the journaled copy of its arguments).
 
@@ -379,7 +395,8 @@ class Engine(TaskMethods):  # task queue methods: actorflow/tasks/_api.py
         unpickled are refused here (PayloadError) instead of leaving a run no host can load."""
         rid = run_id if run_id is not None else new_run_id()
         check_run_id(rid)
-        now = rt.clock.now()
+        if now is None:
+            now = rt.clock.now()
         rec = RunRecord(rid, name, "pending", now, now)
         idx = batch.create_run(rec, Event(0, "run_started", name, {"args": args}, now))
         try:
@@ -456,32 +473,105 @@ class Engine(TaskMethods):  # task queue methods: actorflow/tasks/_api.py
         args_list: Iterable[Sequence[Any]],
         run_ids: Sequence[str] | None = None,
     ) -> list[RunHandle]:
-        """Start many runs durably in one commit."""
+        """Start many runs; returns once every start is durable.
+
+        Up to `START_MANY_COMMIT` runs commit atomically in one transaction (one fsync); a larger
+        call commits in consecutive groups of that size, after every argument and run id was
+        checked (bad input raises before anything is written). A crash in the middle of a larger
+        call leaves the groups committed so far started: call again with the same `run_ids` to
+        get them (a run id that exists with the same workflow is that run)."""
         rt = self._runtime()
         name = self._name_of(wf)
         args_seq = [tuple(a) for a in args_list]
-        if run_ids is not None and len(run_ids) != len(args_seq):
-            raise ConfigError(f"start_many: {len(args_seq)} argument tuples but {len(run_ids)} run ids")
+        n = len(args_seq)
+        if run_ids is not None and len(run_ids) != n:
+            raise ConfigError(f"start_many: {n} argument tuples but {len(run_ids)} run ids")
+        step = START_MANY_COMMIT
+        if n > step:
+            self._check_many(rt, name, args_seq, run_ids)
+        handles: list[RunHandle] = []
+        conflicts: list[RunConflict] = []
+        pace = self._pace(rt) if n > step else None
+        for lo in range(0, n, step):
+            if pace is not None and lo and not pace():
+                pace = None  # the hosts take none: go on without waiting
+            ids = run_ids[lo : lo + step] if run_ids is not None else None
+            handles += self._start_group(rt, name, args_seq[lo : lo + step], ids, conflicts)
+        if conflicts:
+            raise conflicts[0]
+        return handles
+
+    def _pace(self, rt: Facade) -> Callable[[], bool] | None:
+        """For a start_many of several groups: a wait until the runs posted so far are mostly in
+        memory (_residency.StartGate), so a burst reaches the hosts as waves would; None if there
+        is no cap, or the hosts run in other processes."""
+        gate = getattr(rt, "start_gate", None)
+        local = getattr(rt, "local_hosts", None)
+        cap = self.max_resident
+        if gate is None or local is None or cap is None or self.passivate_after is None:
+            return None
+
+        def waiting() -> int:
+            return sum(len(actor.logic.admission) for actor in list(local.values()))
+
+        return lambda: bool(gate.wait_room(cap, waiting))
+
+    def _check_many(
+        self, rt: Facade, name: str, args_seq: list[tuple[Any, ...]], run_ids: Sequence[str] | None
+    ) -> None:
+        """What `_start_batch` refuses, for every run of a start_many that commits in groups, before
+        the first group is written (one argument tuple passed many times is checked once)."""
+        if run_ids is not None:
+            for rid in run_ids:
+                check_run_id(rid)
+        scratch = rt.journal.batch()
+        seen: Any = None
+        for args in args_seq:
+            if args is not seen:
+                self._start_batch(rt, name, args, "check", scratch)
+                scratch.truncate(0)
+                seen = args
+
+    def _start_group(
+        self,
+        rt: Facade,
+        name: str,
+        args_seq: list[tuple[Any, ...]],
+        run_ids: Sequence[str] | None,
+        conflicts: list[RunConflict],
+    ) -> list[RunHandle]:
+        """One commit of start_many; its runs go to their hosts as one message per shard."""
         batch = rt.journal.batch()
-        recs = [self._start_batch(rt, name, a, run_ids[i] if run_ids else None, batch) for i, a in enumerate(args_seq)]
+        now = rt.clock.now()
+        recs = [self._start_batch(rt, name, a, run_ids[i] if run_ids else None, batch, now) for i, a in enumerate(args_seq)]
         tel = _telemetry.current
         if tel is not None:  # after every create: results[i] stays the i-th run's
             for _, rec, _ in recs:
                 tel.start_run(batch, rec.run_id, name)
         results = rt.journal.commit(batch)
-        if tel is not None:
-            for (_, rec, _), existing in zip(recs, results):
-                if existing is not None:
-                    tel.start_failed(rec.run_id)
-        conflicts = []
+        del batch
+        fresh = (rt, rt.notifier.evictions)  # before the runs can finish: their outcomes are in `recent` after
+        per_shard: dict[int, tuple[list[str], list[tuple[Any, ...]]]] = {}
         handles = []
         for (_, rec, copy), existing in zip(recs, results):
-            try:
-                handles.append(RunHandle(self, rec.run_id, self._after_start(rt, rec, copy, existing)))
-            except RunConflict as exc:
-                conflicts.append(exc)
-        if conflicts:
-            raise conflicts[0]
+            rid = rec.run_id
+            if existing is not None:
+                if tel is not None:
+                    tel.start_failed(rid)
+                if existing.workflow != name:
+                    conflicts.append(RunConflict(rid, existing.workflow, name))
+                    continue
+                handles.append(RunHandle(self, rid, None))
+                continue
+            ids, args = per_shard.setdefault(rt.shard_of(rid), ([], []))
+            ids.append(rid)
+            args.append(copy)
+            handles.append(RunHandle(self, rid, fresh))
+        gate = getattr(rt, "start_gate", None)
+        for ids, args in per_shard.values():
+            if gate is not None:
+                gate.add(len(ids))
+            rt.post(StartRuns(ids[0], tuple(ids), name, now, tuple(args)))
         return handles
 
     def run(self, wf: Callable[..., Any] | str, *args: Any, run_id: str | None = None, timeout: float | None = None) -> Any:
@@ -636,6 +726,15 @@ class Engine(TaskMethods):  # task queue methods: actorflow/tasks/_api.py
             finally:
                 rt.notifier.remove_waiter(run_id, cb)
         return self._outcome(run_id, outcome)
+
+    # --- memory ----------------------------------------------------------------------------------
+    def residency(self) -> Residency:
+        """How many runs are in memory now, at most so far, and waiting for room (`max_resident`)."""
+        rt = self._runtime()
+        local = getattr(rt, "local_hosts", None)
+        if local is None:
+            raise ConfigError("residency() reads this process's run hosts; with system='multiproc' they run in the shard processes")
+        return residency_of((actor.logic for actor in list(local.values())), self.max_resident)
 
     # --- dashboard -----------------------------------------------------------------------------
     def dashboard(self, port: int = 8765, *, bind: str = "127.0.0.1", read_only: bool = False) -> Any:

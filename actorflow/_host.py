@@ -27,7 +27,9 @@ from ._core import (
     RunMachine,
 )
 from ._messages import (
+    ADMIT,
     REARM,
+    Admit,
     CancelRun,
     ChildDone,
     Committed,
@@ -38,10 +40,12 @@ from ._messages import (
     RunMessage,
     SignalArrived,
     StartRun,
+    StartRuns,
     TimerFired,
     WatchChild,
 )
 from ._outputs import OUT_REPLY, OUT_SEND, OUT_STEP, OUT_TIMER, OutputCommit
+from ._residency import ResidentCap, host_cap
 
 if TYPE_CHECKING:
     from ._runtime import Runtime
@@ -56,13 +60,14 @@ _WAKING: frozenset[type] = frozenset({SignalArrived, ChildDone, CancelRun, LoadR
 _WAKING_TAGS = frozenset({"sleep", "wait", "reload"})  # timers that wake a passivated run
 
 
-class RunHost(OutputCommit):
+class RunHost(OutputCommit, ResidentCap):
     """Routes messages to run machines, loads/passivates them, and commits their facts before acting.
 
     Each message for a run is one `RunMachine.activate`; the host writes the completion's events
     and index ops into its journal batch and holds the completion's effects (step dispatch,
     timers, messages to other hosts, notifications) as outputs, released only once the batch's
-    journal writes are durable (output commit, in `_outputs.OutputCommit`).
+    journal writes are durable (output commit, in `_outputs.OutputCommit`). At most `cap` runs
+    are in memory at once; the rest wait for room (`_residency.ResidentCap`).
     """
 
     def __init__(self, rt: Runtime, shard: int) -> None:
@@ -82,6 +87,9 @@ class RunHost(OutputCommit):
         self.housekept = False
         self.rederivable = 0  # ops of this batch that recovery would write again the same (fired sleeps)
         self.prefetched: dict[str, Any] = {}  # run id -> journal.load_run() result, read ahead for this batch
+        cap = None if rt.passivate_after is None else rt.max_resident  # nothing leaves memory without passivation
+        self._init_residency(host_cap(cap, rt.shards, shard))
+        self.admitting = False  # bringing waiting runs in: they have their room
 
     # --- carrying out what a run's activation asks ------------------------------------------------
     def _apply(self, run: RunMachine, out: Completion) -> None:
@@ -121,6 +129,7 @@ class RunHost(OutputCommit):
                 self._finished(run, op[1], op[2], op[3])
             elif code == BLOCKED:
                 self.runs.pop(run_id, None)
+                self.changed()
                 self.blocked[run_id] = run.next_seq
                 log.warning("run blocked", run_id=run_id, error=run.record.error)
         if touched:
@@ -164,6 +173,7 @@ class RunHost(OutputCommit):
             outcome = ("child_failed", d)
         self.finishing[run_id] = outcome
         self.runs.pop(run_id, None)
+        self.changed()
         targets: list[tuple[str, Any]] = list(self.watchers.pop(run_id, ()))
         parent_pos = run.record.meta.get("parent_pos")
         if run.record.parent and (run.record.parent, parent_pos) not in targets:
@@ -202,10 +212,48 @@ class RunHost(OutputCommit):
         finally:
             if self.prefetched:
                 self.prefetched = {}
+        admitted = self.admit() if self.admission else 0
+        if admitted:
+            self.rt.start_gate.progressed()
+        batch = self.batch
         self.flush(force=self.housekept)
         self.housekept = False
+        committed = self.batch is not batch
+        if committed:
+            self.changed()
+        if self.admission and not self.commits_in_flight and (admitted or committed):
+            # committed here: runs may leave and the next cohort come in (later: other work interleaves)
+            self.outbox.append((self.shard, ADMIT))
         out, self.outbox = self.outbox, []
         return out
+
+    def _guarded(self, item: Any) -> None:
+        """Handle one message; if it raises, undo what it added and quarantine its run."""
+        marks = (len(self.batch.ops), len(self.outputs), len(self.outbox), self.rederivable)
+        try:
+            self._handle(item)
+        except Exception as exc:
+            if not isinstance(item, RunMessage):
+                raise
+            self._isolate(item, exc, marks)
+
+    def bring_in(self, run_ids: list[str]) -> None:
+        """Admit runs that waited for room: load each (a start too: its start is in the journal),
+        then hand it the messages held for it, in order."""
+        items: list[Any] = []
+        for run_id in run_ids:
+            items.append(LoadRun(run_id))
+            items += self.held.pop(run_id, None) or ()
+        self.admitting = True
+        try:
+            for lo in range(0, len(items), _CHUNK):
+                chunk = items[lo : lo + _CHUNK]
+                self.prefetched = self._prefetch(chunk)
+                for item in chunk:
+                    self._guarded(item)
+        finally:
+            self.admitting = False
+            self.prefetched = {}
 
     def _prefetch(self, items: list[Any]) -> dict[str, Any]:
         """Read every passivated run these messages wake in one journal transaction."""
@@ -231,6 +279,12 @@ class RunHost(OutputCommit):
         t = type(msg)
         if t is Committed:
             self._on_commit(msg.token, msg.future)
+            self.changed()
+            return
+        if t is Admit:
+            return  # admission runs after every batch of messages
+        if t is StartRuns:
+            self._start_many(msg)
             return
         if t is Housekeep:
             self._housekeep()
@@ -253,12 +307,18 @@ class RunHost(OutputCommit):
                     self.reply(msg.reply, False)
                 return
             if t is StartRun:
-                self._start(msg)
+                if run_id in self.held or (not self.admitting and self.full()):
+                    self.hold(run_id, None)  # loaded from the journal when there is room
+                else:
+                    self._start(msg)
                 return
             if t is CancelRun and run_id in self.blocked:
                 self._cancel_blocked(run_id, msg.reply)
                 return
             if t in _WAKING or (t is TimerFired and msg.tag in _WAKING_TAGS):
+                if not self.admitting and (run_id in self.held or self.full()):
+                    self.hold(run_id, msg)
+                    return
                 run = self._load(run_id)
             if run is None:
                 if t is CancelRun and msg.reply is not None:
@@ -280,7 +340,21 @@ class RunHost(OutputCommit):
         run = RunMachine(rec, fn, args, [started], self.env)
         run.last_active = self.rt.clock.now()
         self.runs[run_id] = run
+        self.entered()
         self._apply(run, run.activate(msg))
+
+    def _start_many(self, msg: StartRuns) -> None:
+        """The runs of one start_many commit: each starts now, or waits for room (as its id only)."""
+        runs, held, blocked = self.runs, self.held, self.blocked
+        self.rt.start_gate.taken(len(msg.run_ids))
+        for run_id, args in zip(msg.run_ids, msg.args):
+            if run_id in runs or run_id in blocked or run_id in self.finishing:
+                continue
+            if run_id in held or self.full():
+                self.hold(run_id, None)
+                continue
+            item = StartRun(run_id, (run_id, msg.workflow, "pending", msg.created_at, msg.created_at), args)
+            self._guarded(item)
 
     def _load(self, run_id: str, force: bool = False) -> RunMachine | None:
         if run_id in self.runs:
@@ -299,6 +373,7 @@ class RunHost(OutputCommit):
         run = RunMachine(rec, fn, tuple(events[0].data["args"]), events, self.env, signals)
         run.last_active = self.rt.clock.now()
         self.runs[run_id] = run
+        self.entered()
         self._apply(run, run.activate(LoadRun(run_id)))
         return self.runs.get(run_id)
 
@@ -362,7 +437,10 @@ class RunHost(OutputCommit):
                 if rec.state in ("pending", "running", "blocked") or (
                     rec.state in ("waiting", "sleeping") and journal.signals(run_id)
                 ):
-                    self._load(run_id, force=True)
+                    if run_id in self.held or self.full():
+                        self.hold(run_id, None)  # a burst in flight at the crash comes back in cohorts
+                    else:
+                        self._load(run_id, force=True)
             except Exception as exc:  # noqa: BLE001 - this run's journal or code: the others recover
                 self._isolate(LoadRun(run_id), exc, marks)
 
@@ -372,6 +450,7 @@ class RunHost(OutputCommit):
             self._apply(run, run.activate(REARM))
 
     def _housekeep(self) -> None:
+        self.changed()
         limit = self.rt.passivate_after
         if limit is None:
             return

@@ -16,6 +16,7 @@ from typing import Any, TypeVar, dataclass_transform
 __all__ = [
     "RunMessage",
     "StartRun",
+    "StartRuns",
     "StepDone",
     "CompDone",
     "TimerFired",
@@ -29,6 +30,7 @@ __all__ = [
     "Housekeep",
     "Recover",
     "Rearm",
+    "Admit",
     "Committed",
     "HostBatch",
     "ArmTimer",
@@ -44,6 +46,7 @@ __all__ = [
     "HOUSEKEEP",
     "RECOVER",
     "REARM",
+    "ADMIT",
 ]
 
 T = TypeVar("T")
@@ -109,6 +112,17 @@ class StartRun(RunMessage):
 
     record: tuple[Any, ...]  # RunRecord.as_tuple()
     args: tuple[Any, ...]  # the journaled copy of its arguments
+
+
+@message
+class StartRuns(RunMessage):
+    """Runs of one start_many commit, all durable and all on the shard of `run_id` (the first of
+    `run_ids`): one message per shard and commit instead of a record and a message per run."""
+
+    run_ids: tuple[str, ...]
+    workflow: str
+    created_at: float  # every run of the commit was created at this time
+    args: tuple[tuple[Any, ...], ...]  # the journaled copies of their arguments, in order
 
 
 @message
@@ -206,7 +220,12 @@ class Rearm:
     """The timer actor restarted: arm again the timers that lived only in its memory."""
 
 
-HOUSEKEEP, RECOVER, REARM = Housekeep(), Recover(), Rearm()
+@message
+class Admit:
+    """Sent by a host to itself: runs wait for room and the last cohort's commit is already durable."""
+
+
+HOUSEKEEP, RECOVER, REARM, ADMIT = Housekeep(), Recover(), Rearm(), Admit()
 
 
 @message

@@ -50,6 +50,7 @@ def check_engine_options(
     max_payload: Any,
     timer_horizon: Any,
     gc_threshold: Any,
+    max_resident: Any = None,
 ) -> None:
     """Raise ConfigError for the first option that is not valid (see Engine for their meaning)."""
     if data_dir is not None and not isinstance(data_dir, (str, os.PathLike)):
@@ -71,6 +72,8 @@ def check_engine_options(
         raise ConfigError(f"Engine codec must be 'pickle' or 'json', got {codec!r}", option="codec")
     _int("max_payload", max_payload, 1)
     _seconds("timer_horizon", timer_horizon, positive=True)
+    if max_resident is not None:
+        _int("max_resident", max_resident, 1)
     if gc_threshold is not None and not (
         isinstance(gc_threshold, tuple)
         and len(gc_threshold) == 3

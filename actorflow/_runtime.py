@@ -14,6 +14,7 @@ from typing import Any, Protocol
 from storage import Codec, Journal, RunRecord
 
 from ._clock import Clock
+from ._residency import StartGate
 from ._steps import StepPool
 from ._types import RunStatus
 from .errors import ActorflowError, WorkflowNotRegistered
@@ -144,6 +145,8 @@ class Facade(Protocol):
 
     def post(self, item: Any) -> None: ...
 
+    def shard_of(self, run_id: str) -> int: ...
+
     def post_and_help(self, item: Any) -> None: ...
 
     def quiet(self) -> bool:
@@ -167,6 +170,7 @@ class Runtime:
         step_threads: int = 32,
         timer_horizon: float = 30.0,
         step_processes: int = 0,
+        max_resident: int | None = None,
     ) -> None:
         self.journal = journal
         self._codec = journal.codec
@@ -174,6 +178,9 @@ class Runtime:
         self.workflows = workflows
         self.shards = shards
         self.passivate_after = passivate_after
+        self.max_resident = max_resident  # runs in memory at most, over all hosts (see _residency)
+        # start_many's pace (_residency.StartGate): runs it posted that no host has taken yet
+        self.start_gate = StartGate()
         self.timer_horizon = timer_horizon
         # items for the actors; only the holder of pump_lock takes them out (so they are handled in order)
         self.queue: deque[Any] = deque()

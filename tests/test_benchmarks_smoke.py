@@ -17,7 +17,7 @@ import sys
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SCENARIOS = {"journal", "seq3", "conc3", "multiproc", "tasks", "steps100", "sleepers", "million", "recovery",
+SCENARIOS = {"journal", "seq3", "conc3", "multiproc", "tasks", "steps100", "sleepers", "million", "burst", "recovery",
              "dashboard"}
 HAS_DBOS = importlib.util.find_spec("dbos") is not None
 # the task queue peers of the `tasks` scenario (bench extra; Dramatiq also needs Debian's redis-server)
@@ -55,7 +55,7 @@ def test_quick_harness_tiny(tmp_path):
             assert set(stats) >= {"median", "min", "max", "runs"}, (line["scenario"], metric)
             assert stats["median"] is not None, (line["scenario"], metric)
             assert stats["min"] <= stats["median"] <= stats["max"]
-        if HAS_DBOS and line["scenario"] not in ("journal", "million"):  # no peer for these
+        if HAS_DBOS and line["scenario"] not in ("journal", "million", "burst"):  # no peer for these
             assert line["dbos"] and "ratio_actorflow_over_dbos" in line, line["scenario"]
             assert all(s["median"] is not None for s in line["dbos"].values()), line["dbos"]
             assert all(r is not None for r in line["ratio_actorflow_over_dbos"].values())
@@ -80,6 +80,9 @@ def test_quick_harness_tiny(tmp_path):
     assert by["million"]["actorflow_info"]["far_armed_beyond_window_s"] > 0  # read back from the timer index
     assert by["million"]["actorflow_info"]["evicted_before_rss"]["resident_runs"] == 0
     assert by["journal"]["actorflow"]["ratio_pipelined_vs_raw_at_epc"]["median"] > 0
+    burst = by["burst"]["actorflow"]  # one start_many vs waves: both parked, evicted, within the cap
+    assert burst["one_call_settled_rss_mib"]["median"] > 0 and burst["waves_settled_rss_mib"]["median"] > 0
+    assert 0 < burst["one_call_peak_resident"]["median"] <= 20_000
     if "sleepers" in by:
         assert {"rss_per_run_bytes", "lateness_p50_ms", "lateness_p99_ms"} <= set(by["sleepers"]["actorflow"])
     assert {"enqueue_e2e_per_s", "enqueue_per_s", "threads_e2e_per_s", "threads_per_s", "enqueue_many_e2e_per_s",

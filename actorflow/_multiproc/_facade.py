@@ -118,6 +118,7 @@ class MultiprocRuntime:
         node_timeout: float = 15.0,
         join: tuple[str, int] | None = None,
         gc_threshold: tuple[int, int, int] | None = None,
+        max_resident: int | None = None,
     ) -> None:
         self.clock = clock
         self.workflows = workflows
@@ -146,6 +147,7 @@ class MultiprocRuntime:
             node_timeout=node_timeout,
             timer_horizon=timer_horizon,
             gc_threshold=gc_threshold,
+            max_resident=max_resident,
         )
         self._join = join  # an admin started by `actorflow admin start`: ours are only the supervisor and shards
         self._supervisor: Any = None

@@ -132,6 +132,7 @@ class ShardActor(SupervisedActor):
             step_threads=init.step_threads,
             timer_horizon=init.timer_horizon,
             step_processes=init.step_processes,
+            max_resident=init.max_resident,
         )
         rt.names = self.names = WorkflowNames()
         for name, fn in workflows.items():

@@ -57,6 +57,7 @@ class ShardInit:
     # the Engine's gc_threshold, applied in the shard process (None: CPython's defaults); a shard
     # holds thousands of live runs, and at (700, 10, 10) it spent ~40% of its CPU in the collector
     gc_threshold: tuple[int, int, int] | None = None
+    max_resident: int | None = None  # runs in memory at most, over all shards (see actorflow._residency)
 
 
 @message
