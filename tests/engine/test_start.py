@@ -14,7 +14,7 @@ import actorflow
 from actorflow import ConfigError, Engine, RunConflict, WorkflowNotRegistered
 from storage._journal import OP_CREATE_RUN
 
-from .conftest import TIMEOUT, Calls, FileGate, embedded_only, wait_state, wait_until
+from .conftest import TIMEOUT, Calls, FileGate, wait_state, wait_until
 
 
 def test_public_names_importable() -> None:
@@ -392,25 +392,6 @@ def test_open_leaves_the_host_logging_configuration_alone(tmp_path: Any, new_eng
         root.removeHandler(sentinel)
 
 
-@embedded_only("the GC tuning is for run coroutines in the engine's process; a multiproc facade has none")
-def test_gc_thresholds_raised_while_open_and_restored_unless_host_tuned(tmp_path: Any) -> None:
-    import gc
-
-    saved = gc.get_threshold()
-    try:
-        gc.set_threshold(700, 10, 10)
-        e = Engine(tmp_path / "a", gc_threshold=(40_000, 15, 50))
-        with e:
-            assert gc.get_threshold() == (40_000, 15, 50)
-        assert gc.get_threshold() == (700, 10, 10)
-        gc.set_threshold(1234, 5, 5)  # the host tuned its GC: leave it alone
-        with Engine(tmp_path / "b"):
-            assert gc.get_threshold() == (1234, 5, 5)
-        with Engine(tmp_path / "c", gc_threshold=None):
-            assert gc.get_threshold() == (1234, 5, 5)
-    finally:
-        gc.set_threshold(*saved)
-
 
 def test_one_engine_per_data_dir_across_processes(tmp_path: Any, new_engine: Any) -> None:
     """A second process must not recover (and re-run) the runs an engine already owns."""
@@ -458,23 +439,6 @@ def test_cli_reads_a_journal_beside_nothing_else(tmp_path: Any, capsys: Any, new
     assert main(["history", "nope", "--data-dir", str(tmp_path / "d")]) == 3  # not found (actorflow.cli exit codes)
     assert "no workflow run with id 'nope'" in capsys.readouterr().err
 
-
-@embedded_only("the GC tuning is for run coroutines in the engine's process; a multiproc facade has none")
-def test_gc_thresholds_stay_raised_until_the_last_engine_closes(tmp_path: Any) -> None:
-    import gc
-
-    saved = gc.get_threshold()
-    try:
-        gc.set_threshold(700, 10, 10)
-        a, b = Engine(tmp_path / "a", gc_threshold=(30_000, 12, 40)), Engine(tmp_path / "b")
-        a.open()
-        b.open()
-        a.close()
-        assert gc.get_threshold() == (30_000, 12, 40)  # b still relies on them
-        b.close()
-        assert gc.get_threshold() == (700, 10, 10)
-    finally:
-        gc.set_threshold(*saved)
 
 
 def test_result_of_a_run_this_engine_started_needs_no_journal_read(
