@@ -4,6 +4,7 @@
 
 `actorflow check --app MODULE` (the replay check, `_check.py`) exits 7 when a run would block.
 `tasks list|show|cancel|requeue`, `dead-letters`, `schedules list`: the task queue (`_tasks.py`).
+`actorflow fsck [--repair]` (`_fsck.py`) exits 8 on index findings, 9 on damaged records.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from collections.abc import Callable
 from ..errors import ActorflowError
 from ._check import cmd_check
 from ._common import EXIT_USAGE, data_dir_of, exit_code, hint
+from ._fsck import add_fsck_parser
 from ._read import cmd_history, cmd_legacy_history, cmd_legacy_runs, cmd_list, cmd_show, since_arg
 from ._tasks import add_task_parsers
 from ._write import cmd_cancel, cmd_fork, cmd_signal, cmd_watch
@@ -96,6 +98,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     p.set_defaults(fn=cmd_check)
 
     add_task_parsers(sub, _common, _DATA_DIR_HELP)  # tasks list|show|cancel|requeue, dead-letters, schedules list
+    add_fsck_parser(sub, _DATA_DIR_HELP)  # fsck [--repair] (issue 18)
 
     hist = sub.add_parser("history", help="a run's journal as JSON lines (= runs history RUN_ID --json)")
     hist.add_argument("run_id")
