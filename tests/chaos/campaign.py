@@ -49,15 +49,18 @@ from storage import LmdbJournal, fsck  # noqa: E402
 
 APP = Path(__file__).with_name("campaign_app.py")
 KINDS = ["wf", "wf", "wf", "wf", "wft", "chain", "chain", "chord", "graph", "graph"]
+# multiproc runs steps in worker processes (step_processes=1), and a task handler's step does not
+# pickle there yet ("cannot pickle '_thread.lock'"): tasks are covered by the embedded campaign
+KINDS_MULTIPROC = ["wf", "wf", "wf", "wf", "wft", "graph", "graph"]
 
 
-def make_plan(units: int, seed: int, pace: float) -> dict[str, Any]:
+def make_plan(units: int, seed: int, pace: float, kinds: list[str] = KINDS) -> dict[str, Any]:
     """Units in a shuffled kind order; each wf's two signals placed at random after its start."""
     rng = random.Random(seed)
     ops: list[dict[str, Any]] = []
     later: list[tuple[int, dict[str, Any]]] = []  # (earliest op index, signal op)
     for i in range(units):
-        kind = KINDS[rng.randrange(len(KINDS))]
+        kind = kinds[rng.randrange(len(kinds))]
         uid = f"{kind}-{i:04d}"
         nap = round(rng.uniform(0.05, 0.5), 3) if kind == "wf" else round(rng.uniform(0.5, 3.0), 3)
         ops.append({"op": "start", "kind": kind, "id": uid, "i": i, "nap": nap})
@@ -127,6 +130,7 @@ class Campaign:
     def spawn(self, gen: int, final: bool) -> subprocess.Popen[bytes]:
         out = open(self.work / f"gen-{gen}.log", "wb")  # noqa: SIM115 - closed with the process
         cmd = [sys.executable, str(APP), str(self.work), str(gen), self.mode] + (["final"] if final else [])
+        self.cmdline = cmd
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
         out.close()
@@ -195,31 +199,26 @@ class Campaign:
                deadline: float, final: bool) -> None:
         """Until the deadline (or, final, the process's exit): note every descendant; in multiproc mode
         kill random actor processes now and then."""
-        next_proc_kill = time.monotonic() + self.rng.uniform(0.5, 2.0)
+        next_proc_kill = time.monotonic() + self.rng.uniform(1.0, 3.0)
         while time.monotonic() < deadline:
             if proc.poll() is not None:
                 return
-            try:
-                for child in ps.children(recursive=True):
-                    seen.setdefault(child.pid, child)
-            except psutil.NoSuchProcess:
-                pass
+            for p in self._gen_processes(ps):
+                seen.setdefault(p.pid, p)
             if self.mode == "multiproc" and self.proc_kill_budget > 0 and time.monotonic() >= next_proc_kill:
                 self._kill_actor(ps)
-                next_proc_kill = time.monotonic() + self.rng.uniform(0.5, 2.0)
+                next_proc_kill = time.monotonic() + self.rng.uniform(1.0, 3.0)
             time.sleep(0.02)
         if final:
             raise AssertionError(f"final generation did not finish within the deadline: {proc.pid}")
 
     proc_kill_budget: int = 0
+    cmdline: list[str] = field(default_factory=list)  # the live generation's
 
     def _kill_actor(self, ps: psutil.Process) -> None:
         """SIGKILL one random actor process (a shard or a step worker) of the live generation; before,
         read the live journal for a checkpoint (what it holds was journaled before the kill)."""
-        try:
-            actors = [c for c in ps.children(recursive=True) if _is_actor(c)]
-        except psutil.NoSuchProcess:
-            return
+        actors = _actor_processes(self._gen_processes(ps))
         if not actors:
             return
         victim = self.rng.choice(actors)
@@ -236,16 +235,30 @@ class Campaign:
         self.proc_kill_budget -= 1
         self.log.append(f"killed actor process {victim.pid}")
 
+    def _gen_processes(self, ps: psutil.Process) -> list[psutil.Process]:
+        """The generation's processes but itself: its descendants, and the Thespian admin it started (a
+        daemon, re-parented away from it) with that admin's descendants - found by the generation's
+        exact command line (its work dir and number), so no other process is ever touched."""
+        return [p for p in psutil.process_iter(["cmdline"]) if p.pid != ps.pid and p.info["cmdline"] == self.cmdline]
+
     def _reap(self, seen: dict[int, psutil.Process]) -> None:
-        """Every process the generation started ends: they get 3 s to notice, then SIGKILL, by pid."""
-        alive = [p for p in seen.values() if _alive(p)]
-        _gone, alive = psutil.wait_procs(alive, timeout=3.0)
-        for p in alive:
-            try:
-                p.kill()
-            except psutil.NoSuchProcess:
-                pass
-        psutil.wait_procs(alive, timeout=10.0)
+        """Every process the generation started ends (its shards notice a dead engine within about a
+        second; the admin never does): 3 s to go, then SIGKILL by pid, until none is left."""
+        for _ in range(5):
+            for p in psutil.process_iter(["cmdline"]):
+                if p.info["cmdline"] == self.cmdline:
+                    seen.setdefault(p.pid, p)
+            alive = [p for p in seen.values() if _alive(p)]
+            if not alive:
+                return
+            _gone, alive = psutil.wait_procs(alive, timeout=3.0)
+            for p in alive:
+                try:
+                    p.kill()
+                except psutil.NoSuchProcess:
+                    pass
+            psutil.wait_procs(alive, timeout=10.0)
+        raise AssertionError(f"processes of {self.cmdline} still alive: {[p.pid for p in seen.values() if _alive(p)]}")
 
 
 def _alive(p: psutil.Process) -> bool:
@@ -255,13 +268,22 @@ def _alive(p: psutil.Process) -> bool:
         return False
 
 
-def _is_actor(p: psutil.Process) -> bool:
-    """A shard's process or a step worker (not the Thespian admin or logger, not the supervisor)."""
-    try:
-        title = " ".join(p.cmdline())
-    except (psutil.NoSuchProcess, psutil.AccessDenied):
-        return False
-    return "ShardActor" in title or "step" in title.lower() or "worker" in title.lower()
+def _actor_processes(procs: list[psutil.Process]) -> list[psutil.Process]:
+    """Shards and step workers among a multiproc generation's processes: two or more levels under
+    the Thespian admin (admin -> supervisor -> shard -> step worker; the admin's logger has none)."""
+    pids = {p.pid: p for p in procs}
+    depth: dict[int, int] = {}
+
+    def level(p: psutil.Process) -> int:
+        if p.pid not in depth:
+            try:
+                parent = p.ppid()
+            except psutil.NoSuchProcess:
+                return -1
+            depth[p.pid] = 0 if parent not in pids else level(pids[parent]) + 1
+        return depth[p.pid]
+
+    return [p for p in procs if level(p) >= 2]
 
 
 def parse_steps(path: Path) -> list[tuple[int, int, str, int, int, int]]:
@@ -375,7 +397,7 @@ def run_campaign(work: Path, *, units: int, kills: int, mode: str = "embedded", 
                  keep_snapshots: bool = False) -> dict[str, Any]:
     seed = seed if seed is not None else int(time.time()) % 100_000
     work.mkdir(parents=True, exist_ok=True)
-    plan = make_plan(units, seed, pace)
+    plan = make_plan(units, seed, pace, KINDS_MULTIPROC if mode == "multiproc" else KINDS)
     (work / "plan.json").write_text(json.dumps(plan))
     c = Campaign(work, mode, random.Random(seed), keep_snapshots=keep_snapshots)
     c.proc_kill_budget = proc_kills
