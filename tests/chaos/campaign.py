@@ -222,14 +222,19 @@ class Campaign:
         if not actors:
             return
         victim = self.rng.choice(actors)
-        acks_offset, steps_offset = self.size("acks.log"), 0
-        cp = self.read_facts(self.data, f"before kill of pid {victim.pid}", 0, acks_offset, False)
-        cp.steps_offset = self.size("steps.log")  # lines past here were written after the read
-        try:
-            victim.kill()
+        cp = self.read_facts(self.data, f"before kill of pid {victim.pid}", 0, self.size("acks.log"), False)
+        try:  # the victim with its own step workers: an orphaned worker finishing its step after the
+            # cut would look like a second run in the next interval
+            doomed = [victim, *victim.children(recursive=True)]
         except psutil.NoSuchProcess:
             return
-        del steps_offset
+        for p in doomed:
+            try:
+                p.kill()
+            except psutil.NoSuchProcess:
+                pass
+        psutil.wait_procs(doomed, timeout=10.0)
+        cp.steps_offset = self.size("steps.log")  # the cut: after the victims died, so their lines are before it
         self.checkpoints.append(cp)
         self.proc_kills += 1
         self.proc_kill_budget -= 1
