@@ -5,7 +5,7 @@ from __future__ import annotations
 import fcntl
 import os
 
-from .errors import ConfigError
+from .errors import ConfigError, StorageError
 
 __all__ = ["DirLock"]
 
@@ -14,12 +14,26 @@ class DirLock:
     """`flock` on `<data_dir>/engine.lock`; two engines recovering the same runs would run steps twice."""
 
     def __init__(self, data_dir: str) -> None:
-        os.makedirs(data_dir, exist_ok=True)
+        self.data_dir = data_dir
         self.path = os.path.join(data_dir, "engine.lock")
         self._fd: int | None = None
 
     def acquire(self) -> None:
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            os.makedirs(self.data_dir, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except (FileExistsError, NotADirectoryError) as exc:
+            raise ConfigError(
+                f"data directory {self.data_dir!r} is not a directory (a file is in the way: {exc.filename!r})",
+                path=self.data_dir,
+            ) from None
+        except OSError as exc:
+            raise StorageError(
+                f"cannot use data directory {self.data_dir!r}: {exc.strerror} ({exc.filename!r}); "
+                "it must be a writable directory",
+                path=self.data_dir,
+                errno=exc.errno,
+            ) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
