@@ -46,7 +46,9 @@ def test_checker_catches_each_kind_of_violation(short: dict[str, Any]) -> None:
     try:
         v = check(c, plan)["verdicts"]
         assert v["steps_rerun_after_journaled"]
-        c.checkpoints = []  # no kill between the two runs of that step body
+        c.checkpoints = []  # no kill between the two runs of that step body (the same process ran both)
+        with open(work / "steps.log", "a") as f:
+            f.write(f"99 1 {first[2]} {first[3]} 1 {first[5]}\n")
         assert (0, first[2], int(first[3])) in check(c, plan)["verdicts"]["steps_run_twice_between_kills"]
         # an acknowledged signal missing from a checkpoint taken after its ack
         c.checkpoints = [Checkpoint("no signals", 0, c.size("acks.log"), set(), final_cp.runs, set(), {})]
