@@ -227,7 +227,7 @@ def test_any_duration_or_progress_is_used_or_refused_in_the_workflow(clock_engin
         ok = _finite_non_negative(v)
     if ok:
         assert not got.startswith("refused"), (what, v, got)
-        assert got in ("ok", "WaitTimeout"), (what, v, got)
+        assert got in ("ok", "WaitTimeout", "StepTimeout"), (what, v, got)  # a tiny timeout may fire
     else:
         assert got.startswith("refused"), (what, v, got)
 
