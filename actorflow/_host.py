@@ -424,6 +424,9 @@ class RunHost(OutputCommit, ResidentCap):
 
         A waiter with signals in its inbox is loaded too: the message that would have woken it was
         lost with the crash (or the failed host), but the signal itself is durable and must arrive.
+        So is one waiting on a child run: a child that finished just before the crash had its
+        outcome message (sent once its end was durable) lost with it, and ended runs are not
+        recovered - loaded, the parent watches its children again and hears of the ended ones.
         """
         journal = self.rt.journal
         for run_id in journal.active_run_ids():
@@ -435,7 +438,7 @@ class RunHost(OutputCommit, ResidentCap):
                 if rec is None:
                     continue
                 if rec.state in ("pending", "running", "blocked") or (
-                    rec.state in ("waiting", "sleeping") and journal.signals(run_id)
+                    rec.state in ("waiting", "sleeping") and (journal.signals(run_id) or _waits_on_child(journal, run_id))
                 ):
                     if run_id in self.held or self.full():
                         self.hold(run_id, None)  # a burst in flight at the crash comes back in cohorts
@@ -459,3 +462,14 @@ class RunHost(OutputCommit, ResidentCap):
             if now - run.last_active >= limit and not run.pending_commits and run.idle():
                 del self.runs[run_id]
                 run.detach()
+
+
+def _waits_on_child(journal: Any, run_id: str) -> bool:
+    """Whether the run's journal has a child started at a position with no outcome yet."""
+    open_children: set[int] = set()
+    for ev in journal.events(run_id):
+        if ev.kind == "child_started":
+            open_children.add(ev.pos)
+        elif ev.kind in ("child_completed", "child_failed"):
+            open_children.discard(ev.pos)
+    return bool(open_children)

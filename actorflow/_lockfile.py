@@ -7,7 +7,7 @@ import os
 import time
 import weakref
 
-from .errors import ConfigError
+from .errors import ConfigError, StorageError
 
 __all__ = ["DirLock"]
 
@@ -38,13 +38,27 @@ class DirLock:
     a restarted engine's shard N waits for the one an engine killed with -9 left running)."""
 
     def __init__(self, data_dir: str, name: str = "engine.lock") -> None:
-        os.makedirs(data_dir, exist_ok=True)
+        self.data_dir = data_dir
         self.path = os.path.join(data_dir, name)
         self._fd: int | None = None
 
     def acquire(self, wait: float = 0.0) -> None:
         """Take the lock, waiting up to `wait` seconds for its holder to let go; else ConfigError."""
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            os.makedirs(self.data_dir, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except (FileExistsError, NotADirectoryError) as exc:
+            raise ConfigError(
+                f"data directory {self.data_dir!r} is not a directory (a file is in the way: {exc.filename!r})",
+                path=self.data_dir,
+            ) from None
+        except OSError as exc:
+            raise StorageError(
+                f"cannot use data directory {self.data_dir!r}: {exc.strerror} ({exc.filename!r}); "
+                "it must be a writable directory",
+                path=self.data_dir,
+                errno=exc.errno,
+            ) from None
         deadline = time.monotonic() + wait
         while True:
             try:

@@ -79,14 +79,15 @@ class RunNotFound(ActorflowError):
 
 
 class InvalidRunId(ActorflowError, ValueError):
-    """A run id that cannot name a run: not a string, empty, containing NUL, or over 400 bytes.
+    """A run id that cannot name a run: not a string, empty, containing NUL or a lone surrogate (no
+    UTF-8), or over 400 bytes.
 
     Also a ValueError, so code that validates input with `except ValueError` catches it."""
 
     def __init__(self, run_id: object) -> None:
         super().__init__(
             f"invalid run id {run_id!r} ({type(run_id).__name__}): a run id is a non-empty str "
-            "without NUL, at most 400 bytes in UTF-8",
+            "without NUL, at most 400 bytes in UTF-8 (no lone surrogates)",
             run_id=run_id,
         )
 

@@ -130,7 +130,17 @@ def _check_name(name: str, what: str) -> None:
 
 def check_run_id(run_id: str) -> None:
     """InvalidRunId (a ValueError) unless `run_id` can name a run in every index."""
-    if not isinstance(run_id, str) or not run_id or "\x00" in run_id or len(run_id) > 100 and len(run_id.encode()) > 400:
+    if not isinstance(run_id, str) or not run_id or "\x00" in run_id:
+        raise InvalidRunId(run_id)
+    if run_id.isascii():
+        if len(run_id) > 400:
+            raise InvalidRunId(run_id)
+        return
+    try:  # a lone surrogate has no UTF-8: no key could hold it
+        size = len(run_id.encode())
+    except UnicodeEncodeError:
+        raise InvalidRunId(run_id) from None
+    if size > 400:
         raise InvalidRunId(run_id)
 
 

@@ -148,7 +148,14 @@ class LmdbJournal(LmdbReads, Journal):
         self.max_map_size = max_map_size
         self.commits = 0
         self.map_growths = 0
-        os.makedirs(self.path, exist_ok=True)
+        try:
+            os.makedirs(self.path, exist_ok=True)
+        except OSError as exc:  # a file in the way, a read-only or missing parent
+            raise StorageError(
+                f"cannot open LMDB journal at {self.path}: {exc.strerror} ({exc.filename!r}); it must be a "
+                "writable directory",
+                path=self.path,
+            ) from None
         self._key = os.path.realpath(self.path)
         with _OPEN_LOCK:
             if self._key in _OPEN_PATHS:

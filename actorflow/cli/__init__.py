@@ -5,6 +5,8 @@
 `actorflow check --app MODULE` (the replay check, `_check.py`) exits 7 when a run would block.
 `tasks list|show|cancel|requeue`, `dead-letters`, `schedules list`: the task queue (`_tasks.py`);
 `workers`, `queues`: its control plane (`_queues.py`).
+`tasks list|show|cancel|requeue`, `dead-letters`, `schedules list`: the task queue (`_tasks.py`).
+`actorflow fsck [--repair]` (`_fsck.py`) exits 8 on index findings, 9 on damaged records.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from collections.abc import Callable
 from ..errors import ActorflowError
 from ._check import cmd_check
 from ._common import EXIT_USAGE, data_dir_of, exit_code, hint
+from ._fsck import add_fsck_parser
 from ._queues import add_queue_parsers
 from ._read import cmd_history, cmd_legacy_history, cmd_legacy_runs, cmd_list, cmd_show, since_arg
 from ._tasks import add_task_parsers
@@ -99,6 +102,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
 
     add_task_parsers(sub, _common, _DATA_DIR_HELP)  # tasks list|show|cancel|requeue, dead-letters, schedules list
     add_queue_parsers(sub, _common)  # workers, queues (the task control plane)
+    add_fsck_parser(sub, _DATA_DIR_HELP)  # fsck [--repair] (issue 18)
 
     hist = sub.add_parser("history", help="a run's journal as JSON lines (= runs history RUN_ID --json)")
     hist.add_argument("run_id")
