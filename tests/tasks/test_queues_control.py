@@ -96,6 +96,8 @@ def test_workers_ping_and_queue_stats_of_a_live_engine_and_the_cli(tmp_path: Pat
         assert stats["default"].depth == 1 and stats["default"].unplaceable == 1 and stats["default"].oldest_age >= 0
         assert stats["default"].rate > 0  # one finished within the last minute
         if system == "embedded":  # the CLI beside the live engine reads the same journal (the same code for both)
+            # another process sees a handler running once its run's state record says so (written lazily)
+            _wait_for(lambda: [r.state for r in e.journal.get_runs(held)] == ["running", "running"])  # type: ignore[union-attr]
             wjson, qjson, table = _cli(data, "workers+json", "queues+json", "queues")
             workers = [json.loads(ln) for ln in wjson.splitlines()]
             assert workers[0]["worker_id"] == me.worker_id and workers[0]["alive"] and workers[0]["in_flight"] == {"reports": 2}
