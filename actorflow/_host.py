@@ -3,6 +3,7 @@ them, and carries out their completions (writes into one journal batch, effects 
 
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -10,6 +11,7 @@ import structlog
 from storage import Event, RunRecord
 
 from ._core import (
+    ABANDON,
     APPEND,
     ARM,
     BLOCKED,
@@ -127,6 +129,8 @@ class RunHost(OutputCommit, ResidentCap):
                 self._create_child(run, *op[1:])
             elif code == FINISHED:
                 self._finished(run, op[1], op[2], op[3])
+            elif code == ABANDON:
+                outputs.append((None, functools.partial(self.rt.steps.abandon, *op[1])))
             elif code == BLOCKED:
                 self.runs.pop(run_id, None)
                 self.changed()

@@ -17,6 +17,8 @@ to the runtime (StepProgress). STEP_END_HOOKS run in the host when a worker step
 from __future__ import annotations
 
 import multiprocessing
+import os
+import signal
 import threading
 import time
 import weakref
@@ -98,7 +100,7 @@ def _call(blob: bytes, info: StepInfo) -> tuple[bool, bytes]:
     token = _current_step.set(info)
     post = step_post.set(_post_to_host if _to_host is not None else None)
     if _to_host is not None:
-        _to_host.put(_Started((info.run_id, info.seq, info.attempt)))
+        _to_host.put(_Started((info.run_id, info.seq, info.attempt, os.getpid())))
     try:
         fn = cloudpickle.loads(blob)
         result = fn()
@@ -133,7 +135,9 @@ class ProcessSteps:
         self._post = post
         self._channel: Any = None  # workers -> this host (created with the first pool)
         self._drain: threading.Thread | None = None
-        self._started: set[tuple[Any, ...]] = set()  # steps a worker began (journal_deaths steps check it)
+        # steps a worker began -> its pid (journal_deaths steps check it; a timed-out one's worker is stopped)
+        self._started: dict[tuple[Any, ...], int] = {}
+        self._abandoned: set[tuple[Any, ...]] = set()  # timed out while still running here
         self._cancelled: dict[str, None] = {}  # run ids marked cancelled for the workers, oldest first
         self._cancel_buf: Any = None
         _POOLS.add(self)
@@ -164,7 +168,10 @@ class ProcessSteps:
                 return
             if type(msg) is _Started:
                 with self._lock:
-                    self._started.add(tuple(msg))
+                    self._started[tuple(msg[:3])] = msg[3]
+                    abandoned = tuple(msg[:3]) in self._abandoned
+                if abandoned:  # it timed out before its start reached us
+                    self._kill(msg[3])
                 continue
             try:
                 handler = HOST_HANDLERS.get(type(msg))
@@ -219,10 +226,31 @@ class ProcessSteps:
             return self._run(blob, info, bool((getattr(fn, "actorflow_step", None) or {}).get("journal_deaths")))
         finally:
             with self._lock:
-                self._started.discard(key)
+                self._started.pop(key, None)
+                self._abandoned.discard(key)
             self.mark_cancelled(info.run_id, False)
             for hook in STEP_END_HOOKS:
                 hook(info)
+
+    def abandon(self, key: tuple[Any, ...]) -> None:
+        """The run's timeout for this attempt fired: stop the worker process inside it (its pool is
+        replaced; other steps in that pool run again, as after any worker death)."""
+        with self._lock:
+            pid = self._started.get(key)
+            self._abandoned.add(key)
+            if len(self._abandoned) > 10_000:  # keys of attempts that had ended before their timeout
+                self._abandoned = {key}
+            if pid is None:
+                return  # not started yet, or its start message is on its way (the drain stops it then)
+        log.warning("stopping the step worker of a timed-out attempt", run_id=key[0], pos=key[1], attempt=key[2], pid=pid)
+        self._kill(pid)
+
+    def _kill(self, pid: int) -> None:
+        if pid in self.pids():  # only a worker of this pool, by PID
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
 
     def _began(self, key: tuple[Any, ...]) -> bool:
         """Whether a worker began this step; its start message may trail the death by a moment."""
@@ -242,6 +270,12 @@ class ProcessSteps:
                 ok, payload = pool.submit(_call, blob, info).result()
             except BrokenProcessPool:
                 self._replace(pool)
+                with self._lock:
+                    abandoned = (info.run_id, info.seq, info.attempt) in self._abandoned
+                if abandoned:  # stopped because it timed out: the run has moved on, nothing reruns it
+                    raise StepWorkerDied(f"step {info.name!r} of run {info.run_id!r}: attempt {info.attempt} timed "
+                                         "out and its worker process was stopped", run_id=info.run_id,
+                                         step=info.name, attempt=info.attempt) from None
                 if journal_deaths and self._began((info.run_id, info.seq, info.attempt)):
                     log.warning("step worker process died; the attempt is lost", run_id=info.run_id, step=info.name,
                                 attempt=info.attempt)

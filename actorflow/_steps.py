@@ -84,6 +84,12 @@ class StepPool:
         previous, self._run_sync = self._run_sync, runner if runner is not None else self._run_sync
         return previous
 
+    def abandon(self, run_id: str, pos: int, attempt: int) -> None:
+        """The run gave up on this attempt (it timed out). A thread cannot be stopped (its late result
+        is ignored); a step worker process running it is, so it does not hold its worker for good."""
+        if self.procs is not None:
+            self.procs.abandon((run_id, pos, attempt))
+
     def submit(self, run_id: str, pos: int, name: str, attempt: int, fn: Callable[[], Any], kind: str) -> None:
         self.submit_many([(run_id, pos, name, attempt, fn, kind)])
 

@@ -7,6 +7,7 @@ and releases the completion's effects once that batch is durable.
 """
 
 from ._completion import (
+    ABANDON,
     APPEND,
     ARM,
     BLOCKED,
@@ -31,6 +32,7 @@ __all__ = [
     "APPEND",
     "ARM",
     "BLOCKED",
+    "ABANDON",
     "CREATE_CHILD",
     "DEL_SIGNAL",
     "DEL_TIMER",

@@ -25,6 +25,7 @@ __all__ = [
     "REPLY",
     "FINISHED",
     "BLOCKED",
+    "ABANDON",
     "OP_NAMES",
     "Codec",
     "Env",
@@ -46,6 +47,7 @@ SEND = 13  # (SEND, RunMessage): a message to another run (routed to its host)
 REPLY = 14  # (REPLY, request_id, value): answer a waiting caller
 FINISHED = 15  # (FINISHED, state, value, data): the run ended; tell watchers, parent and waiters
 BLOCKED = 16  # (BLOCKED,): replay diverged; the run is held with its evidence (journaled in run_blocked)
+ABANDON = 17  # (ABANDON, (run_id, pos, attempt)): an attempt timed out; whatever runs it may be stopped
 
 OP_NAMES = {
     APPEND: "append",
@@ -60,6 +62,7 @@ OP_NAMES = {
     REPLY: "reply",
     FINISHED: "finished",
     BLOCKED: "blocked",
+    ABANDON: "abandon",
 }
 
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from .._context import Command, StepSpec
 from ..errors import Cancelled, ConfigError, StepFailed, StepTimeout, WaitTimeout
-from ._completion import APPEND, DEL_TIMER, DISPATCH
+from ._completion import ABANDON, APPEND, DEL_TIMER, DISPATCH
 from ._state import RunState, describe_error
 
 __all__ = ["Steps"]
@@ -137,6 +137,8 @@ class Steps(RunState):
                 spec: StepSpec = cmd.spec
                 err = StepTimeout(self.run_id, cmd.name, attempt, f"attempt timed out after {spec.timeout}s")
                 self.on_step_result(pos, attempt, False, err)
+                # a step worker process still inside it would hold its worker for good: stop it
+                self.ops.append((ABANDON, (self.run_id, pos, attempt)))
         self._update_state()
 
     # --- values journaled on first run, read back on replay ---------------------------------------

@@ -92,10 +92,7 @@ def _sleep_forever() -> None:
 
 @pytest.mark.parametrize("step_processes", [
     0,
-    pytest.param(1, marks=pytest.mark.xfail(strict=True, raises=TimeoutError, reason=(
-        "known bug (issue 18 report): a timed-out step's worker process is not stopped; with "
-        "step_processes=1 the hung step keeps the only worker and every later step waits forever "
-        "(the run machine's timeout never reaches ProcessSteps)"))),
+    1,  # a worker process: the timeout stops the worker, so the pool serves the next steps
 ])
 def test_step_that_hangs_forever_times_out_and_close_returns(tmp_path: Path, step_processes: int) -> None:
     never = threading.Event()
