@@ -261,6 +261,7 @@ class MultiprocRuntime:
                     f"shard-{i}",
                     ShardActor,
                     ShardInit(shard=i, workflows=self._blobs, facade_pid=os.getpid(), **init),  # type: ignore[arg-type]
+                    restart="transient",  # restarted after a crash; not after it stopped because the engine is gone
                 )
                 for i in range(self.shards)
             ]

@@ -252,7 +252,10 @@ class ShardActor(SupervisedActor):
         if not _alive(self.init.facade_pid):
             log.warning("engine process is gone: shard stops", shard=self.init.shard, pid=self.init.facade_pid)
             self._drain_and_close(0.0)
-            os._exit(0)
+            # a normal exit: the supervisor does not start it again (shards are transient children);
+            # a restarted one would recover this shard's runs and re-run their steps with no engine
+            self.exit_normally("engine process is gone")
+            return
         self.placement.tick()
         self.placement.pump()
         self._send_outbound()  # also what waited for a peer's address

@@ -173,3 +173,65 @@ def test_kill_9_of_the_engine_process_leaves_its_directory_to_the_next_engine(tm
                 os.killpg(pgid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+
+
+ENGINE_IN_A_STEP = """
+import os, sys, time
+from actorflow import Engine
+
+def slow(path):
+    with open(path, "a") as f:
+        f.write(f"{os.getpid()}\\n")
+    time.sleep(30)
+    return "done"
+
+async def one(ctx, path):
+    return await ctx.step("slow", lambda: slow(path))
+
+engine = Engine(sys.argv[1], system="multiproc")
+engine.workflow(name="one")(one)
+engine.open()
+engine.start("one", sys.argv[2], run_id="r")
+while not os.path.exists(sys.argv[2]):
+    time.sleep(0.01)
+rt = engine._actors
+print(os.getpgid(rt.admin_pid), *rt.shard_pids.values(), flush=True)
+sys.stdin.read()
+"""
+
+
+def test_shards_of_a_killed_engine_stop_for_good_and_run_nothing(tmp_path: Path) -> None:
+    """A shard stops once its engine's process is gone; its supervisor must not start it again (a new
+    shard would recover the runs and re-run their steps with no engine to report to, possibly beside
+    a new engine). Only the step that was running when the engine died ran."""
+    import subprocess
+    import sys
+    import time
+
+    steps = tmp_path / "steps.log"
+    child = subprocess.Popen([sys.executable, "-c", ENGINE_IN_A_STEP, str(tmp_path / "data"), str(steps)],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    pgid = None
+    try:
+        assert child.stdout is not None
+        pgid, *shards = (int(x) for x in child.stdout.readline().split())
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait(TIMEOUT)
+        deadline = time.monotonic() + TIMEOUT
+        while any(_alive(p) for p in shards):
+            assert time.monotonic() < deadline, "the shards of the killed engine kept running"
+            time.sleep(0.05)
+        # a restarted shard would recover run r within a second or two and start its step again
+        quiet_until = time.monotonic() + 6.0
+        while time.monotonic() < quiet_until:
+            assert len(steps.read_text().splitlines()) == 1, "a step ran again with no engine"
+            time.sleep(0.1)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait(TIMEOUT)
+        if pgid is not None:  # the orphaned admin of the killed engine: ours to end
+            try:
+                os.killpg(pgid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
