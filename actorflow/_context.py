@@ -93,6 +93,9 @@ class StepSpec:
         self.timeout = timeout
 
 
+MAX_SECONDS = 1e10  # the longest durable sleep, step timeout or wait timeout
+
+
 def _seconds(value: float | _dt.timedelta, what: str) -> float:
     if isinstance(value, _dt.timedelta):
         seconds = value.total_seconds()
@@ -102,6 +105,8 @@ def _seconds(value: float | _dt.timedelta, what: str) -> float:
         raise ConfigError(f"{what} must be seconds (int/float) or a timedelta, got {type(value).__name__}")
     if not 0 <= seconds < math.inf:  # also refuses NaN
         raise ConfigError(f"{what} must be finite and not negative, got {value!r}")
+    if seconds > MAX_SECONDS:  # beyond it a due time plus the timer window rounds to the due time itself
+        raise ConfigError(f"{what} must be at most {MAX_SECONDS:g} s (about 317 years), got {value!r}")
     return seconds
 
 

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeAlias
 
+from .._context import MAX_SECONDS
 from .._retry import RetryPolicy
 from ..errors import ActorflowError, Cancelled, ConfigError, PayloadError
 
@@ -159,6 +160,8 @@ def seconds(value: Any, what: str, *, positive: bool = False) -> float:
         raise ConfigError(f"{what} must be seconds (int/float) or a timedelta, got {value!r}")
     if not 0 <= s < math.inf or (positive and s == 0):
         raise ConfigError(f"{what} must be {'positive' if positive else 'non-negative'} and finite, got {value!r}")
+    if s > MAX_SECONDS:
+        raise ConfigError(f"{what} must be at most {MAX_SECONDS:g} s (about 317 years), got {value!r}")
     return s
 
 
