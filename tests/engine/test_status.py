@@ -12,7 +12,7 @@ import pytest
 import actorflow
 from actorflow import Engine, MockClock, RunNotFound, RunState, RunStatus
 
-from .conftest import TIMEOUT, FileGate, wait_state
+from .conftest import TIMEOUT, FileGate, wait_state, wait_until
 
 
 def test_status_fields(engine: Engine) -> None:
@@ -113,6 +113,7 @@ def test_monitor_ends_at_failed_or_cancelled(engine: Engine, end: str) -> None:
     done = threading.Event()
     t = threading.Thread(target=_collect, args=(engine.monitor(h.run_id, timeout=TIMEOUT), seen, done))
     t.start()
+    wait_until(lambda: seen, what="the monitor's first status")  # it starts when the thread first iterates
     if end == "failed":
         h.signal("go")
     else:
