@@ -83,6 +83,7 @@ def test_monitor_yields_current_then_changes_until_completed(engine: Engine, tmp
     it = engine.monitor(h.run_id, timeout=TIMEOUT)
     t = threading.Thread(target=_collect, args=(it, seen, done))
     t.start()
+    wait_until(lambda: seen, what="the monitor's first status")  # it starts when the thread first iterates
     h.signal("go")
     assert gate.entered.wait(TIMEOUT)
     gate.release.set()
