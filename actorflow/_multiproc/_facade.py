@@ -58,7 +58,19 @@ from ._options import require_admin
 from ._placement import PlacementState, PlacementWait
 from ._shard import ShardActor
 from ._wakeup import WakePipe
-from ._wire import Drain, Drained, Hello, Packed, Peers, ShardInit, ShardReady, Workflows, pack, unpack
+from ._wire import (
+    NOTICE_HANDLERS,
+    Drain,
+    Drained,
+    Hello,
+    Packed,
+    Peers,
+    ShardInit,
+    ShardReady,
+    Workflows,
+    pack,
+    unpack,
+)
 
 __all__ = ["MultiprocRuntime"]
 
@@ -367,6 +379,10 @@ class MultiprocRuntime:
                     notifier.reply(item.request_id, item.value, item.error)
                 elif it is PlacementState:
                     self._placement[item.shard] = item.waits
+                else:
+                    handler = NOTICE_HANDLERS.get(it)
+                    if handler is not None:
+                        handler(item)
         elif t is ShardReady:
             self.shard_pids[msg.shard] = msg.pid
             self._resume(msg.shard)

@@ -231,8 +231,12 @@ def _in_flight(journal: Journal) -> dict[str, str]:
     """Executions whose handler runs now -> queue: those this process's step pool runs (exact; the
     embedded system's facade is their host), and those whose status record says running (a shard's,
     once the handler reported progress or the host journaled its state)."""
-    running = dict(INFLIGHT)
-    for rec in journal.get_runs(journal.active_run_ids()):
+    active = journal.active_run_ids()
+    live = set(active)
+    # a handler's own report (this process's pool, or a shard's notice under multiproc) is exact and
+    # prompt; one whose run ended meanwhile (its shard died before telling) is left out
+    running = {rid: q for rid, q in list(INFLIGHT.items()) if rid in live}
+    for rec in journal.get_runs(active):
         if rec is not None and rec.state == "running" and task_name(rec.workflow) is not None and rec.run_id not in running:
             running[rec.run_id] = opts_of(journal, rec.run_id).get("queue", "default")
     return running
