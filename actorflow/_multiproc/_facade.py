@@ -249,6 +249,18 @@ class MultiprocRuntime:
             self._pipe.close()
             self._stopped.set()
 
+    def convention_members(self, timeout: float = 5.0) -> list[tuple[str, dict[str, Any]]]:
+        """The convention's member nodes with their own capabilities, asked of the admin from a
+        handle of this thread's own (the facade thread's is not to be shared)."""
+        system = getattr(self, "_system", None)
+        if system is None:
+            return []
+        handle = open_actor_system(admin_port=system.admin_port, secret=self._secret, log_config=_QUIET_LOGS)
+        try:
+            return handle.members(timeout)
+        finally:
+            handle.detach()
+
     def waiting_for_placement(self) -> list[PlacementWait]:
         waits = [w for per in list(self._placement.values()) for w in per]
         return sorted(waits, key=lambda w: w.since)

@@ -130,3 +130,23 @@ def test_chain_members_are_placed_on_the_nodes_of_their_queue(tmp_path: Path, le
         rows = lines(log)
         assert _where(rows, f"{cid}/m0.0") in Nodes.pids(os.getsid(next(iter(emails))))
         assert _where(rows, f"{cid}/m1.0") in Nodes.pids(os.getsid(next(iter(gpu))))
+
+
+def test_workers_lists_the_worker_nodes_of_the_convention(tmp_path: Path, leader_port: int, nodes: Nodes) -> None:
+    """engine.workers() under multiproc: the `actorflow worker` nodes, as Thespian knows them (the
+    admin's convention members, each asked for its own capabilities), with their queues and PIDs."""
+    e = Engine(tmp_path / "d", system="multiproc", admin_port=leader_port, secret=SECRET, sync=False, remote_tasks=True)
+    e.task(queue="emails")(q.where)
+    with e:
+        assert [w.system for w in e.workers()] == ["multiproc"]  # no node yet: this engine only
+        emails = nodes.start(args=("--queues", "emails"))
+        gpu = nodes.start("gpu=true", args=("--queues", "reports,emails", "--concurrency", "2"))
+        found = _until(lambda: [w for w in e.workers() if w.system == "node"] if len(e.workers()) == 3 else None,
+                       "both nodes listed")
+        by_queues = {w.queues: w for w in found}
+        assert set(by_queues) == {("emails",), ("reports", "emails")}
+        a, b = by_queues[("emails",)], by_queues[("reports", "emails")]
+        assert [a.pid, b.pid] == [proc.pid for proc, _ in nodes.procs]  # the `actorflow worker` processes
+        assert emails and gpu
+        assert a.capabilities == {} and b.capabilities == {"gpu": True}
+        assert all(w.alive and w.started_at > 0 and w.worker_id.startswith("node ") for w in found)
