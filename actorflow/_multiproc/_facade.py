@@ -58,7 +58,19 @@ from ._options import require_admin
 from ._placement import PlacementState, PlacementWait
 from ._shard import ShardActor
 from ._wakeup import WakePipe
-from ._wire import Drain, Drained, Hello, Packed, Peers, ShardInit, ShardReady, Workflows, pack, unpack
+from ._wire import (
+    NOTICE_HANDLERS,
+    Drain,
+    Drained,
+    Hello,
+    Packed,
+    Peers,
+    ShardInit,
+    ShardReady,
+    Workflows,
+    pack,
+    unpack,
+)
 
 __all__ = ["MultiprocRuntime"]
 
@@ -237,6 +249,18 @@ class MultiprocRuntime:
             self._pipe.close()
             self._stopped.set()
 
+    def convention_members(self, timeout: float = 5.0) -> list[tuple[str, dict[str, Any]]]:
+        """The convention's member nodes with their own capabilities, asked of the admin from a
+        handle of this thread's own (the facade thread's is not to be shared)."""
+        system = getattr(self, "_system", None)
+        if system is None:
+            return []
+        handle = open_actor_system(admin_port=system.admin_port, secret=self._secret, log_config=_QUIET_LOGS)
+        try:
+            return handle.members(timeout)
+        finally:
+            handle.detach()
+
     def waiting_for_placement(self) -> list[PlacementWait]:
         waits = [w for per in list(self._placement.values()) for w in per]
         return sorted(waits, key=lambda w: w.since)
@@ -368,6 +392,10 @@ class MultiprocRuntime:
                     notifier.reply(item.request_id, item.value, item.error)
                 elif it is PlacementState:
                     self._placement[item.shard] = item.waits
+                else:
+                    handler = NOTICE_HANDLERS.get(it)
+                    if handler is not None:
+                        handler(item)
         elif t is ShardReady:
             self.shard_pids[msg.shard] = msg.pid
             self._resume(msg.shard)

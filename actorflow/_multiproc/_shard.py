@@ -46,6 +46,9 @@ log = structlog.get_logger("actorflow.shard")
 _CHECK_EVERY = 1.0  # seconds between checks that the engine process is alive
 _LOCK_WAIT = 30.0  # seconds a shard waits for its predecessor (of an engine killed with -9) to stop
 _GATEWAY = -1  # outbound target: the facade
+# Where code running in this shard process tells the facade something (a picklable notice the
+# facade hands to its NOTICE_HANDLERS): set by the shard actor of this process.
+TO_FACADE: list[Callable[[Any], None]] = []
 
 
 class ShardNotifier(Notifier):
@@ -147,6 +150,7 @@ class ShardActor(SupervisedActor):
                                    wake=self._signal, report=functools.partial(self._out, _GATEWAY))
         rt.steps.run_sync_with(self.placement.run)
         rt.steps.async_here = not init.step_requirements  # async steps too go to the nodes
+        TO_FACADE[:] = [functools.partial(self._out, _GATEWAY)]
         self.actors = ActorRuntime(rt)
         self.actors.start()  # queues the recovery of this shard's runs
         self.wakeup_after(_CHECK_EVERY)

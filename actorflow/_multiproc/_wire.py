@@ -8,6 +8,7 @@ which Thespian's own pickle cannot send, and one blob per batch keeps a message'
 from __future__ import annotations
 
 import pickle
+from collections.abc import Callable
 from typing import Any
 
 import cloudpickle
@@ -104,3 +105,8 @@ class Drain:
 @message
 class Drained:
     shard: int
+
+
+# Notices of other kinds from the shards (e.g. a task handler began or ended: tasks/_leases.py),
+# by type; the facade calls each on its actor thread, so it must be quick.
+NOTICE_HANDLERS: dict[type, Callable[[Any], None]] = {}

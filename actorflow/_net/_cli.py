@@ -9,8 +9,10 @@ import argparse
 import json
 import os
 import signal
+import socket
 import sys
 import threading
+import time
 from typing import TYPE_CHECKING, Any
 
 from .._placed import CONCURRENCY_ENV, QUEUES_CAPABILITY, WORKER_CAPABILITY
@@ -131,6 +133,8 @@ def _positive(text: str) -> int:
 
 def _worker(args: argparse.Namespace) -> int:
     caps: dict[str, Any] = {WORKER_CAPABILITY: True, **dict(args.capability or [])}
+    # what engine.workers() shows of this node (its admin reports them to whoever asks it)
+    caps.update({"actorflow.pid": os.getpid(), "actorflow.host": socket.gethostname(), "actorflow.started_at": time.time()})
     if args.queues is not None:
         caps[QUEUES_CAPABILITY] = args.queues
     if args.concurrency is not None:

@@ -160,6 +160,21 @@ class SecureActorSystem:
                                    if isinstance(v, str | int | float | bool | None)}
         return out
 
+    def members(self, timeout: float = 5.0) -> list[tuple[str, dict[str, Any]]]:
+        """The convention's member admins this admin knows (as leader), each with the capabilities it
+        reports itself (Thespian_StatusReq to the member): (address, capabilities). A member that does
+        not answer within `timeout` is listed with no capabilities."""
+        asys = self.actor_system
+        reply = asys.ask(asys._systemBase.adminAddr, Thespian_StatusReq(), timeout)
+        if not isinstance(reply, Thespian_SystemStatus):
+            return []
+        out = []
+        for member, _ in reply.conventionAttendees:
+            own = asys.ask(member, Thespian_StatusReq(), timeout)
+            caps = dict(own.capabilities) if isinstance(own, Thespian_SystemStatus) else {}
+            out.append((str(member), {k: v for k, v in caps.items() if isinstance(v, str | int | float | bool | list | None)}))
+        return out
+
     def close(self, timeout: float = 10.0) -> None:
         """What an engine's close() wants: stop the system if this handle started it, else just detach
         (an admin started by `actorflow admin start` or another process keeps running)."""

@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 from .._retry import RetryPolicy
 from ..errors import ConfigError
 from ._chains import Chain
-from ._control import PingReply, QueueStats, WorkerInfo, read_queue_stats, read_workers
+from ._control import PingReply, QueueStats, WorkerInfo, node_workers, read_queue_stats, read_workers
 from ._hooks import HOOK_KINDS
 from ._model import TaskEvent
 from ._queue import DeadLetter, TaskQueue
@@ -179,7 +179,10 @@ class TaskMethods:
         control = self._tasks.control
         if control is None:
             return []
-        return read_workers(rt.journal, control.entries(), time.time(), control.worker_id)
+        now = time.time()
+        known = read_workers(rt.journal, control.entries(), now, control.worker_id)
+        members = getattr(rt, "convention_members", None)  # system="multiproc": the convention's nodes
+        return known if members is None else known + node_workers(members(), now)
 
     def ping(self, timeout: float = 5.0) -> list[PingReply]:
         """Ask each run host (shard) of this engine to answer: one PingReply each, with its latency

@@ -13,11 +13,12 @@ from typing import TYPE_CHECKING, Any
 from .._retry import RetryPolicy
 from ..errors import ConfigError, WorkflowFailed
 from ._model import TASK_PREFIX, check_input, seconds
+from ._routing import check_queue_name, check_requires
 
 if TYPE_CHECKING:
     from ._queue import TaskQueue
 
-__all__ = ["Chain", "CHAIN_WORKFLOW", "chain_workflow", "merge_outputs", "as_input"]
+__all__ = ["Chain", "CHAIN_WORKFLOW", "chain_workflow", "merge_outputs", "as_input", "member_id"]
 
 CHAIN_WORKFLOW = "actorflow.chain"
 
@@ -41,17 +42,33 @@ def merge_outputs(names: Sequence[str], outputs: Sequence[Any]) -> dict[str, Any
     return merged
 
 
+def member_id(chain_id: str, stage: int, index: int) -> str:
+    """The run id of a member whose options were decided at enqueue (queue, requirements, gate):
+    fixed by position, so its gate entry can be written with the chain's creation."""
+    return f"{chain_id}/m{stage}.{index}"
+
+
 async def chain_workflow(ctx: Any, plan: dict[str, Any], input: dict[str, Any]) -> Any:
-    """Run the stages in order; a failed stage runs `on_failure` (once) and fails the chain."""
-    opts = {k: plan[k] for k in ("retry", "timeout") if plan.get(k) is not None}
+    """Run the stages in order; a failed stage runs `on_failure` (once) and fails the chain.
+
+    A plan from before member options existed (no "member_opts") runs its members on the default
+    queue with positional ids, as it did when it was journaled."""
+    common = {k: plan[k] for k in ("retry", "timeout") if plan.get(k) is not None}
+    decided: list[list[dict[str, Any]]] | None = plan.get("member_opts")
+
+    def child(stage: int, index: int, name: str, data: dict[str, Any]) -> Any:
+        if decided is None:
+            return ctx.child(TASK_PREFIX + name, data, common)
+        return ctx.child(TASK_PREFIX + name, data, decided[stage][index], run_id=member_id(ctx.run_id, stage, index))
+
     data: dict[str, Any] = input
     output: Any = None
     try:
-        for kind, members in plan["stages"]:
+        for stage, (kind, members) in enumerate(plan["stages"]):
             if kind == "one":
-                output = await ctx.child(TASK_PREFIX + members, data, opts)
+                output = await child(stage, 0, members, data)
             else:
-                calls = [ctx.child(TASK_PREFIX + name, data if own is None else own, opts) for name, own in members]
+                calls = [child(stage, i, name, data if own is None else own) for i, (name, own) in enumerate(members)]
                 output = merge_outputs([name for name, _ in members], await ctx.gather(*calls))
             data = as_input(output)
     except WorkflowFailed as exc:
@@ -59,7 +76,12 @@ async def chain_workflow(ctx: Any, plan: dict[str, Any], input: dict[str, Any]) 
             info = {"chain_id": ctx.run_id, "chain": plan["name"], "error": exc.evidence.get("error"),
                     "failed_execution": exc.evidence.get("run_id"),
                     "input": input}
-            await ctx.child(TASK_PREFIX + plan["on_failure"], info, {})
+            if decided is None:
+                await ctx.child(TASK_PREFIX + plan["on_failure"], info, {})
+            else:
+                stage = len(plan["stages"])
+                await ctx.child(TASK_PREFIX + plan["on_failure"], info, decided[stage][0],
+                                run_id=member_id(ctx.run_id, stage, 0))
         raise
     return output
 
@@ -73,19 +95,32 @@ class Chain:
         self._queue = queue
         self.name = name
         self._stages: list[tuple[str, Any]] = []
+        self._where: list[list[tuple[str | None, dict[str, Any] | None]]] = []  # per member: (queue, requires)
         self._on_failure: str | None = None
+        self._failure_where: tuple[str | None, dict[str, Any] | None] = (None, None)
         self._retry: RetryPolicy | None = None
         self._timeout: float | None = None
 
-    def then(self, task: str) -> Chain:
-        """Run `task` next, with the previous stage's output as its input (see `as_input`)."""
+    def _check_where(self, task: str, queue: str | None, requires: dict[str, Any] | None) -> None:
+        what = f"chain {self.name!r} member {task!r}"
+        if queue is not None:
+            check_queue_name(queue, what)
+        check_requires(requires, what)
+
+    def then(self, task: str, *, queue: str | None = None, requires: dict[str, Any] | None = None) -> Chain:
+        """Run `task` next, with the previous stage's output as its input (see `as_input`); on
+        `queue` (else the task's own queue or routing) and only where `requires` matches."""
         self._queue.spec(task)
+        self._check_where(task, queue, requires)
         self._stages.append(("one", task))
+        self._where.append([(queue, requires)])
         return self
 
-    def then_all(self, tasks: Iterable[str | tuple[str, dict[str, Any] | None]]) -> Chain:
+    def then_all(self, tasks: Iterable[str | tuple[str, dict[str, Any] | None]], *, queue: str | None = None,
+                 requires: dict[str, Any] | None = None) -> Chain:
         """Run these in parallel on the same input (or their own, as (name, input)); the next stage
-        gets one dict of their outputs keyed by task name (a repeated name: "name#2", ...)."""
+        gets one dict of their outputs keyed by task name (a repeated name: "name#2", ...).
+        `queue`/`requires` apply to every member (else each task's own queue or routing)."""
         members: list[tuple[str, dict[str, Any] | None]] = []
         for item in tasks:
             name, own = (item, None) if isinstance(item, str) else item
@@ -93,13 +128,18 @@ class Chain:
             members.append((name, None if own is None else check_input(own, f"input of {name!r} in chain {self.name!r}")))
         if not members:
             raise ConfigError(f"chain {self.name!r}: then_all needs at least one task")
+        for name, _ in members:
+            self._check_where(name, queue, requires)
         self._stages.append(("all", members))
+        self._where.append([(queue, requires)] * len(members))
         return self
 
-    def on_failure(self, task: str) -> Chain:
+    def on_failure(self, task: str, *, queue: str | None = None, requires: dict[str, Any] | None = None) -> Chain:
         """Run `task` once if any stage fails; its input: chain_id, chain, error, failed_execution, input."""
         self._queue.spec(task)
+        self._check_where(task, queue, requires)
         self._on_failure = task
+        self._failure_where = (queue, requires)
         return self
 
     def with_retry(self, policy: RetryPolicy) -> Chain:
@@ -117,8 +157,19 @@ class Chain:
     def plan(self) -> dict[str, Any]:
         if not self._stages:
             raise ConfigError(f"chain {self.name!r} has no stages: add .then(...) or .then_all([...])")
+        names = [[m] if kind == "one" else [n for n, _ in m] for kind, m in self._stages]
+        wheres = list(self._where)
+        if self._on_failure is not None:
+            names.append([self._on_failure])
+            wheres.append([self._failure_where])
+        member_opts = [
+            [self._queue.options(self._queue.spec(n), retry=self._retry, priority=0, tags=(), delay=None,
+                                 unique_policy="keep", timeout=self._timeout, queue=q, requires=r)
+             for n, (q, r) in zip(ns, ws)]
+            for ns, ws in zip(names, wheres)
+        ]
         return {"name": self.name, "stages": list(self._stages), "on_failure": self._on_failure,
-                "retry": self._retry, "timeout": self._timeout}
+                "retry": self._retry, "timeout": self._timeout, "member_opts": member_opts}
 
     def enqueue(self, input: dict[str, Any] | None = None, *, chain_id: str | None = None) -> str:
         """Start the chain durably; returns its id (engine.result(id), cancel_chain(id))."""

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import socket
 import threading
 import time
@@ -26,6 +27,7 @@ import structlog
 
 from storage import Journal
 
+from .._placed import QUEUES_CAPABILITY, WORKER_CAPABILITY
 from ._leases import INFLIGHT
 from ._status import NS_GATED, opts_of, task_name
 
@@ -231,8 +233,12 @@ def _in_flight(journal: Journal) -> dict[str, str]:
     """Executions whose handler runs now -> queue: those this process's step pool runs (exact; the
     embedded system's facade is their host), and those whose status record says running (a shard's,
     once the handler reported progress or the host journaled its state)."""
-    running = dict(INFLIGHT)
-    for rec in journal.get_runs(journal.active_run_ids()):
+    active = journal.active_run_ids()
+    live = set(active)
+    # a handler's own report (this process's pool, or a shard's notice under multiproc) is exact and
+    # prompt; one whose run ended meanwhile (its shard died before telling) is left out
+    running = {rid: q for rid, q in list(INFLIGHT.items()) if rid in live}
+    for rec in journal.get_runs(active):
         if rec is not None and rec.state == "running" and task_name(rec.workflow) is not None and rec.run_id not in running:
             running[rec.run_id] = opts_of(journal, rec.run_id).get("queue", "default")
     return running
@@ -274,3 +280,31 @@ def read_queue_stats(journal: Journal, entries: list[tuple[str, dict[str, Any]]]
                    0.0 if r["oldest"] is None else max(0.0, now - r["oldest"]), declared.get(q))
         for q, r in sorted(acc.items())
     ]
+
+
+_ADDRESS = re.compile(r"\|([^|()]+)\)")
+
+
+def node_workers(members: list[tuple[str, dict[str, Any]]], now: float) -> list[WorkerInfo]:
+    """The `actorflow worker` nodes among a convention's members (those advertising the worker
+    capability), as WorkerInfo: queues and capabilities as each node reports them to Thespian.
+    A node that did not answer is not listed (the admin drops it from the convention soon after)."""
+    out = []
+    for address, caps in members:
+        if not caps.get(WORKER_CAPABILITY):
+            continue
+        found = _ADDRESS.search(address)
+        where = found.group(1) if found else address  # "host:port" of the node's admin ("":port: this host)
+        host = str(caps.get("actorflow.host") or where.rpartition(":")[0] or socket.gethostname())
+        queues = caps.get(QUEUES_CAPABILITY)
+        own = {k: v for k, v in caps.items() if not k.startswith("actorflow.") and k not in _THESPIAN_CAPABILITIES}
+        out.append(WorkerInfo(f"node {host}:{where.rpartition(':')[2]}", host, int(caps.get("actorflow.pid") or 0), "node",
+                              None if queues is None else tuple(queues), own,
+                              float(caps.get("actorflow.started_at") or 0.0), now, True))
+    return out
+
+
+_THESPIAN_CAPABILITIES = frozenset({"Admin Port", "Process Startup Method", "Thespian ActorSystem Name",
+                                    "Thespian ActorSystem Version", "Thespian Watch Supported", "Python Version",
+                                    "Thespian Generation", "Thespian Version", "Convention Address.IPv4",
+                                    "actorflow.convention"})

@@ -11,6 +11,7 @@ import dataclasses
 import functools
 import inspect
 import os
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ from .._messages import StepProgress
 from .._procsteps import StepWorkerDied, cancel_in_workers, to_host
 from .._retry import RetryPolicy
 from .._types import current_step, step_post
-from ..errors import Cancelled, StepFailed
+from ..errors import Cancelled, StepFailed, StepTimeout
 from ._hooks import FailedInfo, HookEvent, RetryInfo, StartedInfo, SucceededInfo, TaskHooks
 from ._leases import LEASES, LeaseBeat, LeaseLost, inflight_begin, inflight_end, lost_error
 from ._model import _CANCELLED, RetryLater, TaskContext, TaskFailure, TaskResult, TaskSpec, _cancel_lock
@@ -72,6 +73,42 @@ class _Attempt:
     hooks: TaskHooks
     queue: str
     execution_id: str
+    timeout: float | None = None  # the step's timeout per attempt: past it the run moved on
+
+
+class _Deadline:
+    """The end hook of one attempt fires once: at its end, or when its timeout passes first (the
+    run then records a timeout and retries or fails; the thread may still return later, and what
+    it returns is discarded, so it must not report a success)."""
+
+    def __init__(self, a: _Attempt, ctx: TaskContext, started: float, policy: RetryPolicy) -> None:
+        self._lock = threading.Lock()
+        self._over = False
+        self._timer: threading.Timer | None = None
+        if a.timeout is not None:
+            self._timer = threading.Timer(a.timeout, self._expire, (a, ctx, started, policy))
+            self._timer.daemon = True
+            self._timer.start()
+
+    def _expire(self, a: _Attempt, ctx: TaskContext, started: float, policy: RetryPolicy) -> None:
+        with self._lock:
+            if self._over:
+                return
+            self._over = True
+        err = StepTimeout(a.execution_id, HANDLER_STEP, ctx.attempt, f"attempt timed out after {a.timeout}s")
+        ev = _ended(a, ctx, started, policy, None, err)
+        if ev is not None:
+            a.hooks.fire(ev)
+
+    def claim(self) -> bool:
+        """True if the attempt ended before its timeout (its end hook is the caller's to fire)."""
+        with self._lock:
+            if self._over:
+                return False
+            self._over = True
+        if self._timer is not None:
+            self._timer.cancel()
+        return True
 
 
 def _never() -> bool:
@@ -129,6 +166,7 @@ def _ended(a: _Attempt, ctx: TaskContext, started: float, policy: RetryPolicy, o
 
 def _call_sync(a: _Attempt, policy: RetryPolicy, input: dict[str, Any], progress: Callable[[float], None]) -> Any:
     ctx, release, started = _begin(a, input, progress)
+    deadline = _Deadline(a, ctx, started, policy)
     out, exc = None, None
     try:
         if a.hooks.wanted("start"):
@@ -142,13 +180,14 @@ def _call_sync(a: _Attempt, policy: RetryPolicy, input: dict[str, Any], progress
         release()
         inflight_end(a.execution_id)
         _leave(a.execution_id)
-        ev = _ended(a, ctx, started, policy, out, exc)
+        ev = _ended(a, ctx, started, policy, out, exc) if deadline.claim() else None
         if ev is not None:
             a.hooks.fire(ev)
 
 
 async def _call_async(a: _Attempt, policy: RetryPolicy, input: dict[str, Any], progress: Callable[[float], None]) -> Any:
     ctx, release, started = _begin(a, input, progress)
+    deadline = _Deadline(a, ctx, started, policy)
     out, exc = None, None
     try:
         if a.hooks.wanted("start"):
@@ -162,7 +201,7 @@ async def _call_async(a: _Attempt, policy: RetryPolicy, input: dict[str, Any], p
         release()
         inflight_end(a.execution_id)
         _leave(a.execution_id)
-        ev = _ended(a, ctx, started, policy, out, exc)
+        ev = _ended(a, ctx, started, policy, out, exc) if deadline.claim() else None
         if ev is not None:
             await a.hooks.afire(ev)
 
@@ -217,7 +256,7 @@ def make_execution_workflow(spec: TaskSpec, hooks: TaskHooks | None = None) -> C
         policy = dataclasses.replace(policy, non_retryable=(*policy.non_retryable, TaskFailure, LeaseLost, StepWorkerDied))
         timeout = opts.get("timeout", spec.timeout)
         queue = opts.get("queue", DEFAULT_QUEUE)
-        attempt = _Attempt(spec, task_hooks, queue, ctx.run_id)
+        attempt = _Attempt(spec, task_hooks, queue, ctx.run_id, timeout)
         call: Any = functools.partial(_call_async if is_async else _call_sync, attempt, policy, input, _progress_sink(ctx))
         # the placement of this step, as data: a remote dispatcher may place it on a matching node
         call.actorflow_step = {

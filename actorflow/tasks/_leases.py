@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -24,6 +25,7 @@ import structlog
 
 from .. import _procsteps
 from .._messages import StepDone
+from .._multiproc import _wire as _multiproc_notices
 from .._procsteps import to_host
 from .._types import StepInfo
 from ..errors import ActorflowError
@@ -174,28 +176,52 @@ class InFlight:
     running: bool
 
 
-def inflight_begin(run_id: str, queue: str) -> None:
-    if not to_host(InFlight(run_id, queue, True)):
-        INFLIGHT[run_id] = queue
+def _tell_facade(msg: InFlight) -> None:
+    """In a shard process (system='multiproc'): the engine facade, where the control plane and
+    task_status read, learns at once that a handler began or ended - not when the run's status
+    record is next written."""
+    shard = sys.modules.get("actorflow._multiproc._shard")
+    for tell in getattr(shard, "TO_FACADE", ()):
+        tell(msg)
 
 
-def inflight_end(run_id: str) -> None:
-    if not to_host(InFlight(run_id, "", False)):
-        INFLIGHT.pop(run_id, None)
-
-
-def _inflight_from_worker(msg: InFlight, post: Callable[[Any], None]) -> None:
+def _note(msg: InFlight) -> None:
     if msg.running:
         INFLIGHT[msg.run_id] = msg.queue
     else:
         INFLIGHT.pop(msg.run_id, None)
 
 
+def inflight_begin(run_id: str, queue: str) -> None:
+    msg = InFlight(run_id, queue, True)
+    if not to_host(msg):
+        _note(msg)
+        _tell_facade(msg)
+
+
+def inflight_end(run_id: str) -> None:
+    msg = InFlight(run_id, "", False)
+    if not to_host(msg):
+        _note(msg)
+        _tell_facade(msg)
+
+
+def _inflight_from_worker(msg: InFlight, post: Callable[[Any], None]) -> None:
+    _note(msg)
+    _tell_facade(msg)
+
+
 def _step_ended(info: StepInfo) -> None:
     LEASES.release((info.run_id, info.seq, info.attempt))
-    INFLIGHT.pop(info.run_id, None)  # also when its worker died before telling
+    if INFLIGHT.pop(info.run_id, None) is not None:  # also when its worker died before telling
+        _tell_facade(InFlight(info.run_id, "", False))
+
+
+def _inflight_in_facade(msg: InFlight) -> None:
+    _note(msg)
 
 
 _procsteps.HOST_HANDLERS[InFlight] = _inflight_from_worker
+_multiproc_notices.NOTICE_HANDLERS[InFlight] = _inflight_in_facade
 _procsteps.HOST_HANDLERS[LeaseBeat] = _from_worker
 _procsteps.STEP_END_HOOKS.append(_step_ended)

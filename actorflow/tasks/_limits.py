@@ -105,7 +105,7 @@ class Dispatcher:
         stale = []
         ids = journal.active_run_ids()
         if gates:
-            stale = [rid for rid, rec in zip(gates, journal.get_runs(list(gates))) if rec is None or rec.finished]
+            stale = [rid for rid, rec in zip(gates, journal.get_runs(list(gates))) if self._stale(journal, rid, rec)]
         for rec in journal.get_runs(ids) if (self.limited or gates) else ():
             if rec is None or rec.run_id in self.granted:
                 continue
@@ -128,6 +128,17 @@ class Dispatcher:
             for _, run_id in queue[:free]:
                 self._grant(run_id, workflow, now, run_id in gates, spec is not None)
         return bool(waiting) or bool(self.granted)
+
+    @staticmethod
+    def _stale(journal: Any, run_id: str, rec: Any) -> bool:
+        """A gate whose execution finished; or, for a chain member not started yet, whose chain did."""
+        if rec is not None:
+            return bool(rec.finished)
+        parent, sep, _ = run_id.rpartition("/m")
+        if not sep:
+            return True
+        chain = journal.get_run(parent)
+        return chain is None or bool(chain.finished)
 
     def _waits_for_dispatch(self, run_id: str) -> bool:
         """Waiting on the dispatch signal (not on another wait of the workflow) and not signalled yet."""

@@ -16,7 +16,7 @@ from .._retry import RetryPolicy
 from .._runtime import final_event
 from .._types import RunStatus
 from ..errors import ConfigError, TaskNotRegistered
-from ._chains import CHAIN_WORKFLOW, Chain, chain_workflow
+from ._chains import CHAIN_WORKFLOW, Chain, chain_workflow, member_id
 from ._execution import make_execution_workflow
 from ._hooks import EnqueuedInfo, TaskHooks
 from ._model import (
@@ -294,10 +294,26 @@ class TaskQueue:
                 self.dispatcher.start()
 
     def start_chain(self, plan: dict[str, Any], data: dict[str, Any], chain_id: str | None) -> str:
-        handle = self.engine.start(CHAIN_WORKFLOW, plan, data, run_id=chain_id)
+        """One durable batch: the chain's run and the gate entries of its members that no consumer
+        here takes (their ids are fixed by position: see member_id), so none can be lost to a crash."""
+        eng = self.engine
+        rt = eng._runtime()
+        batch = rt.journal.batch()
+        idx, rec, copy = eng._start_batch(rt, CHAIN_WORKFLOW, (plan, data), chain_id, batch)
+        gated = False
+        for stage, members in enumerate(plan.get("member_opts") or ()):
+            for index, opts in enumerate(members):
+                if opts.get("gated"):
+                    gated = True
+                    batch.kv_put(NS_GATED, member_id(rec.run_id, stage, index),
+                                 (opts.get("queue", "default"), opts.get("requires", {})))
+        existing = rt.journal.commit(batch)[idx]
+        eng._after_start(rt, rec, copy, existing, helps=rt.quiet())
+        if gated and self.dispatcher is None and eng.is_open:
+            self.start_dispatcher()
         if self.dispatcher is not None:
             self.dispatcher.wake()
-        return handle.run_id
+        return rec.run_id
 
     def chain(self, name: str) -> Chain:
         return Chain(self, name)

@@ -9,6 +9,7 @@ from storage import Journal
 
 from .._types import RunStatus
 from ._execution import HANDLER_STEP, clean_message
+from ._leases import INFLIGHT
 from ._model import (
     TASK_PREFIX,
     TaskCancelled,
@@ -102,6 +103,8 @@ def event_of(journal: Journal, final_event: Any, st: RunStatus, now: float) -> T
         retrying = _retrying(journal, st, now)
         if retrying is not None and retrying.next_attempt_in > 0:
             return retrying
+        return TaskRunning(rid, st.progress)
+    if rid in INFLIGHT:  # its handler began (told at once) before the run's status record says so
         return TaskRunning(rid, st.progress)
     return _queued(journal, rid)  # pending, or waiting for a dispatch slot or a consumer
 

@@ -55,7 +55,11 @@ def test_worker_joins_and_leaves_the_convention(
         assert joined["joined"] == f"127.0.0.1:{leader.admin_port}"
         worker_admin = joined["admin_pid"]
         events = _until(lambda: leader.ask(watcher, "members", 10), bool, "the member to register")
-        assert events[0][0].endswith(f":{port})") and events[0][1] == {"actorflow.worker": True}
+        caps = events[0][1]
+        assert events[0][0].endswith(f":{port})") and caps["actorflow.worker"] is True
+        # what engine.workers() shows of the node: the `actorflow worker` process, its host, its start
+        assert caps["actorflow.pid"] == worker.pid and set(caps) == {"actorflow.worker", "actorflow.pid", "actorflow.host",
+                                                                      "actorflow.started_at"}
         assert events[0][2] is True
         assert any(m.endswith(f":{port})") for m in leader.status()["convention_members"])
 

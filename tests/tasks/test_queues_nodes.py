@@ -110,3 +110,43 @@ def test_tasks_route_to_the_nodes_of_their_queue_and_capabilities(tmp_path: Path
         second = int(lines(str(tmp_path / "held.log"))[-1].split()[1])
         assert second != victim
 
+
+
+def test_chain_members_are_placed_on_the_nodes_of_their_queue(tmp_path: Path, leader_port: int, nodes: Nodes) -> None:
+    """A chain's members go where a plain enqueue of them would: their queue's node, with `requires`."""
+    log = str(tmp_path / "where.log")
+    e = Engine(tmp_path / "d", system="multiproc", admin_port=leader_port, secret=SECRET, sync=False,
+               queues=[], remote_tasks=True)
+    e.task(queue="emails")(q.where)
+    e.task(name="report")(q.where)
+    with e:
+        emails = nodes.start(args=("--queues", "emails"))
+        gpu = nodes.start("gpu=true", args=("--queues", "reports"))
+        cid = (e.chain("c").then("where")  # the task's own queue: emails
+               .then_all([("report", {"path": log})], queue="reports", requires={"gpu": True})
+               .enqueue({"path": log}))
+        out = e.result(cid, TIMEOUT)
+        assert out["report"]["queue"] == "reports"
+        rows = lines(log)
+        assert _where(rows, f"{cid}/m0.0") in Nodes.pids(os.getsid(next(iter(emails))))
+        assert _where(rows, f"{cid}/m1.0") in Nodes.pids(os.getsid(next(iter(gpu))))
+
+
+def test_workers_lists_the_worker_nodes_of_the_convention(tmp_path: Path, leader_port: int, nodes: Nodes) -> None:
+    """engine.workers() under multiproc: the `actorflow worker` nodes, as Thespian knows them (the
+    admin's convention members, each asked for its own capabilities), with their queues and PIDs."""
+    e = Engine(tmp_path / "d", system="multiproc", admin_port=leader_port, secret=SECRET, sync=False, remote_tasks=True)
+    e.task(queue="emails")(q.where)
+    with e:
+        assert [w.system for w in e.workers()] == ["multiproc"]  # no node yet: this engine only
+        emails = nodes.start(args=("--queues", "emails"))
+        gpu = nodes.start("gpu=true", args=("--queues", "reports,emails", "--concurrency", "2"))
+        found = _until(lambda: [w for w in e.workers() if w.system == "node"] if len(e.workers()) == 3 else None,
+                       "both nodes listed")
+        by_queues = {w.queues: w for w in found}
+        assert set(by_queues) == {("emails",), ("reports", "emails")}
+        a, b = by_queues[("emails",)], by_queues[("reports", "emails")]
+        assert [a.pid, b.pid] == [proc.pid for proc, _ in nodes.procs]  # the `actorflow worker` processes
+        assert emails and gpu
+        assert a.capabilities == {} and b.capabilities == {"gpu": True}
+        assert all(w.alive and w.started_at > 0 and w.worker_id.startswith("node ") for w in found)
