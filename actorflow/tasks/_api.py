@@ -120,6 +120,29 @@ class TaskMethods:
                                    unique_key=unique_key, unique_policy=unique_policy, timeout=timeout,
                                    queue=queue, headers=headers, requires=requires)
 
+    async def aenqueue(
+        self,
+        name: str,
+        input: dict[str, Any] | None = None,
+        *,
+        retry: RetryPolicy | None = None,
+        priority: int = 0,
+        tags: Iterable[str] = (),
+        delay: float | _dt.timedelta | None = None,
+        unique_key: str | None = None,
+        unique_policy: str = "keep",
+        timeout: float | _dt.timedelta | None = None,
+        queue: str | None = None,
+        headers: dict[str, Any] | None = None,
+        requires: dict[str, Any] | None = None,
+    ) -> str:
+        """`enqueue()` for asyncio callers: durable when it returns, without blocking the event loop
+        (the commit is awaited as a future of the group committer; many concurrent `aenqueue`s share
+        its rounds). Bad input raises here, before anything is written."""
+        return await self._tasks.aenqueue(name, input, retry=retry, priority=priority, tags=tags, delay=delay,
+                                          unique_key=unique_key, unique_policy=unique_policy, timeout=timeout,
+                                          queue=queue, headers=headers, requires=requires)
+
     def enqueue_many(self, name: str, inputs: Iterable[dict[str, Any] | None], *, priority: int = 0,
                      tags: Iterable[str] = (), queue: str | None = None, headers: dict[str, Any] | None = None,
                      requires: dict[str, Any] | None = None) -> list[str]:

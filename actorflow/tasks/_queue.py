@@ -3,6 +3,7 @@ cancellation, status, listings, dead letters. Every write is one journal batch w
 
 from __future__ import annotations
 
+import asyncio
 import datetime as _dt
 import threading
 from collections.abc import Callable, Iterable
@@ -32,6 +33,7 @@ from ._status import NS_GATED, TASK_STATES, TaskInfo, event_of, opts_of, state_o
 
 if TYPE_CHECKING:
     from .._engine import Engine
+    from .._runtime import Facade
     from ._control import ControlPlane
     from ._limits import Dispatcher
     from ._schedules import Scheduler
@@ -231,20 +233,53 @@ class TaskQueue:
         also: Callable[[WriteBatch, str], None] | None = None,
     ) -> str:
         """One durable batch: the run, its tags, and `also`'s writes (unique key, requeue mark)."""
-        eng = self.engine
-        rt = eng._runtime()
+        rt, batch, idx, rec, copy = self._build(spec, data, opts, execution_id, also)
+        return self._started(rt, spec, data, opts, rec, copy, rt.journal.commit(batch)[idx])
+
+    def _build(
+        self,
+        spec: TaskSpec,
+        data: dict[str, Any],
+        opts: dict[str, Any],
+        execution_id: str | None = None,
+        also: Callable[[WriteBatch, str], None] | None = None,
+    ) -> tuple[Facade, WriteBatch, int, RunRecord, tuple[Any, ...]]:
+        """The execution's batch, checked (arguments read back) before anything is written."""
+        rt = self.engine._runtime()
         batch = rt.journal.batch()
-        idx, rec, copy = eng._start_batch(rt, spec.workflow, (data, opts), execution_id, batch)
+        idx, rec, copy = self.engine._start_batch(rt, spec.workflow, (data, opts), execution_id, batch)
         for tag in opts["tags"]:
             batch.add_tag(tag, rec.run_id)
         if opts.get("gated"):
             batch.kv_put(NS_GATED, rec.run_id, (opts.get("queue", "default"), opts.get("requires", {})))
         if also is not None:
             also(batch, rec.run_id)
-        existing = rt.journal.commit(batch)[idx]
-        eng._after_start(rt, rec, copy, existing)
+        return rt, batch, idx, rec, copy
+
+    def _started(self, rt: Facade, spec: TaskSpec, data: dict[str, Any], opts: dict[str, Any], rec: RunRecord,
+                 copy: tuple[Any, ...], existing: RunRecord | None) -> str:
+        """After the commit: hand the execution to its host and tell the listeners."""
+        self.engine._after_start(rt, rec, copy, existing)
         self.announce(rec.run_id, spec, data, opts)
         return rec.run_id
+
+    async def aenqueue(self, name: str, input: dict[str, Any] | None = None, *,
+                       execution_id: str | None = None, **kw: Any) -> str:
+        """`enqueue` for coroutines: checks run here, the commit joins the group committer's next round
+        through a future, so the event loop is never blocked on the sync (durable when this returns)."""
+        if kw.get("unique_key") is not None:  # the unique-key check and claim hold a thread lock: off the loop
+            return await asyncio.to_thread(self.enqueue, name, input, execution_id=execution_id, **kw)
+        kw.pop("unique_key", None)
+        spec = self.spec(name)
+        data = check_input(input, f"aenqueue({name!r})")
+        known = {"retry", "priority", "tags", "delay", "unique_policy", "timeout", "queue", "headers", "requires"}
+        if set(kw) - known:
+            raise ConfigError(f"aenqueue({name!r}): unknown arguments {sorted(set(kw) - known)}")
+        opts = self.options(spec, **{"retry": None, "priority": 0, "tags": (), "delay": None, "unique_policy": "keep",
+                                     "timeout": None, **kw})
+        rt, batch, idx, rec, copy = self._build(spec, data, opts, execution_id)
+        results = await asyncio.wrap_future(rt.journal.submit(batch))
+        return self._started(rt, spec, data, opts, rec, copy, results[idx])
 
     def enqueue_many(self, name: str, inputs: Iterable[dict[str, Any] | None], *, priority: int = 0,
                      tags: Iterable[str] = (), queue: str | None = None, headers: dict[str, Any] | None = None,
