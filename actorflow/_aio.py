@@ -85,28 +85,33 @@ class LoopBridge:
             return
 
         def committed(f: Future[list[Any]]) -> None:
-            self.loop.call_soon_threadsafe(self._started, added, f, finish)
+            # On the journal's thread, right after the commit: the runs go to their hosts now, not
+            # when the loop next gets round to it (it may still be creating a burst's other starts);
+            # a run whose caller was cancelled meanwhile is durable, so it is handed over all the same.
+            exc = f.exception()
+            done: list[tuple[asyncio.Future[Any], bool, Any]] = []
+            if exc is not None:
+                done = [(fut, False, exc) for *_, fut in added]
+            else:
+                results = f.result()
+                for idx, rec, args, fut in added:
+                    try:
+                        done.append((fut, True, finish(rec, args, results[idx])))
+                    except Exception as err:  # noqa: BLE001 - RunConflict and friends go to that caller
+                        done.append((fut, False, err))
+            self.loop.call_soon_threadsafe(self._started, done)
 
         commit.add_done_callback(committed)
 
     @staticmethod
-    def _started(
-        added: list[tuple[int, RunRecord, tuple[Any, ...], asyncio.Future[Any]]],
-        commit: Future[list[Any]],
-        finish: Finish,
-    ) -> None:
-        exc = commit.exception()
-        results = commit.result() if exc is None else None
-        for idx, rec, args, fut in added:
+    def _started(done: list[tuple[asyncio.Future[Any], bool, Any]]) -> None:
+        for fut, ok, value in done:
             if fut.done():
                 continue
-            if results is None:
-                fut.set_exception(exc)  # type: ignore[arg-type]
-                continue
-            try:
-                fut.set_result(finish(rec, args, results[idx]))
-            except Exception as err:  # noqa: BLE001 - RunConflict and friends go to that caller
-                fut.set_exception(err)
+            if ok:
+                fut.set_result(value)
+            else:
+                fut.set_exception(value)
 
     # --- results -------------------------------------------------------------------------------
     def waiter(self, fut: asyncio.Future[Outcome]) -> Callable[[Outcome], None]:
