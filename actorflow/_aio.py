@@ -19,7 +19,7 @@ Outcome = tuple[str, Any, Any]
 Added = tuple[int, RunRecord, tuple[Any, ...]]  # a start's op index, record and the journaled copy of its args
 Finish = Callable[[RunRecord, tuple[Any, ...], Any], Any]  # (record, args copy, existing record or None)
 
-START_CHUNK = 64
+START_CHUNK = 256
 """Starts per journal batch: a gathered burst of astarts is committed (and its runs handed to their
 hosts) chunk by chunk, so the writer thread and the hosts work while the loop is still creating the
 rest, instead of everything waiting for one batch of the whole burst."""
