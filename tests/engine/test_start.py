@@ -395,7 +395,9 @@ def test_astart_cancelled_caller_still_gets_its_durable_run_started(engine: Engi
             await task
 
     asyncio.run(main())
-    assert engine.result("cancelled-caller", TIMEOUT) == 21  # durable, so handed to its host too
+    # the commit was in flight when the caller gave up: it lands, and the run is handed to its host
+    wait_until(lambda: any(r.run_id == "cancelled-caller" for r in engine.runs()), what="the start's commit")
+    assert engine.result("cancelled-caller", TIMEOUT) == 21
 
 
 def test_ctx_identity(engine: Engine) -> None:
