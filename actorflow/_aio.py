@@ -1,4 +1,4 @@
-"""asyncio bridging: per event loop, one commit for a tick's astarts and one wakeup per burst of results."""
+"""asyncio bridging: per event loop, astarts committed in chunks and one wakeup per burst of results."""
 
 from __future__ import annotations
 
@@ -19,18 +19,25 @@ Outcome = tuple[str, Any, Any]
 Added = tuple[int, RunRecord, tuple[Any, ...]]  # a start's op index, record and the journaled copy of its args
 Finish = Callable[[RunRecord, tuple[Any, ...], Any], Any]  # (record, args copy, existing record or None)
 
+START_CHUNK = 256
+"""Starts per journal batch: a gathered burst of astarts is committed (and its runs handed to their
+hosts) chunk by chunk, so the writer thread and the hosts work while the loop is still creating the
+rest, instead of everything waiting for one batch of the whole burst."""
+
 
 class LoopBridge:
     """Coalesces one event loop's traffic with the engine's threads.
 
-    Every `astart` issued in one loop iteration goes into a single journal batch (one fsync for
-    all of them), and finished-run outcomes for `aresult` waiters are handed over in bursts with a
+    The `astart`s issued in one loop iteration share journal batches of up to `START_CHUNK` starts
+    (a chunk is submitted as soon as it is full, the rest at the end of the iteration; the writer
+    group-commits what is queued with one fsync), and finished-run outcomes for `aresult` waiters are handed over in bursts with a
     single `call_soon_threadsafe`, instead of one thread crossing per run.
     """
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
         self._starts: list[tuple[Callable[[WriteBatch], Added], asyncio.Future[Any]]] = []
+        self._flush_scheduled = False
         self._lock = threading.Lock()
         self._ready: list[tuple[asyncio.Future[Outcome], Outcome]] = []
         self._drain_scheduled = False
@@ -42,14 +49,22 @@ class LoopBridge:
         add: Callable[[WriteBatch], Added],
         finish: Finish,
     ) -> asyncio.Future[Any]:
-        """Queue a start for this loop iteration's shared commit; resolves to `finish(...)`."""
+        """Queue a start for a shared commit; resolves to `finish(...)` once it is durable."""
         fut: asyncio.Future[Any] = self.loop.create_future()
-        if not self._starts:
-            self.loop.call_soon(self._flush, rt, finish)
         self._starts.append((add, fut))
+        if len(self._starts) >= START_CHUNK:
+            self._submit(rt, finish)
+        elif not self._flush_scheduled:
+            self._flush_scheduled = True
+            self.loop.call_soon(self._flush, rt, finish)
         return fut
 
     def _flush(self, rt: Facade, finish: Finish) -> None:
+        self._flush_scheduled = False
+        if self._starts:
+            self._submit(rt, finish)
+
+    def _submit(self, rt: Facade, finish: Finish) -> None:
         starts, self._starts = self._starts, []
         batch = rt.journal.batch()
         added: list[tuple[int, RunRecord, tuple[Any, ...], asyncio.Future[Any]]] = []
@@ -70,28 +85,33 @@ class LoopBridge:
             return
 
         def committed(f: Future[list[Any]]) -> None:
-            self.loop.call_soon_threadsafe(self._started, added, f, finish)
+            # On the journal's thread, right after the commit: the runs go to their hosts now, not
+            # when the loop next gets round to it (it may still be creating a burst's other starts);
+            # a run whose caller was cancelled meanwhile is durable, so it is handed over all the same.
+            exc = f.exception()
+            done: list[tuple[asyncio.Future[Any], bool, Any]] = []
+            if exc is not None:
+                done = [(fut, False, exc) for *_, fut in added]
+            else:
+                results = f.result()
+                for idx, rec, args, fut in added:
+                    try:
+                        done.append((fut, True, finish(rec, args, results[idx])))
+                    except Exception as err:  # noqa: BLE001 - RunConflict and friends go to that caller
+                        done.append((fut, False, err))
+            self.loop.call_soon_threadsafe(self._started, done)
 
         commit.add_done_callback(committed)
 
     @staticmethod
-    def _started(
-        added: list[tuple[int, RunRecord, tuple[Any, ...], asyncio.Future[Any]]],
-        commit: Future[list[Any]],
-        finish: Finish,
-    ) -> None:
-        exc = commit.exception()
-        results = commit.result() if exc is None else None
-        for idx, rec, args, fut in added:
+    def _started(done: list[tuple[asyncio.Future[Any], bool, Any]]) -> None:
+        for fut, ok, value in done:
             if fut.done():
                 continue
-            if results is None:
-                fut.set_exception(exc)  # type: ignore[arg-type]
-                continue
-            try:
-                fut.set_result(finish(rec, args, results[idx]))
-            except Exception as err:  # noqa: BLE001 - RunConflict and friends go to that caller
-                fut.set_exception(err)
+            if ok:
+                fut.set_result(value)
+            else:
+                fut.set_exception(value)
 
     # --- results -------------------------------------------------------------------------------
     def waiter(self, fut: asyncio.Future[Outcome]) -> Callable[[Outcome], None]:

@@ -346,6 +346,60 @@ def test_concurrent_astarts_share_commits(tmp_path: Any, new_engine: Any) -> Non
     assert len(create_txns) < 50, create_txns  # many starts per LMDB transaction (one fsync each)
 
 
+def test_astart_burst_commits_in_chunks_and_a_bad_payload_fails_alone(
+    tmp_path: Any, new_engine: Any, monkeypatch: Any
+) -> None:
+    from actorflow import PayloadError, _aio
+
+    monkeypatch.setattr(_aio, "START_CHUNK", 8)
+    engine = new_engine(tmp_path / "data", clock=actorflow.MockClock(autojump=True), open=False)
+
+    @engine.workflow()
+    async def wf(ctx: Any, x: Any) -> Any:
+        return x
+
+    engine.open()
+    journal = engine.journal
+    batch_sizes: list[int] = []
+    orig_submit = journal.submit
+
+    def submit(batch: Any) -> Any:
+        batch_sizes.append(sum(1 for op in batch.ops if op[0] == OP_CREATE_RUN))
+        return orig_submit(batch)
+
+    journal.submit = submit  # type: ignore[method-assign]
+
+    async def main() -> list[Any]:
+        args: list[Any] = list(range(30))
+        args[11] = threading.Lock()  # cannot be journaled
+        got = await asyncio.gather(*(engine.astart(wf, a) for a in args), return_exceptions=True)
+        return [g if isinstance(g, BaseException) else await g.aresult(TIMEOUT) for g in got]
+
+    out = asyncio.run(main())
+    assert isinstance(out[11], PayloadError)
+    assert [x for i, x in enumerate(out) if i != 11] == [i for i in range(30) if i != 11]
+    assert sum(batch_sizes) == 29
+    assert max(batch_sizes) <= 8 and len(batch_sizes) >= 4, batch_sizes  # chunked, not one batch of 30
+
+
+def test_astart_cancelled_caller_still_gets_its_durable_run_started(engine: Engine) -> None:
+    @engine.workflow()
+    async def wf(ctx: Any, x: int) -> int:
+        return x * 3
+
+    async def main() -> None:
+        task = asyncio.ensure_future(engine.astart(wf, 7, run_id="cancelled-caller"))
+        await asyncio.sleep(0)  # the task queued its start for this iteration's commit
+        task.cancel()  # before the commit: the start is journaled all the same
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(main())
+    # the commit was in flight when the caller gave up: it lands, and the run is handed to its host
+    wait_until(lambda: any(r.run_id == "cancelled-caller" for r in engine.runs()), what="the start's commit")
+    assert engine.result("cancelled-caller", TIMEOUT) == 21
+
+
 def test_ctx_identity(engine: Engine) -> None:
     @engine.workflow(name="ident")
     async def wf(ctx: Any) -> Any:
