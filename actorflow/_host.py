@@ -238,15 +238,12 @@ class RunHost(OutputCommit, ResidentCap):
             self._isolate(item, exc, marks)
 
     def bring_in(self, run_ids: list[str]) -> None:
-        """Admit runs that waited for room: a start from its StartRun (the arguments it was posted
-        with: no journal read), any other run loaded from the journal; then the messages held for
-        it, in order."""
+        """Admit runs that waited for room: load each (a start too: its start is in the journal),
+        then hand it the messages held for it, in order."""
         items: list[Any] = []
         for run_id in run_ids:
-            msgs = self.held.pop(run_id, None) or ()
-            if not msgs or type(msgs[0]) is not StartRun:
-                items.append(LoadRun(run_id))
-            items += msgs
+            items.append(LoadRun(run_id))
+            items += self.held.pop(run_id, None) or ()
         self.admitting = True
         try:
             for lo in range(0, len(items), _CHUNK):
@@ -310,10 +307,8 @@ class RunHost(OutputCommit, ResidentCap):
                     self.reply(msg.reply, False)
                 return
             if t is StartRun:
-                if run_id in self.held:
-                    self.hold(run_id, None)  # held already (a waking message came first): loaded
-                elif not self.admitting and self.full():
-                    self.hold(run_id, msg)  # started from this message when there is room
+                if run_id in self.held or (not self.admitting and self.full()):
+                    self.hold(run_id, None)  # loaded from the journal when there is room
                 else:
                     self._start(msg)
                 return
@@ -355,13 +350,10 @@ class RunHost(OutputCommit, ResidentCap):
         for run_id, args in zip(msg.run_ids, msg.args):
             if run_id in runs or run_id in blocked or run_id in self.finishing:
                 continue
-            if run_id in held:
-                self.hold(run_id, None)  # held already (a waking message came first): loaded
+            if run_id in held or self.full():
+                self.hold(run_id, None)
                 continue
             item = StartRun(run_id, (run_id, msg.workflow, "pending", msg.created_at, msg.created_at), args)
-            if self.full():
-                self.hold(run_id, item)  # started from it when there is room (no journal read)
-                continue
             self._guarded(item)
 
     def _load(self, run_id: str, force: bool = False) -> RunMachine | None:

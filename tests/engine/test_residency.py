@@ -108,40 +108,6 @@ def test_runs_busy_in_steps_are_not_evicted_and_the_rest_wait_for_room(make_engi
     assert engine.residency().peak_resident <= 4
 
 
-def test_starts_that_wait_for_room_start_from_their_message_not_a_journal_read(make_engine: Any) -> None:
-    """A start held for room keeps the arguments it was posted with: admitted, it starts like any
-    other (a journal read per run would cost a burst memory and time that waves do not pay)."""
-    release = threading.Event()
-    entered: list[int] = []
-    engine = make_engine(passivate_after=3600.0, max_resident=4, shards=1, open=False)
-
-    @engine.workflow(name="busy")
-    async def busy(ctx: Any, i: int) -> int:
-        return await ctx.step("hold", lambda: (entered.append(i), release.wait(TIMEOUT), i)[2])  # type: ignore[no-any-return]
-
-    engine.open()
-    journal = engine._runtime().journal
-    loaded: list[str] = []
-    load_run, load_runs = journal.load_run, journal.load_runs
-
-    def counting_load_run(run_id: str) -> Any:
-        loaded.append(run_id)
-        return load_run(run_id)
-
-    def counting_load_runs(run_ids: list[str]) -> Any:
-        loaded.extend(run_ids)
-        return load_runs(run_ids)
-
-    journal.load_run, journal.load_runs = counting_load_run, counting_load_runs
-    handles = engine.start_many("busy", [(i,) for i in range(10)], run_ids=[f"b{i}" for i in range(10)])
-    wait_until(lambda: engine.residency().waiting == 6, what="six runs waiting for room")
-    release.set()
-    assert [h.result(TIMEOUT) for h in handles] == list(range(10))
-    assert sorted(entered) == list(range(10))
-    assert engine.residency().peak_waiting == 6
-    assert loaded == []  # none of the six was read back from the journal to start
-
-
 def test_a_big_start_many_is_paced_to_the_hosts(make_engine: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     """The next commit group goes out once the runs posted before are (mostly) in memory: the
     waiting room never holds more than the cap plus one group (without pacing: nearly all N)."""
