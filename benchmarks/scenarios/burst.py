@@ -132,6 +132,7 @@ def measure(workdir: str, p: dict[str, Any], mode: str) -> dict[str, Any]:
         "anon_per_run_bytes": round((end["RssAnon"] - base["RssAnon"]) / n, 1),
         "file_per_run_bytes": round((end["RssFile"] - base["RssFile"]) / n, 1),
         "peak_resident": res.peak_resident,
+        "peak_waiting": res.peak_waiting,
         "evicted_early": res.evicted_early,
         "park_per_s": round(n / parked_s),
         "returned_s": round(returned_s, 2),
