@@ -143,7 +143,15 @@ class StepPool:
                 _current_step.reset(token)
             if type(result) not in _SIMPLE and inspect.isawaitable(result):
                 # a sync callable that returned a coroutine: finish it on the loop, free this thread
-                fut = asyncio.run_coroutine_threadsafe(self._await(result, info, span), self._loop)
+                awaiting = self._await(result, info, span)
+                try:
+                    fut = asyncio.run_coroutine_threadsafe(awaiting, self._loop)
+                except RuntimeError:  # the engine closed (its loop with it) while this step ran
+                    awaiting.close()
+                    if inspect.iscoroutine(result):
+                        result.close()
+                    self._done(Cancelled(info.run_id, f"step {info.name!r} abandoned"), None, info, kind)
+                    continue
                 fut.add_done_callback(functools.partial(self._future_done, info=info, kind=kind))
             else:
                 if tel is not None:
@@ -252,3 +260,7 @@ class StepPool:
                 t.join(None if wait else max(0.0, deadline - time.monotonic()))
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._loop_thread.join(timeout=5)
+        if not self._loop_thread.is_alive():
+            # closed here, not by the loop's __del__ at interpreter exit, when its self-pipe socket
+            # may already be gone (`Exception ignored ... Invalid file descriptor: -1`)
+            self._loop.close()
