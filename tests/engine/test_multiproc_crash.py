@@ -7,8 +7,12 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import time
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -116,6 +120,30 @@ def test_kill_9_of_a_step_worker_process_reruns_its_step(tmp_path: Path) -> None
     assert not any(_alive(p) for p in workers_after)  # close() ended the workers
 
 
+@contextmanager
+def _engine_killed(script: str, *args: str) -> Iterator[list[int]]:
+    """Run `script` (an engine that prints its admin's process group and its shards' PIDs, then waits)
+    in a child process, kill -9 it, and yield the PIDs it printed; the orphaned admin of the killed
+    engine (ours: its process group) is ended afterwards."""
+    child = subprocess.Popen([sys.executable, "-c", script, *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    pgid = None
+    try:
+        assert child.stdout is not None
+        pgid, *pids = (int(x) for x in child.stdout.readline().split())
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait(TIMEOUT)
+        yield pids
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait(TIMEOUT)
+        if pgid is not None:
+            try:
+                os.killpg(pgid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
 ENGINE_THEN_WAIT = """
 import os, sys
 from actorflow import Engine
@@ -140,19 +168,8 @@ def test_kill_9_of_the_engine_process_leaves_its_directory_to_the_next_engine(tm
     the data directory, or an engine killed with -9 would leave it locked for as long as they live.
     The old shards run on until they notice (within a second): a new multiproc engine's shards wait
     for them, so no run is recovered twice at once."""
-    import subprocess
-    import sys
-
     data = tmp_path / "data"
-    child = subprocess.Popen(
-        [sys.executable, "-c", ENGINE_THEN_WAIT, str(data)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
-    )
-    pgid = None
-    try:
-        assert child.stdout is not None
-        pgid, *old_shards = (int(x) for x in child.stdout.readline().split())
-        os.kill(child.pid, signal.SIGKILL)
-        child.wait(TIMEOUT)
+    with _engine_killed(ENGINE_THEN_WAIT, str(data)) as old_shards:
         e = Engine(data, system=system)  # not "another engine (pid ...) already runs"
 
         async def waits(ctx: Any) -> Any:
@@ -164,16 +181,6 @@ def test_kill_9_of_the_engine_process_leaves_its_directory_to_the_next_engine(tm
                 assert not any(_alive(p) for p in old_shards)
             e.signal("w", "go", "after the crash")
             assert e.result("w", timeout=TIMEOUT) == "after the crash"
-    finally:
-        if child.poll() is None:
-            child.kill()
-            child.wait(TIMEOUT)
-        if pgid is not None:  # the orphaned admin of the killed engine: ours to end
-            try:
-                os.killpg(pgid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-
 
 ENGINE_IN_A_STEP = """
 import os, sys, time
@@ -204,19 +211,8 @@ def test_shards_of_a_killed_engine_stop_for_good_and_run_nothing(tmp_path: Path)
     """A shard stops once its engine's process is gone; its supervisor must not start it again (a new
     shard would recover the runs and re-run their steps with no engine to report to, possibly beside
     a new engine). Only the step that was running when the engine died ran."""
-    import subprocess
-    import sys
-    import time
-
     steps = tmp_path / "steps.log"
-    child = subprocess.Popen([sys.executable, "-c", ENGINE_IN_A_STEP, str(tmp_path / "data"), str(steps)],
-                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    pgid = None
-    try:
-        assert child.stdout is not None
-        pgid, *shards = (int(x) for x in child.stdout.readline().split())
-        os.kill(child.pid, signal.SIGKILL)
-        child.wait(TIMEOUT)
+    with _engine_killed(ENGINE_IN_A_STEP, str(tmp_path / "data"), str(steps)) as shards:
         deadline = time.monotonic() + TIMEOUT
         while any(_alive(p) for p in shards):
             assert time.monotonic() < deadline, "the shards of the killed engine kept running"
@@ -226,12 +222,3 @@ def test_shards_of_a_killed_engine_stop_for_good_and_run_nothing(tmp_path: Path)
         while time.monotonic() < quiet_until:
             assert len(steps.read_text().splitlines()) == 1, "a step ran again with no engine"
             time.sleep(0.1)
-    finally:
-        if child.poll() is None:
-            child.kill()
-            child.wait(TIMEOUT)
-        if pgid is not None:  # the orphaned admin of the killed engine: ours to end
-            try:
-                os.killpg(pgid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
