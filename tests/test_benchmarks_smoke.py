@@ -55,7 +55,7 @@ def test_quick_harness_tiny(tmp_path):
             assert set(stats) >= {"median", "min", "max", "runs"}, (line["scenario"], metric)
             assert stats["median"] is not None, (line["scenario"], metric)
             assert stats["min"] <= stats["median"] <= stats["max"]
-        if HAS_DBOS and line["scenario"] not in ("journal", "million", "burst"):  # no peer for these
+        if HAS_DBOS and line["scenario"] not in ("journal", "million", "burst", "dashboard"):  # no DBOS peer for these
             assert line["dbos"] and "ratio_actorflow_over_dbos" in line, line["scenario"]
             assert all(s["median"] is not None for s in line["dbos"].values()), line["dbos"]
             assert all(r is not None for r in line["ratio_actorflow_over_dbos"].values())

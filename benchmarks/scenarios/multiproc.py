@@ -18,7 +18,7 @@ import time
 from typing import Any
 
 from .._harness import Metric, Scenario, Settings, register
-from ._common import engine_dir, register_three_step
+from ._common import af_settings, engine_dir, register_three_step
 
 
 def params(s: Settings) -> dict[str, Any]:
@@ -50,11 +50,11 @@ def _per_wf(c0: list[float], c1: list[float], n: int) -> tuple[float, float, flo
     return sum(d), d[0], max(d[1:], default=0.0)
 
 
-def _measure(system: str, p: dict[str, Any], workdir: str, rep: str) -> dict[str, float]:
+def _measure(system: str, p: dict[str, Any], workdir: str, rep: str) -> dict[str, Any]:
     from actorflow import Engine
 
     n = p["n"]
-    out: dict[str, float] = {}
+    out: dict[str, Any] = {}
     engine = Engine(engine_dir(workdir, f"{system}-{rep}"), system=system, shards=p["shards"])
     wf = register_three_step(engine)
     with engine:
@@ -82,6 +82,7 @@ def _measure(system: str, p: dict[str, Any], workdir: str, rep: str) -> dict[str
         assert results == [i + 2 for i in range(n)]
         out["start_many_wf_per_s"] = n / wall
         out["start_many_cpu_ms_per_wf"] = _per_wf(c0, c1, n)[0]
+        out["settings"] = af_settings(engine, "")
     return out
 
 
@@ -90,8 +91,11 @@ def actorflow(p: dict[str, Any], workdir: str) -> dict[str, Any]:
     got = {system: _measure(system, p, workdir, "a") for system in order}
     out: dict[str, Any] = {"n": p["n"], "shards": p["shards"], "first": order[0]}
     for system, metrics in got.items():
+        out["settings"] = metrics.pop("settings")  # the same on both systems but for the api line
         for key, value in metrics.items():
             out[f"{system}_{key}"] = value
+    out["settings"]["api"] = (f"Engine(system='embedded' and 'multiproc', shards={p['shards']}), same N, same "
+                              "repetition: astart gathered on one loop; start_many")
     for mode in ("astart", "start_many"):
         out[f"speedup_{mode}"] = got["multiproc"][f"{mode}_wf_per_s"] / got["embedded"][f"{mode}_wf_per_s"]
     return out
