@@ -24,12 +24,13 @@ from __future__ import annotations
 
 import math
 import threading
-from dataclasses import dataclass
+
+from .._messages import message
 
 __all__ = ["TimerWake", "TimerWakeups"]
 
 
-@dataclass(frozen=True, slots=True)
+@message
 class TimerWake:
     """The payload of a shard's timer wakeup: which arming it is (only the latest counts)."""
 
