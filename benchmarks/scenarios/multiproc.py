@@ -23,7 +23,7 @@ import time
 from typing import Any
 
 from .._harness import Metric, Scenario, Settings, register
-from ._common import engine_dir, percentile, register_three_step
+from ._common import af_settings, engine_dir, percentile, register_three_step
 
 
 def params(s: Settings) -> dict[str, Any]:
@@ -55,14 +55,16 @@ def _per_wf(c0: list[float], c1: list[float], n: int) -> tuple[float, float, flo
     return sum(d), d[0], max(d[1:], default=0.0)
 
 
-def _measure(system: str, p: dict[str, Any], workdir: str, rep: str) -> dict[str, float]:
+def _measure(system: str, p: dict[str, Any], workdir: str, rep: str) -> dict[str, Any]:
     from actorflow import Engine
 
     n = p["n"]
-    out: dict[str, float] = {}
+    out: dict[str, Any] = {}
     engine = Engine(engine_dir(workdir, f"{system}-{rep}"), system=system, shards=p["shards"])
     wf = register_three_step(engine)
     with engine:
+        out["settings"] = af_settings(engine, "astart x N gathered on one loop, then aresult; start_many",
+                                      system=system, shards=p["shards"])
         engine.run(wf, -1, timeout=60)  # warm-up: processes, actors, journal open
         rt: Any = engine._runtime()
         pids = [os.getpid(), *getattr(rt, "shard_pids", {}).values()]
@@ -124,6 +126,8 @@ def actorflow(p: dict[str, Any], workdir: str) -> dict[str, Any]:
     got = {system: _measure(system, p, workdir, "a") for system in order}
     got["multiproc"].update(_timer_crowd(p, workdir))
     out: dict[str, Any] = {"n": p["n"], "shards": p["shards"], "first": order[0], "timers": p["timers"]}
+    out["settings"] = got["multiproc"].pop("settings")
+    got["embedded"].pop("settings")
     for system, metrics in got.items():
         for key, value in metrics.items():
             out[f"{system}_{key}"] = value
