@@ -191,8 +191,11 @@ class Runtime:
         self.steps = StepPool(self, step_threads, step_processes)
         self.addresses: dict[str, Any] = {}
         self.local_hosts: dict[int, Any] = {}  # shard -> its host actor in this process (direct delivery)
-        self.timer_next_due = 0.0
+        self.timer_next_due = 0.0  # when the pump must tick the timer actor (embedded; see on_timer_due)
         self.timer_heap_due: float | None = None
+        # set by a multiprocess shard: the timer actor reports its next due time here (any thread)
+        # and the shard's actor ticks it on a Thespian wakeup, instead of the pump reading timer_next_due
+        self.on_timer_due: Callable[[float], None] | None = None
         self.commits_pending = 0
         self.closing = False
         self.names: dict[Callable[..., Any], str] = {}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import queue
 import threading
 from typing import Any
@@ -105,8 +106,13 @@ class TimerActor(SupervisedActor):
         self._publish()
 
     def _publish(self) -> None:
-        self.rt.timer_next_due = self.svc.next_due()
-        self.rt.timer_heap_due = self.svc.earliest() if self.rt.clock.jumps else None
+        rt = self.rt
+        if rt.on_timer_due is not None:  # a multiprocess shard: its actor's wakeupAfter posts the ticks
+            rt.timer_next_due = math.inf  # the pump never ticks the wheel there
+            rt.on_timer_due(self.svc.next_due())
+            return
+        rt.timer_next_due = self.svc.next_due()
+        rt.timer_heap_due = self.svc.earliest() if rt.clock.jumps else None
 
 
 class SignalActor(SupervisedActor):

@@ -2,14 +2,16 @@
 
 It opens its own resources from a picklable `ShardInit` (the journal on the shared data directory,
 a step pool, the workflow code) and runs the same host, timer and signal actors as the embedded
-engine, on an in-process pump, for its shard only. Thespian carries what crosses the process:
+engine, on an in-process pump, for its shard only. Its timers fire on this actor's Thespian
+`wakeupAfter` (`_timer_wake`), not on the pump reading a shared next-due time. Thespian carries what crosses the process:
 batches of run messages in (from the facade and from other shards), batches of notices out
 (outcomes, status changes, replies) and of run messages for other shards.
 
 Threads of this process (step workers, the journal's commit thread, the pump) may not use the
 actor's Thespian connection, so what they produce for other processes waits in `outbound`, and a
 byte written to a pipe the actor watches (ThespianWatch) wakes the actor to send it from its own
-thread at once. A wakeup every second checks that the engine process is still there.
+thread at once. A wakeup every second checks that the engine process is still there; timer
+wakeups (payload `TimerWake`) only tick the timer wheel.
 """
 
 from __future__ import annotations
@@ -30,12 +32,13 @@ from supervisors import SupervisedActor
 
 from .._clock import SystemClock
 from .._lockfile import DirLock
-from .._messages import LoadRun, Outcome, PumpCall, Reply, StatusChanged, WatchStatus
+from .._messages import LoadRun, Outcome, PumpCall, Reply, StatusChanged, TimerTick, WatchStatus
 from .._runtime import Notifier, Runtime
 from .._thespian import ActorRuntime
 from .._types import RunStatus
 from ..errors import ActorflowError
 from ._placement import Placement
+from ._timer_wake import TimerWake, TimerWakeups
 from ._wakeup import WakePipe
 from ._wire import Drain, Drained, Hello, Packed, Peers, ShardInit, ShardReady, Workflows, pack, unpack
 
@@ -144,6 +147,8 @@ class ShardActor(SupervisedActor):
         rt.remote = self._out
         rt.notifier = self.notifier = ShardNotifier(self._out)
         self.rt = rt
+        self.timers = TimerWakeups()
+        rt.on_timer_due = self._timer_due  # the timer actor's next due time: a wakeup of this actor
         # steps with requirements go to member nodes (actorflow/_multiproc/_placement.py); others run here
         self.placement = Placement(self, shard=init.shard, default=init.step_requirements,
                                    node_timeout=init.node_timeout, local=rt.steps.run_sync_with(None),
@@ -154,6 +159,7 @@ class ShardActor(SupervisedActor):
         self.actors = ActorRuntime(rt)
         self.actors.start()  # queues the recovery of this shard's runs
         self.wakeup_after(_CHECK_EVERY)
+        self._arm_timers()  # the durable timers the timer actor loaded from the journal
 
     def watch_fds(self) -> list[int]:
         return [] if getattr(self, "_closed", True) else [self._pipe.fd]
@@ -166,9 +172,28 @@ class ShardActor(SupervisedActor):
     def _signal(self) -> None:
         self._pipe.wake()
 
+    def _timer_due(self, due: float) -> None:
+        """From the thread running the in-process actors: the timer wheel's next due time. Only this
+        actor's thread may call wakeupAfter: wake it if the wakeup it has pending is too late."""
+        if self.timers.due(due):
+            self._signal()
+
+    def _arm_timers(self) -> None:
+        """On the actor's thread: request a wakeup for the wheel's next due time unless one is pending."""
+        wake = self.timers.arm(self.rt.clock.now())
+        if wake is not None:
+            self.wakeup_after(*wake)
+
+    def _tick_timers(self) -> None:
+        """On the thread holding the pump lock: fire what is due now (the wheel publishes its next due
+        time, which arms the next wakeup - also when nothing was due yet)."""
+        self.actors.asys.tell(self.rt.addresses["timer"], TimerTick(self.rt.clock.now()))
+
     def handle(self, message: Any, sender: Any) -> None:
         try:
             self._handle(message, sender)
+            if not getattr(self, "_closed", True):
+                self._arm_timers()  # the round this message ran may have armed an earlier timer
         except Exception:
             self._drain_and_close(0.0)  # the supervisor starts a new shard: this one must not run on
             raise
@@ -249,6 +274,13 @@ class ShardActor(SupervisedActor):
 
     def on_wakeup(self, payload: Any) -> None:
         if getattr(self, "_closed", False):
+            return
+        if type(payload) is TimerWake:
+            if self.timers.fired(payload):  # else superseded by an earlier wakeup (which re-armed)
+                self.rt.queue.append(PumpCall(self._tick_timers))
+                self.rt.help()  # tick on this thread unless the pump lock is held (its holder ticks)
+                self._send_outbound()  # what the fired timers' runs had for other processes
+            self._arm_timers()
             return
         if self.rt.fatal is not None:
             self._drain_and_close(0.0)

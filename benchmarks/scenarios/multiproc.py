@@ -8,6 +8,11 @@ group commit). DBOS runs conc3's own peer (`start_workflow_async` gathered) for 
 CPU is summed over the facade and the shard processes, and reported per process too (the facade's
 and the busiest shard's): on a shared machine CPU per workflow is the stable figure, throughput
 ratios swing with the other load (a multiprocess engine's three processes hand work to each other).
+
+Timer lateness: `timers` more runs (500) on the multiprocess engine sleep until one common instant
+a few seconds ahead, then run a step returning time.time(): resume lateness = that - due (what
+workflow code sees), fire lateness = the journaled `timer_fired` time - due (sampled), as in the
+sleepers scenario. A shard's timers fire on its actor's Thespian wakeupAfter.
 """
 
 from __future__ import annotations
@@ -18,15 +23,15 @@ import time
 from typing import Any
 
 from .._harness import Metric, Scenario, Settings, register
-from ._common import af_settings, engine_dir, register_three_step
+from ._common import af_settings, engine_dir, percentile, register_three_step
 
 
 def params(s: Settings) -> dict[str, Any]:
     if s.tiny:
-        return {"n": 30, "shards": 2}
+        return {"n": 30, "shards": 2, "timers": 30, "lead_s": 1.0}
     if s.quick:
-        return {"n": 300, "shards": 2}
-    return {"n": 1000, "shards": 2}
+        return {"n": 300, "shards": 2, "timers": 500, "lead_s": 3.0}
+    return {"n": 1000, "shards": 2, "timers": 500, "lead_s": 3.0}
 
 
 def _cpu(pids: list[int]) -> list[float]:
@@ -58,6 +63,8 @@ def _measure(system: str, p: dict[str, Any], workdir: str, rep: str) -> dict[str
     engine = Engine(engine_dir(workdir, f"{system}-{rep}"), system=system, shards=p["shards"])
     wf = register_three_step(engine)
     with engine:
+        out["settings"] = af_settings(engine, "astart x N gathered on one loop, then aresult; start_many",
+                                      system=system, shards=p["shards"])
         engine.run(wf, -1, timeout=60)  # warm-up: processes, actors, journal open
         rt: Any = engine._runtime()
         pids = [os.getpid(), *getattr(rt, "shard_pids", {}).values()]
@@ -82,20 +89,48 @@ def _measure(system: str, p: dict[str, Any], workdir: str, rep: str) -> dict[str
         assert results == [i + 2 for i in range(n)]
         out["start_many_wf_per_s"] = n / wall
         out["start_many_cpu_ms_per_wf"] = _per_wf(c0, c1, n)[0]
-        out["settings"] = af_settings(engine, "")
     return out
+
+
+def _timer_crowd(p: dict[str, Any], workdir: str) -> dict[str, float]:
+    """`timers` runs sleep until one instant `lead_s` ahead on a multiprocess engine: their lateness (ms)."""
+    from actorflow import Engine
+
+    m = p["timers"]
+    engine = Engine(engine_dir(workdir, "multiproc-timers"), system="multiproc", shards=p["shards"])
+
+    @engine.workflow(name="timed")
+    async def timed(ctx: Any, due: float) -> float:
+        await ctx.sleep("nap", max(0.0, due - time.time()))  # journaled due: replay ignores this argument
+        return await ctx.step("woke", time.time)  # type: ignore[no-any-return]
+
+    with engine:
+        engine.run(timed, time.time(), timeout=60)  # warm-up
+        due = time.time() + p["lead_s"]
+        handles = engine.start_many(timed, [(due,)] * m)
+        slack = due - time.time()
+        woke = [h.result(120) for h in handles]
+        late = sorted(max(0.0, w - due) * 1000 for w in woke)
+        fire = []
+        for h in handles[:: max(1, m // 100)]:
+            evs = {e.kind: e for e in h.history()}
+            fire.append(max(0.0, evs["timer_fired"].at - evs["timer_started"].data) * 1000)
+        fire.sort()
+    return {"timer_late_p50_ms": percentile(late, 50) or 0.0, "timer_late_p99_ms": percentile(late, 99) or 0.0,
+            "timer_fire_p50_ms": percentile(fire, 50) or 0.0, "timer_fire_p99_ms": percentile(fire, 99) or 0.0,
+            "timer_slack_s": slack}
 
 
 def actorflow(p: dict[str, Any], workdir: str) -> dict[str, Any]:
     order = ("embedded", "multiproc") if int.from_bytes(os.urandom(1), "big") % 2 else ("multiproc", "embedded")
     got = {system: _measure(system, p, workdir, "a") for system in order}
-    out: dict[str, Any] = {"n": p["n"], "shards": p["shards"], "first": order[0]}
+    got["multiproc"].update(_timer_crowd(p, workdir))
+    out: dict[str, Any] = {"n": p["n"], "shards": p["shards"], "first": order[0], "timers": p["timers"]}
+    out["settings"] = got["multiproc"].pop("settings")
+    got["embedded"].pop("settings")
     for system, metrics in got.items():
-        out["settings"] = metrics.pop("settings")  # the same on both systems but for the api line
         for key, value in metrics.items():
             out[f"{system}_{key}"] = value
-    out["settings"]["api"] = (f"Engine(system='embedded' and 'multiproc', shards={p['shards']}), same N, same "
-                              "repetition: astart gathered on one loop; start_many")
     for mode in ("astart", "start_many"):
         out[f"speedup_{mode}"] = got["multiproc"][f"{mode}_wf_per_s"] / got["embedded"][f"{mode}_wf_per_s"]
     return out
@@ -125,6 +160,10 @@ register(
             Metric("multiproc_astart_facade_cpu_ms_per_wf", "… of which the facade process (astart)", "ms", "lower"),
             Metric("multiproc_astart_shard_cpu_ms_per_wf", "… of which the busiest shard process (astart)", "ms",
                    "lower"),
+            Metric("multiproc_timer_late_p50_ms", "multiproc: 500 timers due at once, resume lateness p50", "ms",
+                   "lower", n_key="timers"),
+            Metric("multiproc_timer_late_p99_ms", "multiproc: 500 timers due at once, resume lateness p99", "ms",
+                   "lower", n_key="timers"),
         ],
         notes="2 shards = 2 host processes + the facade on a 2-core machine; both engines fsync every group "
         "commit; DBOS 3.4 on SQLite (WAL, synchronous=FULL) runs the same N.",
