@@ -18,6 +18,7 @@ from .._runtime import final_event
 from .._types import RunStatus
 from ..errors import ConfigError, TaskNotRegistered
 from ._chains import CHAIN_WORKFLOW, Chain, chain_workflow, member_id
+from ._coalesce import Coalescer
 from ._execution import make_execution_workflow
 from ._hooks import EnqueuedInfo, TaskHooks
 from ._model import (
@@ -131,6 +132,7 @@ class TaskQueue:
         self.router = Router()
         self.hooks = TaskHooks()
         self.consumer: Consumer = getattr(engine, "consumer", None) or Consumer()
+        self.coalescer = Coalescer(self._hand_over)
 
     # --- registration ------------------------------------------------------------------------
     def register(
@@ -200,8 +202,11 @@ class TaskQueue:
         data = check_input(input, f"enqueue({name!r})")
         opts = self.options(spec, retry=retry, priority=priority, tags=tags, delay=delay,
                             unique_policy=unique_policy, timeout=timeout, queue=queue, headers=headers, requires=requires)
-        if unique_key is None:
-            return self.create(spec, data, opts, execution_id)
+        if unique_key is None:  # concurrent callers share one commit and hand-over (tasks/_coalesce.py)
+            rt, batch, idx, rec, copy = self._build(spec, data, opts, execution_id)
+            run_id = self.coalescer.commit(rt, batch, idx, rec, copy)
+            self.announce(run_id, spec, data, opts)
+            return run_id
         if not isinstance(unique_key, str) or not unique_key:
             raise ConfigError(f"enqueue({name!r}): unique_key must be a non-empty str, got {unique_key!r}")
         key = f"{spec.name}\x00{unique_key}"
@@ -255,6 +260,10 @@ class TaskQueue:
         if also is not None:
             also(batch, rec.run_id)
         return rt, batch, idx, rec, copy
+
+    def _hand_over(self, rt: Facade, rec: RunRecord, copy: tuple[Any, ...], existing: RunRecord | None) -> str:
+        self.engine._after_start(rt, rec, copy, existing)
+        return rec.run_id
 
     def _started(self, rt: Facade, spec: TaskSpec, data: dict[str, Any], opts: dict[str, Any], rec: RunRecord,
                  copy: tuple[Any, ...], existing: RunRecord | None) -> str:
