@@ -206,8 +206,7 @@ class TaskQueue:
         opts = self.options(spec, retry=retry, priority=priority, tags=tags, delay=delay,
                             unique_policy=unique_policy, timeout=timeout, queue=queue, headers=headers, requires=requires)
         if unique_key is None:  # concurrent callers share one commit and hand-over (tasks/_coalesce.py)
-            rt, batch, idx, rec, copy = self._build(spec, data, opts, execution_id)
-            run_id = self.coalescer.commit(rt, batch, idx, rec, copy)
+            run_id = self.coalescer.commit(*self._build(spec, data, opts, execution_id))
             self.announce(run_id, spec, data, opts)
             return run_id
         if not isinstance(unique_key, str) or not unique_key:
