@@ -32,7 +32,7 @@ Starter = Callable[["Facade", RunRecord, tuple[Any, ...], "RunRecord | None"], s
 class _Call:
     """One blocked enqueue: its batch, and once its round is over, its outcome."""
 
-    __slots__ = ("rt", "batch", "idx", "rec", "copy", "lock", "done", "lead", "abandoned", "run_id", "exc")
+    __slots__ = ("rt", "batch", "idx", "rec", "copy", "lock", "done", "lead", "abandoned", "next", "run_id", "exc")
 
     def __init__(self, rt: Facade, batch: WriteBatch, idx: int, rec: RunRecord, copy: tuple[Any, ...]) -> None:
         self.rt = rt
@@ -40,42 +40,44 @@ class _Call:
         self.idx = idx
         self.rec = rec
         self.copy = copy
-        self.lock: threading.Lock | None = None  # held until woken; made only for a caller that waits
+        self.lock = threading.Lock()  # held until the caller is woken (done, or handed the lead)
         self.done = False
         self.lead = False
         self.abandoned = False
+        self.next: _Call | None = None  # the caller it wakes when woken (a relay)
         self.run_id = ""
         self.exc: BaseException | None = None
 
 
 class Coalescer:
-    """Leader/follower rounds of threaded enqueues (one per TaskQueue)."""
+    """Leader/follower rounds of threaded enqueues (one per TaskQueue).
+
+    Callers of a round are woken as a relay (each wakes the next as its first act, as the journal's
+    group commit does), so they take the GIL one after another instead of all at once."""
 
     def __init__(self, start: Starter) -> None:
         self._start = start
         self._lock = threading.Lock()
+        self._relay = threading.Lock()
         self._pending: list[_Call] = []
         self._busy = False
 
     def commit(self, rt: Facade, batch: WriteBatch, idx: int, rec: RunRecord, copy: tuple[Any, ...]) -> str:
         """Commit an execution's batch with whatever other callers queued; its run id once durable."""
         call = _Call(rt, batch, idx, rec, copy)
+        call.lock.acquire()
         with self._lock:
             self._pending.append(call)
-            lead = not self._busy
-            if lead:
-                self._busy = True
-                call.lead = True
-            else:
-                call.lock = threading.Lock()
-                call.lock.acquire()
-        if not lead:
-            assert call.lock is not None
+            if not self._busy:
+                self._busy = call.lead = True
+        if not call.lead:
             try:
                 call.lock.acquire()
             except BaseException:
                 self._abandon(call)
                 raise
+            if call.next is not None:
+                self._wake(call.next)
         while not call.done:  # the lead is ours: rounds until our own call is in one
             with self._lock:
                 taken, self._pending = self._pending, []
@@ -100,12 +102,24 @@ class Coalescer:
                     call.exc = exc
         except BaseException as exc:  # noqa: BLE001 - every caller of the round must hear about it
             for call in taken:
-                if not call.done and call.exc is None and not call.run_id:
+                if call.exc is None and not call.run_id:
                     call.exc = exc
+        relay = [call for call in taken if not call.lead]  # a leader (we, or one handed the lead) is awake
         for call in taken:
             call.done = True
-            if call.lock is not None:
-                call.lock.release()  # a caller we carried (never ourselves: the leader has no lock)
+        for a, b in zip(relay, relay[1:]):
+            a.next = b
+        if relay:
+            self._wake(relay[0])
+
+    def _wake(self, call: _Call | None) -> None:
+        """Wake `call`, or the first caller after it in the relay that still waits."""
+        while call is not None:
+            with self._relay:
+                if not call.abandoned:
+                    call.lock.release()
+                    return
+            call = call.next
 
     @staticmethod
     def _commit_all(taken: list[_Call]) -> list[Any]:
@@ -138,22 +152,29 @@ class Coalescer:
         return out
 
     def _pass_lead(self) -> None:
-        """Our call is done: the next live waiter leads the next round, else nobody does."""
-        with self._lock:
-            nxt = next((c for c in self._pending if not c.abandoned), None)
-            if nxt is None:
-                self._pending = []  # only interrupted callers' batches: nobody waits for them
-                self._busy = False
-                return
-            nxt.lead = True
-            lock, nxt.lock = nxt.lock, None  # a round that carries it later has nobody to wake
-        assert lock is not None
-        lock.release()
+        """Our call is done: the next waiting caller leads the next round, else nobody does."""
+        while True:
+            with self._lock:
+                nxt = next((c for c in self._pending if not c.abandoned), None)
+                if nxt is None:
+                    self._pending = []  # only interrupted callers' batches: nobody waits for them
+                    self._busy = False
+                    return
+                nxt.lead = True
+            with self._relay:
+                if not nxt.abandoned:
+                    nxt.lock.release()
+                    return
 
     def _abandon(self, call: _Call) -> None:
-        """A waiting caller was interrupted: its batch may still commit; the lead must not stop here."""
-        with self._lock:
-            call.abandoned = True
-            handed = call.lead and not call.done
-        if handed:
-            self._pass_lead()
+        """A waiting caller was interrupted: its batch may still commit; neither the relay nor the lead
+        may stop with it."""
+        with self._relay:
+            woken = call.lock.acquire(False)
+            if not woken:
+                call.abandoned = True  # nobody wakes it now; its wakers skip it
+        if woken:
+            if call.done:
+                self._wake(call.next)
+            elif call.lead:
+                self._pass_lead()
