@@ -281,8 +281,9 @@ class TaskQueue:
 
     async def aenqueue(self, name: str, input: dict[str, Any] | None = None, *,
                        execution_id: str | None = None, **kw: Any) -> str:
-        """`enqueue` for coroutines: checks run here, the commit joins the group committer's next round
-        through a future, so the event loop is never blocked on the sync (durable when this returns)."""
+        """`enqueue` for coroutines: checks run here; the executions created in one loop iteration share
+        one journal batch (the loop's LoopBridge, as `astart`), whose commit is awaited as a future, so
+        the event loop is never blocked on the sync (durable when this returns)."""
         if kw.get("unique_key") is not None:  # the unique-key check and claim hold a thread lock: off the loop
             return await asyncio.to_thread(self.enqueue, name, input, execution_id=execution_id, **kw)
         kw.pop("unique_key", None)

@@ -174,3 +174,36 @@ def test_kill9_loses_no_acknowledged_enqueue(tmp_path: Path) -> None:
         journal = engine._runtime().journal
         missing = [eid for eid in acked if journal.get_run(eid) is None]
         assert not missing, f"{len(missing)} of {len(acked)} acknowledged enqueues are not in the journal"
+
+
+def _refuse() -> None:
+    raise RuntimeError("this value does not load")
+
+
+class _Unloadable:
+    """Pickles, but its unpickling raises: refused on read-back, before anything is written."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_refuse, ())
+
+
+def test_an_unloadable_input_fails_alone_among_concurrent_aenqueues(tmp_path: Path) -> None:
+    import asyncio
+
+    from actorflow.errors import PayloadError
+
+    engine = Engine(str(tmp_path / "af"))
+    engine.task(name="inc")(_inc)
+
+    async def main() -> list[Any]:
+        calls = [engine.aenqueue("inc", {"x": i} if i != 7 else {"x": i, "bad": _Unloadable()}) for i in range(40)]
+        return await asyncio.gather(*calls, return_exceptions=True)  # one loop iteration: one shared batch
+
+    with engine:
+        out = asyncio.run(main())
+        assert isinstance(out[7], PayloadError), out[7]
+        ok = [i for i in range(40) if i != 7]
+        assert [engine.result(out[i], 60) for i in ok] == [i + 1 for i in ok]
+    with Engine(str(tmp_path / "af")) as reopened:
+        reopened.task(name="inc")(_inc)
+        assert len(reopened.tasks(name="inc")) == 39
