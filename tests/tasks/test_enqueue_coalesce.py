@@ -207,3 +207,19 @@ def test_an_unloadable_input_fails_alone_among_concurrent_aenqueues(tmp_path: Pa
     with Engine(str(tmp_path / "af")) as reopened:
         reopened.task(name="inc")(_inc)
         assert len(reopened.tasks(name="inc")) == 39
+
+
+def test_task_policy_memo_keeps_each_policys_own_delay_function() -> None:
+    """The execution's policy is memoized by identity: two policies equal but for their custom delay
+    function (equality ignores it) each keep their own; TaskFailure is never retried."""
+    from actorflow import RetryPolicy
+    from actorflow.tasks._execution import _task_policy
+    from actorflow.tasks._model import TaskFailure
+
+    a = RetryPolicy.custom(3, lambda n: 1.0)
+    b = RetryPolicy.custom(3, lambda n: 2.0)
+    assert a == b  # what an equality-keyed memo would conflate
+    ta, tb = _task_policy(a), _task_policy(b)
+    assert ta.delay_for_attempt is a.delay_for_attempt and tb.delay_for_attempt is b.delay_for_attempt
+    assert _task_policy(a) is ta  # the same policy object: built once
+    assert TaskFailure in ta.non_retryable and TaskFailure in tb.non_retryable
