@@ -92,7 +92,8 @@ def write_markdown(path: str, lines: list[dict[str, Any]], env: dict[str, Any], 
                 pm = line.get(pr, {}).get(m.peer_key) if m.peer_key else None
                 r = line.get(f"ratio_actorflow_over_{pr}", {}).get(m.key) if m.peer_key else None
                 adv = advantage(m, r)
-                peer_cell = _cell(pm) if m.peer_key or not m.no_peer else m.no_peer
+                missing = pm is None or pm.get("median") is None  # e.g. a peer without an async enqueue
+                peer_cell = _cell(pm) if not (missing and m.no_peer) else m.no_peer
                 row += [peer_cell, _fmt(r), f"{_fmt(adv)}×" if adv is not None else "–"]
             out.append("| " + " | ".join(row) + " |")
     out.append("")

@@ -138,8 +138,10 @@ def test_tasks_scenario_beside_the_task_queue_peers(tmp_path):
     assert tasks["params"]["n"] == 40
     assert all(s["median"] > 0 for s in tasks["actorflow"].values()), tasks["actorflow"]
     assert "at-least-once" in tasks["settings"]["actorflow"]["guarantee"]
-    for peer in TASK_PEERS:
-        assert all(r is not None for r in tasks[f"ratio_actorflow_over_{peer}"].values()), tasks[peer]
+    for peer in TASK_PEERS:  # huey and Dramatiq have no async enqueue: no figure, no ratio, for those two
+        ratios = tasks[f"ratio_actorflow_over_{peer}"]
+        assert all(ratios[k] is None for k in ("async_e2e_per_s", "async_per_s")), ratios
+        assert all(r is not None for k, r in ratios.items() if not k.startswith("async_")), tasks[peer]
         assert all(len(set(ns)) == 1 and ns[0] == 40 for ns in tasks["n"].values()), tasks["n"]
         assert tasks["settings"][peer]["guarantee"] and tasks["settings"][peer]["durability"]
     if "huey" in TASK_PEERS:

@@ -111,6 +111,9 @@ class TaskMethods:
     ) -> str:
         """Queue an execution; durable when this returns. Returns its execution id.
 
+        Concurrent callers (threads) share one journal commit and one hand-over to the run hosts per
+        round (tasks/_coalesce.py); each still gets its own id or error.
+
         `delay`: a durable timer. `unique_key` + "keep": while an execution with that key is
         unfinished, return its id instead; "replace": cancel it and queue this one (with `delay`,
         a debounce: only the last of a burst runs, `delay` after it). `queue`: overrides the task's
@@ -137,8 +140,8 @@ class TaskMethods:
         requires: dict[str, Any] | None = None,
     ) -> str:
         """`enqueue()` for asyncio callers: durable when it returns, without blocking the event loop
-        (the commit is awaited as a future of the group committer; many concurrent `aenqueue`s share
-        its rounds). Bad input raises here, before anything is written."""
+        (the aenqueues of one event-loop iteration share one journal batch, whose commit is awaited
+        as a future). Bad input raises here, before anything is written."""
         return await self._tasks.aenqueue(name, input, retry=retry, priority=priority, tags=tags, delay=delay,
                                           unique_key=unique_key, unique_policy=unique_policy, timeout=timeout,
                                           queue=queue, headers=headers, requires=requires)

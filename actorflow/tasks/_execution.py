@@ -237,6 +237,26 @@ def clean_message(error: str | None) -> str:
     return text
 
 
+_NO_RETRY = RetryPolicy.none()
+_POLICIES: dict[int, tuple[RetryPolicy, RetryPolicy]] = {}  # id(policy) -> (policy, its task form)
+
+
+def _task_policy(policy: RetryPolicy) -> RetryPolicy:
+    """`policy` that does not retry a TaskFailure or a lost attempt (those have their own rules).
+
+    Memoized by identity (the task's own and the no-retry policy are the same object every time;
+    equality would not do: it ignores a custom delay function): building and checking a policy per
+    execution cost ~30 µs."""
+    hit = _POLICIES.get(id(policy))
+    if hit is not None and hit[0] is policy:
+        return hit[1]
+    task = dataclasses.replace(policy, non_retryable=(*policy.non_retryable, TaskFailure, LeaseLost, StepWorkerDied))
+    if len(_POLICIES) >= 256:
+        _POLICIES.clear()
+    _POLICIES[id(policy)] = (policy, task)  # holding `policy` keeps its id from being reused
+    return task
+
+
 def make_execution_workflow(spec: TaskSpec, hooks: TaskHooks | None = None) -> Callable[..., Any]:
     """The workflow of one task (picklable with cloudpickle when the handler and hooks are).
 
@@ -252,8 +272,7 @@ def make_execution_workflow(spec: TaskSpec, hooks: TaskHooks | None = None) -> C
             await ctx.sleep("delay", delay)  # durable: a timer in the journal's timer index
         if spec.limited or opts.get("gated"):
             await ctx.wait_signal(DISPATCH_SIGNAL)  # sent by the dispatcher (limits, placement) in the facade
-        policy: RetryPolicy = opts.get("retry") or spec.retry or RetryPolicy.none()
-        policy = dataclasses.replace(policy, non_retryable=(*policy.non_retryable, TaskFailure, LeaseLost, StepWorkerDied))
+        policy = _task_policy(opts.get("retry") or spec.retry or _NO_RETRY)
         timeout = opts.get("timeout", spec.timeout)
         queue = opts.get("queue", DEFAULT_QUEUE)
         attempt = _Attempt(spec, task_hooks, queue, ctx.run_id, timeout)

@@ -6,18 +6,21 @@ from __future__ import annotations
 import asyncio
 import datetime as _dt
 import threading
+import weakref
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from storage import Journal, RunRecord, WriteBatch
 
+from .._aio import LoopBridge
 from .._placed import QUEUE_REQUIREMENT, WORKER_CAPABILITY
 from .._retry import RetryPolicy
 from .._runtime import final_event
 from .._types import RunStatus
 from ..errors import ConfigError, TaskNotRegistered
 from ._chains import CHAIN_WORKFLOW, Chain, chain_workflow, member_id
+from ._coalesce import Coalescer
 from ._execution import make_execution_workflow
 from ._hooks import EnqueuedInfo, TaskHooks
 from ._model import (
@@ -131,6 +134,8 @@ class TaskQueue:
         self.router = Router()
         self.hooks = TaskHooks()
         self.consumer: Consumer = getattr(engine, "consumer", None) or Consumer()
+        self.coalescer = Coalescer(self._hand_over)
+        self._bridges: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, LoopBridge] = weakref.WeakKeyDictionary()
 
     # --- registration ------------------------------------------------------------------------
     def register(
@@ -200,8 +205,10 @@ class TaskQueue:
         data = check_input(input, f"enqueue({name!r})")
         opts = self.options(spec, retry=retry, priority=priority, tags=tags, delay=delay,
                             unique_policy=unique_policy, timeout=timeout, queue=queue, headers=headers, requires=requires)
-        if unique_key is None:
-            return self.create(spec, data, opts, execution_id)
+        if unique_key is None:  # concurrent callers share one commit and hand-over (tasks/_coalesce.py)
+            run_id = self.coalescer.commit(*self._build(spec, data, opts, execution_id))
+            self.announce(run_id, spec, data, opts)
+            return run_id
         if not isinstance(unique_key, str) or not unique_key:
             raise ConfigError(f"enqueue({name!r}): unique_key must be a non-empty str, got {unique_key!r}")
         key = f"{spec.name}\x00{unique_key}"
@@ -248,13 +255,22 @@ class TaskQueue:
         rt = self.engine._runtime()
         batch = rt.journal.batch()
         idx, rec, copy = self.engine._start_batch(rt, spec.workflow, (data, opts), execution_id, batch)
-        for tag in opts["tags"]:
-            batch.add_tag(tag, rec.run_id)
-        if opts.get("gated"):
-            batch.kv_put(NS_GATED, rec.run_id, (opts.get("queue", "default"), opts.get("requires", {})))
+        self._index(batch, rec.run_id, opts)
         if also is not None:
             also(batch, rec.run_id)
         return rt, batch, idx, rec, copy
+
+    def _hand_over(self, rt: Facade, rec: RunRecord, copy: tuple[Any, ...], existing: RunRecord | None) -> str:
+        self.engine._after_start(rt, rec, copy, existing)
+        return rec.run_id
+
+    @staticmethod
+    def _index(batch: WriteBatch, run_id: str, opts: dict[str, Any]) -> None:
+        """The execution's tags, and its gate mark when no consumer here takes it."""
+        for tag in opts["tags"]:
+            batch.add_tag(tag, run_id)
+        if opts.get("gated"):
+            batch.kv_put(NS_GATED, run_id, (opts.get("queue", "default"), opts.get("requires", {})))
 
     def _started(self, rt: Facade, spec: TaskSpec, data: dict[str, Any], opts: dict[str, Any], rec: RunRecord,
                  copy: tuple[Any, ...], existing: RunRecord | None) -> str:
@@ -265,8 +281,9 @@ class TaskQueue:
 
     async def aenqueue(self, name: str, input: dict[str, Any] | None = None, *,
                        execution_id: str | None = None, **kw: Any) -> str:
-        """`enqueue` for coroutines: checks run here, the commit joins the group committer's next round
-        through a future, so the event loop is never blocked on the sync (durable when this returns)."""
+        """`enqueue` for coroutines: checks run here; the executions created in one loop iteration share
+        one journal batch (the loop's LoopBridge, as `astart`), whose commit is awaited as a future, so
+        the event loop is never blocked on the sync (durable when this returns)."""
         if kw.get("unique_key") is not None:  # the unique-key check and claim hold a thread lock: off the loop
             return await asyncio.to_thread(self.enqueue, name, input, execution_id=execution_id, **kw)
         kw.pop("unique_key", None)
@@ -277,9 +294,35 @@ class TaskQueue:
             raise ConfigError(f"aenqueue({name!r}): unknown arguments {sorted(set(kw) - known)}")
         opts = self.options(spec, **{"retry": None, "priority": 0, "tags": (), "delay": None, "unique_policy": "keep",
                                      "timeout": None, **kw})
-        rt, batch, idx, rec, copy = self._build(spec, data, opts, execution_id)
-        results = await asyncio.wrap_future(rt.journal.submit(batch))
-        return self._started(rt, spec, data, opts, rec, copy, results[idx])
+        rt = self.engine._runtime()
+        eng = self.engine
+
+        def add(batch: WriteBatch) -> tuple[int, RunRecord, tuple[Any, ...]]:
+            start = len(batch)
+            idx, rec, copy = eng._start_batch(rt, spec.workflow, (data, opts), execution_id, batch)
+            try:
+                self._index(batch, rec.run_id, opts)
+            except BaseException:
+                batch.truncate(start)
+                raise
+            return idx, rec, copy
+
+        def finish(rec: RunRecord, copy: tuple[Any, ...], existing: Any) -> str:
+            return self._hand_over(rt, rec, copy, existing)
+
+        run_id: str = await self._bridge().start(rt, add, finish)
+        self.announce(run_id, spec, data, opts)
+        return run_id
+
+    def _bridge(self) -> LoopBridge:
+        """This event loop's batcher of aenqueues: those of one loop iteration share one journal batch
+        and one commit (a failed commit fails each of them; bad input fails before, alone)."""
+        loop = asyncio.get_running_loop()
+        with self._dispatcher_lock:
+            bridge = self._bridges.get(loop)
+            if bridge is None:
+                bridge = self._bridges[loop] = LoopBridge(loop)
+            return bridge
 
     def enqueue_many(self, name: str, inputs: Iterable[dict[str, Any] | None], *, priority: int = 0,
                      tags: Iterable[str] = (), queue: str | None = None, headers: dict[str, Any] | None = None,

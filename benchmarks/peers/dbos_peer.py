@@ -399,6 +399,7 @@ def tasks(p: dict[str, Any], workdir: str) -> dict[str, Any]:
     """N workflows enqueued on a DBOS queue from one thread, then from several, each time until all N
     are SUCCESS in the database (read with a separate read-only SQLite connection: committed rows only)."""
     from benchmarks.scenarios._common import produce
+    from benchmarks.scenarios.tasks import produce_async
 
     n, poll = p["n"], p["dbos_polling_interval_s"]
     out: dict[str, Any] = {"n": n}
@@ -408,16 +409,21 @@ def tasks(p: dict[str, Any], workdir: str) -> dict[str, Any]:
         if queue.enqueue(inc_task, -1).get_result() != 0:
             raise RuntimeError("DBOS warm-up returned a wrong result")
         db = sqlite3.connect(f"file:{os.path.join(workdir, 'dbos.sqlite')}?mode=ro", uri=True)
-        for prefix, producers in (("", 1), ("threads_", p["producers"])):
+        for prefix, producers in (("", 1), ("threads_", p["producers"]), ("async_", p["producers"])):
             base = _count_succeeded(db, queue.name)
             t0 = time.perf_counter()
-            handles, t_enq = produce(lambda i: queue.enqueue(inc_task, i), n, producers)
+            if prefix == "async_":
+                handles, t_enq = produce_async(lambda i: queue.enqueue_async(inc_task, i), n, producers)
+            else:
+                handles, t_enq = produce(lambda i: queue.enqueue(inc_task, i), n, producers)
             deadline = time.monotonic() + p.get("timeout", 600)
             while (done := _count_succeeded(db, queue.name) - base) < n:
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"DBOS: {done} of {n} done after the timeout")
                 time.sleep(0.002)
             t_all = time.perf_counter() - t0
+            if prefix == "async_":  # WorkflowHandleAsync: read back through a sync handle, as the others
+                handles = [DBOS.retrieve_workflow(h.get_workflow_id()) for h in handles]
             if [h.get_result() for h in handles] != [i + 1 for i in range(n)]:
                 raise RuntimeError("DBOS returned wrong results")
             out[f"{prefix}enqueue_per_s"], out[f"{prefix}e2e_per_s"] = n / t_enq, n / t_all
@@ -426,7 +432,7 @@ def tasks(p: dict[str, Any], workdir: str) -> dict[str, Any]:
         _shutdown()
     out["settings"] = _settings(
         f"queue.enqueue(workflow, x) x N from one thread, then from {p['producers']} (one durable insert each; "
-        "no batch enqueue); then poll the system database until N more are SUCCESS",
+        f"no batch enqueue), then await queue.enqueue_async(workflow, x) from {p['producers']} coroutines; then poll the system database until N more are SUCCESS",
         guarantee="at-least-once (a queued workflow interrupted by a crash is recovered and runs again; "
                   "its recorded output is final)",
         queue=f"DBOS.register_queue: no concurrency limit, polling_interval_sec={poll} (default 1.0)",

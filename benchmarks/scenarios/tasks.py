@@ -2,7 +2,10 @@
 
 Same shape on every side: a warm consumer/worker is up; one producer thread enqueues N tasks one by
 one (each enqueue durable when it returns), then waits until all N have completed durably; then the
-same with 16 producer threads sharing the N (a service's request handlers enqueueing at once); the task
+same with 16 producer threads sharing the N (a service's request handlers enqueueing at once); then
+with 16 asyncio coroutines sharing the N in one event loop (an async service), on the sides that have
+an async enqueue (actorflow `aenqueue`, DBOS `enqueue_async`; huey and Dramatiq have none: reported
+as such, not compared); the task
 body returns x + 1 and each result is checked afterwards. Figures: enqueue rate (N / time of the
 enqueue loop) and end-to-end completions/s (N / time from the first enqueue to the last durable
 completion).
@@ -10,7 +13,10 @@ completion).
 - actorflow: `engine.enqueue("inc", {"x": i})` (one fsync'd group commit per call, the execution
   runs as soon as it is journaled), then `engine.result(id)` for each (returns once the execution's
   completion is committed). Also `enqueue_many` (one commit for the batch), which none of the peers
-  has: no ratio there.
+  has: no ratio there. Async: `await engine.aenqueue(...)` from 16 coroutines (the aenqueues of one
+  loop iteration share one commit), then `engine.result(id)` for each.
+- CPU µs per task (process CPU time, all threads, over the end-to-end window, divided by N) is
+  listed beside actorflow's figures (`<mode>_cpu_us`): on a shared machine it moves less than rates.
 - DBOS queues on SQLite (WAL, synchronous=FULL), huey's `SqliteHuey(fsync=True)` (WAL) with a
   `huey_consumer` of worker threads, Dramatiq with a `dramatiq` worker on a `redis-server` the
   peer starts with `appendonly yes`, `appendfsync always`: see benchmarks/peers/.
@@ -22,11 +28,12 @@ running it).
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
 from .._harness import Metric, Scenario, Settings, register
-from ._common import af_settings, engine_dir, produce
+from ._common import af_settings, cpu_times, engine_dir, produce
 
 
 def params(s: Settings) -> dict[str, Any]:
@@ -53,6 +60,8 @@ def _measure(engine: Any, n: int, mode: str, producers: int) -> tuple[float, flo
     if mode == "enqueue_many":
         ids = engine.enqueue_many("inc", [{"x": i} for i in range(n)])
         t_enq = time.perf_counter() - t0
+    elif mode == "async":
+        ids, t_enq = produce_async(lambda i: engine.aenqueue("inc", {"x": i}), n, producers)
     else:
         ids, t_enq = produce(lambda i: engine.enqueue("inc", {"x": i}), n, producers)
     results = [engine.result(eid, 600) for eid in ids]  # each returns once its completion is committed
@@ -62,7 +71,24 @@ def _measure(engine: Any, n: int, mode: str, producers: int) -> tuple[float, flo
     return t_enq, t_all
 
 
-MODES = {"enqueue": 1, "threads": 0, "enqueue_many": 1}  # 0: p["producers"] threads
+def produce_async(send: Any, n: int, producers: int) -> tuple[list[Any], float]:
+    """`await send(i)` for i in range(n) from `producers` coroutines of one event loop (coroutine k
+    sends k, k+P, ...); returns (what each call returned, by i; seconds). The async twin of produce()."""
+    out: list[Any] = [None] * n
+
+    async def one(k: int) -> None:
+        for i in range(k, n, producers):
+            out[i] = await send(i)
+
+    async def main() -> float:
+        t0 = time.perf_counter()
+        await asyncio.gather(*(one(k) for k in range(producers)))
+        return time.perf_counter() - t0
+
+    return out, asyncio.run(main())
+
+
+MODES = {"enqueue": 1, "threads": 0, "async": 0, "enqueue_many": 1}  # 0: p["producers"] threads/coroutines
 
 
 def actorflow(p: dict[str, Any], workdir: str) -> dict[str, Any]:
@@ -75,10 +101,13 @@ def actorflow(p: dict[str, Any], workdir: str) -> dict[str, Any]:
         engine.task(name="inc")(_inc)
         with engine:
             assert engine.result(engine.enqueue("inc", {"x": -1}), 60) == 0  # warm-up: actors, pool, journal
+            c0 = sum(cpu_times())
             enq_s, all_s = _measure(engine, n, mode, producers or p["producers"])
+            out[f"{mode}_cpu_us"] = 1e6 * (sum(cpu_times()) - c0) / n
             if mode == "enqueue":
                 out["settings"] = af_settings(
                     engine, f"engine.enqueue(name, {{'x': i}}) x N from one thread, then from {p['producers']}; "
+                            f"then await engine.aenqueue(...) from {p['producers']} coroutines of one loop; "
                             "then engine.result(id) for each; enqueue_many: one commit for all N",
                     guarantee="at-least-once (a handler killed mid-run runs again; a journaled result never does)",
                     workers=f"embedded engine: {engine.shards} run hosts, {engine.step_threads} step threads",
@@ -108,6 +137,11 @@ register(
                    "durably", "tasks/s", "higher", "threads_e2e_per_s", chart=True),
             Metric("threads_per_s", "enqueue rate, 16 producer threads", "tasks/s", "higher",
                    "threads_enqueue_per_s"),
+            Metric("async_e2e_per_s", "end to end tasks/s: 16 asyncio coroutines enqueue N (async enqueue), "
+                   "until all N completed durably", "tasks/s", "higher", "async_e2e_per_s", chart=True,
+                   no_peer="no async enqueue"),
+            Metric("async_per_s", "enqueue rate, 16 coroutines, async enqueue", "tasks/s", "higher",
+                   "async_enqueue_per_s", no_peer="no async enqueue"),
             Metric("enqueue_many_e2e_per_s", "end to end tasks/s with enqueue_many (one commit for N)", "tasks/s",
                    "higher", no_peer="no batch enqueue"),
             Metric("enqueue_many_per_s", "enqueue_many rate (one commit for N)", "tasks/s", "higher",
