@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import os
 import signal
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from engine.test_multiproc_nodes import SECRET, TIMEOUT, Nodes, _free_port, _until
+from _node_cluster import SECRET, TIMEOUT, Nodes, until
 
 from actorflow import ConfigError, Engine
 from actorflow._multiproc._remote_steps import capabilities_match
@@ -20,20 +19,6 @@ from actorflow.tasks import TaskSucceeded
 
 from . import _qhandlers as q
 from ._handlers import lines
-
-
-@pytest.fixture
-def leader_port() -> int:
-    return _free_port()
-
-
-@pytest.fixture
-def nodes(tmp_path: Path, leader_port: int) -> Iterator[Nodes]:
-    n = Nodes(tmp_path, leader_port)
-    try:
-        yield n
-    finally:
-        n.stop_all()
 
 
 def test_queue_requirement_matches_a_nodes_queues() -> None:
@@ -84,7 +69,7 @@ def test_tasks_route_to_the_nodes_of_their_queue_and_capabilities(tmp_path: Path
         assert all(_where(rows, eid) in a_pids for eid in ids)  # emails ran on the emails node
         assert _where(rows, rep) in r_pids and _where(rows, gpu) in r_pids  # reports (and the gpu one) on its node
         # the tpu one waits for placement, queued and visible, and nothing ran it
-        waits = _until(lambda: [w for w in e.waiting_for_placement() if any(s[0] == tpu for s in w.steps)],
+        waits = until(lambda: [w for w in e.waiting_for_placement() if any(s[0] == tpu for s in w.steps)],
                        "tpu waits for placement")
         assert waits[0].requires.get("tpu") is True
         assert not [r for r in lines(log) if r.split()[0] == tpu]
@@ -97,11 +82,11 @@ def test_tasks_route_to_the_nodes_of_their_queue_and_capabilities(tmp_path: Path
         emails_b = nodes.start(args=("--queues", "emails"))
         release = gate / "go"
         held = e.enqueue("held", {"release": str(release), "path": str(tmp_path / "held.log")})
-        first = _until(lambda: lines(str(tmp_path / "held.log")), "the held task to start")
+        first = until(lambda: lines(str(tmp_path / "held.log")), "the held task to start")
         victim = int(first[0].split()[1])
         assert victim in Nodes.pids(os.getsid(next(iter(emails_a)))) | Nodes.pids(os.getsid(next(iter(emails_b))))
         os.kill(victim, signal.SIGKILL)
-        _until(lambda: len(lines(str(tmp_path / "held.log"))) >= 2, "the held task to start again")
+        until(lambda: len(lines(str(tmp_path / "held.log"))) >= 2, "the held task to start again")
         release.touch()
         assert e.result(held, TIMEOUT) == "released"
         assert isinstance(e.task_status(held), TaskSucceeded)
@@ -141,7 +126,7 @@ def test_workers_lists_the_worker_nodes_of_the_convention(tmp_path: Path, leader
         assert [w.system for w in e.workers()] == ["multiproc"]  # no node yet: this engine only
         emails = nodes.start(args=("--queues", "emails"))
         gpu = nodes.start("gpu=true", args=("--queues", "reports,emails", "--concurrency", "2"))
-        found = _until(lambda: [w for w in e.workers() if w.system == "node"] if len(e.workers()) == 3 else None,
+        found = until(lambda: [w for w in e.workers() if w.system == "node"] if len(e.workers()) == 3 else None,
                        "both nodes listed")
         by_queues = {w.queues: w for w in found}
         assert set(by_queues) == {("emails",), ("reports", "emails")}
