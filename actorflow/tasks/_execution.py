@@ -34,7 +34,9 @@ MAX_LOST = 3  # lost attempts (lease ran out, worker died) run again; one more a
 HANDLER_STEP = "handler"
 DISPATCH_SIGNAL = "actorflow.dispatch"
 
-_RUNNING: set[str] = set()  # executions whose handler runs in this process now
+# executions whose handler runs in this process now -> how many attempts of it (a lost attempt's
+# thread may still run beside its replacement: the cancel mark goes with the last one)
+_RUNNING: dict[str, int] = {}
 
 
 def _mark_cancelled(execution_id: str) -> None:
@@ -56,12 +58,17 @@ def _outcome(value: Any) -> Any:
 
 def _enter(execution_id: str) -> None:
     with _cancel_lock:
-        _RUNNING.add(execution_id)
+        _RUNNING[execution_id] = _RUNNING.get(execution_id, 0) + 1
 
 
 def _leave(execution_id: str) -> None:
+    """An attempt ended: the execution's cancel mark stays while another attempt of it runs here."""
     with _cancel_lock:
-        _RUNNING.discard(execution_id)
+        left = _RUNNING.get(execution_id, 1) - 1
+        if left > 0:
+            _RUNNING[execution_id] = left
+            return
+        _RUNNING.pop(execution_id, None)
         _CANCELLED.discard(execution_id)
 
 
