@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .._messages import StepProgress
-from .._procsteps import StepWorkerDied, cancel_in_workers, to_host
+from .._procsteps import StepWorkerDied, cancel_in_workers, lost_in_worker, to_host
 from .._retry import RetryPolicy
 from .._types import current_step, step_post
 from ..errors import Cancelled, StepFailed, StepTimeout
@@ -143,7 +143,8 @@ def _lease_of(a: _Attempt) -> tuple[Callable[[], None], Callable[[], None], Call
         def end_remote() -> None:
             to_host(LeaseBeat(*key, lease, pid, done=True))
 
-        return beat_remote, end_remote, _never  # a lost attempt's worker process is killed
+        # a lost attempt's worker process is killed; a node is told (StepCancel) and its handler sees it
+        return beat_remote, end_remote, functools.partial(lost_in_worker, key)
     LEASES.hold(key, lease, step_post.get(None))
     return (lambda: LEASES.beat(key)), (lambda: LEASES.release(key)), (lambda: key in LEASES.lost)
 
