@@ -312,9 +312,13 @@ class Placement:
                     continue
                 if slot.worker is not None and request not in slot.unsent:
                     self._actor.send(slot.worker, StepCancel((), (item,)) if lost else StepCancel((info.run_id,)))
-                if lost:
+                if lost:  # not a step end (no STEP_END_HOOKS): its new attempt may be running already
+                    slot.steps.pop(request, None)
+                    with self._lock:
+                        fut = self._futures.pop(request, None)
                     why = f"LeaseLost: attempt {info.attempt} of {info.run_id!r} lost its lease on node {slot.node or slot.host}"
-                    self._settle(RemoteStepDone(request, False, cloudpickle.dumps(PayloadError(why))), slot)
+                    if fut is not None and not fut.done():
+                        fut.set_result(RemoteStepDone(request, False, cloudpickle.dumps(PayloadError(why))))
 
     def _slot_of(self, sender: Any) -> _Slot | None:
         for slot in self.slots.values():

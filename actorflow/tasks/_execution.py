@@ -61,15 +61,17 @@ def _enter(execution_id: str) -> None:
         _RUNNING[execution_id] = _RUNNING.get(execution_id, 0) + 1
 
 
-def _leave(execution_id: str) -> None:
-    """An attempt ended: the execution's cancel mark stays while another attempt of it runs here."""
+def _leave(execution_id: str) -> bool:
+    """An attempt ended: the execution's cancel mark (and in-flight note) stays while another
+    attempt of it runs here; True if none does."""
     with _cancel_lock:
         left = _RUNNING.get(execution_id, 1) - 1
         if left > 0:
             _RUNNING[execution_id] = left
-            return
+            return False
         _RUNNING.pop(execution_id, None)
         _CANCELLED.discard(execution_id)
+        return True
 
 
 @dataclass(frozen=True)
@@ -186,8 +188,8 @@ def _call_sync(a: _Attempt, policy: RetryPolicy, input: dict[str, Any], progress
         raise
     finally:
         release()
-        inflight_end(a.execution_id)
-        _leave(a.execution_id)
+        if _leave(a.execution_id):
+            inflight_end(a.execution_id)
         ev = _ended(a, ctx, started, policy, out, exc) if deadline.claim() else None
         if ev is not None:
             a.hooks.fire(ev)
@@ -207,8 +209,8 @@ async def _call_async(a: _Attempt, policy: RetryPolicy, input: dict[str, Any], p
         raise
     finally:
         release()
-        inflight_end(a.execution_id)
-        _leave(a.execution_id)
+        if _leave(a.execution_id):
+            inflight_end(a.execution_id)
         ev = _ended(a, ctx, started, policy, out, exc) if deadline.claim() else None
         if ev is not None:
             await a.hooks.afire(ev)

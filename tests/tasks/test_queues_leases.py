@@ -171,3 +171,38 @@ def test_a_lost_attempt_that_ends_late_leaves_the_new_attempt_cancelled(tmp_path
         release_first.set()  # the lost attempt returns now; its end hook (retry: lease lost) fires after its cleanup
         _wait_for(lambda: bool(seen))
         assert seen == [True]
+
+
+def test_a_lost_attempt_that_ends_late_leaves_the_new_attempt_in_flight(tmp_path: Path) -> None:
+    """The hung attempt's end must not take the running replacement out of the in-flight notes (it
+    did: the end of any attempt removed the execution's). The notes are what a node's in-flight count
+    in engine.workers() is made of (here the journal's running state also counts, so they are read)."""
+    from actorflow.tasks._leases import INFLIGHT
+
+    e = Engine(tmp_path / "d", sync=False, shards=2)
+    calls = itertools.count()
+    second_started, release_first, first_left, release_second = (threading.Event() for _ in range(4))
+
+    def hung_then_held(ctx: TaskContext, input: dict[str, Any]) -> str:
+        if next(calls) == 0:
+            release_first.wait(T)  # hung: never heartbeats
+            return "late"
+        second_started.set()
+        while not release_second.wait(0.05):
+            ctx.heartbeat()
+        return "second"
+
+    e.task(name="hung_then_held", lease=0.3)(hung_then_held)
+    e.add_task_hook("retry", lambda info: first_left.set() if release_first.is_set() else None)
+    with e:
+        eid = e.enqueue("hung_then_held", {})
+        assert second_started.wait(T)
+        assert e.workers()[0].in_flight == {"default": 1}
+        release_first.set()
+        assert first_left.wait(T)  # the lost attempt's end hook fires after its cleanup
+        assert INFLIGHT.get(eid) == "default"
+        assert e.workers()[0].in_flight == {"default": 1}
+        assert {s.queue: s.in_flight for s in e.queue_stats()}["default"] == 1
+        release_second.set()
+        assert e.result(eid, T) == "second"
+        _wait_for(lambda: e.workers()[0].in_flight == {})
