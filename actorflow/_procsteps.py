@@ -33,8 +33,8 @@ import structlog
 from ._types import StepInfo, _current_step, step_post
 from .errors import ActorflowError, PayloadError
 
-__all__ = ["ProcessSteps", "StepWorkerDied", "to_host", "HOST_HANDLERS", "STEP_END_HOOKS", "cancel_in_workers",
-           "cancelled_in_worker"]
+__all__ = ["ProcessSteps", "StepWorkerDied", "to_host", "HOST_HANDLERS", "STEP_END_HOOKS", "CANCEL_HOOKS",
+           "cancel_in_workers", "cancelled_in_worker", "serve_node", "lost_in_worker", "NODE_CANCELLED", "NODE_LOST"]
 
 log = structlog.get_logger("actorflow.steps")
 
@@ -44,6 +44,8 @@ MAX_DEATHS = 3
 HOST_HANDLERS: dict[type, Callable[[Any, Callable[[Any], None]], None]] = {}
 # in the host: called with the StepInfo of every worker step once it ended (result, error or death)
 STEP_END_HOOKS: list[Callable[[StepInfo], None]] = []
+# in a host: called with a run id that was cancelled (a shard's placement tells the nodes running it)
+CANCEL_HOOKS: list[Callable[[str], None]] = []
 _to_host: Any = None  # in a worker process: the queue to its host
 _cancel_view: Any = None  # in a worker process: the host's shared list of cancelled run ids
 _CANCEL_BYTES = 64 * 1024
@@ -56,8 +58,35 @@ def _init_worker(channel: Any, cancelled: Any = None) -> None:
     _cancel_view = cancelled
 
 
+class _NodeChannel:
+    """In a node's step actor process: the way to the host is the actor's own queue to its shard."""
+
+    def __init__(self, put: Callable[[Any], None]) -> None:
+        self.put = put
+
+
+def serve_node(put: Callable[[Any], None]) -> None:
+    """In a node's step actor process (`actorflow worker`): what handlers send the host with `to_host`
+    (lease beats, in-flight notes, progress) goes to `put`, which the actor sends to its shard."""
+    global _to_host
+    _to_host = _NodeChannel(put)
+
+
+# in a node's step actor process: run ids the shard marked cancelled, and attempts (run id, step
+# position, attempt) whose lease the shard found expired; a mark goes when its step ends there
+NODE_CANCELLED: set[str] = set()
+NODE_LOST: set[tuple[str, int, int]] = set()
+
+
+def lost_in_worker(key: tuple[str, int, int]) -> bool:
+    """In a node's step actor process: whether the host found this attempt's lease expired."""
+    return key in NODE_LOST
+
+
 def cancelled_in_worker(run_id: str) -> bool:
     """In a step worker process: whether the host marked `run_id` cancelled (cancel_in_workers)."""
+    if run_id in NODE_CANCELLED:
+        return True
     view = _cancel_view
     if view is None:
         return False
@@ -68,9 +97,11 @@ def cancelled_in_worker(run_id: str) -> bool:
 
 def cancel_in_workers(run_id: str) -> None:
     """In a host: tell the step worker processes that run `run_id` was cancelled (a handler there
-    sees it cooperatively; the mark goes when its step ends)."""
+    sees it cooperatively; the mark goes when its step ends), and the nodes (CANCEL_HOOKS)."""
     for pool in list(_POOLS):
         pool.mark_cancelled(run_id)
+    for hook in list(CANCEL_HOOKS):
+        hook(run_id)
 
 
 def to_host(msg: Any) -> bool:

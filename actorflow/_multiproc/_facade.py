@@ -78,6 +78,7 @@ log = structlog.get_logger("actorflow.multiproc")
 
 # multiproc children crash on logDefs=False (they call logDefs.get): a quiet dict config instead
 _QUIET_LOGS = {"version": 1, "disable_existing_loggers": False, "root": {"level": "CRITICAL"}}
+_MEMBERS_LOCK = threading.Lock()  # convention_members: asked by one thread at a time in this process
 _LISTEN = 1.0  # seconds the gateway waits in one select when nothing happens (a post wakes it)
 _HOUSEKEEP = 1.0  # seconds between the gateway's housekeeping calls (as the embedded pump's at most)
 
@@ -255,11 +256,12 @@ class MultiprocRuntime:
         system = getattr(self, "_system", None)
         if system is None:
             return []
-        handle = open_actor_system(admin_port=system.admin_port, secret=self._secret, log_config=_QUIET_LOGS)
-        try:
-            return handle.members(timeout)
-        finally:
-            handle.detach()
+        with _MEMBERS_LOCK:  # one at a time: two threads' handles at once lost each other's answers
+            handle = open_actor_system(admin_port=system.admin_port, secret=self._secret, log_config=_QUIET_LOGS)
+            try:
+                return handle.members(timeout)
+            finally:
+                handle.detach()
 
     def waiting_for_placement(self) -> list[PlacementWait]:
         waits = [w for per in list(self._placement.values()) for w in per]

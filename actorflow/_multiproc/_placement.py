@@ -13,7 +13,9 @@ A worker is lost when Thespian reports its process exited (kill -9 of the node's
 the child die) or when it has not answered a ping for `node_timeout` seconds (the whole node is gone:
 nobody is left to report). Its steps - the same attempts: their process died, not the steps - go to a
 new worker, on any matching node (at-least-once, like a step worker process that died on this machine,
-`actorflow/_procsteps.py`). Everything here runs on the shard actor's thread except `run`, which a step
+`actorflow/_procsteps.py`). What a node's handlers send their host (lease beats, in-flight notes,
+progress) arrives in the workers' batches and goes to NODE_HANDLERS, or is posted to the runtime; a
+cancelled run and an attempt whose lease ran out (`stop`) are told to the worker running them. Everything here runs on the shard actor's thread except `run`, which a step
 thread calls and waits in.
 """
 
@@ -31,14 +33,18 @@ import cloudpickle
 import structlog
 from thespian.actors import ActorExitRequest
 
+from .. import _procsteps
 from .._messages import message
 from .._placed import Placed, requires_key
-from .._types import StepInfo
+from .._types import StepInfo, step_post
 from ..errors import PayloadError
 from ._remote_steps import (
+    NODE_HANDLERS,
+    NodeLink,
     RemoteStep,
     RemoteStepDone,
     StepBatch,
+    StepCancel,
     StepWorkerActor,
     WorkerHello,
     WorkerPing,
@@ -87,6 +93,7 @@ class _Slot:
     worker: Any = None  # the address that answered WorkerReady
     pid: int | None = None
     host: str = ""
+    node: str = ""  # "host:pid" of the worker's `actorflow worker` process
     heard: float = 0.0  # monotonic time of the worker's last message
     pending: Any = None  # the address of a creation not answered yet
     pending_since: float = 0.0
@@ -127,6 +134,9 @@ class Placement:
         self._pings = itertools.count(1)
         self._reported: Any = ()
         self.closed = False
+        self._post: Callable[[Any], None] | None = None  # the shard runtime's (seen on the step threads)
+        self._cancels: list[tuple[str, ...]] = []  # (run_id,) cancelled, or (run_id, seq, attempt) lost
+        _procsteps.CANCEL_HOOKS.append(self.cancel)
 
     # --- on a step thread ------------------------------------------------------------------------
     def run(self, fn: Callable[[], Any], info: StepInfo) -> Any:
@@ -147,6 +157,8 @@ class Placement:
             ) from exc
         step = RemoteStep(next(self._ids), blob, info)
         fut: Future[RemoteStepDone] = Future()
+        if self._post is None:
+            self._post = step_post.get(None)
         with self._lock:
             if self.closed:
                 raise PayloadError("the engine is closing: the step runs again after the next open")
@@ -159,11 +171,29 @@ class Placement:
             return value
         raise value
 
+    def cancel(self, run_id: str) -> None:
+        """`run_id` was cancelled (any thread): its handlers on nodes are told (CANCEL_HOOKS)."""
+        self._tell((run_id,))
+
+    def stop(self, key: tuple[str, int, int]) -> None:
+        """This attempt lost its lease (any thread): its node is told, its step thread released."""
+        self._tell(key)
+
+    def _tell(self, item: tuple[Any, ...]) -> None:
+        with self._lock:
+            if self.closed:
+                return
+            self._cancels.append(item)
+        self._wake()
+
     # --- on the shard actor's thread -------------------------------------------------------------
     def pump(self) -> None:
         """Route the steps that step threads queued to their slots and send what can go."""
         with self._lock:
             incoming, self._incoming = self._incoming, []
+            cancels, self._cancels = self._cancels, []
+        for item in cancels:
+            self._cancel(item)
         touched: dict[str, _Slot] = {}
         for key, requires, step in incoming:
             slot = self.slots.get(key)
@@ -184,8 +214,11 @@ class Placement:
             slot = self._slot_of(sender)
             if slot is not None:
                 slot.heard = time.monotonic()
-            for done in msg.items:
-                self._settle(done, slot)
+            for item in msg.items:
+                if type(item) is RemoteStepDone:
+                    self._settle(item, slot)
+                else:
+                    self._from_node(item, slot)
             self._report_waits()
         elif t is WorkerReady:
             self._ready(msg, sender)
@@ -241,6 +274,8 @@ class Placement:
             self.closed = True
             futures, self._futures = self._futures, {}
             self._incoming.clear()
+        if self.cancel in _procsteps.CANCEL_HOOKS:
+            _procsteps.CANCEL_HOOKS.remove(self.cancel)
         for request, fut in futures.items():
             if not fut.done():
                 fut.set_result(RemoteStepDone(request, False, err))
@@ -254,6 +289,37 @@ class Placement:
         return {k: (s.pid, s.host) for k, s in self.slots.items() if s.worker is not None}
 
     # --- internals -------------------------------------------------------------------------------
+    def _from_node(self, item: Any, slot: _Slot | None) -> None:
+        """A message a node's handler sent its host: to its NODE_HANDLERS handler, else the runtime."""
+        post = self._post or (lambda m: None)
+        handler = NODE_HANDLERS.get(type(item))
+        try:
+            if handler is None:
+                post(item)
+            else:
+                handler(item, post, NodeLink(slot.node if slot else "", slot.host if slot else "", self.stop))
+        except Exception as exc:  # noqa: BLE001 - one bad message must not stop the shard
+            log.warning("message from a node failed", type=type(item).__name__, error=f"{type(exc).__name__}: {exc}")
+
+    def _cancel(self, item: tuple[Any, ...]) -> None:
+        """Tell the worker running a step of this run (cancelled) or this attempt (lost) about it; a
+        lost attempt's step thread is released now (its late result would be discarded anyway)."""
+        lost = len(item) == 3
+        for slot in self.slots.values():
+            for request, step in list(slot.steps.items()):
+                info = step.info
+                if info.run_id != item[0] or (lost and (info.seq, info.attempt) != item[1:]):
+                    continue
+                if slot.worker is not None and request not in slot.unsent:
+                    self._actor.send(slot.worker, StepCancel((), (item,)) if lost else StepCancel((info.run_id,)))
+                if lost:  # not a step end (no STEP_END_HOOKS): its new attempt may be running already
+                    slot.steps.pop(request, None)
+                    with self._lock:
+                        fut = self._futures.pop(request, None)
+                    why = f"LeaseLost: attempt {info.attempt} of {info.run_id!r} lost its lease on node {slot.node or slot.host}"
+                    if fut is not None and not fut.done():
+                        fut.set_result(RemoteStepDone(request, False, cloudpickle.dumps(PayloadError(why))))
+
     def _slot_of(self, sender: Any) -> _Slot | None:
         for slot in self.slots.values():
             if slot.worker is not None and slot.worker == sender:
@@ -288,7 +354,7 @@ class Placement:
         if slot.worker is None:
             log.info("placement_worker_ready", shard=self.shard, requires=slot.requires, pid=msg.pid, host=msg.host,
                      steps=len(slot.steps))
-        slot.worker, slot.pid, slot.host = sender, msg.pid, msg.host
+        slot.worker, slot.pid, slot.host, slot.node = sender, msg.pid, msg.host, msg.node
         slot.heard = time.monotonic()
         slot.pending = None
         slot.waiting_since = None
@@ -311,7 +377,10 @@ class Placement:
 
     def _settle(self, done: RemoteStepDone, slot: _Slot | None) -> None:
         for s in (slot, *self.slots.values()):
-            if s is not None and s.steps.pop(done.request, None) is not None:
+            step = None if s is None else s.steps.pop(done.request, None)
+            if step is not None:
+                for hook in _procsteps.STEP_END_HOOKS:  # its lease and in-flight note end here too
+                    hook(step.info)
                 break
         with self._lock:
             fut = self._futures.pop(done.request, None)

@@ -6,7 +6,10 @@ A shard (`_placement.Placement`) asks for one such actor per distinct set of req
 arrive in batches; each runs on a daemon thread of the actor's process (a step stuck in user code must
 not keep the process alive after it is asked to exit); results go back in batches. Threads of an actor's
 process may not use its Thespian connection, so they queue results and wake the actor through a pipe it
-watches (ThespianWatch). The actor exits by itself when it has heard nothing from its shard for
+watches (ThespianWatch). What a handler sends its host (`_procsteps.to_host`: lease beats, in-flight
+notes, progress) travels the same way, in the same batches; the shard hands it to NODE_HANDLERS (the
+tasks layer) with a NodeLink naming the node. The shard's StepCancel marks a run cancelled, or an
+attempt's lease lost, for the handlers here (ctx.cancelled; heartbeat raises). The actor exits by itself when it has heard nothing from its shard for
 `orphan_after` seconds (the shard pings every few seconds): a shard that died leaves no actor behind on
 other machines.
 """
@@ -21,20 +24,26 @@ import socket
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import cloudpickle
 from thespian.actors import Actor, ActorExitRequest, ThespianWatch, WakeupMessage, WatchMessage
 
+from .. import _procsteps
 from .._messages import message
-from .._placed import CONCURRENCY_ENV, QUEUE_REQUIREMENT, QUEUES_CAPABILITY
-from .._types import StepInfo, _current_step
+from .._placed import CONCURRENCY_ENV, NODE_ENV, QUEUE_REQUIREMENT, QUEUES_CAPABILITY
+from .._types import StepInfo, _current_step, step_post
 from ..errors import PayloadError
 
 __all__ = [
+    "NODE_HANDLERS",
+    "NodeLink",
     "RemoteStep",
     "RemoteStepDone",
     "StepBatch",
+    "StepCancel",
     "StepWorkerActor",
     "WorkerHello",
     "WorkerPing",
@@ -94,6 +103,30 @@ class WorkerReady:
     generation: int
     pid: int
     host: str
+    node: str = ""  # "host:pid" of the node's `actorflow worker` process ("": not started by one)
+
+
+@message
+class StepCancel:
+    """Shard -> node: these runs were cancelled; these attempts (run id, step position, attempt) lost
+    their lease. Their handlers here see ctx.cancelled (a thread cannot be killed: told, as locally)."""
+
+    run_ids: tuple[str, ...] = ()
+    lost: tuple[tuple[str, int, int], ...] = ()
+
+
+@dataclass(frozen=True)
+class NodeLink:
+    """What the shard tells a NODE_HANDLERS handler about the node a message came from."""
+
+    node: str  # "host:pid" of its `actorflow worker` process ("" if unknown)
+    host: str  # the host its step actor runs on
+    stop: Callable[[tuple[str, int, int]], None]  # tell the node an attempt lost its lease (any thread)
+
+
+# in a shard: how to handle a message of a type a node's handler sent with to_host: fn(msg, post, link)
+# (else a message is posted to the shard's runtime, like a step worker process's StepProgress)
+NODE_HANDLERS: dict[type, Callable[[Any, Callable[[Any], None], NodeLink], None]] = {}
 
 
 @message
@@ -152,6 +185,8 @@ class _Waker:
 def run_step(step: RemoteStep) -> RemoteStepDone:
     """Run one step function here; its result or exception, pickled for the way back."""
     token = _current_step.set(step.info)
+    # on a node: progress reaches the run through the actor's queue to its shard (None elsewhere)
+    post = step_post.set(_procsteps._post_to_host if _procsteps._to_host is not None else None)
     try:
         result = cloudpickle.loads(step.blob)()
         if inspect.isawaitable(result):  # an async step function: its own loop on this thread
@@ -160,6 +195,7 @@ def run_step(step: RemoteStep) -> RemoteStepDone:
     except BaseException as exc:  # noqa: BLE001 - sent back as the attempt's error
         result, ok = exc, False
     finally:
+        step_post.reset(post)
         _current_step.reset(token)
     try:
         return RemoteStepDone(step.request, ok, cloudpickle.dumps(result))
@@ -186,7 +222,8 @@ class StepWorkerActor(Actor):  # type: ignore[misc]
         self._waker = _Waker()
         self._tasks: queue.SimpleQueue[RemoteStep | None] = queue.SimpleQueue()
         self._threads: list[threading.Thread] = []
-        self._running: set[int] = set()  # requests here now: a re-send of one of them is not run twice
+        self._running: dict[int, str] = {}  # requests here now -> run id: a re-send is not run twice
+        _procsteps.serve_node(self._waker.put)  # this process is this actor's: handlers reach the shard through it
         self._shard: Any = None
         self._heard = time.monotonic()
         self._orphan_after = 60.0
@@ -213,7 +250,8 @@ class StepWorkerActor(Actor):  # type: ignore[misc]
         if isinstance(msg, WatchMessage):
             done = self._waker.take()
             for item in done:
-                self._running.discard(item.request)
+                if type(item) is RemoteStepDone:
+                    self._ended(item.request)
             if done and self._shard is not None:
                 self.send(self._shard, StepBatch(done))
         elif isinstance(msg, WakeupMessage):
@@ -227,7 +265,8 @@ class StepWorkerActor(Actor):  # type: ignore[misc]
                 first = self._shard is None
                 self._shard = sender
                 self._orphan_after = msg.orphan_after
-                self.send(sender, WorkerReady(msg.slot, msg.generation, os.getpid(), socket.gethostname()))
+                self.send(sender, WorkerReady(msg.slot, msg.generation, os.getpid(), socket.gethostname(),
+                                              os.environ.get(NODE_ENV, "")))
                 if first:
                     self.wakeupAfter(self._orphan_after / 4)
             elif isinstance(msg, StepBatch):
@@ -235,14 +274,25 @@ class StepWorkerActor(Actor):  # type: ignore[misc]
                 for step in msg.items:
                     if step.request in self._running:
                         continue
-                    self._running.add(step.request)
+                    self._running[step.request] = step.info.run_id
                     if len(self._threads) < min(_THREADS, len(self._running)):
                         t = threading.Thread(target=self._thread, name="actorflow-node-step", daemon=True)
                         t.start()
                         self._threads.append(t)
                     self._tasks.put(step)
+            elif isinstance(msg, StepCancel):
+                _procsteps.NODE_CANCELLED.update(r for r in msg.run_ids if r in self._running.values())
+                _procsteps.NODE_LOST.update(msg.lost)
             elif isinstance(msg, WorkerPing):
                 self.send(sender, WorkerPong(msg.seq, len(self._running)))
             elif msg == "pid":
                 self.send(sender, os.getpid())
         return ThespianWatch([self._waker.rfd])
+
+    def _ended(self, request: int) -> None:
+        """A step's result goes back: its run's cancel mark goes with its last step here."""
+        run_id = self._running.pop(request, None)
+        if run_id is not None and run_id not in self._running.values():
+            _procsteps.NODE_CANCELLED.discard(run_id)
+            for key in [k for k in _procsteps.NODE_LOST if k[0] == run_id]:
+                _procsteps.NODE_LOST.discard(key)

@@ -15,7 +15,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
-from .._placed import CONCURRENCY_ENV, QUEUES_CAPABILITY, WORKER_CAPABILITY
+from .._placed import CONCURRENCY_ENV, NODE_ENV, QUEUES_CAPABILITY, WORKER_CAPABILITY
 from ..errors import ConfigError
 from . import _procs
 from ._config import read_record, remove_record, runtime_dir
@@ -135,6 +135,7 @@ def _worker(args: argparse.Namespace) -> int:
     caps: dict[str, Any] = {WORKER_CAPABILITY: True, **dict(args.capability or [])}
     # what engine.workers() shows of this node (its admin reports them to whoever asks it)
     caps.update({"actorflow.pid": os.getpid(), "actorflow.host": socket.gethostname(), "actorflow.started_at": time.time()})
+    os.environ[NODE_ENV] = f"{socket.gethostname()}:{os.getpid()}"  # its actors name their node to their shards
     if args.queues is not None:
         caps[QUEUES_CAPABILITY] = args.queues
     if args.concurrency is not None:

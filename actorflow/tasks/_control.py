@@ -13,6 +13,7 @@ entry in memory.)"""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import re
@@ -28,7 +29,7 @@ import structlog
 from storage import Journal
 
 from .._placed import QUEUES_CAPABILITY, WORKER_CAPABILITY
-from ._leases import INFLIGHT
+from ._leases import INFLIGHT, ON_NODE
 from ._status import NS_GATED, opts_of, task_name
 
 if TYPE_CHECKING:
@@ -112,7 +113,22 @@ class ControlPlane:
             "declared": {q.name: q.priority for q in self.tq.router.queues.values()},
             "default_queue": self.tq.router.default_queue,
             "started_at": self.started_at, "last_heartbeat": now, "stopped_at": now if stopped else None,
+            "nodes": [] if stopped else self._nodes(now),
         }
+
+    def _nodes(self, now: float) -> list[dict[str, Any]]:
+        """The worker nodes this engine sees (remote_tasks=True: the convention's `actorflow worker`s,
+        asked each heartbeat), written into its entry: how `actorflow workers` beside it lists them."""
+        eng = self.tq.engine
+        if not getattr(eng, "remote_tasks", False):
+            return []
+        try:
+            members = getattr(eng._runtime(), "convention_members", None)
+            found = [] if members is None else node_workers(members(2.0), now)
+        except Exception as exc:  # noqa: BLE001 - the admin is busy or going away: no nodes this beat
+            log.info("worker nodes not listed this heartbeat", error=f"{type(exc).__name__}: {exc}")
+            return []
+        return [dataclasses.asdict(w) for w in found]
 
     def beat(self, stopped: bool = False) -> None:
         now = time.time()
@@ -216,8 +232,9 @@ def read_workers(journal: Journal, entries: list[tuple[str, dict[str, Any]]], no
                  this: str | None = None) -> list[WorkerInfo]:
     """Every known worker, live first; in-flight counts for live ones from the running executions."""
     flights: dict[str, int] = {}
-    for q in _in_flight(journal).values():
-        flights[q] = flights.get(q, 0) + 1
+    for rid, q in _in_flight(journal).items():
+        if rid not in ON_NODE:  # a worker node's: counted on that node
+            flights[q] = flights.get(q, 0) + 1
     out = []
     for wid, e in entries:
         alive = e.get("stopped_at") is None and now - float(e["last_heartbeat"]) <= STALE_AFTER
@@ -225,6 +242,12 @@ def read_workers(journal: Journal, entries: list[tuple[str, dict[str, Any]]], no
         mine = {q: n for q, n in flights.items() if queues is None or q in queues} if alive else {}
         out.append(WorkerInfo(wid, e["host"], int(e["pid"]), e.get("system", "?"), queues, dict(e.get("capabilities") or {}),
                               float(e["started_at"]), float(e["last_heartbeat"]), alive, mine, e.get("stopped_at")))
+        if wid != this:  # the nodes another engine saw at its last heartbeat (this one asks them live)
+            for n in e.get("nodes") or ():
+                out.append(WorkerInfo(n["worker_id"], n["host"], int(n["pid"]), "node",
+                                      None if n.get("queues") is None else tuple(n["queues"]), dict(n.get("capabilities") or {}),
+                                      float(n["started_at"]), float(n["last_heartbeat"]), alive,
+                                      dict(n.get("in_flight") or {}) if alive else {}))
     out.sort(key=lambda w: (not w.alive, w.worker_id != this, -w.last_heartbeat))
     return out
 
@@ -288,7 +311,15 @@ _ADDRESS = re.compile(r"\|([^|()]+)\)")
 def node_workers(members: list[tuple[str, dict[str, Any]]], now: float) -> list[WorkerInfo]:
     """The `actorflow worker` nodes among a convention's members (those advertising the worker
     capability), as WorkerInfo: queues and capabilities as each node reports them to Thespian.
-    A node that did not answer is not listed (the admin drops it from the convention soon after)."""
+    A node that did not answer is not listed (the admin drops it from the convention soon after).
+    Its in-flight counts: the executions its handlers reported running (relayed by the shards that
+    placed them); its last heartbeat: now, when it answered."""
+    per_node: dict[str, dict[str, int]] = {}
+    for rid, node in list(ON_NODE.items()):
+        q = INFLIGHT.get(rid)
+        if q is not None:
+            counts = per_node.setdefault(node, {})
+            counts[q] = counts.get(q, 0) + 1
     out = []
     for address, caps in members:
         if not caps.get(WORKER_CAPABILITY):
@@ -300,7 +331,8 @@ def node_workers(members: list[tuple[str, dict[str, Any]]], now: float) -> list[
         own = {k: v for k, v in caps.items() if not k.startswith("actorflow.") and k not in _THESPIAN_CAPABILITIES}
         out.append(WorkerInfo(f"node {host}:{where.rpartition(':')[2]}", host, int(caps.get("actorflow.pid") or 0), "node",
                               None if queues is None else tuple(queues), own,
-                              float(caps.get("actorflow.started_at") or 0.0), now, True))
+                              float(caps.get("actorflow.started_at") or 0.0), now, True,
+                              per_node.get(f"{host}:{caps.get('actorflow.pid')}", {})))
     return out
 
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .._messages import StepProgress
-from .._procsteps import StepWorkerDied, cancel_in_workers, to_host
+from .._procsteps import StepWorkerDied, cancel_in_workers, lost_in_worker, to_host
 from .._retry import RetryPolicy
 from .._types import current_step, step_post
 from ..errors import Cancelled, StepFailed, StepTimeout
@@ -34,7 +34,9 @@ MAX_LOST = 3  # lost attempts (lease ran out, worker died) run again; one more a
 HANDLER_STEP = "handler"
 DISPATCH_SIGNAL = "actorflow.dispatch"
 
-_RUNNING: set[str] = set()  # executions whose handler runs in this process now
+# executions whose handler runs in this process now -> how many attempts of it (a lost attempt's
+# thread may still run beside its replacement: the cancel mark goes with the last one)
+_RUNNING: dict[str, int] = {}
 
 
 def _mark_cancelled(execution_id: str) -> None:
@@ -56,13 +58,20 @@ def _outcome(value: Any) -> Any:
 
 def _enter(execution_id: str) -> None:
     with _cancel_lock:
-        _RUNNING.add(execution_id)
+        _RUNNING[execution_id] = _RUNNING.get(execution_id, 0) + 1
 
 
-def _leave(execution_id: str) -> None:
+def _leave(execution_id: str) -> bool:
+    """An attempt ended: the execution's cancel mark (and in-flight note) stays while another
+    attempt of it runs here; True if none does."""
     with _cancel_lock:
-        _RUNNING.discard(execution_id)
+        left = _RUNNING.get(execution_id, 1) - 1
+        if left > 0:
+            _RUNNING[execution_id] = left
+            return False
+        _RUNNING.pop(execution_id, None)
         _CANCELLED.discard(execution_id)
+        return True
 
 
 @dataclass(frozen=True)
@@ -136,7 +145,8 @@ def _lease_of(a: _Attempt) -> tuple[Callable[[], None], Callable[[], None], Call
         def end_remote() -> None:
             to_host(LeaseBeat(*key, lease, pid, done=True))
 
-        return beat_remote, end_remote, _never  # a lost attempt's worker process is killed
+        # a lost attempt's worker process is killed; a node is told (StepCancel) and its handler sees it
+        return beat_remote, end_remote, functools.partial(lost_in_worker, key)
     LEASES.hold(key, lease, step_post.get(None))
     return (lambda: LEASES.beat(key)), (lambda: LEASES.release(key)), (lambda: key in LEASES.lost)
 
@@ -178,8 +188,8 @@ def _call_sync(a: _Attempt, policy: RetryPolicy, input: dict[str, Any], progress
         raise
     finally:
         release()
-        inflight_end(a.execution_id)
-        _leave(a.execution_id)
+        if _leave(a.execution_id):
+            inflight_end(a.execution_id)
         ev = _ended(a, ctx, started, policy, out, exc) if deadline.claim() else None
         if ev is not None:
             a.hooks.fire(ev)
@@ -199,8 +209,8 @@ async def _call_async(a: _Attempt, policy: RetryPolicy, input: dict[str, Any], p
         raise
     finally:
         release()
-        inflight_end(a.execution_id)
-        _leave(a.execution_id)
+        if _leave(a.execution_id):
+            inflight_end(a.execution_id)
         ev = _ended(a, ctx, started, policy, out, exc) if deadline.claim() else None
         if ev is not None:
             await a.hooks.afire(ev)

@@ -7,7 +7,11 @@ execution workflow starts a new attempt (at-least-once; one journaled success, e
 
 The table lives in the process whose step pool dispatched the attempt (the engine's, or a shard's
 under system='multiproc'). A handler in a step worker process reaches it by the worker's channel
-to its host (`actorflow._procsteps.to_host`): a LeaseBeat at start, per heartbeat and at the end."""
+to its host (`actorflow._procsteps.to_host`): a LeaseBeat at start, per heartbeat and at the end.
+A handler on a worker node (`actorflow worker`, remote_tasks=True) sends the same, through its step
+actor to the shard that placed it (`_multiproc._remote_steps.NODE_HANDLERS`); the shard holds its
+lease, and when it runs out the node is told (StepCancel: ctx.cancelled, heartbeat raises) - its
+process is not killed, like a thread here - and a new attempt runs on a node of its queue."""
 
 from __future__ import annotations
 
@@ -26,11 +30,12 @@ import structlog
 from .. import _procsteps
 from .._messages import StepDone
 from .._multiproc import _wire as _multiproc_notices
+from .._multiproc._remote_steps import NODE_HANDLERS, NodeLink
 from .._procsteps import to_host
 from .._types import StepInfo
 from ..errors import ActorflowError
 
-__all__ = ["LeaseBeat", "LeaseLost", "Leases", "LEASES", "lost_error", "INFLIGHT", "inflight_begin", "inflight_end"]
+__all__ = ["LeaseBeat", "LeaseLost", "Leases", "LEASES", "lost_error", "INFLIGHT", "ON_NODE", "inflight_begin", "inflight_end"]
 
 log = structlog.get_logger("actorflow.tasks")
 
@@ -63,8 +68,10 @@ class _Lease:
     lease: float
     expires: float
     post: Callable[[Any], None]
-    pid: int | None  # the step worker process running it (None: a thread of this process)
+    pid: int | None  # the step worker process running it (None: a thread of this process, or a node's)
     beats: int = 0
+    stop: Callable[[], None] | None = None  # on a node: tell it the attempt lost its lease
+    where: str = ""  # on a node: which
 
 
 class Leases:
@@ -79,13 +86,14 @@ class Leases:
         self._thread: threading.Thread | None = None
         self._pid = os.getpid()
 
-    def hold(self, key: Key, lease: float, post: Callable[[Any], None] | None, pid: int | None = None) -> None:
+    def hold(self, key: Key, lease: float, post: Callable[[Any], None] | None, pid: int | None = None,
+             stop: Callable[[], None] | None = None, where: str = "") -> None:
         if post is None:
             return  # not inside a step pool (a test calling a handler directly): nothing to guard
         with self._lock:
             if key in self._ended or key in self._table:
                 return
-            self._table[key] = _Lease(lease, time.monotonic() + lease, post, pid)
+            self._table[key] = _Lease(lease, time.monotonic() + lease, post, pid, 0, stop, where)
             self._ensure_thread()
         self._wake.set()
 
@@ -136,7 +144,7 @@ class Leases:
 
     def _expire(self, key: Key, held: _Lease) -> None:
         run_id, pos, attempt = key
-        where = f"worker process {held.pid}" if held.pid is not None else "a step thread"
+        where = f"worker process {held.pid}" if held.pid is not None else held.where or "a step thread"
         err = LeaseLost(
             f"attempt {attempt} of execution {run_id!r} lost its {held.lease:g}s lease in {where} "
             f"(no heartbeat in time; {held.beats} heartbeats before); it runs again",
@@ -144,6 +152,8 @@ class Leases:
         )
         log.warning("task lease lost", execution_id=run_id, attempt=attempt, lease=held.lease, pid=held.pid)
         held.post(StepDone(run_id, pos, attempt, False, err))  # the handler sees ctx.cancelled (self.lost)
+        if held.stop is not None:
+            held.stop()  # a node's handler: told by its shard
         if held.pid is not None and held.pid != os.getpid():
             with contextlib.suppress(ProcessLookupError):
                 os.kill(held.pid, signal.SIGKILL)
@@ -162,9 +172,22 @@ def _from_worker(msg: LeaseBeat, post: Callable[[Any], None]) -> None:
         LEASES.hold(key, msg.lease, post, msg.pid)
 
 
+def _from_node(msg: LeaseBeat, post: Callable[[Any], None], link: NodeLink) -> None:
+    """In a shard: a handler on a worker node holds, renews or ends its lease (held here)."""
+    key = (msg.run_id, msg.pos, msg.attempt)
+    if msg.done:
+        LEASES.release(key)
+    elif key in LEASES.held():
+        LEASES.beat(key)
+    else:
+        LEASES.hold(key, msg.lease, post, None, stop=lambda: link.stop(key), where=f"node {link.node or link.host}")
+
+
 # --- handler attempts running from this process's step pool, by execution id (-> queue) -------------
 # The control plane's exact in-flight counts on the embedded system (the facade is the host there).
 INFLIGHT: dict[str, str] = {}
+# those of them running on a worker node -> "host:pid" of its `actorflow worker` process
+ON_NODE: dict[str, str] = {}
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,6 +197,7 @@ class InFlight:
     run_id: str
     queue: str
     running: bool
+    node: str = ""  # set by the shard for a handler on a worker node ("host:pid" of that node)
 
 
 def _tell_facade(msg: InFlight) -> None:
@@ -188,8 +212,13 @@ def _tell_facade(msg: InFlight) -> None:
 def _note(msg: InFlight) -> None:
     if msg.running:
         INFLIGHT[msg.run_id] = msg.queue
+        if msg.node:
+            ON_NODE[msg.run_id] = msg.node
+        else:
+            ON_NODE.pop(msg.run_id, None)
     else:
         INFLIGHT.pop(msg.run_id, None)
+        ON_NODE.pop(msg.run_id, None)
 
 
 def inflight_begin(run_id: str, queue: str) -> None:
@@ -211,6 +240,12 @@ def _inflight_from_worker(msg: InFlight, post: Callable[[Any], None]) -> None:
     _tell_facade(msg)
 
 
+def _inflight_from_node(msg: InFlight, post: Callable[[Any], None], link: NodeLink) -> None:
+    noted = InFlight(msg.run_id, msg.queue, msg.running, link.node or link.host)
+    _note(noted)
+    _tell_facade(noted)
+
+
 def _step_ended(info: StepInfo) -> None:
     LEASES.release((info.run_id, info.seq, info.attempt))
     if INFLIGHT.pop(info.run_id, None) is not None:  # also when its worker died before telling
@@ -224,4 +259,6 @@ def _inflight_in_facade(msg: InFlight) -> None:
 _procsteps.HOST_HANDLERS[InFlight] = _inflight_from_worker
 _multiproc_notices.NOTICE_HANDLERS[InFlight] = _inflight_in_facade
 _procsteps.HOST_HANDLERS[LeaseBeat] = _from_worker
+NODE_HANDLERS[LeaseBeat] = _from_node
+NODE_HANDLERS[InFlight] = _inflight_from_node
 _procsteps.STEP_END_HOOKS.append(_step_ended)

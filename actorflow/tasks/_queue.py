@@ -19,6 +19,7 @@ from .._retry import RetryPolicy
 from .._runtime import final_event
 from .._types import RunStatus
 from ..errors import ConfigError, TaskNotRegistered
+from ..telemetry import _hooks as _telemetry
 from ._chains import CHAIN_WORKFLOW, Chain, chain_workflow, member_id
 from ._coalesce import Coalescer
 from ._execution import make_execution_workflow
@@ -255,12 +256,17 @@ class TaskQueue:
         rt = self.engine._runtime()
         batch = rt.journal.batch()
         idx, rec, copy = self.engine._start_batch(rt, spec.workflow, (data, opts), execution_id, batch)
+        if _telemetry.current is not None:  # the run's span, its traceparent in this commit (as engine.start)
+            _telemetry.current.start_run(batch, rec.run_id, spec.workflow)
         self._index(batch, rec.run_id, opts)
         if also is not None:
             also(batch, rec.run_id)
         return rt, batch, idx, rec, copy
 
     def _hand_over(self, rt: Facade, rec: RunRecord, copy: tuple[Any, ...], existing: RunRecord | None) -> str:
+        """After the commit: hand the execution to its host (a start that found it existing drops its span)."""
+        if existing is not None and _telemetry.current is not None:
+            _telemetry.current.start_failed(rec.run_id)
         self.engine._after_start(rt, rec, copy, existing)
         return rec.run_id
 
@@ -275,7 +281,7 @@ class TaskQueue:
     def _started(self, rt: Facade, spec: TaskSpec, data: dict[str, Any], opts: dict[str, Any], rec: RunRecord,
                  copy: tuple[Any, ...], existing: RunRecord | None) -> str:
         """After the commit: hand the execution to its host and tell the listeners."""
-        self.engine._after_start(rt, rec, copy, existing)
+        self._hand_over(rt, rec, copy, existing)
         self.announce(rec.run_id, spec, data, opts)
         return rec.run_id
 
@@ -301,6 +307,8 @@ class TaskQueue:
             start = len(batch)
             idx, rec, copy = eng._start_batch(rt, spec.workflow, (data, opts), execution_id, batch)
             try:
+                if _telemetry.current is not None:  # as in _build
+                    _telemetry.current.start_run(batch, rec.run_id, spec.workflow)
                 self._index(batch, rec.run_id, opts)
             except BaseException:
                 batch.truncate(start)
@@ -338,6 +346,8 @@ class TaskQueue:
         made = []
         for data in datas:
             idx, rec, copy = eng._start_batch(rt, spec.workflow, (data, opts), None, batch)
+            if _telemetry.current is not None:
+                _telemetry.current.start_run(batch, rec.run_id, spec.workflow)
             for tag in opts["tags"]:
                 batch.add_tag(tag, rec.run_id)
             if opts.get("gated"):
@@ -345,6 +355,8 @@ class TaskQueue:
             made.append((idx, rec, copy, data))
         results = rt.journal.commit(batch)
         for idx, rec, copy, data in made:
+            if results[idx] is not None and _telemetry.current is not None:
+                _telemetry.current.start_failed(rec.run_id)
             eng._after_start(rt, rec, copy, results[idx])
             self.announce(rec.run_id, spec, data, opts)
         return [rec.run_id for _, rec, _, _ in made]
@@ -378,6 +390,9 @@ class TaskQueue:
         rt = eng._runtime()
         batch = rt.journal.batch()
         idx, rec, copy = eng._start_batch(rt, CHAIN_WORKFLOW, (plan, data), chain_id, batch)
+        tel = _telemetry.current
+        if tel is not None:
+            tel.start_run(batch, rec.run_id, CHAIN_WORKFLOW)
         gated = False
         for stage, members in enumerate(plan.get("member_opts") or ()):
             for index, opts in enumerate(members):
@@ -386,6 +401,8 @@ class TaskQueue:
                     batch.kv_put(NS_GATED, member_id(rec.run_id, stage, index),
                                  (opts.get("queue", "default"), opts.get("requires", {})))
         existing = rt.journal.commit(batch)[idx]
+        if tel is not None and existing is not None:
+            tel.start_failed(rec.run_id)
         eng._after_start(rt, rec, copy, existing, helps=rt.quiet())
         if gated and self.dispatcher is None and eng.is_open:
             self.start_dispatcher()

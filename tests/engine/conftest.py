@@ -353,3 +353,6 @@ def make_engine() -> Iterator[Callable[..., Engine]]:
     yield make
     for e in reversed(made):
         e.close(grace=1.0)
+
+
+from _node_cluster import leader_port, nodes  # noqa: E402,F401 - fixtures of the node tests

@@ -14,42 +14,18 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import psutil
 import pytest
+from _node_cluster import ROOT, SECRET, TIMEOUT, Nodes, free_port, kill, running, session_of, until
 
 import actorflow
 from actorflow import ConfigError, Engine
 from actorflow._multiproc._remote_steps import RemoteStep, StepWorkerActor, run_step
-
-SECRET = "nodes-test-secret-0123456789abcdef"
-TIMEOUT = 60.0
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def _until(fetch: Callable[[], Any], what: str, timeout: float = TIMEOUT) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = fetch()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(0.05)
 
 
 # --- step functions (importable on the nodes: this module is on their PYTHONPATH) --------------------
@@ -91,92 +67,6 @@ async def on_gpu(ctx: Any, i: int, gate: str) -> Any:
     return here[1], there[1]
 
 
-# --- nodes -------------------------------------------------------------------------------------------
-class Nodes:
-    """`actorflow worker --join` processes; each is stopped (its whole session, by PID) at the end."""
-
-    def __init__(self, tmp: Path, leader_port: int) -> None:
-        self.tmp, self.leader_port = tmp, leader_port
-        self.procs: list[tuple[subprocess.Popen[str], int]] = []
-
-    def start(self, *capabilities: str, args: tuple[str, ...] = ()) -> set[int]:
-        """Start a node; returns the PIDs of its session once it joined (its admin's processes)."""
-        env = {**os.environ, "ACTORFLOW_SECRET": SECRET, "ACTORFLOW_RUNTIME_DIR": str(self.tmp / "wrun"),
-               # step functions of this module travel by reference: importable on the node, as in production
-               "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests"), os.environ.get("PYTHONPATH", "")])}
-        caps = [a for c in capabilities for a in ("--capability", c)]
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "actorflow._cli", "worker", "--join", f"127.0.0.1:{self.leader_port}",
-             "--port", str(_free_port()), *caps, *args],
-            stdout=subprocess.PIPE, text=True, env=env, cwd=ROOT, start_new_session=True,
-        )
-        self.procs.append((proc, proc.pid))
-        assert proc.stdout is not None
-        line = proc.stdout.readline()  # the node prints one JSON line once it joined
-        assert line, f"the worker node exited with {proc.wait(10)} before joining"
-        sid = os.getsid(json.loads(line)["admin_pid"])
-        self.procs[-1] = (proc, sid)
-        return self.pids(sid)
-
-    @staticmethod
-    def pids(sid: int) -> set[int]:
-        return {p.pid for p in psutil.process_iter() if _sid(p.pid) == sid} - {os.getpid()}
-
-    def kill(self, sid: int) -> None:
-        for pid in self.pids(sid):
-            _kill(pid)
-
-    def stop_all(self) -> None:
-        for proc, sid in self.procs:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(30)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait(10)
-            for pid in self.pids(sid):
-                _kill(pid)
-        left = [pid for _, sid in self.procs for pid in self.pids(sid) if _running(pid)]
-        assert not left, f"node processes left behind: {left}"
-
-
-@pytest.fixture
-def leader_port() -> int:
-    return _free_port()
-
-
-@pytest.fixture
-def nodes(tmp_path: Path, leader_port: int) -> Iterator[Nodes]:
-    n = Nodes(tmp_path, leader_port)
-    try:
-        yield n
-    finally:
-        n.stop_all()
-
-
-def _sid(pid: int) -> int | None:
-    try:
-        return os.getsid(pid)
-    except OSError:
-        return None
-
-
-def _running(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
-
-
-def _kill(pid: int) -> None:
-    if _running(pid):
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-
-
 def _started(gate: Path) -> list[tuple[int, int, int]]:
     """(i, pid, attempt) of every start of a gated step."""
     out = []
@@ -212,12 +102,12 @@ def test_steps_run_on_the_member_node_and_survive_its_actor_killed(
 
         # kill -9 of the node's step actor while it is inside steps: they run again on a new one
         handles = engine.start_many(gated, [(i, str(gate)) for i in range(6)])
-        first = _until(lambda: _started(gate), "a gated step to start on the node")
+        first = until(lambda: _started(gate), "a gated step to start on the node")
         victim = first[0][1]
         assert victim not in engine_pids
         os.kill(victim, signal.SIGKILL)
         # the steps that were on the victim start again, in another process, as the same attempt
-        _until(lambda: {i for i, pid, _ in _started(gate) if pid != victim} >= {i for i, pid, _ in _started(gate)
+        until(lambda: {i for i, pid, _ in _started(gate) if pid != victim} >= {i for i, pid, _ in _started(gate)
                                                                                 if pid == victim},
                "the killed actor's steps to start again elsewhere")
         (gate / "go").touch()
@@ -231,7 +121,7 @@ def test_steps_run_on_the_member_node_and_survive_its_actor_killed(
         assert not engine.waiting_for_placement()
     # close() told the node's step actors to exit: the node keeps only its own admin processes
     actors = ran | {v[1] for v in values}
-    _until(lambda: not [p for p in actors if _running(p)], "the node's step actors to exit after close()", 30)
+    until(lambda: not [p for p in actors if running(p)], "the node's step actors to exit after close()", 30)
 
 
 def test_a_step_waits_for_a_capable_node_then_runs_there(tmp_path: Path, leader_port: int, nodes: Nodes) -> None:
@@ -244,7 +134,7 @@ def test_a_step_waits_for_a_capable_node_then_runs_there(tmp_path: Path, leader_
         plain = nodes.start()  # a node without "gpu": it must not get the step
         rt: Any = engine._runtime()
         handle = engine.start(on_gpu, 1, str(gate))
-        waits = _until(lambda: [w for w in engine.waiting_for_placement() if "no node" in w.reason],
+        waits = until(lambda: [w for w in engine.waiting_for_placement() if "no node" in w.reason],
                        "the step to wait for placement (no node has the capability)")
         assert waits[0].requires == {"gpu": True} and waits[0].steps == ((handle.run_id, "there", 1),)
         time.sleep(1.0)  # a negative check: in this window the step must not run anywhere
@@ -268,16 +158,16 @@ def test_a_step_moves_to_a_node_that_joins_after_its_node_died(tmp_path: Path, l
     with engine:
         first = nodes.start("gpu=true")
         handle = engine.start(on_gpu, 1, str(gate))
-        _until(lambda: _started(gate), "the step to start on the gpu node")
+        until(lambda: _started(gate), "the step to start on the gpu node")
         assert {pid for _, pid, _ in _started(gate)} <= Nodes.pids(os.getsid(next(iter(first))))
         assert not engine.waiting_for_placement()
 
         nodes.kill(os.getsid(next(iter(first))))  # the whole machine is gone: nobody reports it
-        lost = _until(engine.waiting_for_placement, "the step to wait again after its node was lost")
+        lost = until(engine.waiting_for_placement, "the step to wait again after its node was lost")
         assert "lost" in lost[0].reason and lost[0].steps == ((handle.run_id, "there", 1),)
 
         second = nodes.start("gpu=true")
-        _until(lambda: len(_started(gate)) >= 2, "the step to start again on the new gpu node")
+        until(lambda: len(_started(gate)) >= 2, "the step to start again on the new gpu node")
         (gate / "go").touch()
         _, there = handle.result(timeout=TIMEOUT)
         assert there in Nodes.pids(os.getsid(next(iter(second))))
@@ -300,7 +190,7 @@ def test_close_abandons_a_step_on_a_node_and_it_runs_after_reopen(
     with engine() as e:
         nodes.start()
         handle = e.start(gated, 3, str(gate))
-        _until(lambda: _started(gate), "the step to start on the node")
+        until(lambda: _started(gate), "the step to start on the node")
     # closed while the step ran on the node: abandoned, not journaled as a failed attempt
     with engine() as e:
         kinds = [ev.kind for ev in e.history(handle.run_id)]
@@ -313,7 +203,7 @@ def test_close_abandons_a_step_on_a_node_and_it_runs_after_reopen(
 
 
 def test_system_host_port_joins_an_admin_started_by_the_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "ACTORFLOW_RUNTIME_DIR": str(tmp_path / "run"),
            # the engine's workflows travel by reference: importable where the admin runs
            "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests"), os.environ.get("PYTHONPATH", "")])}
@@ -336,21 +226,21 @@ def test_system_host_port_joins_an_admin_started_by_the_cli(tmp_path: Path, monk
         with engine:
             rt: Any = engine._runtime()
             shards = set(rt.shard_pids.values())
-            assert rt._system.started is False and all(_sid(p) == _sid(admin_pid) for p in shards)
+            assert rt._system.started is False and all(session_of(p) == session_of(admin_pid) for p in shards)
             assert [h.result(timeout=TIMEOUT)[0] for h in engine.start_many(placed, [(i,) for i in range(10)])] \
                 == [i + 1 for i in range(10)]
-        assert not [p for p in shards if _running(p)]  # the engine's processes are gone
-        assert _running(admin_pid) and cli("status")["running"] is True  # the admin it joined is not
+        assert not [p for p in shards if running(p)]  # the engine's processes are gone
+        assert running(admin_pid) and cli("status")["running"] is True  # the admin it joined is not
     finally:
         stopped = cli("stop")
         assert stopped["stopped"] is True
-        _kill(admin_pid)
-    assert not _running(admin_pid)
+        kill(admin_pid)
+    assert not running(admin_pid)
 
 
 def test_bad_node_options_are_refused_before_anything_starts(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="no admin listens there"):
-        Engine(tmp_path / "a", system=f"127.0.0.1:{_free_port()}").open()
+        Engine(tmp_path / "a", system=f"127.0.0.1:{free_port()}").open()
     with pytest.raises(ConfigError, match="not an address of this machine"):
         Engine(tmp_path / "b", system="192.0.2.1:1900")
     with pytest.raises(ConfigError, match="'HOST:PORT'"):

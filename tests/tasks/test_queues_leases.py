@@ -3,15 +3,19 @@ the task runs again, and exactly one success is journaled; services heartbeat un
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import os
 import signal
+import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from actorflow import Engine
-from actorflow.tasks import TaskCancelled, TaskRunning
+from actorflow import Cancelled, Engine
+from actorflow.tasks import TaskCancelled, TaskContext, TaskRunning
 
 from . import _qhandlers as q
 from ._handlers import lines
@@ -135,3 +139,70 @@ def test_revoke_reaches_a_running_handler_also_in_a_step_worker_process(tmp_path
         assert e.cancel_execution(eid)
         assert e.task_status(eid) == TaskCancelled(eid)
         _wait_for(lambda: lines(log + ".cancelled") == [eid], 15)  # the handler saw ctx.cancelled and stopped
+
+
+def test_a_lost_attempt_that_ends_late_leaves_the_new_attempt_cancelled(tmp_path: Path) -> None:
+    """Two attempts of one execution run at once in this process: a hung one whose lease ran out,
+    and its replacement. The execution is cancelled; the hung one ends after that: its cleanup must
+    not clear the cancel mark the replacement reads (it did: `_leave` discarded the execution's)."""
+    e = Engine(tmp_path / "d", sync=False, shards=2)
+    calls = itertools.count()
+    second_started, release_first, first_left = threading.Event(), threading.Event(), threading.Event()
+    seen: list[bool] = []
+
+    def hung_then_polite(ctx: TaskContext, input: dict[str, Any]) -> str:
+        if next(calls) == 0:
+            release_first.wait(T)  # hung: never heartbeats, never reads ctx.cancelled
+            return "late"
+        second_started.set()
+        while not first_left.wait(0.05):  # keeps its own lease (heartbeat raises once it is cancelled)
+            with contextlib.suppress(Cancelled):
+                ctx.heartbeat()
+        seen.append(ctx.cancelled)
+        return "second"
+
+    e.task(name="hung_then_polite", lease=0.3)(hung_then_polite)
+    e.add_task_hook("retry", lambda info: first_left.set() if info.attempt and release_first.is_set() else None)
+    with e:
+        eid = e.enqueue("hung_then_polite", {})
+        assert second_started.wait(T)
+        assert e.cancel_execution(eid)
+        assert e.task_status(eid) == TaskCancelled(eid)
+        release_first.set()  # the lost attempt returns now; its end hook (retry: lease lost) fires after its cleanup
+        _wait_for(lambda: bool(seen))
+        assert seen == [True]
+
+
+def test_a_lost_attempt_that_ends_late_leaves_the_new_attempt_in_flight(tmp_path: Path) -> None:
+    """The hung attempt's end must not take the running replacement out of the in-flight notes (it
+    did: the end of any attempt removed the execution's). The notes are what a node's in-flight count
+    in engine.workers() is made of (here the journal's running state also counts, so they are read)."""
+    from actorflow.tasks._leases import INFLIGHT
+
+    e = Engine(tmp_path / "d", sync=False, shards=2)
+    calls = itertools.count()
+    second_started, release_first, first_left, release_second = (threading.Event() for _ in range(4))
+
+    def hung_then_held(ctx: TaskContext, input: dict[str, Any]) -> str:
+        if next(calls) == 0:
+            release_first.wait(T)  # hung: never heartbeats
+            return "late"
+        second_started.set()
+        while not release_second.wait(0.05):
+            ctx.heartbeat()
+        return "second"
+
+    e.task(name="hung_then_held", lease=0.3)(hung_then_held)
+    e.add_task_hook("retry", lambda info: first_left.set() if release_first.is_set() else None)
+    with e:
+        eid = e.enqueue("hung_then_held", {})
+        assert second_started.wait(T)
+        assert e.workers()[0].in_flight == {"default": 1}
+        release_first.set()
+        assert first_left.wait(T)  # the lost attempt's end hook fires after its cleanup
+        assert INFLIGHT.get(eid) == "default"
+        assert e.workers()[0].in_flight == {"default": 1}
+        assert {s.queue: s.in_flight for s in e.queue_stats()}["default"] == 1
+        release_second.set()
+        assert e.result(eid, T) == "second"
+        _wait_for(lambda: e.workers()[0].in_flight == {})

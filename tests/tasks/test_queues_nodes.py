@@ -6,34 +6,21 @@ on another node of its queue, one success recorded."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from engine.test_multiproc_nodes import SECRET, TIMEOUT, Nodes, _free_port, _until
+from _node_cluster import SECRET, TIMEOUT, Nodes, until
 
 from actorflow import ConfigError, Engine
 from actorflow._multiproc._remote_steps import capabilities_match
-from actorflow.tasks import TaskSucceeded
+from actorflow.tasks import TaskCancelled, TaskSucceeded
 
 from . import _qhandlers as q
 from ._handlers import lines
-
-
-@pytest.fixture
-def leader_port() -> int:
-    return _free_port()
-
-
-@pytest.fixture
-def nodes(tmp_path: Path, leader_port: int) -> Iterator[Nodes]:
-    n = Nodes(tmp_path, leader_port)
-    try:
-        yield n
-    finally:
-        n.stop_all()
+from .test_queues_control import _cli
 
 
 def test_queue_requirement_matches_a_nodes_queues() -> None:
@@ -84,7 +71,7 @@ def test_tasks_route_to_the_nodes_of_their_queue_and_capabilities(tmp_path: Path
         assert all(_where(rows, eid) in a_pids for eid in ids)  # emails ran on the emails node
         assert _where(rows, rep) in r_pids and _where(rows, gpu) in r_pids  # reports (and the gpu one) on its node
         # the tpu one waits for placement, queued and visible, and nothing ran it
-        waits = _until(lambda: [w for w in e.waiting_for_placement() if any(s[0] == tpu for s in w.steps)],
+        waits = until(lambda: [w for w in e.waiting_for_placement() if any(s[0] == tpu for s in w.steps)],
                        "tpu waits for placement")
         assert waits[0].requires.get("tpu") is True
         assert not [r for r in lines(log) if r.split()[0] == tpu]
@@ -97,11 +84,11 @@ def test_tasks_route_to_the_nodes_of_their_queue_and_capabilities(tmp_path: Path
         emails_b = nodes.start(args=("--queues", "emails"))
         release = gate / "go"
         held = e.enqueue("held", {"release": str(release), "path": str(tmp_path / "held.log")})
-        first = _until(lambda: lines(str(tmp_path / "held.log")), "the held task to start")
+        first = until(lambda: lines(str(tmp_path / "held.log")), "the held task to start")
         victim = int(first[0].split()[1])
         assert victim in Nodes.pids(os.getsid(next(iter(emails_a)))) | Nodes.pids(os.getsid(next(iter(emails_b))))
         os.kill(victim, signal.SIGKILL)
-        _until(lambda: len(lines(str(tmp_path / "held.log"))) >= 2, "the held task to start again")
+        until(lambda: len(lines(str(tmp_path / "held.log"))) >= 2, "the held task to start again")
         release.touch()
         assert e.result(held, TIMEOUT) == "released"
         assert isinstance(e.task_status(held), TaskSucceeded)
@@ -141,7 +128,7 @@ def test_workers_lists_the_worker_nodes_of_the_convention(tmp_path: Path, leader
         assert [w.system for w in e.workers()] == ["multiproc"]  # no node yet: this engine only
         emails = nodes.start(args=("--queues", "emails"))
         gpu = nodes.start("gpu=true", args=("--queues", "reports,emails", "--concurrency", "2"))
-        found = _until(lambda: [w for w in e.workers() if w.system == "node"] if len(e.workers()) == 3 else None,
+        found = until(lambda: [w for w in e.workers() if w.system == "node"] if len(e.workers()) == 3 else None,
                        "both nodes listed")
         by_queues = {w.queues: w for w in found}
         assert set(by_queues) == {("emails",), ("reports", "emails")}
@@ -150,3 +137,89 @@ def test_workers_lists_the_worker_nodes_of_the_convention(tmp_path: Path, leader
         assert emails and gpu
         assert a.capabilities == {} and b.capabilities == {"gpu": True}
         assert all(w.alive and w.started_at > 0 and w.worker_id.startswith("node ") for w in found)
+
+
+def _handler_events(e: Engine, eid: str) -> list[tuple[str, str]]:
+    return [(ev.kind, str((ev.data or {}).get("error", "")) if isinstance(ev.data, dict) else "")
+            for ev in e.history(eid) if ev.name == "handler"]
+
+
+def test_a_node_reports_its_in_flight_to_workers_queue_stats_and_the_cli(tmp_path: Path, leader_port: int,
+                                                                          nodes: Nodes) -> None:
+    """A handler running on a node is counted on that node (engine.workers(), through the shard that
+    placed it), in its queue's in-flight (queue_stats), and `actorflow workers` beside the engine lists
+    the node too (from the engine's worker entry, which names the nodes it saw at its last heartbeat)."""
+    data = tmp_path / "d"
+    e = Engine(data, system="multiproc", admin_port=leader_port, secret=SECRET, sync=False, queues=[], remote_tasks=True)
+    e.task(name="held", queue="emails", lease=30)(q.hold)
+    release, log = tmp_path / "go", str(tmp_path / "held.log")
+    with e:
+        nodes.start(args=("--queues", "emails"))
+        node_pid = nodes.procs[0][0].pid
+        eid = e.enqueue("held", {"release": str(release), "path": log})
+        until(lambda: lines(log), "the held task to start on the node")
+        node = until(lambda: [w for w in e.workers() if w.system == "node" and w.in_flight == {"emails": 1}],
+                     "the node's in-flight count")[0]
+        assert node.pid == node_pid and node.alive
+        assert e.workers()[0].in_flight == {}  # this engine runs none of it
+        assert {s.queue: s.in_flight for s in e.queue_stats()}["emails"] == 1
+        # the CLI in another process: the node as the engine's last heartbeat saw it
+        listed = until(lambda: [w for w in map(json.loads, _cli(data, "workers+json")[0].splitlines())
+                                if w["system"] == "node" and w["in_flight"] == {"emails": 1}], "the CLI to list the node")
+        assert listed[0]["pid"] == node_pid and listed[0]["alive"] is True
+        release.touch()
+        assert e.result(eid, TIMEOUT) == "released"
+        until(lambda: [w for w in e.workers() if w.system == "node" and w.in_flight == {}], "the node's count to drop")
+
+
+def test_a_stalled_handler_on_a_node_loses_its_lease_and_runs_again_once(tmp_path: Path, leader_port: int,
+                                                                         nodes: Nodes) -> None:
+    """The node is alive, its handler stops heartbeating: the shard that placed it holds its lease,
+    journals LeaseLost when it runs out, tells the node (the handler sees ctx.cancelled) and a new
+    attempt runs; exactly one success is journaled."""
+    e = Engine(tmp_path / "d", system="multiproc", admin_port=leader_port, secret=SECRET, sync=False,
+               queues=[], remote_tasks=True)
+    e.task(queue="emails", lease=2.0)(q.stall_first)
+    log = str(tmp_path / "run.log")
+    with e:
+        nodes.start(args=("--queues", "emails"))
+        eid = e.enqueue("stall_first", {"path": log, "stall": 40})
+        assert e.result(eid, TIMEOUT) == "done"
+        node_pids = Nodes.pids(nodes.procs[0][1])  # its admin's processes, the step actor's among them
+        events = _handler_events(e, eid)
+        assert [k for k, _ in events] == ["step_failed", "step_completed"]
+        assert events[0][1].startswith("LeaseLost") and "2s lease in node" in events[0][1], events
+        assert [w for w in (ln.split()[0] for ln in lines(log)) if w != "stalled-ended"] == ["stall", "ok"]
+        assert all(int(ln.split()[2]) in node_pids for ln in lines(log) if not ln.startswith("stalled"))
+        until(lambda: "stalled-ended cancelled=True" in lines(log), "the lost handler on the node to be told")
+        assert sum(1 for k, _ in _handler_events(e, eid) if k == "step_completed") == 1
+
+
+def test_a_revoke_reaches_a_handler_on_a_node_and_a_queued_one_never_runs_after_a_restart(
+        tmp_path: Path, leader_port: int, nodes: Nodes) -> None:
+    from ._handlers import record
+
+    data = tmp_path / "d"
+    log = str(tmp_path / "rec.log")
+
+    def engine() -> Engine:
+        e = Engine(data, system="multiproc", admin_port=leader_port, secret=SECRET, sync=False, queues=[], remote_tasks=True)
+        e.task(queue="emails")(record)
+        e.task(name="report", queue="reports")(record)
+        return e
+
+    with engine() as e:
+        nodes.start(args=("--queues", "emails"))
+        running = e.enqueue("record", {"path": log, "hold": 40})
+        until(lambda: lines(log), "the handler to start on the node")
+        queued = e.enqueue("report", {"path": log, "label": "revoked"})  # no node takes reports yet
+        assert e.cancel_by_name("report") == 1
+        assert e.cancel_execution(running)
+        until(lambda: lines(log + ".cancelled") == [running], "the handler on the node to see ctx.cancelled")
+        assert e.task_status(running) == TaskCancelled(running) and e.task_status(queued) == TaskCancelled(queued)
+    with engine() as e:  # after a restart a reports node joins: the revoked one never runs, a new one does
+        nodes.start(args=("--queues", "reports"))
+        after = e.enqueue("report", {"path": log, "label": "after"})
+        assert e.result(after, TIMEOUT) == "after"
+        assert e.task_status(queued) == TaskCancelled(queued)
+        assert "revoked" not in lines(log)
