@@ -56,3 +56,18 @@ def test_an_enqueued_execution_and_a_chain_are_traced_like_a_started_run(tmp_pat
                and s.parent.span_id == run.context.span_id]
     assert len(handler) == 1  # the handler's attempt is a child of the execution's span
     assert _run_span(spans, cid).name == "workflow actorflow.chain"
+
+
+def test_aenqueue_and_enqueue_many_are_traced_too(tmp_path: Path, spans: InMemorySpanExporter) -> None:
+    import asyncio
+
+    e = Engine(tmp_path / "d")
+    e.task(name="double")(double)
+    with e:
+        async def two() -> list[str]:  # one loop iteration: both share one journal batch
+            return list(await asyncio.gather(e.aenqueue("double", {"value": 1}), e.aenqueue("double", {"value": 2})))
+
+        ids = asyncio.run(two()) + e.enqueue_many("double", [{"value": 3}])
+        assert [e.result(i, 30) for i in ids] == [{"value": 2}, {"value": 4}, {"value": 6}]
+    for i in ids:
+        assert _run_span(spans, i).name == "workflow task:double"
