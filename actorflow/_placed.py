@@ -15,13 +15,11 @@ from typing import Any
 
 from .errors import ConfigError
 
-__all__ = ["Placed", "check_requires", "requires_key", "WORKER_CAPABILITY", "QUEUES_CAPABILITY", "QUEUE_REQUIREMENT", "CONCURRENCY_ENV",
-           "NODE_ENV"]
+__all__ = ["Placed", "check_requires", "requires_key", "WORKER_CAPABILITY", "QUEUES_CAPABILITY", "QUEUE_REQUIREMENT", "NODE_ENV"]
 
 WORKER_CAPABILITY = "actorflow.worker"  # every `actorflow worker` node advertises it
 QUEUES_CAPABILITY = "actorflow.queues"  # the task queues a worker node consumes (absent: every queue)
 QUEUE_REQUIREMENT = "actorflow.queue"  # a task handler step's queue, matched against QUEUES_CAPABILITY
-CONCURRENCY_ENV = "ACTORFLOW_WORKER_CONCURRENCY"  # steps a node's step actor runs at once (its actors inherit it)
 NODE_ENV = "ACTORFLOW_NODE"  # "host:pid" of the `actorflow worker` process a node's actors were forked from
 
 _SCALARS = (bool, int, float, str)

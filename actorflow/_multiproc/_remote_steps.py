@@ -33,9 +33,10 @@ from thespian.actors import Actor, ActorExitRequest, ThespianWatch, WakeupMessag
 
 from .. import _procsteps
 from .._messages import message
-from .._placed import CONCURRENCY_ENV, NODE_ENV, QUEUE_REQUIREMENT, QUEUES_CAPABILITY
+from .._placed import NODE_ENV, QUEUE_REQUIREMENT, QUEUES_CAPABILITY
 from .._types import StepInfo, _current_step, step_post
 from ..errors import PayloadError
+from ._node_slots import node_slot, slots_limit
 
 __all__ = [
     "NODE_HANDLERS",
@@ -51,9 +52,9 @@ __all__ = [
     "WorkerReady",
 ]
 
-# steps a worker actor runs at once (each a daemon thread that waits on its step); `actorflow worker
-# --concurrency N` sets it for the node's actors
-_THREADS = int(os.environ.get(CONCURRENCY_ENV, "0") or 0) or 32
+# threads a worker actor runs steps on (each waits on its step); on a node started with
+# `--concurrency N` no more than N, and the node's slots (`_node_slots`) hold all its actors to N at once
+_THREADS = 32
 
 
 def capabilities_match(capabilities: dict[str, Any], requirements: dict[str, Any]) -> bool:
@@ -228,13 +229,18 @@ class StepWorkerActor(Actor):  # type: ignore[misc]
         self._heard = time.monotonic()
         self._orphan_after = 60.0
         self._exiting = False
+        self._stopping = threading.Event()
+        self._max_threads = min(_THREADS, slots_limit() or _THREADS)
 
     def _thread(self) -> None:
         while True:
             step = self._tasks.get()
             if step is None:
                 return
-            self._waker.put(run_step(step))
+            with node_slot(self._stopping):
+                if self._stopping.is_set():
+                    return
+                self._waker.put(run_step(step))
 
     def receiveMessage(self, msg: Any, sender: Any) -> Any:  # noqa: N802 - Thespian's API
         if not hasattr(self, "_waker"):
@@ -243,6 +249,7 @@ class StepWorkerActor(Actor):  # type: ignore[misc]
             return None
         if isinstance(msg, ActorExitRequest):
             self._exiting = True
+            self._stopping.set()
             for _ in self._threads:
                 self._tasks.put(None)
             self._waker.close()
@@ -275,7 +282,7 @@ class StepWorkerActor(Actor):  # type: ignore[misc]
                     if step.request in self._running:
                         continue
                     self._running[step.request] = step.info.run_id
-                    if len(self._threads) < min(_THREADS, len(self._running)):
+                    if len(self._threads) < min(self._max_threads, len(self._running)):
                         t = threading.Thread(target=self._thread, name="actorflow-node-step", daemon=True)
                         t.start()
                         self._threads.append(t)

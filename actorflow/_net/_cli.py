@@ -8,14 +8,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import socket
 import sys
+import tempfile
 import threading
 import time
 from typing import TYPE_CHECKING, Any
 
-from .._placed import CONCURRENCY_ENV, NODE_ENV, QUEUES_CAPABILITY, WORKER_CAPABILITY
+from .._multiproc._node_slots import SLOTS_ENV, make_slots
+from .._placed import NODE_ENV, QUEUES_CAPABILITY, WORKER_CAPABILITY
 from ..errors import ConfigError
 from . import _procs
 from ._config import read_record, remove_record, runtime_dir
@@ -138,9 +141,13 @@ def _worker(args: argparse.Namespace) -> int:
     os.environ[NODE_ENV] = f"{socket.gethostname()}:{os.getpid()}"  # its actors name their node to their shards
     if args.queues is not None:
         caps[QUEUES_CAPABILITY] = args.queues
+    slots_dir = None
     if args.concurrency is not None:
         caps["actorflow.concurrency"] = args.concurrency
-        os.environ[CONCURRENCY_ENV] = str(args.concurrency)  # the node's actors are forked from here
+        # N handlers at once across the node's step actors (one per shard placing work here): they
+        # inherit this environment and hold a slot file's lock while a handler runs (_node_slots)
+        slots_dir = tempfile.mkdtemp(prefix="actorflow-node-slots-")
+        os.environ[SLOTS_ENV] = make_slots(slots_dir, args.concurrency)
     system = open_actor_system(admin_port=args.port, bind=args.bind, secret=None, capabilities=caps,
                                join=args.join, start_method=args.start_method,
                                runtime_dir_path=args.runtime_dir)
@@ -153,6 +160,8 @@ def _worker(args: argparse.Namespace) -> int:
         stop.wait()
     finally:
         report = system.shutdown()
+        if slots_dir is not None:
+            shutil.rmtree(slots_dir, ignore_errors=True)
         _print({"stopped": True, "ended": sorted(report.ended), "killed": sorted(report.killed)})
     return 0
 

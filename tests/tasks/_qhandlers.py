@@ -70,3 +70,11 @@ def file_hook(info: Any) -> None:
     """A hook for processes that are not the test's: appends to $AF_HOOK_LOG."""
     with open(os.environ["AF_HOOK_LOG"], "a") as f:
         f.write(f"{type(info).__name__} {info.execution_id} {os.getpid()}\n")
+
+
+def span(ctx: TaskContext, input: dict[str, Any]) -> Any:
+    """Record when it began and ended (a node's concurrency is read from the overlaps)."""
+    began = time.time()
+    time.sleep(float(input.get("seconds", 0.4)))
+    count(input["path"], f"{began} {time.time()} {os.getpid()}")
+    return "spanned"

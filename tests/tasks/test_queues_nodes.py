@@ -223,3 +223,29 @@ def test_a_revoke_reaches_a_handler_on_a_node_and_a_queued_one_never_runs_after_
         assert e.result(after, TIMEOUT) == "after"
         assert e.task_status(queued) == TaskCancelled(queued)
         assert "revoked" not in lines(log)
+
+
+def _most_at_once(rows: list[str]) -> int:
+    """The largest number of (began, ended) intervals open at one moment."""
+    marks = sorted([(float(r.split()[0]), 1) for r in rows] + [(float(r.split()[1]), -1) for r in rows],
+                   key=lambda m: (m[0], m[1]))  # an end before a start at the same instant
+    most = now = 0
+    for _t, step in marks:
+        now += step
+        most = max(most, now)
+    return most
+
+
+def test_a_node_runs_at_most_its_concurrency_handlers_at_once(tmp_path: Path, leader_port: int,
+                                                              nodes: Nodes) -> None:
+    log = str(tmp_path / "spans.log")
+    e = Engine(tmp_path / "d", system="multiproc", admin_port=leader_port, secret=SECRET, sync=False,
+               queues=[], remote_tasks=True)
+    e.task(name="span", queue="reports")(q.span)
+    with e:
+        node = nodes.start(args=("--queues", "reports", "--concurrency", "2"))
+        ids = [e.enqueue("span", {"path": log, "seconds": 0.4}) for _ in range(6)]
+        assert [e.result(eid, TIMEOUT) for eid in ids] == ["spanned"] * 6
+        rows = lines(log)
+        assert len(rows) == 6 and {int(r.split()[2]) for r in rows} <= Nodes.pids(os.getsid(next(iter(node))))
+        assert _most_at_once(rows) == 2  # in parallel, and never more than --concurrency
