@@ -470,6 +470,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--mode", choices=("embedded", "multiproc"), default="embedded")
     p.add_argument("--proc-kills", type=int, default=0, help="multiproc: actor processes killed in live generations")
     p.add_argument("--max-life", type=float, default=3.0, help="a killed generation lives 0.4 s to this many seconds")
+    p.add_argument("--pace", type=float, default=0.002,
+                   help="seconds between a generation's driven ops; larger spreads the kills over the work")
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--workdir", default=None, help="default: a new temp dir (kept, with its logs)")
     p.add_argument("--keep-snapshots", action="store_true", help="keep each generation's journal copy")
@@ -477,7 +479,7 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     work = Path(a.workdir) if a.workdir else Path(tempfile.mkdtemp(prefix="actorflow-campaign-"))
     report = run_campaign(work, units=a.units, kills=a.kills, mode=a.mode, proc_kills=a.proc_kills, seed=a.seed,
-                          max_life=a.max_life, keep_snapshots=a.keep_snapshots)
+                          max_life=a.max_life, pace=a.pace, keep_snapshots=a.keep_snapshots)
     if a.json:
         print(json.dumps(report, default=str))
     else:
