@@ -40,8 +40,13 @@ async def busy(ctx: Any, path: str, i: int) -> Any:
     return await ctx.step("pid", os.getpid), pid
 
 
+def _stuck(path: str) -> None:
+    open(path, "w").close()
+    _sleep_forever()
+
+
 async def stuck(ctx: Any, path: str) -> Any:
-    return await ctx.step("stuck", lambda: (open(path, "w").close(), _sleep_forever()))
+    return await ctx.step("stuck", lambda: _stuck(path))
 
 
 def _tree(root: psutil.Process) -> dict[int, psutil.Process]:
@@ -55,7 +60,7 @@ def _left(seen: dict[int, psutil.Process]) -> list[str]:
     """The processes of `seen` still running after GONE_WITHIN (a condition waited on, not a sleep)."""
     def alive(p: psutil.Process) -> bool:
         try:
-            return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
+            return bool(p.is_running() and p.status() != psutil.STATUS_ZOMBIE)
         except psutil.NoSuchProcess:
             return False
 
