@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import threading
 from concurrent.futures import Future
-from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 from actorflow._procsteps import ProcessSteps
