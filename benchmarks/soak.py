@@ -96,7 +96,18 @@ def _slope(xs: list[float], ys: list[float]) -> float:
     return 0.0 if den == 0 else sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / den
 
 
-def soak(minutes: float, every: float, concurrency: int, data_dir: str | None = None, quiet: bool = False) -> dict[str, Any]:
+def _trim() -> None:
+    """glibc's malloc_trim(0): hand freed heap back to the kernel, so RssAnon counts live memory."""
+    import ctypes
+
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+def soak(minutes: float, every: float, concurrency: int, data_dir: str | None = None, quiet: bool = False,
+         trim: bool = False) -> dict[str, Any]:
     own_dir = data_dir is None
     data_dir = data_dir or tempfile.mkdtemp(prefix="actorflow-soak-")
     proc = psutil.Process()
@@ -131,6 +142,8 @@ def soak(minutes: float, every: float, concurrency: int, data_dir: str | None = 
         while time.monotonic() - t0 < minutes * 60 and not stop.is_set():
             time.sleep(min(every, max(0.0, minutes * 60 - (time.monotonic() - t0))))
             now = time.monotonic()
+            if trim:
+                _trim()
             mem = proc.memory_full_info()
             kb = _status_kb()
             with lock:
@@ -182,8 +195,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--concurrency", type=int, default=40, help="driver threads, each one unit at a time")
     p.add_argument("--data-dir", default=None, help="default: a temp dir, removed after")
     p.add_argument("--json", default=None, help="write the report (with every sample) here")
+    p.add_argument("--trim", action="store_true", help="malloc_trim(0) before each sample (glibc's retained free memory out of RssAnon)")
     a = p.parse_args(argv)
-    out = soak(a.minutes, a.every, a.concurrency, a.data_dir)
+    out = soak(a.minutes, a.every, a.concurrency, a.data_dir, trim=a.trim)
     if a.json:
         with open(a.json, "w") as f:
             json.dump(out, f, indent=1)
