@@ -23,7 +23,8 @@ import threading
 import time
 import weakref
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
@@ -295,11 +296,16 @@ class ProcessSteps:
             time.sleep(0.01)
 
     def _run(self, blob: bytes, info: StepInfo, journal_deaths: bool) -> Any:
-        for death in range(1, MAX_DEATHS + 1):
+        death = 0
+        while death < MAX_DEATHS:
             pool = self._current()
             try:
-                ok, payload = pool.submit(_call, blob, info).result()
+                ok, payload = _outcome(pool, blob, info)
+            except _Replaced:  # shut down between our get and submit: it never ran, so no death of its own
+                self._replace(pool)
+                continue
             except BrokenProcessPool:
+                death += 1
                 self._replace(pool)
                 with self._lock:
                     abandoned = (info.run_id, info.seq, info.attempt) in self._abandoned
@@ -345,3 +351,40 @@ class ProcessSteps:
             if p.is_alive():
                 p.kill()
                 p.join(timeout=2.0)
+
+
+class _Replaced(Exception):
+    """The pool was shut down (replaced after a worker death) before this step was submitted."""
+
+
+def _outcome(pool: ProcessPoolExecutor, blob: bytes, info: StepInfo) -> Any:
+    """Submit the step and wait for its (ok, payload), in two races of Python's pool with a death:
+
+    - the pool another thread just replaced refuses new work (RuntimeError "after shutdown"): the
+      step never reached a worker, so it is submitted to the new pool (not a death of its own);
+    - a submit that lands while the pool's manager thread marks it broken is never failed by it
+      (CPython's terminate_broken neither takes the submit lock nor sees the new item): its future
+      would wait forever. A broken pool runs nothing more, so a future still pending a moment after
+      the pool broke is lost - raised as BrokenProcessPool, i.e. the step runs again."""
+    try:
+        fut: Future[Any] = pool.submit(_call, blob, info)
+    except RuntimeError as exc:
+        if getattr(pool, "_shutdown_thread", False) and not getattr(pool, "_broken", False):
+            raise _Replaced() from exc
+        raise
+    broken_since: float | None = None
+    while True:
+        try:
+            return fut.result(timeout=_BROKEN_POLL)
+        except FutureTimeout:
+            if not getattr(pool, "_broken", False):
+                continue
+            now = time.monotonic()
+            if broken_since is None:
+                broken_since = now
+            elif now - broken_since >= _BROKEN_GRACE and not fut.done():
+                raise BrokenProcessPool("the pool broke and never settled this step's future") from None
+
+
+_BROKEN_POLL = 0.5  # how often a waiting step looks whether its pool broke without telling it
+_BROKEN_GRACE = 1.0  # the manager thread settles the futures it knows of right after marking the pool

@@ -4,9 +4,9 @@
 
 Load, all at once and without pause: workflows (3 steps, a durable sleep, a signal sent while they
 wait, a child run), tasks (with retries), task chains, and passivation (runs idle for 1 s leave
-memory and are replayed when woken). Every `--every` seconds it samples the process's RSS (and its
-USS, which leaves out the LMDB map's file-backed pages shared with the page cache), open fds and
-threads, and the throughput since the last sample. At the end it checks every result, closes the
+memory and are replayed when woken). Every `--every` seconds it samples the process's RSS, USS, and
+RSS split into anonymous and file-backed pages (the LMDB map's pages the process touched are
+file-backed: they grow with the journal until the kernel reclaims them), open fds and threads, and the throughput since the last sample. At the end it checks every result, closes the
 engine, runs `storage.fsck` on the directory, and prints the curves with a verdict: after a warm-up
 (the first quarter), RSS and fds should stay flat - it prints the least-squares slope per minute of
 each over the rest and the growth from the first to the last sample of that part.
@@ -74,6 +74,19 @@ def _one(engine: Engine, i: int) -> None:
         assert engine.result(cid, timeout=120) == {"n": i + 2}
 
 
+def _status_kb() -> dict[str, int]:
+    """RssAnon and RssFile of this process (kB): the LMDB map's pages this process touched are
+    file-backed - in RSS (and USS: no other process maps them) until the kernel reclaims them - so
+    only the anonymous part says whether the engine's own memory grows."""
+    out = {}
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(("RssAnon:", "RssFile:")):
+                key, value = line.split(":", 1)
+                out[key] = int(value.split()[0])
+    return out
+
+
 def _slope(xs: list[float], ys: list[float]) -> float:
     n = len(xs)
     if n < 2:
@@ -83,7 +96,18 @@ def _slope(xs: list[float], ys: list[float]) -> float:
     return 0.0 if den == 0 else sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / den
 
 
-def soak(minutes: float, every: float, concurrency: int, data_dir: str | None = None, quiet: bool = False) -> dict[str, Any]:
+def _trim() -> None:
+    """glibc's malloc_trim(0): hand freed heap back to the kernel, so RssAnon counts live memory."""
+    import ctypes
+
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+def soak(minutes: float, every: float, concurrency: int, data_dir: str | None = None, quiet: bool = False,
+         trim: bool = False) -> dict[str, Any]:
     own_dir = data_dir is None
     data_dir = data_dir or tempfile.mkdtemp(prefix="actorflow-soak-")
     proc = psutil.Process()
@@ -118,16 +142,20 @@ def soak(minutes: float, every: float, concurrency: int, data_dir: str | None = 
         while time.monotonic() - t0 < minutes * 60 and not stop.is_set():
             time.sleep(min(every, max(0.0, minutes * 60 - (time.monotonic() - t0))))
             now = time.monotonic()
+            if trim:
+                _trim()
             mem = proc.memory_full_info()
+            kb = _status_kb()
             with lock:
                 n = done[0]
             s = {"t": round(now - t0, 1), "rss_mb": round(mem.rss / 2**20, 1), "uss_mb": round(mem.uss / 2**20, 1),
+                 "anon_mb": round(kb.get("RssAnon", 0) / 1024, 1), "file_mb": round(kb.get("RssFile", 0) / 1024, 1),
                  "fds": proc.num_fds(), "threads": proc.num_threads(), "units": n,
                  "units_per_s": round((n - last_done) / max(now - last_t, 1e-9), 1)}
             samples.append(s)
             last_done, last_t = n, now
             if not quiet:
-                print(f"{s['t']:7.1f}s  rss {s['rss_mb']:7.1f} MB  uss {s['uss_mb']:7.1f} MB  fds {s['fds']:4d}  "
+                print(f"{s['t']:7.1f}s  rss {s['rss_mb']:7.1f} MB  uss {s['uss_mb']:7.1f} MB  anon {s['anon_mb']:7.1f} MB  file {s['file_mb']:7.1f} MB  fds {s['fds']:4d}  "
                       f"threads {s['threads']:3d}  units {s['units']:7d}  ({s['units_per_s']}/s)", flush=True)
     finally:
         stop.set()
@@ -147,6 +175,9 @@ def soak(minutes: float, every: float, concurrency: int, data_dir: str | None = 
         "steady_from_s": steady[0]["t"] if steady else None,
         "rss_slope_mb_per_min": round(_slope(xs, [s["rss_mb"] for s in steady]), 2),
         "uss_slope_mb_per_min": round(_slope(xs, [s["uss_mb"] for s in steady]), 2),
+        "anon_slope_mb_per_min": round(_slope(xs, [s["anon_mb"] for s in steady]), 2),
+        "file_slope_mb_per_min": round(_slope(xs, [s["file_mb"] for s in steady]), 2),
+        "anon_growth_mb": round(steady[-1]["anon_mb"] - steady[0]["anon_mb"], 1) if steady else 0.0,
         "fds_slope_per_min": round(_slope(xs, [float(s["fds"]) for s in steady]), 2),
         "threads_slope_per_min": round(_slope(xs, [float(s["threads"]) for s in steady]), 2),
         "rss_growth_mb": round(steady[-1]["rss_mb"] - steady[0]["rss_mb"], 1) if steady else 0.0,
@@ -164,14 +195,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--concurrency", type=int, default=40, help="driver threads, each one unit at a time")
     p.add_argument("--data-dir", default=None, help="default: a temp dir, removed after")
     p.add_argument("--json", default=None, help="write the report (with every sample) here")
+    p.add_argument("--trim", action="store_true", help="malloc_trim(0) before each sample (glibc's retained free memory out of RssAnon)")
     a = p.parse_args(argv)
-    out = soak(a.minutes, a.every, a.concurrency, a.data_dir)
+    out = soak(a.minutes, a.every, a.concurrency, a.data_dir, trim=a.trim)
     if a.json:
         with open(a.json, "w") as f:
             json.dump(out, f, indent=1)
     print(f"units {out['units']}, errors {len(out['errors'])}, fsck {'clean' if not out['fsck'] else out['fsck']}")
     print(f"after {out['steady_from_s']} s: rss {out['rss_slope_mb_per_min']:+} MB/min "
           f"(growth {out['rss_growth_mb']:+} MB), uss {out['uss_slope_mb_per_min']:+} MB/min, "
+          f"anon {out['anon_slope_mb_per_min']:+} MB/min (growth {out['anon_growth_mb']:+} MB), "
+          f"file {out['file_slope_mb_per_min']:+} MB/min, "
           f"fds {out['fds_slope_per_min']:+}/min (growth {out['fds_growth']:+}), "
           f"threads {out['threads_slope_per_min']:+}/min")
     for e in out["errors"]:

@@ -315,6 +315,12 @@ class MultiprocRuntime:
                 if isinstance(msg, ShardReady):
                     self.shard_pids[msg.shard] = msg.pid
                     errors.update(msg.errors)
+                elif isinstance(msg, ChildRestarted) and msg.name.startswith("shard-"):
+                    # killed during open: its successor waits for the Hello this sends, then is ready
+                    self.shard_pids.pop(int(msg.name.split("-", 1)[1]), None)
+                    self._restarted(asys, msg)
+                elif isinstance(msg, Escalated):
+                    raise ActorflowError(f"shard {msg.child!r} kept failing while the engine opened: {msg.error}")
             if errors:
                 name, why = next(iter(errors.items()))
                 raise WorkflowNotRegistered(name, []) if not why else ConfigError(
@@ -402,22 +408,27 @@ class MultiprocRuntime:
             self.shard_pids[msg.shard] = msg.pid
             self._resume(msg.shard)
         elif t is ChildRestarted and msg.name.startswith("shard-"):
-            shard = int(msg.name.split("-", 1)[1])
-            self.restarts += 1
-            self._addresses[shard] = msg.address
-            self._placement.pop(shard, None)  # the new shard reports its own
-            log.warning("shard restarted", shard=shard, restarts=msg.restarts, error=msg.error)
-            if self._late_blobs:  # its init has only the workflows of open()
-                asys.tell(msg.address, Workflows(dict(self._late_blobs), recover=True))
-            asys.tell(msg.address, Hello(self._addresses))
-            for other, addr in self._addresses.items():
-                if other != shard:
-                    asys.tell(addr, Peers(self._addresses))
+            self._restarted(asys, msg)
         elif t is Escalated:
             self._given_up.update(self._addresses)  # the supervisor stopped every shard: none will drain
             self.fatal = f"shard {msg.child!r} kept failing beyond its restart budget: {msg.error}"
             log.error("supervisor gave up", child=msg.child, error=msg.error)
             self.notifier.fail_all("failed", {"error": f"engine stopped: {self.fatal}"})
+
+    def _restarted(self, asys: Any, msg: ChildRestarted) -> None:
+        """The supervisor replaced a shard's process (during open() or after): greet the successor
+        (it answers ShardReady) and give every other shard its new address."""
+        shard = int(msg.name.split("-", 1)[1])
+        self.restarts += 1
+        self._addresses[shard] = msg.address
+        self._placement.pop(shard, None)  # the new shard reports its own
+        log.warning("shard restarted", shard=shard, restarts=msg.restarts, error=msg.error)
+        if self._late_blobs:  # its init has only the workflows of open()
+            asys.tell(msg.address, Workflows(dict(self._late_blobs), recover=True))
+        asys.tell(msg.address, Hello(self._addresses))
+        for other, addr in self._addresses.items():
+            if other != shard:
+                asys.tell(addr, Peers(self._addresses))
 
     def _resume(self, shard: int) -> None:
         """A shard (re)started: watch again what is monitored, settle waiters of runs that finished

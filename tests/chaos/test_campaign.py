@@ -63,6 +63,8 @@ def test_checker_catches_each_kind_of_violation(short: dict[str, Any]) -> None:
         (work / "results.json").write_text(json.dumps({**results, some: "wrong"}))
         c.checkpoints = []
         assert check(c, plan)["verdicts"]["wrong_results"] == [(some, "wrong")]
+        c.left_after_close = [12345]  # a process of the final generation alive after it closed and exited
+        assert check(c, plan)["verdicts"]["processes_left_after_close"] == ["pid 12345"]
     finally:
         (work / "steps.log").write_text("\n".join(steps_log) + "\n")
 

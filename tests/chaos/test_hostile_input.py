@@ -340,3 +340,40 @@ def test_data_dir_on_a_read_only_file_system(read_only_fs: Path) -> None:
     with pytest.raises(StorageError, match="Read-only file system") as info:
         engine.open()
     assert info.value.evidence["path"] == str(read_only_fs / "data")
+
+
+_HOLDER = """
+import sys
+from actorflow import Engine
+engine = Engine(sys.argv[1], sync=False)
+with engine:
+    print("open", flush=True)
+    sys.stdin.read()
+"""
+
+
+def test_two_engines_on_one_data_dir_in_two_processes(tmp_path: Path) -> None:
+    """The second process's open() is refused naming the holder's pid; the holder's journal is
+    untouched; once the holder exits (even by kill -9) the directory opens again."""
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[2]
+    holder = subprocess.Popen([sys.executable, "-c", _HOLDER, str(tmp_path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              text=True, env={**os.environ, "PYTHONPATH": str(root)})
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "open"
+        second = Engine(tmp_path, sync=False)
+        second.workflow(name="echo")(_echo)
+        with pytest.raises(ConfigError, match=f"another engine \\(pid {holder.pid}\\) already runs on"):
+            second.open()
+        assert not second.is_open
+        holder.kill()  # the kernel releases the lock of a killed holder
+        holder.wait(30)
+        with second:
+            assert second.run("echo", 3, timeout=TIMEOUT) == 3
+    finally:
+        if holder.poll() is None:
+            holder.kill()
+            holder.wait(30)
