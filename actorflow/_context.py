@@ -71,7 +71,10 @@ class _Gather:
                 value = None
             results.append(value)
         if first_error is not None:
-            raise first_error
+            try:
+                raise first_error
+            finally:
+                first_error = None  # no frame <-> traceback cycle: only a full GC would free it
         return results
 
 

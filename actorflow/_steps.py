@@ -47,6 +47,13 @@ class _Raised:
         self.exc = exc
 
 
+def _end_span(span: Any, exc: BaseException | None) -> None:
+    if span is not None:
+        tel = _telemetry.current
+        if tel is not None:
+            tel.step_end(span, exc)
+
+
 class StepPool:
     """Executes step functions and posts StepDone / CompDone results back to the runtime."""
 
@@ -153,6 +160,7 @@ class StepPool:
                     self._done(Cancelled(info.run_id, f"step {info.name!r} abandoned"), None, info, kind)
                     continue
                 fut.add_done_callback(functools.partial(self._future_done, info=info, kind=kind))
+                del fut, awaiting, result  # this thread lives on: its locals must not keep the outcome alive
             else:
                 if tel is not None:
                     tel.step_end(span, None)
@@ -186,11 +194,9 @@ class StepPool:
         try:
             result = await awaitable
         except BaseException as exc:  # noqa: BLE001 - see _Raised
-            result = _Raised(exc)
-        if span is not None:
-            tel = _telemetry.current
-            if tel is not None:
-                tel.step_end(span, result.exc if type(result) is _Raised else None)
+            _end_span(span, exc)
+            return _Raised(exc)  # not kept in a local: this frame, in exc's traceback, would hold it (a cycle)
+        _end_span(span, None)
         return result
 
     def _done(self, exc: BaseException | None, result: Any, info: StepInfo, kind: str, helps: bool = False) -> None:

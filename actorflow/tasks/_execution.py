@@ -193,6 +193,7 @@ def _call_sync(a: _Attempt, policy: RetryPolicy, input: dict[str, Any], progress
         ev = _ended(a, ctx, started, policy, out, exc) if deadline.claim() else None
         if ev is not None:
             a.hooks.fire(ev)
+        exc = None  # else this frame and its exception's traceback hold each other: a cycle only a full GC frees
 
 
 async def _call_async(a: _Attempt, policy: RetryPolicy, input: dict[str, Any], progress: Callable[[float], None]) -> Any:
@@ -214,6 +215,7 @@ async def _call_async(a: _Attempt, policy: RetryPolicy, input: dict[str, Any], p
         ev = _ended(a, ctx, started, policy, out, exc) if deadline.claim() else None
         if ev is not None:
             await a.hooks.afire(ev)
+        exc = None  # no frame <-> traceback cycle (see _call_sync)
 
 
 class _Progress:

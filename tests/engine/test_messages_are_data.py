@@ -16,7 +16,9 @@ from actorflow import _messages
 from actorflow._multiproc import _placement, _remote_steps, _timer_wake, _wire
 
 MODULES: tuple[ModuleType, ...] = (_messages, _wire, _remote_steps, _placement, _timer_wake)
-IN_PROCESS_ONLY = {"PumpCall", "Committed"}  # documented in _messages: never cross an actor boundary
+# documented in _messages: never cross an actor boundary; NodeLink (_remote_steps) is what a shard hands
+# a handler of a node's notice in its own process (with a callable to reach the node), never sent
+IN_PROCESS_ONLY = {"PumpCall", "Committed", "NodeLink"}
 LIVE = ("Future", "Callable", "Lock", "Runtime", "Engine", "Thread", "Queue", "RunHost")
 
 
