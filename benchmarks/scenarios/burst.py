@@ -29,6 +29,8 @@ import sys
 import time
 from typing import Any
 
+from actorflow import _trim
+
 from .._harness import Metric, Scenario, Settings, register
 from ._common import af_settings, engine_dir, register_three_step, wait_evicted
 
@@ -137,6 +139,8 @@ def measure(workdir: str, p: dict[str, Any], mode: str) -> dict[str, Any]:
         "park_per_s": round(n / parked_s),
         "returned_s": round(returned_s, 2),
         "evicted_before_rss": evicted,
+        "malloc_trims": _trim.trimmer.trims,  # the engine giving passivated memory back (actorflow/_trim.py)
+        "malloc_trim_ms": round(_trim.trimmer.seconds * 1000, 1),  # their cost
         "settings": settings,
     }
 
