@@ -26,7 +26,7 @@ from collections.abc import Callable
 
 __all__ = ["MIN_INTERVAL", "WAVE", "MemoryTrimmer", "glibc_trim", "trimmer"]
 
-MIN_INTERVAL = 5.0  # seconds between two trims in one process
+MIN_INTERVAL = 1.0  # seconds between two trims in one process (one costs ~5 ms at 300 MB: <= 0.5% CPU)
 WAVE = 2_000  # runs passivated in one round that count as a wave (a trickle is not worth a trim)
 
 
