@@ -48,6 +48,7 @@ from ._messages import (
 )
 from ._outputs import OUT_REPLY, OUT_SEND, OUT_STEP, OUT_TIMER, OutputCommit
 from ._residency import ResidentCap, host_cap
+from ._trim import trimmer
 
 if TYPE_CHECKING:
     from ._runtime import Runtime
@@ -462,10 +463,13 @@ class RunHost(OutputCommit, ResidentCap):
         if limit is None:
             return
         now = self.rt.clock.now()
+        gone = 0
         for run_id, run in list(self.runs.items()):
             if now - run.last_active >= limit and not run.pending_commits and run.idle():
                 del self.runs[run_id]
                 run.detach()
+                gone += 1
+        trimmer.passivated(gone)  # a passivation wave: give its freed memory back (_trim)
 
 
 def _waits_on_child(journal: Any, run_id: str) -> bool:

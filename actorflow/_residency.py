@@ -27,6 +27,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from ._trim import trimmer
+
 if TYPE_CHECKING:
     from ._core import RunMachine
     from ._runtime import Runtime
@@ -197,6 +199,7 @@ class ResidentCap:
                 run = runs.pop(run_id)
                 run.detach()
             self.cap_evictions += min(target, len(idle))
+            trimmer.passivated(min(target, len(idle)))  # an eviction wave: give its memory back (_trim)
             if len(idle) * 8 < target:  # (nearly) fruitless: back off
                 self._next_scan = self._changes + self._backoff
                 self._backoff = min(2 * self._backoff, max(1, cap // 10))

@@ -29,6 +29,8 @@ import sys
 import time
 from typing import Any
 
+from actorflow import _trim
+
 from .._harness import Metric, Scenario, Settings, register
 from ._common import af_settings, engine_dir, register_three_step, wait_evicted
 
@@ -116,6 +118,10 @@ def measure(workdir: str, p: dict[str, Any], mode: str) -> dict[str, Any]:
         time.sleep(p["passivate_after"] + p["settle_s"])
         evicted = wait_evicted(engine)  # raises unless every parked run really left memory
         end = _mem()
+        trim = _trim.glibc_trim()  # diagnosis only, after the reading: how much of the anon is freed memory kept
+        if trim is not None:
+            trim()
+        trimmed = _mem()
         res = engine.residency()
         settings = af_settings(engine, "one start_many of N" if mode == "one_call" else f"start_many of {wave}, "
                                "each wave parked and passivated before the next", max_resident=engine.max_resident)
@@ -131,12 +137,15 @@ def measure(workdir: str, p: dict[str, Any], mode: str) -> dict[str, Any]:
         "settled_per_run_bytes": round((end["VmRSS"] - base["VmRSS"]) / n, 1),
         "anon_per_run_bytes": round((end["RssAnon"] - base["RssAnon"]) / n, 1),
         "file_per_run_bytes": round((end["RssFile"] - base["RssFile"]) / n, 1),
+        "anon_after_trim_per_run_bytes": round((trimmed["RssAnon"] - base["RssAnon"]) / n, 1),
         "peak_resident": res.peak_resident,
         "peak_waiting": res.peak_waiting,
         "evicted_early": res.evicted_early,
         "park_per_s": round(n / parked_s),
         "returned_s": round(returned_s, 2),
         "evicted_before_rss": evicted,
+        "malloc_trims": _trim.trimmer.trims,  # the engine giving passivated memory back (actorflow/_trim.py)
+        "malloc_trim_ms": round(_trim.trimmer.seconds * 1000, 1),  # their cost
         "settings": settings,
     }
 
