@@ -40,6 +40,7 @@ __all__ = ["ProcessSteps", "StepWorkerDied", "to_host", "HOST_HANDLERS", "STEP_E
 log = structlog.get_logger("actorflow.steps")
 
 MAX_DEATHS = 3
+_MAX_BYSTANDER = 20  # re-runs of one step whose worker another step's death took down, before it gives up
 
 # in the host: how to handle a message of a type sent by a worker: fn(msg, post)
 HOST_HANDLERS: dict[type, Callable[[Any, Callable[[Any], None]], None]] = {}
@@ -295,8 +296,25 @@ class ProcessSteps:
                 return False
             time.sleep(0.01)
 
+    def _bystander(self, pool: ProcessPoolExecutor, key: tuple[Any, ...]) -> bool:
+        """Whether this step's worker was only terminated by the pool because another worker died: a
+        broken pool SIGTERMs every worker left, so the step that killed its own worker is the one whose
+        process ended otherwise. Deaths count against the step that caused them, not its neighbours."""
+        procs = dict(getattr(pool, "_processes", None) or {})
+        if not self._began(key):
+            return False
+        with self._lock:
+            pid = self._started.get(key)
+        if pid is None or pid not in procs:
+            return False  # cannot tell (or it never began): counted, as before
+        for p in procs.values():
+            p.join(timeout=2.0)
+        terminated = -signal.SIGTERM
+        mine = procs[pid].exitcode
+        return mine == terminated and any(p.exitcode not in (None, 0, terminated) for p in procs.values())
+
     def _run(self, blob: bytes, info: StepInfo, journal_deaths: bool) -> Any:
-        death = 0
+        death = bystanders = 0
         while death < MAX_DEATHS:
             pool = self._current()
             try:
@@ -305,7 +323,11 @@ class ProcessSteps:
                 self._replace(pool)
                 continue
             except BrokenProcessPool:
-                death += 1
+                bystander = self._bystander(pool, (info.run_id, info.seq, info.attempt))
+                death += 0 if bystander else 1
+                bystanders = bystanders + 1 if bystander else bystanders
+                if bystanders > _MAX_BYSTANDER:  # another step keeps killing workers under this one
+                    death = MAX_DEATHS
                 self._replace(pool)
                 with self._lock:
                     abandoned = (info.run_id, info.seq, info.attempt) in self._abandoned

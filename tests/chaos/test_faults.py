@@ -162,6 +162,56 @@ def test_step_that_kills_its_worker_runs_again_and_one_that_always_does_fails_al
         assert engine.run(once, str(marker), timeout=TIMEOUT) > 0  # the pool serves on
 
 
+
+def _lines(path: str) -> int:
+    return len(open(path).read().splitlines()) if os.path.exists(path) else 0
+
+
+def _kill_when_neighbour_runs(mine: str, theirs: str) -> None:
+    """Each attempt waits until the neighbour's step is running again, then kills its own worker."""
+    n = _lines(mine) + 1
+    with open(mine, "a") as f:
+        f.write("x\n")
+    deadline = time.monotonic() + TIMEOUT
+    while _lines(theirs) < n and time.monotonic() < deadline:
+        time.sleep(0.01)
+    os._exit(3)
+
+
+def _slow_neighbour(mine: str) -> str:
+    with open(mine, "a") as f:
+        f.write("x\n")
+    time.sleep(2.0)
+    return "neighbour done"
+
+
+def test_a_step_killing_its_worker_does_not_use_up_a_neighbours_deaths(tmp_path: Path) -> None:
+    """A worker death breaks the whole process pool, which terminates every other worker: those
+    steps run again, but the deaths count against the step that caused them only (a neighbour in
+    flight during all of its MAX_DEATHS deaths used to fail with 'died 3 times' too)."""
+    killer, neighbour = str(tmp_path / "killer"), str(tmp_path / "neighbour")
+    engine = Engine(tmp_path / "data", sync=False, step_processes=2)
+
+    @engine.workflow(name="killer")
+    async def kills(ctx: Any) -> str:
+        try:
+            await ctx.step("k", lambda: _kill_when_neighbour_runs(killer, neighbour))
+        except StepFailed as exc:
+            return str(exc)
+        return "survived"
+
+    @engine.workflow(name="neighbour")
+    async def neighbours(ctx: Any) -> str:
+        return str(await ctx.step("n", lambda: _slow_neighbour(neighbour)))
+
+    with engine:
+        n = engine.start(neighbours)
+        k = engine.start(kills)
+        assert f"its worker process died {MAX_DEATHS} times" in k.result(TIMEOUT)
+        assert n.result(TIMEOUT) == "neighbour done"
+        assert _lines(neighbour) >= MAX_DEATHS + 1  # it was taken down with each of the killer's deaths
+
+
 # --- a poison message to every actor type ----------------------------------------------------------
 
 
