@@ -24,6 +24,7 @@ import time
 import zlib
 from collections import deque
 from collections.abc import Callable
+from concurrent.futures import Future
 from datetime import timedelta
 from typing import Any
 
@@ -54,8 +55,10 @@ from .._net import open_actor_system
 from .._runtime import Notifier, final_event, final_outcome
 from .._types import RunStatus
 from ..errors import ActorflowError, ConfigError, WorkflowNotRegistered
+from ._node_shards import SHARD_NODE_CAPABILITY
 from ._options import require_admin
 from ._placement import PlacementState, PlacementWait
+from ._routed import JournalCall, ShardUnavailable
 from ._shard import ShardActor
 from ._wakeup import WakePipe
 from ._wire import (
@@ -132,6 +135,7 @@ class MultiprocRuntime:
         join: tuple[str, int] | None = None,
         gc_threshold: tuple[int, int, int] | None = None,
         max_resident: int | None = None,
+        shard_nodes: dict[int, str] | None = None,
     ) -> None:
         self.clock = clock
         self.workflows = workflows
@@ -162,6 +166,10 @@ class MultiprocRuntime:
             gc_threshold=gc_threshold,
             max_resident=max_resident,
         )
+        self.shard_nodes = dict(shard_nodes or {})  # shard -> member node owning it (_node_shards)
+        self.cluster = ""  # the engine's data set on those nodes: set by the Engine from the shard map
+        self._calls: dict[int, set[int]] = {}  # node-owned shard -> its journal calls not answered yet
+        self._calls_lock = threading.Lock()
         self._join = join  # an admin started by `actorflow admin start`: ours are only the supervisor and shards
         self._supervisor: Any = None
         self._placement: dict[int, tuple[PlacementWait, ...]] = {}
@@ -204,6 +212,24 @@ class MultiprocRuntime:
 
     def shard_of(self, run_id: str) -> int:
         return zlib.crc32(run_id.encode()) % self.shards if self.shards > 1 else 0
+
+    def journal_call(self, shard: int, method: str, args: tuple[Any, ...]) -> Future[Any]:
+        """Ask node-owned `shard` to run `method` of its journal (`_routed`); the future settles with
+        its Reply, or ShardUnavailable if the shard's process is replaced first."""
+        request, fut = self.notifier.request()
+        with self._calls_lock:
+            self._calls.setdefault(shard, set()).add(request)
+
+        def answered(_: Future[Any]) -> None:
+            with self._calls_lock:
+                self._calls.get(shard, set()).discard(request)
+
+        fut.add_done_callback(answered)
+        self.post(JournalCall(shard, request, method, args))
+        return fut
+
+    def on_gateway(self) -> bool:
+        return threading.current_thread() is self._thread
 
     def final_event(self, run_id: str) -> Any:
         return final_event(self.journal, run_id)
@@ -282,12 +308,21 @@ class MultiprocRuntime:
         self.admin_pid = self._system.processes.admin_pid
         try:
             init = self._init
+            nodes = self.shard_nodes
+            if nodes:
+                self._wait_for_nodes(set(nodes.values()))
+            here = tuple(i for i in range(self.shards) if i not in nodes)
             children = [
                 ChildSpec(
                     f"shard-{i}",
                     ShardActor,
-                    ShardInit(shard=i, workflows=self._blobs, facade_pid=os.getpid(), **init),  # type: ignore[arg-type]
+                    ShardInit(shard=i, workflows=self._blobs, facade_pid=os.getpid(), **init,  # type: ignore[arg-type]
+                              node=nodes.get(i, ""), cluster=self.cluster if i in nodes else "",
+                              facade_host=socket.gethostname(),
+                              env_shards=None if not nodes else (i,) if i in nodes else here),
                     restart="transient",  # restarted after a crash; not after it stopped because the engine is gone
+                    # a node-owned shard is created on that node (Thespian requirements, as step workers are)
+                    requirements={SHARD_NODE_CAPABILITY: nodes[i]} if i in nodes else None,
                 )
                 for i in range(self.shards)
             ]
@@ -333,6 +368,23 @@ class MultiprocRuntime:
             self._shutdown(asys)
             raise
         return asys
+
+    def _wait_for_nodes(self, wanted: set[str], timeout: float = 60.0) -> None:
+        """Before the shards are created: every node owning one must be in the convention (a shard
+        whose node is missing would fail its creation again and again, spending the restart budget)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            present = {caps.get(SHARD_NODE_CAPABILITY) for _, caps in self._system.members(5.0)}
+            missing = wanted - present
+            if not missing:
+                return
+            if time.monotonic() > deadline:
+                raise ConfigError(
+                    f"shard_nodes: node(s) {sorted(missing)} did not join the convention within {timeout:g} s "
+                    "(start them with `actorflow worker --join HOST:PORT --data-dir DIR --node-id ID`)",
+                    option="shard_nodes", missing=sorted(missing),
+                )
+            time.sleep(0.5)
 
     def _loop(self, asys: Any) -> None:
         out = self._out
@@ -382,7 +434,8 @@ class MultiprocRuntime:
         shard_of = self.shard_of
         for _ in range(n):
             item = out.popleft()
-            per.setdefault(shard_of(item.run_id), []).append(item)
+            shard = item.shard if type(item) is JournalCall else shard_of(item.run_id)
+            per.setdefault(shard, []).append(item)
         for shard, items in per.items():
             asys.tell(self._addresses[shard], pack(items))
 
@@ -422,6 +475,12 @@ class MultiprocRuntime:
         self.restarts += 1
         self._addresses[shard] = msg.address
         self._placement.pop(shard, None)  # the new shard reports its own
+        with self._calls_lock:
+            lost = self._calls.pop(shard, set())
+        for request in lost:  # sent to the process that died: answered by nobody
+            self.notifier.reply(request, None, ShardUnavailable(
+                f"shard {shard} restarted while a journal call was in flight (a start may or may not have "
+                "committed: repeat it with the same run_id)", shard=shard))
         log.warning("shard restarted", shard=shard, restarts=msg.restarts, error=msg.error)
         if self._late_blobs:  # its init has only the workflows of open()
             asys.tell(msg.address, Workflows(dict(self._late_blobs), recover=True))
@@ -437,10 +496,19 @@ class MultiprocRuntime:
         for run_id in monitored:
             if self.shard_of(run_id) == shard:
                 self._out.append(WatchStatus(run_id, True))
+        waited = [r for r in waited if self.shard_of(r) == shard]
+        if shard in self.shard_nodes:  # its journal answers by message: not on this (the gateway) thread
+            threading.Thread(target=self._settle, args=(waited,), name="actorflow-settle", daemon=True).start()
+        else:
+            self._settle(waited)
+
+    def _settle(self, waited: list[str]) -> None:
         for run_id in waited:
-            if self.shard_of(run_id) != shard:
+            try:
+                rec = self.journal.get_run(run_id)
+            except ShardUnavailable:
+                log.warning("a run's shard did not answer; its waiter keeps waiting", run_id=run_id)
                 continue
-            rec = self.journal.get_run(run_id)
             if rec is not None and rec.finished:
                 kind, data = final_outcome(self.journal, run_id, rec)
                 value = data if kind == "child_completed" else None

@@ -59,6 +59,13 @@ class ShardInit:
     # holds thousands of live runs, and at (700, 10, 10) it spent ~40% of its CPU in the collector
     gc_threshold: tuple[int, int, int] | None = None
     max_resident: int | None = None  # runs in memory at most, over all shards (see actorflow._residency)
+    # a shard owned by a member node (_node_shards): its journal is its own, under the node's --data-dir
+    node: str = ""  # the owning node's id ("" : the engine's machine, journal in data_dir)
+    cluster: str = ""  # the engine's data set on the nodes (a directory name there)
+    facade_host: str = ""  # the engine's host name: its PID is checked only on that host
+    # shards whose runs this shard's journal holds (None: every shard's, as without nodes); a child
+    # run of another journal's shard is refused (it would be journaled where its owner never looks)
+    env_shards: tuple[int, ...] | None = None
 
 
 @message
