@@ -17,6 +17,7 @@ on a remote call (it is the one that receives the reply): such a call raises ins
 
 from __future__ import annotations
 
+import functools
 import heapq
 import threading
 from collections.abc import Callable, Iterable, Iterator
@@ -111,15 +112,14 @@ class RoutedJournal(Journal):
             (local if shard is None else groups.setdefault(shard, [])).append(i)
         if not groups:
             return self.local.submit(batch)  # no run of a node-owned shard: as without nodes
-        parts: list[tuple[list[int], Future[Any]]] = []
-        if local:
+        parts = [(idxs, self._call(shard, "submit", ([ops[i] for i in idxs],))) for shard, idxs in groups.items()]
+        after = None
+        if local:  # committed once the owners' parts are durable (see _gather)
             sub = self.local.batch()
             sub.ops = [ops[i] for i in local]
             sub.creates = sum(1 for op in sub.ops if op[0] == OP_CREATE_RUN)
-            parts.append((local, self.local.submit(sub)))
-        for shard, idxs in groups.items():
-            parts.append((idxs, self._call(shard, "submit", ([ops[i] for i in idxs],))))
-        return _gather(len(ops), parts)
+            after = (local, functools.partial(self.local.submit, sub))
+        return _gather(len(ops), parts, after)
 
     def commit(self, batch: WriteBatch, timeout: float | None = None) -> list[Any]:
         fut = self.submit(batch)
@@ -206,13 +206,34 @@ class RoutedJournal(Journal):
         self.local.close()
 
 
-def _gather(n: int, parts: list[tuple[list[int], Future[Any]]]) -> Future[list[Any]]:
+def _gather(
+    n: int,
+    parts: list[tuple[list[int], Future[Any]]],
+    after: tuple[list[int], Callable[[], Future[Any]]] | None,
+) -> Future[list[Any]]:
     """One future for a batch split over journals: per-op results in the batch's order, or the
-    first error, once every part resolved."""
+    first error. The engine's own ops (`after`: e.g. the control inbox's command removal beside a
+    signal) are submitted only once every owner's part is durable, so a crash in between repeats
+    such a command rather than losing it; they are not written if a part failed."""
     out: Future[list[Any]] = Future()
     results: list[Any] = [None] * n
     left = [len(parts)]
     lock = threading.Lock()
+
+    def finish(exc: BaseException | None) -> None:
+        if out.done():
+            return
+        if exc is not None:
+            out.set_exception(exc)
+        else:
+            out.set_result(results)
+
+    def local_done(idxs: list[int], fut: Future[Any]) -> None:
+        exc = fut.exception()
+        if exc is None:
+            for i, value in zip(idxs, fut.result()):
+                results[i] = value
+        finish(exc)
 
     def done(idxs: list[int], fut: Future[Any]) -> None:
         exc = fut.exception()
@@ -223,8 +244,17 @@ def _gather(n: int, parts: list[tuple[list[int], Future[Any]]]) -> Future[list[A
             elif not out.done():
                 out.set_exception(exc)
             left[0] -= 1
-            if left[0] == 0 and not out.done():
-                out.set_result(results)
+            last = left[0] == 0
+        if not last or out.done():
+            return
+        if after is None:
+            finish(None)
+            return
+        idxs_after, submit = after
+        try:
+            submit().add_done_callback(lambda f: local_done(idxs_after, f))
+        except BaseException as err:  # noqa: BLE001 - the caller gets it
+            finish(err)
 
     for idxs, fut in parts:
         fut.add_done_callback(lambda f, idxs=idxs: done(idxs, f))  # type: ignore[misc]

@@ -28,6 +28,7 @@ import pytest
 from _node_cluster import ROOT, SECRET, TIMEOUT, Nodes, kill, running, until
 
 from actorflow import ConfigError, Engine, RunNotFound, WorkflowFailed
+from actorflow._multiproc._routed import ShardUnavailable
 from actorflow._net import FrameCodec
 from storage import LmdbJournal
 
@@ -257,3 +258,30 @@ def test_bad_shard_nodes_are_refused_before_anything_starts(tmp_path: Path) -> N
         Engine(tmp_path / "b", system="multiproc", shards=2, shard_nodes={2: NODE})
     with pytest.raises(ConfigError, match="not a node id"):
         Engine(tmp_path / "c", system="multiproc", shards=2, shard_nodes={1: "../x"})
+
+
+@pytest.mark.slow
+def test_a_node_lost_while_the_engine_runs_stops_only_its_shard(
+    tmp_path: Path, leader_port: int, admin: int, nodes: Nodes
+) -> None:
+    """The whole node killed: the engine and its other shards go on; a call for the lost shard's runs
+    fails with ShardUnavailable (after its 30 s wait) instead of hanging; reopened with the node back,
+    the lost shard's runs are there."""
+    data = ("--data-dir", str(tmp_path / "nodeb"), "--node-id", NODE)
+    sid = os.getsid(next(iter(nodes.start(args=data))))
+    where = tmp_path / "marks"
+    where.mkdir()
+    (where / "go").touch()
+    lost, other = _ids("n", 1, 2), _ids("n", 0, 1)[0]
+    with _engine(tmp_path, leader_port, close_grace=0.0) as engine:
+        rt: Any = engine._runtime()
+        assert engine.run(two_steps, 1, str(where), run_id=lost[0], timeout=TIMEOUT)[0] == 1
+        nodes.kill(sid)
+        until(lambda: not Nodes.pids(sid), "the node's processes to be gone")
+        with pytest.raises(ShardUnavailable):
+            engine.start(two_steps, 2, str(where), run_id=lost[1])
+        assert engine.run(two_steps, 0, str(where), run_id=other, timeout=TIMEOUT)[0] == 0
+        assert rt.fatal is None
+    nodes.start(args=data)
+    with _engine(tmp_path, leader_port) as engine:
+        assert engine.result(lost[0], timeout=TIMEOUT)[0] == 1
