@@ -11,6 +11,7 @@ node's ports execute nothing. Every process a test started is stopped by PID.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import pickle
@@ -82,6 +83,10 @@ def _ids(prefix: str, shard: int, n: int) -> list[str]:
     return out
 
 
+def _shard_of2(rid: str) -> int:
+    return zlib.crc32(rid.encode()) % 2
+
+
 def _marks(where: Path, step: str) -> list[tuple[int, int]]:
     return [(int(f.name.split("-")[1]), int(f.name.split("-")[2])) for f in where.glob(f"{step}-*")]
 
@@ -151,6 +156,18 @@ def test_a_run_of_a_node_owned_shard_is_journaled_on_that_node(
         h = engine.start(waits_signal, 7, run_id=sig)
         engine.signal(sig, "go", {"x": 1})
         assert h.result(timeout=TIMEOUT) == (7, {"x": 1})
+        # astart (one shared commit, split per journal), start_many across both journals, cancel
+        async def astarts() -> list[Any]:
+            hs = await asyncio.gather(*(engine.astart(two_steps, i, str(where), run_id=f"as-{i}") for i in range(6)))
+            return [await h.aresult(TIMEOUT) for h in hs]
+
+        assert [r[0] for r in asyncio.run(astarts())] == list(range(6))
+        many = engine.start_many(two_steps, [(i, str(where)) for i in range(10)], run_ids=[f"m-{i}" for i in range(10)])
+        assert [h.result(timeout=TIMEOUT)[0] for h in many] == list(range(10))
+        assert {engine.status(f"m-{i}").state for i in range(10)} == {"completed"}
+        victim = _ids("c", 1, 1)[0]
+        engine.start(waits_signal, 0, run_id=victim)
+        assert engine.cancel(victim) is True and engine.status(victim).state == "cancelled"
         # a child in the same journal runs; one whose shard journals elsewhere is refused, not lost
         p1, c1 = _ids("p", 1, 2)
         assert engine.run(parent, c1, run_id=p1, timeout=TIMEOUT) == 2
@@ -163,10 +180,12 @@ def test_a_run_of_a_node_owned_shard_is_journaled_on_that_node(
     until(lambda: not running(node_shard), "the node's shard process to exit after close")
     # the node's journal holds its runs' events, the engine's holds none of them
     with LmdbJournal(str(_node_journal(tmp_path))) as nj, LmdbJournal(str(tmp_path / "engine")) as ej:
-        for rid in [*there, sig]:
+        assert sorted(r for r in (f"as-{i}" for i in range(6)) if nj.get_run(r) is not None) == sorted(
+            r for r in (f"as-{i}" for i in range(6)) if _shard_of2(r) == 1)
+        for rid in [*there, sig, victim]:
             assert ej.get_run(rid) is None and ej.events(rid) == []
             rec = nj.get_run(rid)
-            assert rec is not None and rec.state == "completed"
+            assert rec is not None and rec.state == ("cancelled" if rid == victim else "completed")
             assert nj.events(rid)[0].kind == "run_started"
         for rid in here:
             assert nj.get_run(rid) is None and ej.get_run(rid) is not None
