@@ -65,6 +65,7 @@ from ._wire import (
     NOTICE_HANDLERS,
     Drain,
     Drained,
+    GatewayBeat,
     Hello,
     Packed,
     Peers,
@@ -318,7 +319,6 @@ class MultiprocRuntime:
                     ShardActor,
                     ShardInit(shard=i, workflows=self._blobs, facade_pid=os.getpid(), **init,  # type: ignore[arg-type]
                               node=nodes.get(i, ""), cluster=self.cluster if i in nodes else "",
-                              facade_host=socket.gethostname(),
                               env_shards=None if not nodes else (i,) if i in nodes else here),
                     restart="transient",  # restarted after a crash; not after it stopped because the engine is gone
                     # a node-owned shard is created on that node (Thespian requirements, as step workers are)
@@ -391,8 +391,10 @@ class MultiprocRuntime:
         late = self._late
         next_housekeep = time.monotonic() + _HOUSEKEEP
         while True:
-            if self.housekeepers and time.monotonic() >= next_housekeep:
+            if (self.housekeepers or self.shard_nodes) and time.monotonic() >= next_housekeep:
                 next_housekeep = time.monotonic() + _HOUSEKEEP
+                for shard in self.shard_nodes:  # a node-owned shard stops when these stop (_shard)
+                    asys.tell(self._addresses[shard], GatewayBeat())
                 for hk in self.housekeepers:
                     try:
                         hk()

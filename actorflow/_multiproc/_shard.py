@@ -19,7 +19,7 @@ from __future__ import annotations
 import functools
 import gc
 import os
-import socket
+import time
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -44,7 +44,19 @@ from ._remote_steps import capabilities_match
 from ._routed import JournalCall, serve_call
 from ._timer_wake import TimerWake, TimerWakeups
 from ._wakeup import WakePipe
-from ._wire import Drain, Drained, Hello, Packed, Peers, ShardInit, ShardReady, Workflows, pack, unpack
+from ._wire import (
+    Drain,
+    Drained,
+    GatewayBeat,
+    Hello,
+    Packed,
+    Peers,
+    ShardInit,
+    ShardReady,
+    Workflows,
+    pack,
+    unpack,
+)
 
 __all__ = ["ShardActor", "ShardNotifier"]
 
@@ -119,7 +131,9 @@ class ShardActor(SupervisedActor):
 
     def on_start(self, init: ShardInit) -> None:
         self.init = init
-        self._facade_here = not init.facade_host or init.facade_host == socket.gethostname()
+        # the engine is alive: its PID for a shard on its machine; its beats for one on a member node
+        self._facade_here = not init.node
+        self._heard = time.monotonic()
         if init.gc_threshold is not None:  # this process is the shard's alone: no host's tuning to respect
             gc.set_threshold(*init.gc_threshold)
         self.gateway: Any = None
@@ -214,7 +228,9 @@ class ShardActor(SupervisedActor):
 
     def _handle(self, message: Any, sender: Any) -> None:
         t = type(message)
-        if t is WatchMessage:
+        if t is GatewayBeat:
+            self._heard = time.monotonic()
+        elif t is WatchMessage:
             self._pipe.consume()
             self.placement.pump()
             self._send_outbound()
@@ -232,6 +248,7 @@ class ShardActor(SupervisedActor):
             self.rt.help()
             self._send_outbound()  # what that round had for other processes, without another wakeup
         elif t is Hello:
+            self._heard = time.monotonic()
             self.gateway = sender
             self.peers = dict(message.addresses)
             self.send(sender, ShardReady(self.init.shard, os.getpid(), self.errors))
@@ -304,7 +321,7 @@ class ShardActor(SupervisedActor):
         if self.rt.fatal is not None:
             self._drain_and_close(0.0)
             raise ShardFailed(f"shard {self.init.shard}: {self.rt.fatal}")
-        if self._facade_here and not _alive(self.init.facade_pid):
+        if self._engine_gone():
             log.warning("engine process is gone: shard stops", shard=self.init.shard, pid=self.init.facade_pid)
             self._drain_and_close(0.0)
             # a normal exit: the supervisor does not start it again (shards are transient children);
@@ -315,6 +332,11 @@ class ShardActor(SupervisedActor):
         self.placement.pump()
         self._send_outbound()  # also what waited for a peer's address
         self.wakeup_after(_CHECK_EVERY)
+
+    def _engine_gone(self) -> bool:
+        if self._facade_here:
+            return not _alive(self.init.facade_pid)
+        return time.monotonic() - self._heard > 2 * self.init.node_timeout
 
     def on_stop(self) -> None:
         self._drain_and_close(0.0)

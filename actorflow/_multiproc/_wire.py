@@ -15,7 +15,7 @@ import cloudpickle
 
 from .._messages import message
 
-__all__ = ["Packed", "Workflows", "Hello", "ShardReady", "Peers", "Drain", "Drained", "ShardInit", "pack", "unpack"]
+__all__ = ["Packed", "Workflows", "Hello", "ShardReady", "Peers", "Drain", "Drained", "GatewayBeat", "ShardInit", "pack", "unpack"]
 
 
 @message
@@ -62,7 +62,6 @@ class ShardInit:
     # a shard owned by a member node (_node_shards): its journal is its own, under the node's --data-dir
     node: str = ""  # the owning node's id ("" : the engine's machine, journal in data_dir)
     cluster: str = ""  # the engine's data set on the nodes (a directory name there)
-    facade_host: str = ""  # the engine's host name: its PID is checked only on that host
     # shards whose runs this shard's journal holds (None: every shard's, as without nodes); a child
     # run of another journal's shard is refused (it would be journaled where its owner never looks)
     env_shards: tuple[int, ...] | None = None
@@ -112,6 +111,12 @@ class Drain:
 @message
 class Drained:
     shard: int
+
+
+@message
+class GatewayBeat:
+    """Facade -> a node-owned shard, every second: the engine is there. A shard on another machine
+    cannot check the engine's PID; one that hears nothing for 2 x node_timeout stops (a normal exit)."""
 
 
 # Notices of other kinds from the shards (e.g. a task handler began or ended: tasks/_leases.py),

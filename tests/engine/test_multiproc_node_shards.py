@@ -15,6 +15,7 @@ import asyncio
 import json
 import os
 import pickle
+import signal
 import socket
 import subprocess
 import sys
@@ -219,6 +220,54 @@ def test_kill_9_of_the_nodes_shard_process_mid_run(tmp_path: Path, leader_port: 
         assert sorted(i for i, _ in a_runs) == list(range(len(ids)))  # once per run
         for rid in ids:
             assert [e.name for e in engine.history(rid) if e.kind == "step_completed"] == ["a", "b"]
+
+
+_ENGINE_CHILD = """
+import json, sys, time
+from pathlib import Path
+from tests.engine.test_multiproc_node_shards import _engine, _ids, two_steps
+tmp, port, where = Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+engine = _engine(tmp, port, node_timeout=1.0).open()
+for i, rid in enumerate(_ids("e", 1, 4)):
+    engine.start(two_steps, i, where, run_id=rid)
+print(json.dumps(engine._runtime().shard_pids), flush=True)
+time.sleep(600)
+"""
+
+
+def test_the_engine_silent_its_node_shard_stops_and_the_next_engine_recovers_the_runs(
+    tmp_path: Path, leader_port: int, admin: int, nodes: Nodes
+) -> None:
+    """A node-owned shard cannot check the PID of an engine on another machine: it stops when the
+    engine's beats stop (2 x node_timeout; here the engine is frozen with SIGSTOP, its PID alive), so
+    the next engine's shard can take its journal; the runs complete, step a is not run again."""
+    nodes.start(args=("--data-dir", str(tmp_path / "nodeb"), "--node-id", NODE))
+    where = tmp_path / "marks"
+    where.mkdir()
+    env = {**os.environ, "ACTORFLOW_SECRET": SECRET,
+           "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests"), os.environ.get("PYTHONPATH", "")])}
+    child = subprocess.Popen([sys.executable, "-c", _ENGINE_CHILD, str(tmp_path), str(leader_port), str(where)],
+                             stdout=subprocess.PIPE, text=True, env=env, cwd=ROOT)
+    try:
+        assert child.stdout is not None
+        line = child.stdout.readline()
+        assert line, f"the engine process exited with {child.wait(10)}"
+        node_shard = int(json.loads(line)["1"])
+        ids = _ids("e", 1, 4)
+        until(lambda: len(_marks(where, "b")) == len(ids), "every run's step b to start")
+        # the engine's process frozen (as one on another machine cut off: its PID would say nothing)
+        os.kill(child.pid, signal.SIGSTOP)
+        until(lambda: not running(node_shard), "the node's shard to stop once the engine's beats stopped", 30)
+        kill(child.pid)  # then kill -9
+        child.wait(10)
+    finally:
+        kill(child.pid)
+        child.wait(10)
+    (where / "go").touch()
+    with _engine(tmp_path, leader_port) as engine:
+        assert [engine.result(rid, timeout=TIMEOUT)[0] for rid in ids] == list(range(len(ids)))
+        assert sorted(i for i, _ in _marks(where, "a")) == list(range(len(ids)))  # step a ran once per run
+        assert len(_marks(where, "b")) >= len(ids)
 
 
 class _Touch:
