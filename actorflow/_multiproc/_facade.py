@@ -24,7 +24,6 @@ import time
 import zlib
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import Future
 from datetime import timedelta
 from typing import Any
 
@@ -55,10 +54,10 @@ from .._net import open_actor_system
 from .._runtime import Notifier, final_event, final_outcome
 from .._types import RunStatus
 from ..errors import ActorflowError, ConfigError, WorkflowNotRegistered
-from ._node_shards import SHARD_NODE_CAPABILITY
+from ._node_shards import SHARD_NODE_CAPABILITY, wait_for_nodes
 from ._options import require_admin
 from ._placement import PlacementState, PlacementWait
-from ._routed import JournalCall, ShardUnavailable
+from ._routed import JournalCall, OwnerCalls, ShardUnavailable
 from ._shard import ShardActor
 from ._wakeup import WakePipe
 from ._wire import (
@@ -169,8 +168,9 @@ class MultiprocRuntime:
         )
         self.shard_nodes = dict(shard_nodes or {})  # shard -> member node owning it (_node_shards)
         self.cluster = ""  # the engine's data set on those nodes: set by the Engine from the shard map
-        self._calls: dict[int, set[int]] = {}  # node-owned shard -> its journal calls not answered yet
-        self._calls_lock = threading.Lock()
+        # the journal calls of RoutedJournal to node-owned shards (_routed)
+        self._calls = OwnerCalls(self.notifier.request, self.notifier.reply, self.post)
+        self.journal_call = self._calls.call
         self._join = join  # an admin started by `actorflow admin start`: ours are only the supervisor and shards
         self._supervisor: Any = None
         self._placement: dict[int, tuple[PlacementWait, ...]] = {}
@@ -213,21 +213,6 @@ class MultiprocRuntime:
 
     def shard_of(self, run_id: str) -> int:
         return zlib.crc32(run_id.encode()) % self.shards if self.shards > 1 else 0
-
-    def journal_call(self, shard: int, method: str, args: tuple[Any, ...]) -> Future[Any]:
-        """Ask node-owned `shard` to run `method` of its journal (`_routed`); the future settles with
-        its Reply, or ShardUnavailable if the shard's process is replaced first."""
-        request, fut = self.notifier.request()
-        with self._calls_lock:
-            self._calls.setdefault(shard, set()).add(request)
-
-        def answered(_: Future[Any]) -> None:
-            with self._calls_lock:
-                self._calls.get(shard, set()).discard(request)
-
-        fut.add_done_callback(answered)
-        self.post(JournalCall(shard, request, method, args))
-        return fut
 
     def on_gateway(self) -> bool:
         return threading.current_thread() is self._thread
@@ -311,7 +296,7 @@ class MultiprocRuntime:
             init = self._init
             nodes = self.shard_nodes
             if nodes:
-                self._wait_for_nodes(set(nodes.values()))
+                wait_for_nodes(self._system.members, set(nodes.values()))
             here = tuple(i for i in range(self.shards) if i not in nodes)
             children = [
                 ChildSpec(
@@ -368,23 +353,6 @@ class MultiprocRuntime:
             self._shutdown(asys)
             raise
         return asys
-
-    def _wait_for_nodes(self, wanted: set[str], timeout: float = 60.0) -> None:
-        """Before the shards are created: every node owning one must be in the convention (a shard
-        whose node is missing would fail its creation again and again, spending the restart budget)."""
-        deadline = time.monotonic() + timeout
-        while True:
-            present = {caps.get(SHARD_NODE_CAPABILITY) for _, caps in self._system.members(5.0)}
-            missing = wanted - present
-            if not missing:
-                return
-            if time.monotonic() > deadline:
-                raise ConfigError(
-                    f"shard_nodes: node(s) {sorted(missing)} did not join the convention within {timeout:g} s "
-                    "(start them with `actorflow worker --join HOST:PORT --data-dir DIR --node-id ID`)",
-                    option="shard_nodes", missing=sorted(missing),
-                )
-            time.sleep(0.5)
 
     def _loop(self, asys: Any) -> None:
         out = self._out
@@ -477,12 +445,7 @@ class MultiprocRuntime:
         self.restarts += 1
         self._addresses[shard] = msg.address
         self._placement.pop(shard, None)  # the new shard reports its own
-        with self._calls_lock:
-            lost = self._calls.pop(shard, set())
-        for request in lost:  # sent to the process that died: answered by nobody
-            self.notifier.reply(request, None, ShardUnavailable(
-                f"shard {shard} restarted while a journal call was in flight (a start may or may not have "
-                "committed: repeat it with the same run_id)", shard=shard))
+        self._calls.replaced(shard)  # calls the dead process received are answered by nobody
         log.warning("shard restarted", shard=shard, restarts=msg.restarts, error=msg.error)
         if self._late_blobs:  # its init has only the workflows of open()
             asys.tell(msg.address, Workflows(dict(self._late_blobs), recover=True))

@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import os
 import re
+import time
 import uuid
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +27,7 @@ from storage import Journal
 
 from ..errors import ConfigError
 
-__all__ = ["SHARD_NODE_CAPABILITY", "NODE_DATA_ENV", "check_shard_nodes", "node_id", "record_shard_map", "shard_dir"]
+__all__ = ["SHARD_NODE_CAPABILITY", "NODE_DATA_ENV", "check_shard_nodes", "node_id", "record_shard_map", "shard_dir", "wait_for_nodes"]
 
 SHARD_NODE_CAPABILITY = "actorflow.shard_node"  # a worker started with --data-dir: its node id
 NODE_DATA_ENV = "ACTORFLOW_NODE_DATA_DIR"  # that worker's --data-dir, inherited by its actors
@@ -87,6 +89,25 @@ def shard_dir(cluster: str, shard: int, node: str) -> str:
     path = Path(base, cluster, f"shard-{shard}")
     path.mkdir(parents=True, exist_ok=True)
     return str(path)
+
+
+def wait_for_nodes(
+    members: Callable[[float], list[tuple[str, dict[str, Any]]]], wanted: set[str], timeout: float = 60.0
+) -> None:
+    """Before the shards are created: every node owning one must be in the convention (a shard whose
+    node is missing would fail its creation again and again, spending the restart budget)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        missing = wanted - {caps.get(SHARD_NODE_CAPABILITY) for _, caps in members(5.0)}
+        if not missing:
+            return
+        if time.monotonic() > deadline:
+            raise ConfigError(
+                f"shard_nodes: node(s) {sorted(missing)} did not join the convention within {timeout:g} s "
+                "(start them with `actorflow worker --join HOST:PORT --data-dir DIR --node-id ID`)",
+                option="shard_nodes", missing=sorted(missing),
+            )
+        time.sleep(0.5)
 
 
 def record_shard_map(journal: Journal, shard_nodes: dict[int, str], shards: int) -> str:

@@ -40,7 +40,7 @@ from storage._journal import (
 from .._messages import message
 from ..errors import ActorflowError
 
-__all__ = ["JournalCall", "RoutedJournal", "ShardUnavailable", "serve_call"]
+__all__ = ["JournalCall", "OwnerCalls", "RoutedJournal", "ShardUnavailable", "serve_call"]
 
 _WAIT = 30.0  # seconds a read waits for the owning shard's answer
 
@@ -58,6 +58,39 @@ class JournalCall:
     request_id: int
     method: str
     args: tuple[Any, ...]
+
+
+class OwnerCalls:
+    """The facade's journal calls to node-owned shards, by request id (a `Reply` settles each). A
+    shard whose process is replaced never answers what the old one received: `replaced` fails those
+    calls at once (ShardUnavailable) instead of leaving them to time out."""
+
+    def __init__(self, request: Callable[[], tuple[int, Future[Any]]], settle: Callable[..., None],
+                 post: Callable[[Any], None]) -> None:
+        self._request, self._settle, self._post = request, settle, post
+        self._pending: dict[int, set[int]] = {}
+        self._lock = threading.Lock()
+
+    def call(self, shard: int, method: str, args: tuple[Any, ...]) -> Future[Any]:
+        request, fut = self._request()
+        with self._lock:
+            self._pending.setdefault(shard, set()).add(request)
+
+        def answered(_: Future[Any]) -> None:
+            with self._lock:
+                self._pending.get(shard, set()).discard(request)
+
+        fut.add_done_callback(answered)
+        self._post(JournalCall(shard, request, method, args))
+        return fut
+
+    def replaced(self, shard: int) -> None:
+        with self._lock:
+            lost = self._pending.pop(shard, set())
+        for request in lost:
+            self._settle(request, None, ShardUnavailable(
+                f"shard {shard} restarted while a journal call was in flight (a start may or may not have "
+                "committed: repeat it with the same run_id)", shard=shard))
 
 
 def _op_run_id(op: tuple[Any, ...]) -> str | None:

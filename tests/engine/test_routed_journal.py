@@ -142,3 +142,20 @@ def test_no_wait_on_the_gateway_thread_and_unknown_calls_refused() -> None:
     got: list[Any] = []
     serve_call(owner.journal, JournalCall(1, 9, "close", ()), lambda *a: got.append(a))
     assert isinstance(got[0][2], ActorflowError)
+
+
+def test_calls_in_flight_to_a_replaced_shard_fail_at_once() -> None:
+    from actorflow._multiproc._routed import OwnerCalls, ShardUnavailable
+    from actorflow._runtime import Notifier
+
+    notifier, posted = Notifier(), []
+    calls = OwnerCalls(notifier.request, notifier.reply, posted.append)
+    lost, kept = calls.call(1, "get_run", ("a",)), calls.call(0, "get_run", ("b",))
+    assert [type(p).__name__ for p in posted] == ["JournalCall", "JournalCall"]
+    calls.replaced(1)
+    with pytest.raises(ShardUnavailable, match="repeat it with the same run_id"):
+        lost.result(1)
+    assert not kept.done()
+    notifier.reply(posted[1].request_id, "rec")
+    assert kept.result(1) == "rec"
+    calls.replaced(0)  # nothing in flight any more: nothing to fail
