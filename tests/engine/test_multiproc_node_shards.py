@@ -203,12 +203,14 @@ def test_kill_9_of_the_nodes_shard_process_mid_run(tmp_path: Path, leader_port: 
     sid = os.getsid(next(iter(node_pids)))
     where = tmp_path / "marks"
     where.mkdir()
-    ids = _ids("k", 1, 6)
+    ids = _ids("k", 1, 30)
     with _engine(tmp_path, leader_port) as engine:
         rt: Any = engine._runtime()
         old = rt.shard_pids[1]
         handles = [engine.start(two_steps, i, str(where), run_id=rid) for i, rid in enumerate(ids)]
         until(lambda: len(_marks(where, "b")) == len(ids), "every run's step b to start")
+        late = _ids("late", 1, 1)[0]
+        late_h = engine.start(two_steps, 99, str(where), run_id=late)  # durable on return: at the owner
         kill(old)  # kill -9 of the node's shard process, steps in flight
         new = until(lambda: rt.shard_pids.get(1) not in (None, old) and rt.shard_pids[1], "the shard restarted")
         assert new in Nodes.pids(sid)  # restarted on the node
@@ -216,7 +218,8 @@ def test_kill_9_of_the_nodes_shard_process_mid_run(tmp_path: Path, leader_port: 
         results = [h.result(timeout=TIMEOUT) for h in handles]
         assert [r[0] for r in results] == list(range(len(ids)))
         assert {r[1] for r in results} == {old}  # step a: journaled by the killed process, not run again
-        a_runs = _marks(where, "a")
+        assert late_h.result(timeout=TIMEOUT)[0] == 99  # the start that preceded the kill was journaled
+        a_runs = [(i, pid) for i, pid in _marks(where, "a") if i != 99]
         assert sorted(i for i, _ in a_runs) == list(range(len(ids)))  # once per run
         for rid in ids:
             assert [e.name for e in engine.history(rid) if e.kind == "step_completed"] == ["a", "b"]
