@@ -363,6 +363,8 @@ class MultiprocRuntime:
                 next_housekeep = time.monotonic() + _HOUSEKEEP
                 for shard in self.shard_nodes:  # a node-owned shard stops when these stop (_shard)
                     asys.tell(self._addresses[shard], GatewayBeat())
+                if self.shard_nodes:
+                    self._calls.expire()  # calls a lost node never answers
                 for hk in self.housekeepers:
                     try:
                         hk()

@@ -20,6 +20,7 @@ from __future__ import annotations
 import functools
 import heapq
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future
 from typing import Any
@@ -63,26 +64,40 @@ class JournalCall:
 class OwnerCalls:
     """The facade's journal calls to node-owned shards, by request id (a `Reply` settles each). A
     shard whose process is replaced never answers what the old one received: `replaced` fails those
-    calls at once (ShardUnavailable) instead of leaving them to time out."""
+    calls at once (ShardUnavailable) instead of leaving them to time out; `expire` (the gateway's
+    housekeeping, every second) fails calls unanswered for `_WAIT` seconds, so an asynchronous caller
+    (`astart`, which waits on the future with no timeout of its own) is not left waiting on a lost node."""
 
     def __init__(self, request: Callable[[], tuple[int, Future[Any]]], settle: Callable[..., None],
                  post: Callable[[Any], None]) -> None:
         self._request, self._settle, self._post = request, settle, post
         self._pending: dict[int, set[int]] = {}
+        self._since: dict[int, tuple[float, int]] = {}  # request -> (monotonic time sent, shard)
         self._lock = threading.Lock()
 
     def call(self, shard: int, method: str, args: tuple[Any, ...]) -> Future[Any]:
         request, fut = self._request()
         with self._lock:
             self._pending.setdefault(shard, set()).add(request)
+            self._since[request] = (time.monotonic(), shard)
 
         def answered(_: Future[Any]) -> None:
             with self._lock:
                 self._pending.get(shard, set()).discard(request)
+                self._since.pop(request, None)
 
         fut.add_done_callback(answered)
         self._post(JournalCall(shard, request, method, args))
         return fut
+
+    def expire(self, wait: float = _WAIT) -> None:
+        now = time.monotonic()
+        with self._lock:
+            old = [(r, shard) for r, (t, shard) in self._since.items() if now - t > wait]
+        for request, shard in old:
+            self._settle(request, None, ShardUnavailable(
+                f"shard {shard} did not answer a journal call within {wait:g} s (its node may be gone; a "
+                "start may or may not have committed: repeat it with the same run_id)", shard=shard))
 
     def replaced(self, shard: int) -> None:
         with self._lock:

@@ -159,3 +159,21 @@ def test_calls_in_flight_to_a_replaced_shard_fail_at_once() -> None:
     notifier.reply(posted[1].request_id, "rec")
     assert kept.result(1) == "rec"
     calls.replaced(0)  # nothing in flight any more: nothing to fail
+
+
+def test_calls_unanswered_too_long_fail_so_async_callers_are_not_left_waiting() -> None:
+    import time
+
+    from actorflow._multiproc._routed import OwnerCalls, ShardUnavailable
+    from actorflow._runtime import Notifier
+
+    notifier, posted = Notifier(), []
+    calls = OwnerCalls(notifier.request, notifier.reply, posted.append)
+    slow = calls.call(1, "submit", ([],))
+    calls.expire(wait=60.0)
+    assert not slow.done()
+    time.sleep(0.02)
+    calls.expire(wait=0.01)
+    with pytest.raises(ShardUnavailable, match="did not answer"):
+        slow.result(1)
+    calls.expire(wait=0.0)  # settled calls are forgotten: nothing left to fail
