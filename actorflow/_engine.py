@@ -24,8 +24,10 @@ from ._lockfile import DirLock
 from ._messages import CancelRun, LoadRun, SignalArrived, StartRun, StartRuns
 from ._monitor import afollow, follow
 from ._multiproc import MultiprocRuntime
+from ._multiproc._node_shards import check_shard_nodes, record_shard_map
 from ._multiproc._options import check_join, check_node_options, require_admin
 from ._multiproc._placement import PlacementWait
+from ._multiproc._routed import RoutedJournal
 from ._options import check_engine_options
 from ._residency import Residency, residency_of
 from ._runtime import Facade, Runtime
@@ -91,6 +93,7 @@ class Engine(TaskMethods):  # task queue methods: actorflow/tasks/_api.py
         capabilities: dict[str, Any] | None = None,
         remote_tasks: bool = False,
         max_resident: int | None = 20_000,
+        shard_nodes: dict[int, str] | None = None,
     ) -> None:
         check_engine_options(
             data_dir=data_dir,
@@ -124,6 +127,8 @@ class Engine(TaskMethods):  # task queue methods: actorflow/tasks/_api.py
         self._admin_port, self._secret, self._node_timeout = admin_port, secret, node_timeout
         self._step_requirements = check_node_options(system, admin_port, secret, step_requirements, node_timeout,
                                                      join)
+        # shards owned (and journaled) by member nodes: actorflow/_multiproc/_node_shards.py
+        self._shard_nodes = check_shard_nodes(shard_nodes, shards, system)
         self.close_grace = close_grace
         self.timer_horizon = timer_horizon
         # runs in memory at most (with passivation on): a burst passes through in cohorts (_residency)
@@ -285,15 +290,21 @@ class Engine(TaskMethods):  # task queue methods: actorflow/tasks/_api.py
             join=self._join,
             gc_threshold=self.gc_threshold,
             max_resident=self.max_resident,
+            shard_nodes=self._shard_nodes,
         )
         try:
-            LmdbJournal(self.data_dir, sync=self.sync, codec=self._codec).close()  # format check, fails fast
+            with LmdbJournal(self.data_dir, sync=self.sync, codec=self._codec) as checked:  # format check, fails fast
+                rt.cluster = record_shard_map(checked, self._shard_nodes, self.shards)
             rt.start()
         except BaseException:
             self._release_dir()
             raise
         try:
-            rt.journal = self.journal = LmdbJournal(self.data_dir, sync=self.sync, codec=self._codec)
+            journal: Journal = LmdbJournal(self.data_dir, sync=self.sync, codec=self._codec)
+            if self._shard_nodes:  # a run of a node-owned shard is read and written at its owner
+                journal = RoutedJournal(journal, frozenset(self._shard_nodes), rt.shard_of, rt.journal_call,
+                                        rt.on_gateway)
+            rt.journal = self.journal = journal
         except BaseException:
             rt.close(0.0)
             self._release_dir()

@@ -153,6 +153,12 @@ class RunHost(OutputCommit, ResidentCap):
     ) -> None:
         now = self.rt.clock.now()
         parent_id = run.run_id
+        env = self.rt.env_shards
+        if env is not None and self.rt.shard_of(child_id) not in env:  # its owner journals elsewhere
+            error = f"child run {child_id!r} belongs to a shard journaled on another node: not supported yet"
+            failed = {"run_id": child_id, "error": error}
+            self.outbox.append((self.rt.shard_of(parent_id), ChildDone(parent_id, pos, "child_failed", failed)))
+            return
         rec = RunRecord(child_id, name, "pending", now, now, parent=parent_id, meta={"parent_pos": pos})
         idx = self.batch.create_run(rec, Event(0, "run_started", name, {"args": args}, now))
         rt = self.rt

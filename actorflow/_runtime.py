@@ -203,6 +203,8 @@ class Runtime:
         # the shards whose hosts live in this process (all of them when embedded), and where items
         # for the others go (set by a multiprocess shard: out to their processes)
         self.local_shards: tuple[int, ...] = tuple(range(shards))
+        # shards whose runs this runtime's journal holds (None: all); set when member nodes own shards
+        self.env_shards: frozenset[int] | None = None
         self.remote: Callable[[int, list[Any]], None] | None = None
         # called on the pump thread at every housekeeping tick (about once a second); each must be cheap
         self.housekeepers: list[Callable[[], None]] = []

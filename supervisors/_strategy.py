@@ -111,6 +111,9 @@ class ChildSpec:
     factory: Any
     init: Any = None
     restart: RestartType = "permanent"
+    # Thespian targetActorRequirements: the child is created in an admin of the convention whose
+    # capabilities meet them (the factory's actorSystemCapabilityCheck decides); None: this admin
+    requirements: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:

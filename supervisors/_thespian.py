@@ -284,7 +284,10 @@ class SupervisorActor(Actor):  # type: ignore[misc]
         assert self._core is not None
         child = self._core.spec.child(name)
         try:
-            address = self.createActor(child.factory)
+            if child.requirements is None:
+                address = self.createActor(child.factory)
+            else:
+                address = self.createActor(child.factory, targetActorRequirements=child.requirements)
         except Exception as exc:
             _log.error("supervisor_spawn_failed", supervisor=self._name, child=name, error=repr(exc))
             self.send(self.myAddress, _SpawnFailed(name, f"could not create child: {exc!r}"))

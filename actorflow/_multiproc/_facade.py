@@ -54,14 +54,17 @@ from .._net import open_actor_system
 from .._runtime import Notifier, final_event, final_outcome
 from .._types import RunStatus
 from ..errors import ActorflowError, ConfigError, WorkflowNotRegistered
+from ._node_shards import SHARD_NODE_CAPABILITY, wait_for_nodes
 from ._options import require_admin
 from ._placement import PlacementState, PlacementWait
+from ._routed import JournalCall, OwnerCalls, ShardUnavailable
 from ._shard import ShardActor
 from ._wakeup import WakePipe
 from ._wire import (
     NOTICE_HANDLERS,
     Drain,
     Drained,
+    GatewayBeat,
     Hello,
     Packed,
     Peers,
@@ -132,6 +135,7 @@ class MultiprocRuntime:
         join: tuple[str, int] | None = None,
         gc_threshold: tuple[int, int, int] | None = None,
         max_resident: int | None = None,
+        shard_nodes: dict[int, str] | None = None,
     ) -> None:
         self.clock = clock
         self.workflows = workflows
@@ -162,6 +166,11 @@ class MultiprocRuntime:
             gc_threshold=gc_threshold,
             max_resident=max_resident,
         )
+        self.shard_nodes = dict(shard_nodes or {})  # shard -> member node owning it (_node_shards)
+        self.cluster = ""  # the engine's data set on those nodes: set by the Engine from the shard map
+        # the journal calls of RoutedJournal to node-owned shards (_routed)
+        self._calls = OwnerCalls(self.notifier.request, self.notifier.reply, self.post)
+        self.journal_call = self._calls.call
         self._join = join  # an admin started by `actorflow admin start`: ours are only the supervisor and shards
         self._supervisor: Any = None
         self._placement: dict[int, tuple[PlacementWait, ...]] = {}
@@ -204,6 +213,9 @@ class MultiprocRuntime:
 
     def shard_of(self, run_id: str) -> int:
         return zlib.crc32(run_id.encode()) % self.shards if self.shards > 1 else 0
+
+    def on_gateway(self) -> bool:
+        return threading.current_thread() is self._thread
 
     def final_event(self, run_id: str) -> Any:
         return final_event(self.journal, run_id)
@@ -282,12 +294,20 @@ class MultiprocRuntime:
         self.admin_pid = self._system.processes.admin_pid
         try:
             init = self._init
+            nodes = self.shard_nodes
+            if nodes:
+                wait_for_nodes(self._system.members, set(nodes.values()))
+            here = tuple(i for i in range(self.shards) if i not in nodes)
             children = [
                 ChildSpec(
                     f"shard-{i}",
                     ShardActor,
-                    ShardInit(shard=i, workflows=self._blobs, facade_pid=os.getpid(), **init),  # type: ignore[arg-type]
+                    ShardInit(shard=i, workflows=self._blobs, facade_pid=os.getpid(), **init,  # type: ignore[arg-type]
+                              node=nodes.get(i, ""), cluster=self.cluster if i in nodes else "",
+                              env_shards=None if not nodes else (i,) if i in nodes else here),
                     restart="transient",  # restarted after a crash; not after it stopped because the engine is gone
+                    # a node-owned shard is created on that node (Thespian requirements, as step workers are)
+                    requirements={SHARD_NODE_CAPABILITY: nodes[i]} if i in nodes else None,
                 )
                 for i in range(self.shards)
             ]
@@ -339,8 +359,12 @@ class MultiprocRuntime:
         late = self._late
         next_housekeep = time.monotonic() + _HOUSEKEEP
         while True:
-            if self.housekeepers and time.monotonic() >= next_housekeep:
+            if (self.housekeepers or self.shard_nodes) and time.monotonic() >= next_housekeep:
                 next_housekeep = time.monotonic() + _HOUSEKEEP
+                for shard in self.shard_nodes:  # a node-owned shard stops when these stop (_shard)
+                    asys.tell(self._addresses[shard], GatewayBeat())
+                if self.shard_nodes:
+                    self._calls.expire()  # calls a lost node never answers
                 for hk in self.housekeepers:
                     try:
                         hk()
@@ -382,7 +406,8 @@ class MultiprocRuntime:
         shard_of = self.shard_of
         for _ in range(n):
             item = out.popleft()
-            per.setdefault(shard_of(item.run_id), []).append(item)
+            shard = item.shard if type(item) is JournalCall else shard_of(item.run_id)
+            per.setdefault(shard, []).append(item)
         for shard, items in per.items():
             asys.tell(self._addresses[shard], pack(items))
 
@@ -422,6 +447,7 @@ class MultiprocRuntime:
         self.restarts += 1
         self._addresses[shard] = msg.address
         self._placement.pop(shard, None)  # the new shard reports its own
+        self._calls.replaced(shard)  # calls the dead process received are answered by nobody
         log.warning("shard restarted", shard=shard, restarts=msg.restarts, error=msg.error)
         if self._late_blobs:  # its init has only the workflows of open()
             asys.tell(msg.address, Workflows(dict(self._late_blobs), recover=True))
@@ -437,10 +463,19 @@ class MultiprocRuntime:
         for run_id in monitored:
             if self.shard_of(run_id) == shard:
                 self._out.append(WatchStatus(run_id, True))
+        waited = [r for r in waited if self.shard_of(r) == shard]
+        if shard in self.shard_nodes:  # its journal answers by message: not on this (the gateway) thread
+            threading.Thread(target=self._settle, args=(waited,), name="actorflow-settle", daemon=True).start()
+        else:
+            self._settle(waited)
+
+    def _settle(self, waited: list[str]) -> None:
         for run_id in waited:
-            if self.shard_of(run_id) != shard:
+            try:
+                rec = self.journal.get_run(run_id)
+            except ShardUnavailable:
+                log.warning("a run's shard did not answer; its waiter keeps waiting", run_id=run_id)
                 continue
-            rec = self.journal.get_run(run_id)
             if rec is not None and rec.finished:
                 kind, data = final_outcome(self.journal, run_id, rec)
                 value = data if kind == "child_completed" else None

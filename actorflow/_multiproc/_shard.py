@@ -19,6 +19,7 @@ from __future__ import annotations
 import functools
 import gc
 import os
+import time
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -37,10 +38,25 @@ from .._runtime import Notifier, Runtime
 from .._thespian import ActorRuntime
 from .._types import RunStatus
 from ..errors import ActorflowError
+from ._node_shards import shard_dir
 from ._placement import Placement
+from ._remote_steps import capabilities_match
+from ._routed import JournalCall, serve_call
 from ._timer_wake import TimerWake, TimerWakeups
 from ._wakeup import WakePipe
-from ._wire import Drain, Drained, Hello, Packed, Peers, ShardInit, ShardReady, Workflows, pack, unpack
+from ._wire import (
+    Drain,
+    Drained,
+    GatewayBeat,
+    Hello,
+    Packed,
+    Peers,
+    ShardInit,
+    ShardReady,
+    Workflows,
+    pack,
+    unpack,
+)
 
 __all__ = ["ShardActor", "ShardNotifier"]
 
@@ -108,8 +124,16 @@ class ShardFailed(ActorflowError):
 class ShardActor(SupervisedActor):
     """Hosts one shard's runs in this process (see the module docstring)."""
 
+    @staticmethod
+    def actorSystemCapabilityCheck(capabilities: dict[str, Any], requirements: dict[str, Any]) -> bool:  # noqa: N802
+        # a shard owned by a member node is created with {SHARD_NODE_CAPABILITY: its id}
+        return capabilities_match(capabilities, requirements or {})
+
     def on_start(self, init: ShardInit) -> None:
         self.init = init
+        # the engine is alive: its PID for a shard on its machine; its beats for one on a member node
+        self._facade_here = not init.node
+        self._heard = time.monotonic()
         if init.gc_threshold is not None:  # this process is the shard's alone: no host's tuning to respect
             gc.set_threshold(*init.gc_threshold)
         self.gateway: Any = None
@@ -126,9 +150,11 @@ class ShardActor(SupervisedActor):
                 self.errors[name] = f"{type(exc).__name__}: {exc}"
         # the shard of an engine killed with -9 runs on until it sees that (within _CHECK_EVERY): this
         # one must not recover the same runs beside it
-        self.lock = DirLock(init.data_dir, f"shard-{init.shard}.lock")
+        # a node-owned shard's journal is its own, in a directory the node chose (_node_shards)
+        data_dir = shard_dir(init.cluster, init.shard, init.node) if init.node else init.data_dir
+        self.lock = DirLock(data_dir, f"shard-{init.shard}.lock")
         self.lock.acquire(wait=_LOCK_WAIT)
-        self.journal = LmdbJournal(init.data_dir, sync=init.sync, codec=Codec(init.codec, init.max_payload))
+        self.journal = LmdbJournal(data_dir, sync=init.sync, codec=Codec(init.codec, init.max_payload))
         rt = Runtime(
             self.journal,
             SystemClock(),
@@ -144,6 +170,8 @@ class ShardActor(SupervisedActor):
         for name, fn in workflows.items():
             self.names.add(name, fn)
         rt.local_shards = (init.shard,)
+        if init.env_shards is not None:
+            rt.env_shards = frozenset(init.env_shards)
         rt.remote = self._out
         rt.notifier = self.notifier = ShardNotifier(self._out)
         self.rt = rt
@@ -200,21 +228,27 @@ class ShardActor(SupervisedActor):
 
     def _handle(self, message: Any, sender: Any) -> None:
         t = type(message)
-        if t is WatchMessage:
+        if t is GatewayBeat:
+            self._heard = time.monotonic()
+        elif t is WatchMessage:
             self._pipe.consume()
             self.placement.pump()
             self._send_outbound()
         elif t is Packed:
-            items = [
-                PumpCall(functools.partial(self._watch, item)) if type(item) is WatchStatus else item
-                for item in unpack(message)
-            ]
+            items = []
+            for item in unpack(message):
+                it = type(item)
+                if it is JournalCall:  # the facade's write or read of this shard's journal (_routed)
+                    serve_call(self.journal, item, self.notifier.reply)
+                else:
+                    items.append(PumpCall(functools.partial(self._watch, item)) if it is WatchStatus else item)
             self.rt.queue.extend(items)
             # run the actors on this thread for a round if the pump thread is not (Runtime.help): the
             # batch's first steps are dispatched without a hand-off to the pump thread first
             self.rt.help()
             self._send_outbound()  # what that round had for other processes, without another wakeup
         elif t is Hello:
+            self._heard = time.monotonic()
             self.gateway = sender
             self.peers = dict(message.addresses)
             self.send(sender, ShardReady(self.init.shard, os.getpid(), self.errors))
@@ -226,6 +260,8 @@ class ShardActor(SupervisedActor):
         elif t is Drain:
             self._drain_and_close(message.grace)
             self.send(sender, Drained(self.init.shard))
+            if self.init.node:  # on a member node: not one of the engine's admin's processes, exit now
+                self.exit_normally("engine closed")
         elif t is ChildActorExited:
             if not self._closed:
                 self.placement.child_exited(message.childAddress)  # a node's step actor, or its creation failed
@@ -285,7 +321,7 @@ class ShardActor(SupervisedActor):
         if self.rt.fatal is not None:
             self._drain_and_close(0.0)
             raise ShardFailed(f"shard {self.init.shard}: {self.rt.fatal}")
-        if not _alive(self.init.facade_pid):
+        if self._engine_gone():
             log.warning("engine process is gone: shard stops", shard=self.init.shard, pid=self.init.facade_pid)
             self._drain_and_close(0.0)
             # a normal exit: the supervisor does not start it again (shards are transient children);
@@ -296,6 +332,11 @@ class ShardActor(SupervisedActor):
         self.placement.pump()
         self._send_outbound()  # also what waited for a peer's address
         self.wakeup_after(_CHECK_EVERY)
+
+    def _engine_gone(self) -> bool:
+        if self._facade_here:
+            return not _alive(self.init.facade_pid)
+        return time.monotonic() - self._heard > 2 * self.init.node_timeout
 
     def on_stop(self) -> None:
         self._drain_and_close(0.0)

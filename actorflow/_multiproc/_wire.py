@@ -15,7 +15,7 @@ import cloudpickle
 
 from .._messages import message
 
-__all__ = ["Packed", "Workflows", "Hello", "ShardReady", "Peers", "Drain", "Drained", "ShardInit", "pack", "unpack"]
+__all__ = ["Packed", "Workflows", "Hello", "ShardReady", "Peers", "Drain", "Drained", "GatewayBeat", "ShardInit", "pack", "unpack"]
 
 
 @message
@@ -59,6 +59,12 @@ class ShardInit:
     # holds thousands of live runs, and at (700, 10, 10) it spent ~40% of its CPU in the collector
     gc_threshold: tuple[int, int, int] | None = None
     max_resident: int | None = None  # runs in memory at most, over all shards (see actorflow._residency)
+    # a shard owned by a member node (_node_shards): its journal is its own, under the node's --data-dir
+    node: str = ""  # the owning node's id ("" : the engine's machine, journal in data_dir)
+    cluster: str = ""  # the engine's data set on the nodes (a directory name there)
+    # shards whose runs this shard's journal holds (None: every shard's, as without nodes); a child
+    # run of another journal's shard is refused (it would be journaled where its owner never looks)
+    env_shards: tuple[int, ...] | None = None
 
 
 @message
@@ -105,6 +111,12 @@ class Drain:
 @message
 class Drained:
     shard: int
+
+
+@message
+class GatewayBeat:
+    """Facade -> a node-owned shard, every second: the engine is there. A shard on another machine
+    cannot check the engine's PID; one that hears nothing for 2 x node_timeout stops (a normal exit)."""
 
 
 # Notices of other kinds from the shards (e.g. a task handler began or ended: tasks/_leases.py),

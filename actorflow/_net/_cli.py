@@ -17,6 +17,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
+from .._multiproc._node_shards import NODE_DATA_ENV, SHARD_NODE_CAPABILITY, node_id
 from .._multiproc._node_slots import SLOTS_ENV, make_slots
 from .._placed import NODE_ENV, QUEUES_CAPABILITY, WORKER_CAPABILITY
 from ..errors import ConfigError
@@ -141,6 +142,12 @@ def _worker(args: argparse.Namespace) -> int:
     os.environ[NODE_ENV] = f"{socket.gethostname()}:{os.getpid()}"  # its actors name their node to their shards
     if args.queues is not None:
         caps[QUEUES_CAPABILITY] = args.queues
+    if args.data_dir is not None:  # this node can own shards: their journals go under this directory
+        data_dir = os.path.abspath(args.data_dir)
+        caps[SHARD_NODE_CAPABILITY] = node_id(data_dir, args.node_id)
+        os.environ[NODE_DATA_ENV] = data_dir  # the node's actors inherit it; no peer names a path here
+    elif args.node_id is not None:
+        raise ConfigError("--node-id names a node that owns shards: it needs --data-dir")
     slots_dir = None
     if args.concurrency is not None:
         caps["actorflow.concurrency"] = args.concurrency
@@ -200,6 +207,10 @@ def add_subcommands(sub: Any) -> None:
                         help="task queues this node consumes (default: every queue)")
     worker.add_argument("--concurrency", type=_positive, default=None, metavar="N",
                         help="steps (task handlers) this node runs at once per shard (default 32)")
+    worker.add_argument("--data-dir", default=None, metavar="DIR",
+                        help="let this node own shards (Engine(shard_nodes=...)): their journals live here")
+    worker.add_argument("--node-id", default=None, metavar="ID",
+                        help="this node's id in shard_nodes (default: generated once, kept in --data-dir)")
     worker.add_argument("--start-method", choices=("fork", "spawn"), default=None)
     worker.set_defaults(fn=_worker)
 
