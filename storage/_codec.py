@@ -5,8 +5,12 @@ Record formats (the header's first byte). Every format this code ever wrote stay
 - 1: CRC32 of the body alone. From 3b4b081 until format 2 existed, records still marked 1 were
   written with the CRC of format 2 (seeded with version and codec id), so a format-1 record is
   accepted under either rule.
-- 2 (written now): CRC32 of the body seeded with the version and codec id, so a flipped version or
-  codec byte is a checksum failure too.
+- 2: CRC32 of the body seeded with the version and codec id, so a flipped version or codec byte is
+  a checksum failure too.
+- 3 (written now): records as in format 2. What changed is the environment: an engine's data
+  directory may hold a shard map (kv namespace "cluster": shards owned by member nodes journal their
+  runs on those nodes), which a release reading only formats up to 2 would ignore - it would start
+  those shards' runs in the wrong journal. Such a release refuses a format-3 environment instead.
 
 A record of a format newer than FORMAT_VERSION raises JournalVersionError naming both formats;
 one older than OLDEST_FORMAT_VERSION would too. Changing what is written means a new format number.
@@ -24,7 +28,7 @@ import cloudpickle
 
 from actorflow.errors import JournalCorrupt, JournalVersionError, PayloadError
 
-FORMAT_VERSION = 2  # written by this code
+FORMAT_VERSION = 3  # written by this code
 OLDEST_FORMAT_VERSION = 1  # read by this code: every format from here to FORMAT_VERSION
 DEFAULT_MAX_PAYLOAD = 2 * 1024 * 1024
 
@@ -118,7 +122,7 @@ class Codec:
             raise JournalCorrupt(f"{where}: truncated record ({len(record)} bytes)", where=where)
         version, codec_id, crc = _HEADER.unpack_from(record, 0)
         body = bytes(record[HEADER_SIZE:])
-        if version == FORMAT_VERSION:
+        if version == FORMAT_VERSION or version == 2:
             ok = _crc(version, codec_id, body) == crc
         elif version == 1:
             ok = zlib.crc32(body) == crc or _crc(version, codec_id, body) == crc

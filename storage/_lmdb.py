@@ -8,7 +8,7 @@ Layout (keys in `_keys.py`; every value except `active`/`meta` is a codec record
     timers   due(8, order-preserving) run_id \\0 pos(4) -> data
     signals  run_id \\0 name \\0 inbox seq(8)         -> payload (inbox seq: global, monotonic)
     kv       ns \\0 key                              -> value
-    meta     b"format_version" -> b"2", b"signal_seq" -> 8 bytes
+    meta     b"format_version" -> b"3", b"signal_seq" -> 8 bytes
 
 The meta format version is the newest record format in the environment: opening an older journal
 raises it to FORMAT_VERSION (it will hold records of both), one newer than this code refuses to open

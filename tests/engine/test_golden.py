@@ -5,9 +5,11 @@ below, one directory per journal format (never regenerated: a new format gets a 
 
 - golden/v1/*.json: records of format 1 as first written (CRC of the body alone), bd9673d;
 - golden/v1-seeded/*.json: records still marked format 1 but with the seeded CRC, 3b4b081..439e6c9;
-- golden/v2/*.json: format 2 (this code's);
+- golden/v2/*.json: format 2 (e53b1e6..a7d35c6);
+- golden/v3/*.json: format 3 (this code's: format 2's records, environments that may hold a shard map);
 - golden/lmdb/<format>/<scenario>/data.mdb: whole LMDB environments, as the engine left them, written
-  by 439e6c9 (v1-seeded, the last release before format 2) and by format 2's first commit (v2).
+  by 439e6c9 (v1-seeded, the last release before format 2), by format 2's first commit (v2) and by
+  format 3's first commit (v3).
 
 The JSON files hold the encoded records (base64, exactly as the codec wrote them): the test loads each
 into a fresh journal (memory and LMDB). The LMDB environments are copied and opened as a data_dir.
@@ -174,8 +176,8 @@ def restore(journal: Journal, data: dict[str, Any]) -> None:
 
 import pytest  # noqa: E402  (below: make_golden.py imports this module without pytest fixtures)
 
-RECORD_DIRS = ["v1", "v1-seeded", "v2"]  # golden/<dir>/*.json
-LMDB_DIRS = ["v1-seeded", "v2"]  # golden/lmdb/<dir>/<scenario>/data.mdb + <scenario>.json
+RECORD_DIRS = ["v1", "v1-seeded", "v2", "v3"]  # golden/<dir>/*.json
+LMDB_DIRS = ["v1-seeded", "v2", "v3"]  # golden/lmdb/<dir>/<scenario>/data.mdb + <scenario>.json
 
 
 def golden_files() -> list[Path]:

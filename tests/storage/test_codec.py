@@ -88,7 +88,7 @@ def _v1(body: bytes, seeded: bool, codec_id: int = CODEC_PICKLE) -> bytes:
 @pytest.mark.parametrize("seeded", [False, True], ids=["as-first-written", "seeded-crc"])
 def test_format_1_records_are_read_under_either_checksum_rule(seeded: bool) -> None:
     """Format 1 was written with the body's CRC, then (3b4b081..439e6c9) with the seeded one."""
-    assert FORMAT_VERSION == 2 and OLDEST_FORMAT_VERSION == 1
+    assert OLDEST_FORMAT_VERSION == 1
     value = {"kind": "step_completed", "data": [1, 2.5, "x"]}
     assert Codec().decode(_v1(pickle.dumps(value, 5), seeded)) == value
     assert Codec("pickle").decode(_v1(json.dumps(value).encode(), seeded, CODEC_JSON)) == value
@@ -98,13 +98,22 @@ def test_format_1_records_are_read_under_either_checksum_rule(seeded: bool) -> N
         Codec().decode(bytes(damaged), "run 'r' seq 1")
 
 
-def test_format_2_is_written_and_its_crc_is_not_format_1s() -> None:
+def test_this_format_is_written_and_its_crc_is_not_format_1s() -> None:
     rec = Codec().encode("x")
-    assert rec[0] == 2
+    assert rec[0] == FORMAT_VERSION == 3
     body = rec[HEADER_SIZE:]
-    with pytest.raises(JournalCorrupt):  # a format 2 record relabelled 1 matches neither rule of format 1
+    with pytest.raises(JournalCorrupt):  # a format 3 record relabelled 1 matches neither rule of format 1
         Codec().decode(b"\x01" + rec[1:])
     assert Codec().decode(_v1(body, seeded=False)) == "x"
+
+
+def test_format_2_records_are_read_and_checked_under_their_own_seed() -> None:
+    """Format 3 kept format 2's records (it changed the environment: a shard map may be in it)."""
+    body = pickle.dumps({"x": 1}, 5)
+    v2 = struct.pack(">BBI", 2, CODEC_PICKLE, zlib.crc32(body, (2 << 8) | CODEC_PICKLE)) + body
+    assert Codec().decode(v2) == {"x": 1}
+    with pytest.raises(JournalCorrupt, match="checksum mismatch"):  # format 3's seed is not format 2's
+        Codec().decode(b"\x03" + v2[1:])
 
 
 def test_format_0_is_corrupt_not_a_version() -> None:
@@ -182,12 +191,12 @@ def test_journal_older_than_the_oldest_readable_format_is_refused_naming_both(tm
     path = tmp_path / "j"
     LmdbJournal(path).close()
     _raw_put(path, b"meta", b"format_version", str(OLDEST_FORMAT_VERSION - 1).encode())
-    with pytest.raises(JournalVersionError, match="format 0; this actorflow reads formats 1 to 2") as info:
+    with pytest.raises(JournalVersionError, match=f"format 0; this actorflow reads formats 1 to {FORMAT_VERSION}") as info:
         LmdbJournal(path)
     assert info.value.found == 0 and info.value.supported == FORMAT_VERSION and info.value.oldest == 1
 
 
-def test_format_1_journal_opens_reads_its_records_and_is_marked_format_2(tmp_path: Path) -> None:
+def test_format_1_journal_opens_reads_its_records_and_is_marked_with_this_format(tmp_path: Path) -> None:
     """An environment left by format 1 (its meta says 1, its records are format 1, either CRC rule)."""
     path = tmp_path / "j"
     LmdbJournal(path).close()
@@ -204,9 +213,9 @@ def test_format_1_journal_opens_reads_its_records_and_is_marked_format_2(tmp_pat
     env = lmdb.open(str(path), max_dbs=16, readonly=True, lock=False)
     try:
         with env.begin() as txn:
-            assert txn.get(b"format_version", db=env.open_db(b"meta", txn=txn, create=False)) == b"2"
+            assert txn.get(b"format_version", db=env.open_db(b"meta", txn=txn, create=False)) == str(FORMAT_VERSION).encode()
             raw = txn.get(b"r\x00" + (2).to_bytes(8, "big"), db=env.open_db(b"events", txn=txn, create=False))
-            assert raw[0] == 2  # new records are written in this code's format
+            assert raw[0] == FORMAT_VERSION  # new records are written in this code's format
     finally:
         env.close()
 
