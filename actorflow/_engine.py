@@ -19,7 +19,7 @@ from ._check import CheckReport, check_runs
 from ._clock import Clock, SystemClock
 from ._control import ControlInbox
 from ._core import Env, failure_text
-from ._handle import RunHandle, new_run_id
+from ._handle import RunHandle, RunHandles, new_run_id
 from ._lockfile import DirLock
 from ._messages import CancelRun, LoadRun, SignalArrived, StartRun, StartRuns
 from ._monitor import afollow, follow
@@ -483,8 +483,8 @@ class Engine(TaskMethods):  # task queue methods: actorflow/tasks/_api.py
         wf: Callable[..., Any] | str,
         args_list: Iterable[Sequence[Any]],
         run_ids: Sequence[str] | None = None,
-    ) -> list[RunHandle]:
-        """Start many runs; returns once every start is durable.
+    ) -> RunHandles:
+        """Start many runs; returns once every start is durable, a read-only list of their handles.
 
         Up to `START_MANY_COMMIT` runs commit atomically in one transaction (one fsync); a larger
         call commits in consecutive groups of that size, after every argument and run id was
@@ -500,14 +500,14 @@ class Engine(TaskMethods):  # task queue methods: actorflow/tasks/_api.py
         step = START_MANY_COMMIT
         if n > step:
             self._check_many(rt, name, args_seq, run_ids)
-        handles: list[RunHandle] = []
+        handles = RunHandles(self)
         conflicts: list[RunConflict] = []
         pace = self._pace(rt) if n > step else None
         for lo in range(0, n, step):
             if pace is not None and lo and not pace():
                 pace = None  # the hosts take none: go on without waiting
             ids = run_ids[lo : lo + step] if run_ids is not None else None
-            handles += self._start_group(rt, name, args_seq[lo : lo + step], ids, conflicts)
+            self._start_group(rt, name, args_seq[lo : lo + step], ids, conflicts, handles)
         if conflicts:
             raise conflicts[0]
         return handles
@@ -550,7 +550,8 @@ class Engine(TaskMethods):  # task queue methods: actorflow/tasks/_api.py
         args_seq: list[tuple[Any, ...]],
         run_ids: Sequence[str] | None,
         conflicts: list[RunConflict],
-    ) -> list[RunHandle]:
+        handles: RunHandles,
+    ) -> None:
         """One commit of start_many; its runs go to their hosts as one message per shard."""
         batch = rt.journal.batch()
         now = rt.clock.now()
@@ -563,7 +564,8 @@ class Engine(TaskMethods):  # task queue methods: actorflow/tasks/_api.py
         del batch
         fresh = (rt, rt.notifier.evictions)  # before the runs can finish: their outcomes are in `recent` after
         per_shard: dict[int, tuple[list[str], list[tuple[Any, ...]]]] = {}
-        handles = []
+        group: list[str] = []
+        existed: set[int] = set()
         for (_, rec, copy), existing in zip(recs, results):
             rid = rec.run_id
             if existing is not None:
@@ -572,18 +574,19 @@ class Engine(TaskMethods):  # task queue methods: actorflow/tasks/_api.py
                 if existing.workflow != name:
                     conflicts.append(RunConflict(rid, existing.workflow, name))
                     continue
-                handles.append(RunHandle(self, rid, None))
+                existed.add(len(group))
+                group.append(rid)
                 continue
             ids, args = per_shard.setdefault(rt.shard_of(rid), ([], []))
             ids.append(rid)
             args.append(copy)
-            handles.append(RunHandle(self, rid, fresh))
+            group.append(rid)
+        handles._add(group, fresh, frozenset(existed))
         gate = getattr(rt, "start_gate", None)
         for ids, args in per_shard.values():
             if gate is not None:
                 gate.add(len(ids))
             rt.post(StartRuns(ids[0], tuple(ids), name, now, tuple(args)))
-        return handles
 
     def run(self, wf: Callable[..., Any] | str, *args: Any, run_id: str | None = None, timeout: float | None = None) -> Any:
         """Start a run and wait for its result."""

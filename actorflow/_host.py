@@ -469,13 +469,15 @@ class RunHost(OutputCommit, ResidentCap):
         if limit is None:
             return
         now = self.rt.clock.now()
-        gone = 0
+        gone: list[str] = []
         for run_id, run in list(self.runs.items()):
             if now - run.last_active >= limit and not run.pending_commits and run.idle():
                 del self.runs[run_id]
                 run.detach()
-                gone += 1
-        trimmer.passivated(gone)  # a passivation wave: give its freed memory back (_trim)
+                gone.append(run_id)
+        if gone:  # the journal's cache entries of passivated runs would outlive a burst (Journal.forget)
+            self.rt.journal.forget(gone)
+        trimmer.passivated(len(gone))  # a passivation wave: give its freed memory back (_trim)
 
 
 def _waits_on_child(journal: Any, run_id: str) -> bool:

@@ -195,9 +195,10 @@ class ResidentCap:
                 for run_id, run in runs.items()
                 if not run.pending_commits and run_id not in dirty and run_id not in touched and run.idle()
             ]
-            for _, run_id in heapq.nsmallest(target, idle) if target < len(idle) else idle:
-                run = runs.pop(run_id)
-                run.detach()
+            gone = [run_id for _, run_id in (heapq.nsmallest(target, idle) if target < len(idle) else idle)]
+            for run_id in gone:
+                runs.pop(run_id).detach()
+            self.rt.journal.forget(gone)  # its cache entries would outlive the burst (Journal.forget)
             self.cap_evictions += min(target, len(idle))
             trimmer.passivated(min(target, len(idle)))  # an eviction wave: give its memory back (_trim)
             if len(idle) * 8 < target:  # (nearly) fruitless: back off

@@ -280,6 +280,14 @@ class Journal(abc.ABC):
         """Commit `batch` and wait until it is durable."""
         return self.submit(batch).result(timeout)
 
+    def forget(self, run_ids: Iterable[str]) -> None:
+        """A hint: these runs left memory, their next write is far off; drop what is cached about them.
+
+        After a burst a per-run cache entry (its run id string) outlives the burst's transient
+        objects and keeps their memory pages from being given back (issue 17). Always safe: a
+        forgotten run's next write only reads what the cache would have told."""
+        return None  # nothing cached here; LmdbJournal drops its append fast path's entries
+
     # --- reads ------------------------------------------------------------------------------
     @abc.abstractmethod
     def events(self, run_id: str, from_seq: int = 0, *, strict: bool = True) -> list[Event]:

@@ -27,6 +27,7 @@ import errno
 import os
 import struct
 import threading
+from collections.abc import Iterable
 from concurrent.futures import Future
 from typing import Any, Literal, cast
 
@@ -291,6 +292,11 @@ class LmdbJournal(LmdbReads, Journal):
         finally:
             self._gate.release_exclusive()
         self.map_growths += 1
+
+    def forget(self, run_ids: Iterable[str]) -> None:
+        pop = self._tails.pop  # one dict op each: atomic under the GIL against the writer's gets and sets
+        for run_id in run_ids:
+            pop(run_id, None)
 
     def _write(self, batches: list[WriteBatch], precise: bool = False) -> list[list[Any]]:
         """All `batches` in one write transaction; per batch, the per-op results.

@@ -81,3 +81,25 @@ def test_a_passivation_wave_of_the_engine_trims(make_engine: Any, monkeypatch: p
     clock.advance(10.0)
     wait_until(lambda: engine.residency().resident == 0, what="the wave passivated")
     wait_until(lambda: calls == [1], what="the wave trimmed")
+
+
+def test_passivated_runs_leave_the_journal_cache(make_engine: Any, tmp_path: Any) -> None:
+    """The journal's append cache keeps no entry (run id string) of a passivated run: after a burst
+    those long-lived small blocks kept the burst's emptied memory arenas (issue 17)."""
+    clock = actorflow.MockClock()
+    engine = make_engine(tmp_path / "j", clock=clock, passivate_after=5.0, shards=1, open=False)
+
+    @engine.workflow(name="nap")
+    async def nap(ctx: Any) -> None:
+        await ctx.sleep("nap", 86400.0)
+
+    engine.open()
+    ids = [h.run_id for h in engine.start_many("nap", [()] * 40)]
+    for rid in ids:
+        wait_state(engine, rid, "sleeping")
+    tails = engine.journal._tails  # type: ignore[union-attr]
+    assert set(ids) <= set(tails)  # cached while in memory
+    clock.advance(10.0)
+    wait_until(lambda: engine.residency().resident == 0, what="the wave passivated")
+    assert not set(ids) & set(tails)
+    assert engine.signal(ids[0], "poke") is None and engine.status(ids[0]).state == "sleeping"

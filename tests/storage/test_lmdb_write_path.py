@@ -53,6 +53,18 @@ def test_duplicates_and_gaps_are_refused_with_the_cache_warm(journal: LmdbJourna
     assert [e.seq for e in journal.events("r")] == [0, 1, 2, 3]
 
 
+def test_forgotten_runs_leave_the_cache_and_appends_stay_checked(journal: LmdbJournal) -> None:
+    """forget (a run left memory): its entry goes, so its id string does not outlive a burst (issue 17)."""
+    journal.commit(append(journal, "r", 0, 1))
+    journal.commit(append(journal, "q", 0))
+    journal.forget(["r", "unknown"])
+    assert "r" not in journal._tails and journal._tails["q"] == 1
+    with pytest.raises(StorageError, match="append of seq 1 but next is 2"):
+        journal.commit(append(journal, "r", 1))
+    journal.commit(append(journal, "r", 2))
+    assert [e.seq for e in journal.events("r")] == [0, 1, 2]
+
+
 def test_a_failed_transaction_does_not_leave_the_cache_ahead(journal: LmdbJournal) -> None:
     """seq 1 was put (and cached) in a transaction that then failed: seq 2 must not pass as next."""
     journal.commit(append(journal, "r", 0))
