@@ -11,8 +11,9 @@ blocks allocated in between. In the soak (issue 18) that free memory grew from 4
 flat: anonymous RSS +64 MB, not returned by `malloc_trim(0)`. With the threshold pinned at its
 default (128 KiB), large blocks always go to mmap and back, and glibc's free memory stays ~2 MB.
 
-`mallopt(M_MMAP_THRESHOLD, ...)` is process-wide; an application (or its operator) that tunes glibc
-itself - `MALLOC_MMAP_THRESHOLD_` or `GLIBC_TUNABLES` in the environment - is left alone.
+`mallopt(M_MMAP_THRESHOLD, ...)` is process-wide; a host (or its operator) that tunes these thresholds
+itself in the environment (`MALLOC_MMAP_THRESHOLD_` and kin, or in `GLIBC_TUNABLES`) is left alone:
+setting any of them already stops glibc's sliding threshold.
 """
 
 from __future__ import annotations
@@ -25,6 +26,9 @@ __all__ = ["pin_mmap_threshold"]
 
 _M_MMAP_THRESHOLD = -3  # <malloc.h>
 _THRESHOLD = 128 * 1024  # glibc's default, fixed instead of sliding up
+_HOST_ENV = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_", "MALLOC_MMAP_MAX_")
+_HOST_TUNABLES = ("glibc.malloc.mmap_threshold", "glibc.malloc.trim_threshold", "glibc.malloc.top_pad",
+                  "glibc.malloc.mmap_max")
 _lock = threading.Lock()
 _done: list[bool] = []
 
@@ -35,7 +39,8 @@ def pin_mmap_threshold() -> bool:
         if _done:
             return _done[0]
         pinned = False
-        if "MALLOC_MMAP_THRESHOLD_" not in os.environ and "GLIBC_TUNABLES" not in os.environ:
+        tunables = os.environ.get("GLIBC_TUNABLES", "")
+        if not any(k in os.environ for k in _HOST_ENV) and not any(t in tunables for t in _HOST_TUNABLES):
             try:
                 libc = ctypes.CDLL("libc.so.6")
                 mallopt = libc.mallopt

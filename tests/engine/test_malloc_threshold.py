@@ -50,7 +50,7 @@ libc.free(block)
 
 
 def _probe(mode: str, data_dir: Path, **env: str) -> str:
-    clean = {k: v for k, v in os.environ.items() if k not in ("MALLOC_MMAP_THRESHOLD_", "GLIBC_TUNABLES")}
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_") and k != "GLIBC_TUNABLES"}
     out = subprocess.run([sys.executable, "-c", PROBE, mode, str(data_dir)], env={**clean, **env},
                          capture_output=True, text=True, timeout=120, check=True)
     return out.stdout.strip()
@@ -66,3 +66,6 @@ def test_an_open_engine_keeps_large_blocks_out_of_the_arenas(tmp_path: Path) -> 
 def test_a_host_that_tunes_malloc_itself_is_left_alone(tmp_path: Path) -> None:
     # the host set glibc's own tunable (here: a 8 MB threshold, so the 1 MB block is an arena block)
     assert _probe("engine", tmp_path / "c", GLIBC_TUNABLES="glibc.malloc.mmap_threshold=8388608") == "arena"
+    assert _probe("engine", tmp_path / "d", MALLOC_MMAP_THRESHOLD_="8388608") == "arena"
+    # a tunable about something else does not count as tuning the threshold
+    assert _probe("engine", tmp_path / "e", GLIBC_TUNABLES="glibc.malloc.tcache_count=7") == "mmapped"
