@@ -21,6 +21,7 @@ from ._control import ControlInbox
 from ._core import Env, failure_text
 from ._handle import RunHandle, RunHandles, new_run_id
 from ._lockfile import DirLock
+from ._malloc import pin_mmap_threshold
 from ._messages import CancelRun, LoadRun, SignalArrived, StartRun, StartRuns
 from ._monitor import afollow, follow
 from ._multiproc import MultiprocRuntime
@@ -209,6 +210,7 @@ class Engine(TaskMethods):  # task queue methods: actorflow/tasks/_api.py
         with self._lock:
             if self._rt is not None:
                 return self
+            pin_mmap_threshold()  # a long-running engine's freed memory must not pile up in glibc's arenas
             if self.system != "embedded":  # "multiproc" or an admin's "HOST:PORT"
                 self._open_multiproc()
                 if self._control is not None:

@@ -26,6 +26,7 @@ import psutil
 
 import actorflow  # noqa: F401  (before storage: storage imports actorflow.errors)
 from actorflow import Engine, RetryPolicy
+from benchmarks import memstats
 from storage import fsck
 
 
@@ -59,8 +60,11 @@ def build(data_dir: str) -> Engine:
     return engine
 
 
-def _one(engine: Engine, i: int) -> None:
-    kind = i % 3
+KINDS = ("workflows", "tasks", "chains")
+
+
+def _one(engine: Engine, i: int, kinds: tuple[int, ...] = (0, 1, 2)) -> None:
+    kind = kinds[i % len(kinds)]
     if kind == 0:
         h = engine.start("mixed", i)
         engine.signal(h.run_id, "go", i)
@@ -107,7 +111,7 @@ def _trim() -> None:
 
 
 def soak(minutes: float, every: float, concurrency: int, data_dir: str | None = None, quiet: bool = False,
-         trim: bool = False) -> dict[str, Any]:
+         trim: bool = False, malloc_stats: bool = False, kinds: tuple[str, ...] = KINDS) -> dict[str, Any]:
     own_dir = data_dir is None
     data_dir = data_dir or tempfile.mkdtemp(prefix="actorflow-soak-")
     proc = psutil.Process()
@@ -116,6 +120,7 @@ def soak(minutes: float, every: float, concurrency: int, data_dir: str | None = 
     errors: list[str] = []
     stop = threading.Event()
     counter = iter(range(10**12))
+    mix = tuple(KINDS.index(k) for k in kinds)
     lock = threading.Lock()
 
     def driver() -> None:
@@ -123,7 +128,7 @@ def soak(minutes: float, every: float, concurrency: int, data_dir: str | None = 
             with lock:
                 i = next(counter)
             try:
-                _one(engine, i)
+                _one(engine, i, mix)
             except BaseException as exc:  # noqa: BLE001 - reported in the verdict
                 errors.append(f"{i}: {type(exc).__name__}: {exc}")
                 if len(errors) > 20:
@@ -142,7 +147,9 @@ def soak(minutes: float, every: float, concurrency: int, data_dir: str | None = 
         while time.monotonic() - t0 < minutes * 60 and not stop.is_set():
             time.sleep(min(every, max(0.0, minutes * 60 - (time.monotonic() - t0))))
             now = time.monotonic()
+            pre_trim = None
             if trim:
+                pre_trim = _status_kb().get("RssAnon", 0)
                 _trim()
             mem = proc.memory_full_info()
             kb = _status_kb()
@@ -152,11 +159,19 @@ def soak(minutes: float, every: float, concurrency: int, data_dir: str | None = 
                  "anon_mb": round(kb.get("RssAnon", 0) / 1024, 1), "file_mb": round(kb.get("RssFile", 0) / 1024, 1),
                  "fds": proc.num_fds(), "threads": proc.num_threads(), "units": n,
                  "units_per_s": round((n - last_done) / max(now - last_t, 1e-9), 1)}
+            if pre_trim is not None:
+                s["anon_before_trim_mb"] = round(pre_trim / 1024, 1)
+            if malloc_stats:
+                s["mem"] = memstats.sample()
             samples.append(s)
             last_done, last_t = n, now
             if not quiet:
                 print(f"{s['t']:7.1f}s  rss {s['rss_mb']:7.1f} MB  uss {s['uss_mb']:7.1f} MB  anon {s['anon_mb']:7.1f} MB  file {s['file_mb']:7.1f} MB  fds {s['fds']:4d}  "
                       f"threads {s['threads']:3d}  units {s['units']:7d}  ({s['units_per_s']}/s)", flush=True)
+                if pre_trim is not None:
+                    print(f"  anon before malloc_trim(0): {s['anon_before_trim_mb']} MB", flush=True)
+                if malloc_stats:
+                    print(memstats.line(s["mem"]), flush=True)
     finally:
         stop.set()
         for t in threads:
@@ -196,8 +211,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data-dir", default=None, help="default: a temp dir, removed after")
     p.add_argument("--json", default=None, help="write the report (with every sample) here")
     p.add_argument("--trim", action="store_true", help="malloc_trim(0) before each sample (glibc's retained free memory out of RssAnon)")
+    p.add_argument("--malloc-stats", action="store_true",
+                   help="with each sample, where the anonymous memory is (pymalloc arenas, glibc malloc, mappings)")
+    p.add_argument("--kinds", default=",".join(KINDS),
+                   help=f"comma-separated subset of {','.join(KINDS)}: which parts of the load run (to bisect a growth)")
     a = p.parse_args(argv)
-    out = soak(a.minutes, a.every, a.concurrency, a.data_dir, trim=a.trim)
+    kinds = tuple(k for k in a.kinds.split(",") if k)
+    if not kinds or any(k not in KINDS for k in kinds):
+        p.error(f"--kinds: a comma-separated subset of {','.join(KINDS)}")
+    out = soak(a.minutes, a.every, a.concurrency, a.data_dir, trim=a.trim, malloc_stats=a.malloc_stats, kinds=kinds)
     if a.json:
         with open(a.json, "w") as f:
             json.dump(out, f, indent=1)
