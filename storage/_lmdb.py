@@ -23,6 +23,7 @@ in the caller's thread; a reader gate keeps them out while the map is being grow
 
 from __future__ import annotations
 
+import collections
 import errno
 import os
 import struct
@@ -174,6 +175,7 @@ class LmdbJournal(LmdbReads, Journal):
             raise
         self._gate = _ReaderGate()
         self._tails: dict[str, int] = {}  # run id -> the seq after the last event this journal wrote
+        self._forgotten: collections.deque[str] = collections.deque()  # forget()'s ids, dropped by the writer
         self._pending = _Pending()
         self._next_txn_id = -1  # LMDB's id of our next write txn if no other writer commits meanwhile
         self._close_lock = threading.Lock()
@@ -294,9 +296,10 @@ class LmdbJournal(LmdbReads, Journal):
         self.map_growths += 1
 
     def forget(self, run_ids: Iterable[str]) -> None:
-        pop = self._tails.pop  # one dict op each: atomic under the GIL against the writer's gets and sets
-        for run_id in run_ids:
-            pop(run_id, None)
+        # dropped by the writer when its next transaction begins, never in the middle of one: an append
+        # that missed the cache there checks seq - 1 in the database, where an append earlier in the
+        # same transaction is not yet (its put is deferred to the transaction's putmulti)
+        self._forgotten.extend(run_ids)
 
     def _write(self, batches: list[WriteBatch], precise: bool = False) -> list[list[Any]]:
         """All `batches` in one write transaction; per batch, the per-op results.
@@ -318,6 +321,9 @@ class LmdbJournal(LmdbReads, Journal):
         tails = self._tails
         if txn_id != self._next_txn_id or len(tails) > _TAILS_MAX:
             tails.clear()
+        forgotten = self._forgotten
+        while forgotten:
+            tails.pop(forgotten.popleft(), None)
         sig0 = self._sig_seq
         op: Any = None
         self._pending = pending = _Pending()

@@ -58,10 +58,28 @@ def test_forgotten_runs_leave_the_cache_and_appends_stay_checked(journal: LmdbJo
     journal.commit(append(journal, "r", 0, 1))
     journal.commit(append(journal, "q", 0))
     journal.forget(["r", "unknown"])
-    assert "r" not in journal._tails and journal._tails["q"] == 1
+    journal.commit(append(journal, "q", 1))  # dropped when the writer's next transaction begins
+    assert "r" not in journal._tails and journal._tails["q"] == 2
     with pytest.raises(StorageError, match="append of seq 1 but next is 2"):
         journal.commit(append(journal, "r", 1))
     journal.commit(append(journal, "r", 2))
+    assert [e.seq for e in journal.events("r")] == [0, 1, 2]
+
+
+def test_a_forget_during_a_transaction_does_not_fail_its_next_append(journal: LmdbJournal) -> None:
+    """A host forgets a run (on its own thread) while the writer's transaction holds two batches
+    appending to it: the second append must still pass. Dropped at once, the cache would miss and
+    the check of seq - 1 would look in the database, where the first append is not yet (its put is
+    deferred to the transaction's putmulti): the merged transaction failed."""
+    journal.commit(append(journal, "r", 0))
+
+    class ForgetOnSet(dict[str, int]):
+        def __setitem__(self, key: str, value: int) -> None:
+            super().__setitem__(key, value)
+            journal.forget([key])  # as if another thread passivated the run right then
+
+    journal._tails = ForgetOnSet(journal._tails)
+    journal._write([append(journal, "r", 1), append(journal, "r", 2)])
     assert [e.seq for e in journal.events("r")] == [0, 1, 2]
 
 
