@@ -137,6 +137,7 @@ class RunHost(OutputCommit, ResidentCap):
                 self.changed()
                 self.blocked[run_id] = run.next_seq
                 log.warning("run blocked", run_id=run_id, error=run.record.error)
+        ops.clear()  # consumed: an ARM op holds its Command, whose run is this machine (a cycle left for the GC)
         if touched:
             self.touched[run_id] = run
         self.rederivable += out.rederivable

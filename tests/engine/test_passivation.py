@@ -285,6 +285,36 @@ def test_a_passivated_run_leaves_memory_without_waiting_for_a_gc_pass(
     assert engine.result("p", TIMEOUT) == 7
 
 
+@pytest.mark.parametrize("workflow", ["sleeper", "busy"])
+def test_a_passivated_run_machine_is_freed_by_reference_counting(
+    make_engine: Any, hosts: list[_host.RunHost], workflow: str
+) -> None:
+    """The whole machine, not only its coroutine: the last activation's operations (an armed timer
+    holds its Command, whose run is the machine) must not keep it in a cycle. With the GC's
+    thresholds raised (the engine's default) such cycles piled up for a whole burst: ~600 bytes per
+    run of pymalloc arenas held after a million sleepers (issue 17)."""
+    from actorflow._core import RunMachine
+
+    def machines() -> int:
+        return sum(1 for o in gc.get_objects() if type(o) is RunMachine)
+
+    clock = MockClock()
+    engine = make(make_engine, clock)
+    gc.collect()
+    gc.disable()
+    try:
+        for i in range(20):
+            engine.start(workflow, run_id=f"m{i}")
+        wait_until(lambda: all(engine.status(f"m{i}").state in ("sleeping", "waiting") for i in range(20)),
+                   what="20 parked runs")
+        assert machines() >= 20
+        clock.advance(10.0)
+        wait_until(lambda: not in_memory(hosts), what="the runs passivated")
+        assert machines() == 0  # freed at once; a cycle would keep them until a collection
+    finally:
+        gc.enable()
+
+
 def test_finally_block_of_a_passivated_run_journals_nothing_until_it_really_runs(
     make_engine: Any, hosts: list[_host.RunHost]
 ) -> None:
