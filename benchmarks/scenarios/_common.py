@@ -125,15 +125,17 @@ def resident_runs(engine: Any) -> int:
     return sum(len(actor.logic.runs) for actor in list(rt.local_hosts.values()))
 
 
-def run_objects() -> int:
-    """actorflow run machines still alive in this process (after a full GC): evicted runs are garbage."""
+def run_objects(collect: bool = True) -> int:
+    """actorflow run machines still alive in this process (after a full GC unless `collect` is
+    False: evicted runs are freed by reference counting, so they are gone without one)."""
     from actorflow._core import RunMachine
 
-    gc.collect()
+    if collect:
+        gc.collect()
     return sum(1 for o in gc.get_objects() if type(o) is RunMachine)
 
 
-def wait_evicted(engine: Any, timeout: float = 60.0, allowed: int = 0) -> dict[str, Any]:
+def wait_evicted(engine: Any, timeout: float = 60.0, allowed: int = 0, collect: bool = True) -> dict[str, Any]:
     """Until at most `allowed` runs are resident (housekeeping passivates once a second); raises if they
     stay. Returns how long that took and the live Run objects left, for the results."""
     t0 = time.perf_counter()
@@ -141,7 +143,7 @@ def wait_evicted(engine: Any, timeout: float = 60.0, allowed: int = 0) -> dict[s
         if time.perf_counter() - t0 > timeout:
             raise RuntimeError(f"{left} runs still resident after {timeout}s: parked runs were not evicted")
         time.sleep(0.1)
-    objs = run_objects()
+    objs = run_objects(collect)
     if objs > allowed + 16:  # a few may be finishing or replaying; parked ones must be gone
         raise RuntimeError(f"{objs} Run objects alive with {left} resident: evicted runs are still referenced")
     return {"evict_wait_s": round(time.perf_counter() - t0, 2), "resident_runs": left, "run_objects": objs}

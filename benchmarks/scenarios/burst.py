@@ -114,9 +114,9 @@ def measure(workdir: str, p: dict[str, Any], mode: str) -> dict[str, Any]:
                 parked_s += time.perf_counter() - t1  # settling excluded
                 done += k
                 time.sleep(p["passivate_after"] + p["settle_s"])  # the wave settles (is passivated) first
-                wait_evicted(engine)
+                wait_evicted(engine, collect=False)  # no full GC between waves: the one call has none
         time.sleep(p["passivate_after"] + p["settle_s"])
-        evicted = wait_evicted(engine)  # raises unless every parked run really left memory
+        evicted = wait_evicted(engine, collect=False)  # raises unless every parked run really left memory
         end = _mem()
         trim = _trim.glibc_trim()  # diagnosis only, after the reading: how much of the anon is freed memory kept
         if trim is not None:
