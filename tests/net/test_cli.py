@@ -11,7 +11,7 @@ from typing import Any
 
 import psutil
 import pytest
-from conftest import free_port
+from net_util import free_port
 
 
 def _cli(*args: str, env: dict[str, str]) -> tuple[int, dict[str, Any]]:

@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import psutil
-from conftest import HERE, free_port
 from net_actors import ConventionWatcher, WhereAmI
+from net_util import HERE, free_port
 
 from actorflow._net import SecureActorSystem
 

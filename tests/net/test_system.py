@@ -10,8 +10,8 @@ from pathlib import Path
 
 import psutil
 import pytest
-from conftest import free_port
 from net_actors import Echo
+from net_util import free_port
 
 from actorflow._net import SecureActorSystem, open_actor_system
 from actorflow.errors import ConfigError
