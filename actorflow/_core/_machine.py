@@ -46,7 +46,9 @@ class RunMachine(Steps, Waits, Saga):
 
     def activate(self, msg: Any) -> Completion:
         """Apply one message; the returned Completion (reused: read it before the next call) lists,
-        in order, the journal writes and the effects to release once they are durable."""
+        in order, the journal writes and the effects to release once they are durable. Its ops can
+        refer back to this machine (an armed timer's Command): a host clears them once consumed, so
+        a machine that leaves memory is in no reference cycle."""
         out = self.out
         self.ops.clear()
         out.dirty = False
