@@ -68,7 +68,7 @@ class ShardInit:
     node: str = ""  # the owning node's id ("" : the engine's machine, journal in data_dir)
     cluster: str = ""  # the engine's data set on the nodes (a directory name there)
     # shards whose runs this shard's journal holds (None: every shard's, as without nodes); a child
-    # run of another journal's shard is refused (it would be journaled where its owner never looks)
+    # run of another journal's shard is created by a request to its owner (actorflow/_elsewhere.py)
     env_shards: tuple[int, ...] | None = None
 
 
