@@ -346,8 +346,9 @@ def test_a_node_lost_while_the_engine_runs_stops_only_its_shard(
     tmp_path: Path, leader_port: int, admin: int, nodes: Nodes
 ) -> None:
     """The whole node killed: the engine and its other shards go on; a call for the lost shard's runs
-    fails with ShardUnavailable (after its 30 s wait) instead of hanging; reopened with the node back,
-    the lost shard's runs are there."""
+    fails with ShardUnavailable (once the engine noticed, after node_timeout) instead of hanging;
+    reopened with the node back, the lost shard's runs are there (a rejoin without reopening:
+    test_multiproc_node_loss.py)."""
     data = ("--data-dir", str(tmp_path / "nodeb"), "--node-id", NODE)
     sid = os.getsid(next(iter(nodes.start(args=data))))
     where = tmp_path / "marks"
