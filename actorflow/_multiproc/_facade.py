@@ -369,7 +369,8 @@ class MultiprocRuntime:
             if (self.housekeepers or self.shard_nodes) and time.monotonic() >= next_housekeep:
                 next_housekeep = time.monotonic() + _HOUSEKEEP
                 for shard in self.shard_nodes:  # a node-owned shard stops when these stop (_shard)
-                    asys.tell(self._addresses[shard], GatewayBeat())
+                    if shard not in self._watch.down:  # a lost node's address may take long to refuse
+                        asys.tell(self._addresses[shard], GatewayBeat())
                 if self.shard_nodes:
                     self._calls.expire()  # calls a lost node never answers
                     self._watch.tick()  # shards not answering the beats: lost; back when their node is
@@ -416,7 +417,11 @@ class MultiprocRuntime:
             item = out.popleft()
             shard = item.shard if type(item) is JournalCall else shard_of(item.run_id)
             per.setdefault(shard, []).append(item)
+        down = self._watch.down
         for shard, items in per.items():
+            if shard in down:  # its node is lost: nobody would get them (watches are sent again on ShardReady)
+                log.debug("items for a lost shard dropped", shard=shard, n=len(items))
+                continue
             asys.tell(self._addresses[shard], pack(items))
 
     def _on_message(self, asys: Any, msg: Any) -> None:
@@ -465,7 +470,7 @@ class MultiprocRuntime:
             asys.tell(msg.address, Workflows(dict(self._late_blobs), recover=True))
         asys.tell(msg.address, Hello(self._addresses))
         for other, addr in self._addresses.items():
-            if other != shard:
+            if other != shard and other not in self._watch.down:
                 asys.tell(addr, Peers(self._addresses))
 
     def _respawn(self, shard: int) -> None:

@@ -15,7 +15,9 @@ its capability, on the registration with the fewest actors: the new one, not the
 convention still lists). The same worker still there after 3 x node_timeout (a shard that stopped
 itself after a partition, or is stuck) gets its shard created again too.
 The new shard reopens the node's journal and recovers its runs by replay; its `ShardReady` ends the
-outage. A beat answered by the old process (a partition that healed) ends it as well.
+outage. Nothing is sent to a down shard meanwhile, beats included (a lost machine's address may take
+long to refuse a connection, and the gateway would wait): an old process cut off by a partition
+stops itself after 2 x node_timeout without beats, and is created again as said.
 """
 
 from __future__ import annotations
