@@ -90,7 +90,9 @@ class NodeWatch:
     def restarted(self, shard: int) -> None:
         """The supervisor created the shard again (its new process has not answered yet): its silence
         is counted from now, not from the old process's last beat."""
-        if shard in self.heard and shard not in self.down:
+        if shard in self.down:  # created again while down (Thespian restarts it itself when the node
+            self._asked[shard] = time.monotonic()  # rejoins on the same address): no respawn meanwhile
+        elif shard in self.heard:
             self.heard[shard] = time.monotonic()
 
     def restarted_all(self) -> None:

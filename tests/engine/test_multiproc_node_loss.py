@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _node_cluster import TIMEOUT, Nodes, kill, until
+from _node_cluster import TIMEOUT, Nodes, free_port, kill, until
 
 from actorflow._multiproc._routed import ShardUnavailable
 
@@ -49,10 +49,14 @@ def _raises_at_once(call: Any) -> float:
     return time.monotonic() - t0
 
 
+@pytest.mark.parametrize("port", ["new-port", "same-port"])
 def test_a_lost_node_fails_its_shards_calls_at_once_and_its_shard_comes_back_when_it_rejoins(
-    tmp_path: Path, leader_port: int, admin: int, nodes: Nodes
+    tmp_path: Path, leader_port: int, admin: int, nodes: Nodes, port: str
 ) -> None:
-    data = ("--data-dir", str(tmp_path / "nodeb"), "--node-id", NODE)
+    """Rejoining on another port is a new convention member (the engine asks its supervisor to create
+    the shard again); on the same port Thespian itself reports the old shard gone (and it is created
+    again once, not twice)."""
+    data = ("--data-dir", str(tmp_path / "nodeb"), "--node-id", NODE, "--port", str(free_port()))
     sid = os.getsid(next(iter(nodes.start(args=data))))
     worker = nodes.procs[-1][0].pid
     where = tmp_path / "marks"
@@ -84,10 +88,12 @@ def test_a_lost_node_fails_its_shards_calls_at_once_and_its_shard_comes_back_whe
         assert engine.run(two_steps, 0, str(where), run_id=here[0], timeout=TIMEOUT)[0] == 0
         assert rt.fatal is None
         # the node joins again (a new worker process, same id and directory): shard 1 is created on it
-        sid2 = os.getsid(next(iter(nodes.start(args=data))))
+        again = data if port == "same-port" else (*data[:4], "--port", str(free_port()))
+        sid2 = os.getsid(next(iter(nodes.start(args=again))))
         until(lambda: not _unavailable(lambda: engine.status(steps)), "shard 1 to answer again", 30)
         new = rt.shard_pids[1]
         assert new != old
+        assert rt.restarts == 1  # one shard process created for the rejoined node
         assert new in Nodes.pids(sid2)
         engine.signal(sig, "go", {"x": 1})
         assert h_sig.result(timeout=TIMEOUT) == (2, {"x": 1})
