@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from storage import Event, RunRecord
 
-from ._messages import ChildCreated, CreateChild, StartRun
+from ._messages import CancelRun, ChildCreated, CreateChild, StartRun
 from ._outputs import OUT_SEND
 
 if TYPE_CHECKING:
@@ -51,8 +51,14 @@ class ChildrenElsewhere:
         self.outputs.append((OUT_SEND, msg))
 
     def child_created(self, msg: ChildCreated) -> None:
-        """The parent's side: the owner answered (the run machine journals child_started)."""
+        """The parent's side: the owner answered (the run machine journals child_started). A parent
+        cancelled (and ended) meanwhile: its CancelRun may have reached the owner before the child
+        existed, so the child is cancelled now (a resident parent's machine does the same)."""
         self.creating.pop((msg.run_id, msg.pos), None)
+        if msg.run_id not in self.runs:
+            rec = self.rt.journal.get_run(msg.run_id)
+            if rec is not None and rec.state == "cancelled":
+                self.outbox.append((self.rt.shard_of(msg.child_id), CancelRun(msg.child_id)))
 
     def resend_creates(self) -> None:
         """The parent's side, on housekeeping: ask again what was not answered within _RESEND."""

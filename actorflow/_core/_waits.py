@@ -8,7 +8,7 @@ from typing import Any
 from storage._journal import check_run_id
 
 from .._context import Command
-from .._messages import CreateChild, DisarmTimer, WatchChild
+from .._messages import CancelRun, CreateChild, DisarmTimer, WatchChild
 from ..errors import Cancelled, RunConflict, WaitTimeout, WorkflowFailed
 from ._completion import CREATE_CHILD, CREATE_ELSEWHERE, DEL_SIGNAL, DEL_TIMER, DISARM, PUT_TIMER, SEND
 from ._state import RunState, failure_text
@@ -119,6 +119,8 @@ class Waits(RunState):
         now, and watch it (or fail the command: its id belongs to another workflow)."""
         cmd = self.pending.get(pos)
         if cmd is None or cmd.kind != "child" or not cmd.inflight or cmd.spec != child_id:
+            if cmd is None and self.cancelled:  # cancelled while it was being created: its CancelRun
+                self.ops.append((SEND, CancelRun(child_id)))  # may have overtaken the creation
             return  # answered already (a repeated request's answer), or no longer waited on
         cmd.inflight = False
         self._append("child_started", cmd.name, pos, {"run_id": child_id})

@@ -115,6 +115,16 @@ def test_a_child_journaled_elsewhere_is_asked_of_its_owner_and_child_started_jou
     assert loaded.named("create_elsewhere") == [] and loaded.named("send") == [("send", WatchChild("r/1", "r", 1))]
 
 
+def test_a_parent_cancelled_while_its_child_is_created_elsewhere_cancels_it_once_it_exists() -> None:
+    sim = Sim(parent, workflows={"kid": kid}, elsewhere=_elsewhere)
+    sim.start()
+    sim.step_ok(0, None)
+    cancel = sim.send(CancelRun("r"))
+    assert ("send", CancelRun("r/1")) in cancel.effects  # may reach the owner before the child exists
+    created = sim.send(ChildCreated("r", 1, "r/1"))
+    assert created.effects == [("send", CancelRun("r/1"))] and created.events == []
+
+
 def test_a_child_journaled_elsewhere_whose_id_belongs_to_another_workflow_fails_at_the_parent() -> None:
     sim = Sim(parent, workflows={"kid": kid}, elsewhere=_elsewhere)
     sim.start()
