@@ -302,7 +302,9 @@ class Engine(TaskMethods):  # task queue methods: actorflow/tasks/_api.py
             self._release_dir()
             raise
         try:
-            journal: Journal = LmdbJournal(self.data_dir, sync=self.sync, codec=self._codec)
+            # no append cache: this process never appends to a run twice (its shards do), so it
+            # would only hold the ids of the runs it started (up to 100,000) until its next write
+            journal: Journal = LmdbJournal(self.data_dir, sync=self.sync, codec=self._codec, append_cache=False)
             if self._shard_nodes:  # a run of a node-owned shard is read and written at its owner
                 journal = RoutedJournal(journal, frozenset(self._shard_nodes), rt.shard_of, rt.journal_call,
                                         rt.on_gateway)

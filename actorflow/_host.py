@@ -16,6 +16,7 @@ from ._core import (
     ARM,
     BLOCKED,
     CREATE_CHILD,
+    CREATE_ELSEWHERE,
     DEL_SIGNAL,
     DEL_TIMER,
     DISARM,
@@ -28,13 +29,16 @@ from ._core import (
     Env,
     RunMachine,
 )
+from ._elsewhere import ChildrenElsewhere
 from ._messages import (
     ADMIT,
     REARM,
     Admit,
     CancelRun,
+    ChildCreated,
     ChildDone,
     Committed,
+    CreateChild,
     Housekeep,
     LoadRun,
     Rearm,
@@ -59,11 +63,11 @@ log = structlog.get_logger("actorflow.host")
 
 # message kinds that reflect a durable outside event and therefore wake (load) a passivated run
 _CHUNK = 256  # messages whose passivated runs are read ahead together (a bounded set of fresh objects)
-_WAKING: frozenset[type] = frozenset({SignalArrived, ChildDone, CancelRun, LoadRun})
+_WAKING: frozenset[type] = frozenset({SignalArrived, ChildDone, CancelRun, LoadRun, ChildCreated})
 _WAKING_TAGS = frozenset({"sleep", "wait", "reload"})  # timers that wake a passivated run
 
 
-class RunHost(OutputCommit, ResidentCap):
+class RunHost(OutputCommit, ResidentCap, ChildrenElsewhere):
     """Routes messages to run machines, loads/passivates them, and commits their facts before acting.
 
     Each message for a run is one `RunMachine.activate`; the host writes the completion's events
@@ -76,7 +80,10 @@ class RunHost(OutputCommit, ResidentCap):
     def __init__(self, rt: Runtime, shard: int) -> None:
         self.rt = rt
         self.shard = shard
-        self.env = Env(rt.clock.now, rt.codec, rt.workflow_name)
+        env = rt.env_shards  # with shards on member nodes: the shards whose runs this journal holds
+        self.env = Env(rt.clock.now, rt.codec, rt.workflow_name,
+                       None if env is None else (lambda run_id: rt.shard_of(run_id) not in env))
+        self.creating = {}  # children asked of their owner elsewhere (_elsewhere)
         self.runs: dict[str, RunMachine] = {}
         self.blocked: dict[str, int] = {}  # run id -> next event seq (its run_blocked may not be committed yet)
         self.finishing: dict[str, tuple[str, Any]] = {}
@@ -128,6 +135,8 @@ class RunHost(OutputCommit, ResidentCap):
                 outputs.append((OUT_REPLY, (op[1], op[2])))
             elif code == CREATE_CHILD:
                 self._create_child(run, *op[1:])
+            elif code == CREATE_ELSEWHERE:
+                self.ask_create(op[1])
             elif code == FINISHED:
                 self._finished(run, op[1], op[2], op[3])
             elif code == ABANDON:
@@ -154,12 +163,6 @@ class RunHost(OutputCommit, ResidentCap):
     ) -> None:
         now = self.rt.clock.now()
         parent_id = run.run_id
-        env = self.rt.env_shards
-        if env is not None and self.rt.shard_of(child_id) not in env:  # its owner journals elsewhere
-            error = f"child run {child_id!r} belongs to a shard journaled on another node: not supported yet"
-            failed = {"run_id": child_id, "error": error}
-            self.outbox.append((self.rt.shard_of(parent_id), ChildDone(parent_id, pos, "child_failed", failed)))
-            return
         rec = RunRecord(child_id, name, "pending", now, now, parent=parent_id, meta={"parent_pos": pos})
         idx = self.batch.create_run(rec, Event(0, "run_started", name, {"args": args}, now))
         rt = self.rt
@@ -312,6 +315,11 @@ class RunHost(OutputCommit, ResidentCap):
         if t is WatchChild:
             self._watch(run_id, msg.parent_id, msg.pos)
             return
+        if t is CreateChild:
+            self.create_requested(msg)  # a child of a parent journaled elsewhere (_elsewhere)
+            return
+        if t is ChildCreated:
+            self.child_created(msg)  # and on to the parent run
         run = self.runs.get(run_id)
         if run is None:
             if run_id in self.finishing:
@@ -466,6 +474,7 @@ class RunHost(OutputCommit, ResidentCap):
 
     def _housekeep(self) -> None:
         self.changed()
+        self.resend_creates()
         limit = self.rt.passivate_after
         if limit is None:
             return

@@ -24,6 +24,8 @@ __all__ = [
     "ChildDone",
     "CancelRun",
     "WatchChild",
+    "CreateChild",
+    "ChildCreated",
     "StepProgress",
     "LoadRun",
     "WatchStatus",
@@ -190,6 +192,29 @@ class WatchChild(RunMessage):
 
     parent_id: str
     pos: int
+
+
+@message
+class CreateChild(RunMessage):
+    """To the shard of child run `run_id`, when it journals elsewhere than its parent (a shard owned
+    by a member node): create the run durably there, start it, and answer ChildCreated to the parent.
+    Sent again until answered; a repeated request finds the run ("that run": the id is the parent's
+    and the position's, or the one the workflow named)."""
+
+    workflow: str
+    args: tuple[Any, ...]
+    parent_id: str
+    pos: int
+
+
+@message
+class ChildCreated(RunMessage):
+    """To the parent `run_id`: its child `child_id` (waited on at `pos`) exists in its owner's journal
+    now; `conflict`: the workflow the id belongs to, when not the one asked for."""
+
+    pos: int
+    child_id: str
+    conflict: str | None = None
 
 
 @message

@@ -204,6 +204,7 @@ class Runtime:
         # for the others go (set by a multiprocess shard: out to their processes)
         self.local_shards: tuple[int, ...] = tuple(range(shards))
         # shards whose runs this runtime's journal holds (None: all); set when member nodes own shards
+        # (a child run of another shard is then asked of its owner: _elsewhere)
         self.env_shards: frozenset[int] | None = None
         self.remote: Callable[[int, list[Any]], None] | None = None
         # called on the pump thread at every housekeeping tick (about once a second); each must be cheap

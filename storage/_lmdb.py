@@ -138,6 +138,7 @@ class LmdbJournal(LmdbReads, Journal):
         max_batch_ops: int = 20000,
         max_readers: int = 1024,
         commit_overlap: bool | Literal["always"] = True,
+        append_cache: bool = True,
     ) -> None:
         check_overlap(commit_overlap)
         self.path = os.fspath(path)
@@ -175,6 +176,9 @@ class LmdbJournal(LmdbReads, Journal):
             raise
         self._gate = _ReaderGate()
         self._tails: dict[str, int] = {}  # run id -> the seq after the last event this journal wrote
+        # False: kept for one transaction only - a writer that never appends to a run twice (a
+        # multiprocess engine's facade: its shards append) would only hold its creates' ids in it
+        self._append_cache = append_cache
         self._forgotten: collections.deque[str] = collections.deque()  # forget()'s ids, dropped by the writer
         self._pending = _Pending()
         self._next_txn_id = -1  # LMDB's id of our next write txn if no other writer commits meanwhile
@@ -387,6 +391,8 @@ class LmdbJournal(LmdbReads, Journal):
             self._committer.syncing()
             txn.commit()
             self._next_txn_id = txn_id + 1
+            if not self._append_cache:
+                tails.clear()
         except BaseException as exc:
             tails.clear()
             self._sig_seq = sig0

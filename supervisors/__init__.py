@@ -8,6 +8,7 @@ from ._messages import (
     ChildRestarted,
     Escalated,
     GetChildren,
+    Respawn,
     Supervise,
     Supervising,
 )
@@ -25,6 +26,7 @@ __all__ = [
     "Escalated",
     "GetChildren",
     "Intensity",
+    "Respawn",
     "RestartType",
     "Strategy",
     "Supervise",

@@ -104,6 +104,18 @@ class SupervisorCore:
             delay=delay,
         )
 
+    def respawn(self, name: str) -> None:
+        """Child `name` is to be created again on request (not a failure: no budget spent); a child
+        removed after a normal exit is supervised again, in its start-order place."""
+        if self._escalated:
+            raise ValueError("the supervisor escalated: it supervises nothing")
+        names = [child.name for child in self._spec.children]
+        if name not in names:
+            raise ValueError(f"child {name!r} is not in the spec (known: {', '.join(names) or 'none'})")
+        if name not in self._order:
+            self._order = [c for c in names if c in self._order or c == name]
+        self._restarts[name] += 1
+
     def _affected(self, name: str) -> tuple[str, ...]:
         """The children a failure of `name` takes down, in start order, per the strategy."""
         strategy = self._spec.strategy

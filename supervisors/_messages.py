@@ -15,6 +15,7 @@ __all__ = [
     "ChildExited",
     "ChildRestarted",
     "Escalated",
+    "Respawn",
 ]
 
 # Addresses are Thespian ActorAddress objects; typed as Any so this module stays free of Thespian.
@@ -79,6 +80,17 @@ class Escalated:
     supervisor_name: str
     child: str
     error: str
+
+
+@dataclass(frozen=True)
+class Respawn:
+    """Ask a supervisor to create child `name` again now (the listener knows it is lost where Thespian
+    cannot tell: its process was on a machine that is gone). Its current incarnation, if any, is told
+    to exit; a transient child that had exited normally is supervised again. Not a failure: the
+    restart budget is not spent. The listener gets ChildRestarted as for a restart."""
+
+    name: str
+    reason: str = "respawn requested"
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ from ._messages import (
     ChildRestarted,
     Escalated,
     GetChildren,
+    Respawn,
     Supervise,
     Supervising,
     _Init,
@@ -248,6 +249,8 @@ class SupervisorActor(Actor):  # type: ignore[misc]
             self._from_child(sender, error, normal_exit=False)
         elif isinstance(message, ChildActorExited):
             self._child_exited(message.childAddress)
+        elif isinstance(message, Respawn):
+            self._respawn(message)
         elif isinstance(message, WakeupMessage):
             if isinstance(message.payload, _RestartDue):
                 self._restart_due()
@@ -373,6 +376,23 @@ class SupervisorActor(Actor):  # type: ignore[misc]
         if address is not None:
             self._stopping.append(address)
             self.send(address, ActorExitRequest())
+
+    def _respawn(self, request: Respawn) -> None:
+        """Create `request.name` again now (see Respawn); a bad name or an escalated supervisor: logged."""
+        if self._core is None or self._escalated:
+            _log.warning("supervisor_respawn_ignored", supervisor=self._name, child=request.name)
+            return
+        try:
+            self._core.respawn(request.name)
+        except ValueError as exc:
+            _log.warning("supervisor_respawn_refused", supervisor=self._name, child=request.name, error=str(exc))
+            return
+        self._pending.pop(request.name, None)
+        self._stop_child(request.name)  # its ChildActorExited, if it ever comes, is expected
+        address = self._spawn(request.name)
+        if address is not None and self._listener is not None:
+            restarts = self._core.restart_count(request.name)
+            self.send(self._listener, ChildRestarted(request.name, address, restarts, request.reason, request.name))
 
     def _restart_due(self) -> None:
         """Recreate, in start order, every pending child whose backoff has elapsed; re-arm for the rest."""

@@ -26,6 +26,7 @@ __all__ = [
     "FINISHED",
     "BLOCKED",
     "ABANDON",
+    "CREATE_ELSEWHERE",
     "OP_NAMES",
     "Codec",
     "Env",
@@ -48,6 +49,8 @@ REPLY = 14  # (REPLY, request_id, value): answer a waiting caller
 FINISHED = 15  # (FINISHED, state, value, data): the run ended; tell watchers, parent and waiters
 BLOCKED = 16  # (BLOCKED,): replay diverged; the run is held with its evidence (journaled in run_blocked)
 ABANDON = 17  # (ABANDON, (run_id, pos, attempt)): an attempt timed out; whatever runs it may be stopped
+CREATE_ELSEWHERE = 18  # (CREATE_ELSEWHERE, CreateChild): ask the owner of a child journaled elsewhere to
+#                        create it; child_started is journaled once it answers (ChildCreated)
 
 OP_NAMES = {
     APPEND: "append",
@@ -63,6 +66,7 @@ OP_NAMES = {
     FINISHED: "finished",
     BLOCKED: "blocked",
     ABANDON: "abandon",
+    CREATE_ELSEWHERE: "create_elsewhere",
 }
 
 
@@ -80,12 +84,21 @@ class Env:
     No journal, host, thread or clock object: a test builds one from a lambda and a Codec.
     """
 
-    __slots__ = ("now", "codec", "workflow_name")
+    __slots__ = ("now", "codec", "workflow_name", "elsewhere")
 
-    def __init__(self, now: Callable[[], float], codec: Codec, workflow_name: Callable[[Any], str]) -> None:
+    def __init__(
+        self,
+        now: Callable[[], float],
+        codec: Codec,
+        workflow_name: Callable[[Any], str],
+        elsewhere: Callable[[str], bool] | None = None,
+    ) -> None:
         self.now = now
         self.codec = codec
         self.workflow_name = workflow_name  # a workflow function or name -> its registered name (or raises)
+        # whether a run id is journaled by another process than this run's (a shard on a member node):
+        # a child there is created by a request to its owner (None: every run is journaled here)
+        self.elsewhere = elsewhere
 
 
 class Completion:

@@ -15,6 +15,7 @@ from .._context import Command, WorkflowContext
 from .._messages import (
     ArmTimer,
     CancelRun,
+    ChildCreated,
     ChildDone,
     CompDone,
     LoadRun,
@@ -65,6 +66,8 @@ class RunMachine(Steps, Waits, Saga):
             self.on_comp_result(msg.pos, msg.ok, msg.error)
         elif t is ChildDone:
             self.on_child_done(msg.pos, msg.kind, msg.data)
+        elif t is ChildCreated:
+            self.on_child_created(msg.pos, msg.child_id, msg.conflict)
         elif t is CancelRun:
             ok = self.request_cancel()
             if msg.reply is not None:
@@ -141,7 +144,10 @@ class RunMachine(Steps, Waits, Saga):
         if self.phase != "running":
             return
         aw = self.awaiting
-        if aw is None or aw.kind == "step" or any(c.kind == "step" for c in self.pending.values()):
+        # a child being created elsewhere counts as running (nothing journaled says it waits yet: a
+        # recovery must load the run, whose replay asks the child's owner again)
+        if aw is None or aw.kind == "step" or any(c.kind == "step" or (c.kind == "child" and c.inflight)
+                                                  for c in self.pending.values()):
             state = "running"
         elif aw.kind == "sleep":
             state = "sleeping"
@@ -168,4 +174,4 @@ class RunMachine(Steps, Waits, Saga):
         also keeps a run whose journal writes are not yet durable)."""
         if self.phase != "running" or self.steps_inflight or self.awaiting is None:
             return False
-        return all(c.kind in ("sleep", "signal", "child") for c in self.pending.values())
+        return all(c.kind in ("sleep", "signal") or (c.kind == "child" and not c.inflight) for c in self.pending.values())

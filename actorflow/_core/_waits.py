@@ -8,9 +8,9 @@ from typing import Any
 from storage._journal import check_run_id
 
 from .._context import Command
-from .._messages import DisarmTimer, WatchChild
+from .._messages import CancelRun, CreateChild, DisarmTimer, WatchChild
 from ..errors import Cancelled, RunConflict, WaitTimeout, WorkflowFailed
-from ._completion import CREATE_CHILD, DEL_SIGNAL, DEL_TIMER, DISARM, PUT_TIMER, SEND
+from ._completion import CREATE_CHILD, CREATE_ELSEWHERE, DEL_SIGNAL, DEL_TIMER, DISARM, PUT_TIMER, SEND
 from ._state import RunState, failure_text
 
 __all__ = ["Waits"]
@@ -98,6 +98,15 @@ class Waits(RunState):
             # refused here, in the parent's code, before anything is journaled: a child whose arguments
             # do not load back could never start
             copy = self.env.codec.roundtrip(args, f"arguments of child workflow {name!r}")
+            elsewhere = self.env.elsewhere
+            if elsewhere is not None and elsewhere(child_id):
+                # its owner journals it: asked to create it first, child_started once it answered
+                # (on_child_created); a replay before that asks again, and finds "that run"
+                cmd.spec = child_id
+                cmd.inflight = True
+                self.pending[cmd.pos] = cmd
+                self.ops.append((CREATE_ELSEWHERE, CreateChild(child_id, name, tuple(copy), self.run_id, cmd.pos)))
+                return cmd
             self._append("child_started", name, cmd.pos, {"run_id": child_id})
             self.ops.append((CREATE_CHILD, child_id, name, args, tuple(copy), cmd.pos))
         cmd.spec = child_id
@@ -105,11 +114,28 @@ class Waits(RunState):
         self.ops.append((SEND, WatchChild(child_id, self.run_id, cmd.pos)))
         return cmd
 
+    def on_child_created(self, pos: int, child_id: str, conflict: str | None) -> None:
+        """The owner of a child journaled elsewhere created it (or found it): journal child_started
+        now, and watch it (or fail the command: its id belongs to another workflow)."""
+        cmd = self.pending.get(pos)
+        if cmd is None or cmd.kind != "child" or not cmd.inflight or cmd.spec != child_id:
+            if cmd is None and self.cancelled:  # cancelled while it was being created: its CancelRun
+                self.ops.append((SEND, CancelRun(child_id)))  # may have overtaken the creation
+            return  # answered already (a repeated request's answer), or no longer waited on
+        cmd.inflight = False
+        self._append("child_started", cmd.name, pos, {"run_id": child_id})
+        if conflict is not None:
+            error = f"run id {child_id!r} belongs to workflow {conflict!r}"
+            self.on_child_done(pos, "child_failed", {"run_id": child_id, "conflict": conflict, "error": error})
+        else:
+            self.ops.append((SEND, WatchChild(child_id, self.run_id, pos)))
+        self._update_state()
+
     def on_child_done(self, pos: int, kind: str, data: Any) -> None:
         """A child finished: journal its outcome at the waiting position."""
         cmd = self.pending.get(pos)
-        if cmd is None or cmd.kind != "child":
-            return
+        if cmd is None or cmd.kind != "child" or cmd.inflight:
+            return  # (inflight: child_started is not journaled yet; its outcome comes again, watched)
         self._append(kind, cmd.name, pos, data)
         self._child_outcome(cmd, kind, data, resolve=True)
 

@@ -41,6 +41,7 @@ from supervisors import (
     ChildSpec,
     Escalated,
     Intensity,
+    Respawn,
     Strategy,
     Supervise,
     Supervising,
@@ -55,6 +56,7 @@ from .._runtime import Notifier, final_event, final_outcome
 from .._types import RunStatus
 from ..errors import ActorflowError, ConfigError, WorkflowNotRegistered
 from ._node_shards import SHARD_NODE_CAPABILITY, wait_for_nodes
+from ._node_watch import NodeWatch
 from ._options import require_admin
 from ._placement import PlacementState, PlacementWait
 from ._routed import JournalCall, OwnerCalls, ShardUnavailable
@@ -68,6 +70,7 @@ from ._wire import (
     Hello,
     Packed,
     Peers,
+    ShardAlive,
     ShardInit,
     ShardReady,
     Workflows,
@@ -171,6 +174,8 @@ class MultiprocRuntime:
         # the journal calls of RoutedJournal to node-owned shards (_routed)
         self._calls = OwnerCalls(self.notifier.request, self.notifier.reply, self.post)
         self.journal_call = self._calls.call
+        # a lost member node's shard: its calls fail at once; created again when the node rejoins
+        self._watch = NodeWatch(self.shard_nodes, node_timeout, self._calls, self.convention_members, self._respawn)
         self._join = join  # an admin started by `actorflow admin start`: ours are only the supervisor and shards
         self._supervisor: Any = None
         self._placement: dict[int, tuple[PlacementWait, ...]] = {}
@@ -334,6 +339,7 @@ class MultiprocRuntime:
                 msg = asys.listen(0.5)
                 if isinstance(msg, ShardReady):
                     self.shard_pids[msg.shard] = msg.pid
+                    self._watch.alive(msg.shard, msg.worker)
                     errors.update(msg.errors)
                 elif isinstance(msg, ChildRestarted) and msg.name.startswith("shard-"):
                     # killed during open: its successor waits for the Hello this sends, then is ready
@@ -358,13 +364,16 @@ class MultiprocRuntime:
         out = self._out
         late = self._late
         next_housekeep = time.monotonic() + _HOUSEKEEP
+        self._watch.restarted_all()  # the open's wait for every shard is no node's silence
         while True:
             if (self.housekeepers or self.shard_nodes) and time.monotonic() >= next_housekeep:
                 next_housekeep = time.monotonic() + _HOUSEKEEP
                 for shard in self.shard_nodes:  # a node-owned shard stops when these stop (_shard)
-                    asys.tell(self._addresses[shard], GatewayBeat())
+                    if shard not in self._watch.down:  # a lost node's address may take long to refuse
+                        asys.tell(self._addresses[shard], GatewayBeat())
                 if self.shard_nodes:
                     self._calls.expire()  # calls a lost node never answers
+                    self._watch.tick()  # shards not answering the beats: lost; back when their node is
                 for hk in self.housekeepers:
                     try:
                         hk()
@@ -408,7 +417,11 @@ class MultiprocRuntime:
             item = out.popleft()
             shard = item.shard if type(item) is JournalCall else shard_of(item.run_id)
             per.setdefault(shard, []).append(item)
+        down = self._watch.down
         for shard, items in per.items():
+            if shard in down:  # its node is lost: nobody would get them (watches are sent again on ShardReady)
+                log.debug("items for a lost shard dropped", shard=shard, n=len(items))
+                continue
             asys.tell(self._addresses[shard], pack(items))
 
     def _on_message(self, asys: Any, msg: Any) -> None:
@@ -429,8 +442,11 @@ class MultiprocRuntime:
                     handler = NOTICE_HANDLERS.get(it)
                     if handler is not None:
                         handler(item)
+        elif t is ShardAlive:
+            self._watch.alive(msg.shard, msg.worker)
         elif t is ShardReady:
             self.shard_pids[msg.shard] = msg.pid
+            self._watch.alive(msg.shard, msg.worker)
             self._resume(msg.shard)
         elif t is ChildRestarted and msg.name.startswith("shard-"):
             self._restarted(asys, msg)
@@ -448,13 +464,19 @@ class MultiprocRuntime:
         self._addresses[shard] = msg.address
         self._placement.pop(shard, None)  # the new shard reports its own
         self._calls.replaced(shard)  # calls the dead process received are answered by nobody
+        self._watch.restarted(shard)
         log.warning("shard restarted", shard=shard, restarts=msg.restarts, error=msg.error)
         if self._late_blobs:  # its init has only the workflows of open()
             asys.tell(msg.address, Workflows(dict(self._late_blobs), recover=True))
         asys.tell(msg.address, Hello(self._addresses))
         for other, addr in self._addresses.items():
-            if other != shard:
+            if other != shard and other not in self._watch.down:
                 asys.tell(addr, Peers(self._addresses))
+
+    def _respawn(self, shard: int) -> None:
+        """On the gateway thread: the lost node of `shard` rejoined; the supervisor creates it there."""
+        asys = self._system.actor_system
+        asys.tell(self._supervisor, Respawn(f"shard-{shard}", f"node {self.shard_nodes[shard]!r} rejoined"))
 
     def _resume(self, shard: int) -> None:
         """A shard (re)started: watch again what is monitored, settle waiters of runs that finished

@@ -66,16 +66,25 @@ class OwnerCalls:
     shard whose process is replaced never answers what the old one received: `replaced` fails those
     calls at once (ShardUnavailable) instead of leaving them to time out; `expire` (the gateway's
     housekeeping, every second) fails calls unanswered for `_WAIT` seconds, so an asynchronous caller
-    (`astart`, which waits on the future with no timeout of its own) is not left waiting on a lost node."""
+    (`astart`, which waits on the future with no timeout of its own) is not left waiting on a lost node.
+    A shard whose node is lost (`lost`, `_node_watch`) fails its calls in flight and every new one at
+    once, until `back`."""
 
     def __init__(self, request: Callable[[], tuple[int, Future[Any]]], settle: Callable[..., None],
                  post: Callable[[Any], None]) -> None:
         self._request, self._settle, self._post = request, settle, post
         self._pending: dict[int, set[int]] = {}
         self._since: dict[int, tuple[float, int]] = {}  # request -> (monotonic time sent, shard)
+        self._down: dict[int, ShardUnavailable] = {}  # shards whose node is lost: their calls fail at once
         self._lock = threading.Lock()
 
     def call(self, shard: int, method: str, args: tuple[Any, ...]) -> Future[Any]:
+        with self._lock:
+            down = self._down.get(shard)
+        if down is not None:
+            failed: Future[Any] = Future()
+            failed.set_exception(ShardUnavailable(str(down), **down.evidence))
+            return failed
         request, fut = self._request()
         with self._lock:
             self._pending.setdefault(shard, set()).add(request)
@@ -98,6 +107,19 @@ class OwnerCalls:
             self._settle(request, None, ShardUnavailable(
                 f"shard {shard} did not answer a journal call within {wait:g} s (its node may be gone; a "
                 "start may or may not have committed: repeat it with the same run_id)", shard=shard))
+
+    def lost(self, shard: int, why: str, **evidence: Any) -> None:
+        """The shard's node is lost: fail its calls in flight, and new ones at once until `back`."""
+        error = ShardUnavailable(why, shard=shard, **evidence)
+        with self._lock:
+            self._down[shard] = error
+            lost = self._pending.pop(shard, set())
+        for request in lost:
+            self._settle(request, None, ShardUnavailable(why, shard=shard, **evidence))
+
+    def back(self, shard: int) -> None:
+        with self._lock:
+            self._down.pop(shard, None)
 
     def replaced(self, shard: int) -> None:
         with self._lock:

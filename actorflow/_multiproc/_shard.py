@@ -33,7 +33,9 @@ from supervisors import SupervisedActor
 
 from .._clock import SystemClock
 from .._lockfile import DirLock
+from .._malloc import pin_mmap_threshold
 from .._messages import LoadRun, Outcome, PumpCall, Reply, StatusChanged, TimerTick, WatchStatus
+from .._placed import NODE_ENV
 from .._runtime import Notifier, Runtime
 from .._thespian import ActorRuntime
 from .._types import RunStatus
@@ -51,6 +53,7 @@ from ._wire import (
     Hello,
     Packed,
     Peers,
+    ShardAlive,
     ShardInit,
     ShardReady,
     Workflows,
@@ -130,6 +133,7 @@ class ShardActor(SupervisedActor):
         return capabilities_match(capabilities, requirements or {})
 
     def on_start(self, init: ShardInit) -> None:
+        pin_mmap_threshold()  # a long-running process, as the engine's (a forked one inherits it already)
         self.init = init
         # the engine is alive: its PID for a shard on its machine; its beats for one on a member node
         self._facade_here = not init.node
@@ -230,6 +234,7 @@ class ShardActor(SupervisedActor):
         t = type(message)
         if t is GatewayBeat:
             self._heard = time.monotonic()
+            self.send(sender, ShardAlive(self.init.shard, os.environ.get(NODE_ENV, "")))  # _node_watch
         elif t is WatchMessage:
             self._pipe.consume()
             self.placement.pump()
@@ -251,7 +256,7 @@ class ShardActor(SupervisedActor):
             self._heard = time.monotonic()
             self.gateway = sender
             self.peers = dict(message.addresses)
-            self.send(sender, ShardReady(self.init.shard, os.getpid(), self.errors))
+            self.send(sender, ShardReady(self.init.shard, os.getpid(), self.errors, os.environ.get(NODE_ENV, "")))
 
         elif t is Workflows:
             self._add_workflows(message)

@@ -15,7 +15,7 @@ import cloudpickle
 
 from .._messages import message
 
-__all__ = ["Packed", "Workflows", "Hello", "ShardReady", "Peers", "Drain", "Drained", "GatewayBeat", "ShardInit", "pack", "unpack"]
+__all__ = ["Packed", "Workflows", "Hello", "ShardReady", "Peers", "Drain", "Drained", "GatewayBeat", "ShardAlive", "ShardInit", "pack", "unpack"]
 
 
 @message
@@ -68,7 +68,7 @@ class ShardInit:
     node: str = ""  # the owning node's id ("" : the engine's machine, journal in data_dir)
     cluster: str = ""  # the engine's data set on the nodes (a directory name there)
     # shards whose runs this shard's journal holds (None: every shard's, as without nodes); a child
-    # run of another journal's shard is refused (it would be journaled where its owner never looks)
+    # run of another journal's shard is created by a request to its owner (actorflow/_elsewhere.py)
     env_shards: tuple[int, ...] | None = None
 
 
@@ -104,6 +104,7 @@ class ShardReady:
     shard: int
     pid: int
     errors: dict[str, str]
+    worker: str = ""  # on a member node: "host:pid" of the node's worker process (_node_watch)
 
 
 @message
@@ -122,6 +123,15 @@ class Drained:
 class GatewayBeat:
     """Facade -> a node-owned shard, every second: the engine is there. A shard on another machine
     cannot check the engine's PID; one that hears nothing for 2 x node_timeout stops (a normal exit)."""
+
+
+@message
+class ShardAlive:
+    """A node-owned shard's answer to each GatewayBeat: the gateway finds a lost node by its silence
+    (`_node_watch`); `worker` as in ShardReady."""
+
+    shard: int
+    worker: str
 
 
 # Notices of other kinds from the shards (e.g. a task handler began or ended: tasks/_leases.py),

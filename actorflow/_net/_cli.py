@@ -17,6 +17,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
+from .._malloc import pin_mmap_threshold
 from .._multiproc._node_shards import NODE_DATA_ENV, SHARD_NODE_CAPABILITY, node_id
 from .._multiproc._node_slots import SLOTS_ENV, make_slots
 from .._placed import NODE_ENV, QUEUES_CAPABILITY, WORKER_CAPABILITY
@@ -136,6 +137,7 @@ def _positive(text: str) -> int:
 
 
 def _worker(args: argparse.Namespace) -> int:
+    pin_mmap_threshold()  # a long-running node; its admin and actors are forked from here and keep it
     caps: dict[str, Any] = {WORKER_CAPABILITY: True, **dict(args.capability or [])}
     # what engine.workers() shows of this node (its admin reports them to whoever asks it)
     caps.update({"actorflow.pid": os.getpid(), "actorflow.host": socket.gethostname(), "actorflow.started_at": time.time()})

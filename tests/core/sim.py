@@ -53,13 +53,14 @@ class Sim:
         signals: list[tuple[str, int, Any]] | None = None,
         workflows: dict[str, Callable[..., Any]] | None = None,
         clock: Clock | None = None,
+        elsewhere: Callable[[str], bool] | None = None,
     ) -> None:
         self.clock = clock or Clock()
         self.workflows = dict(workflows or {})
         self.workflows.setdefault(fn.__name__, fn)
         self.history = list(history) if history else [Event(0, "run_started", fn.__name__, {"args": args}, 0.0)]
         self.record = RunRecord(run_id, fn.__name__, "pending" if history is None else "running")
-        env = Env(self.clock.now, CODEC, self.workflow_name)
+        env = Env(self.clock.now, CODEC, self.workflow_name, elsewhere)
         self.run = RunMachine(self.record, fn, args, list(self.history), env, signals or [])
         self.run_id = run_id
 

@@ -5,7 +5,15 @@ from __future__ import annotations
 from typing import Any
 
 from actorflow._context import WorkflowContext
-from actorflow._messages import CancelRun, ChildDone, SignalArrived, TimerFired, WatchChild
+from actorflow._messages import (
+    CancelRun,
+    ChildCreated,
+    ChildDone,
+    CreateChild,
+    SignalArrived,
+    TimerFired,
+    WatchChild,
+)
 from actorflow.errors import ConfigError, StepFailed, WorkflowFailed
 
 from .sim import Sim
@@ -74,6 +82,56 @@ def test_child_is_created_with_a_positional_id_watched_and_its_outcome_journaled
     again = Sim(parent, workflows={"kid": kid}, history=sim.history[:3])
     loaded = again.load()
     assert loaded.named("create_child") == [] and loaded.named("send") == [("send", WatchChild("r/1", "r", 1))]
+
+
+def _elsewhere(run_id: str) -> bool:
+    return True  # every child's journal is another process's (a shard on a member node)
+
+
+def test_a_child_journaled_elsewhere_is_asked_of_its_owner_and_child_started_journaled_once_it_answered() -> None:
+    sim = Sim(parent, workflows={"kid": kid}, elsewhere=_elsewhere)
+    sim.start()
+    asked = sim.step_ok(0, None)
+    assert asked.events == [("step_completed", "prep", 0)]  # nothing of the child yet
+    assert asked.named("create_elsewhere") == [("create_elsewhere", CreateChild("r/1", "kid", (5,), "r", 1))]
+    assert asked.named("create_child") == [] and asked.named("send") == []
+    assert sim.run.record.state == "running" and not sim.run.idle()  # a recovery loads it, to ask again
+    # an outcome before the answer is not journaled (child_started is not): it comes again, watched
+    assert sim.send(ChildDone("r", 1, "child_completed", 10)).events == []
+    # replayed before the answer (a crash): the same child is asked for again
+    again = Sim(parent, workflows={"kid": kid}, history=sim.history, elsewhere=_elsewhere)
+    assert again.load().named("create_elsewhere") == asked.named("create_elsewhere")
+    created = sim.send(ChildCreated("r", 1, "r/1"))
+    assert created.events == [("child_started", "kid", 1)] and sim.data("child_started") == {"run_id": "r/1"}
+    assert created.named("send") == [("send", WatchChild("r/1", "r", 1))]
+    assert sim.run.record.state == "waiting" and sim.run.idle()
+    assert sim.send(ChildCreated("r", 1, "r/1")).ops == []  # a repeated request's answer
+    done = sim.send(ChildDone("r", 1, "child_completed", 10))
+    assert done.events == [("child_completed", "kid", 1), ("run_completed", "", -1)]
+    assert done.named("finished")[0][2] == 10
+    # replayed once child_started is journaled: watched again, not asked again
+    again = Sim(parent, workflows={"kid": kid}, history=sim.history[:3], elsewhere=_elsewhere)
+    loaded = again.load()
+    assert loaded.named("create_elsewhere") == [] and loaded.named("send") == [("send", WatchChild("r/1", "r", 1))]
+
+
+def test_a_parent_cancelled_while_its_child_is_created_elsewhere_cancels_it_once_it_exists() -> None:
+    sim = Sim(parent, workflows={"kid": kid}, elsewhere=_elsewhere)
+    sim.start()
+    sim.step_ok(0, None)
+    cancel = sim.send(CancelRun("r"))
+    assert ("send", CancelRun("r/1")) in cancel.effects  # may reach the owner before the child exists
+    created = sim.send(ChildCreated("r", 1, "r/1"))
+    assert created.effects == [("send", CancelRun("r/1"))] and created.events == []
+
+
+def test_a_child_journaled_elsewhere_whose_id_belongs_to_another_workflow_fails_at_the_parent() -> None:
+    sim = Sim(parent, workflows={"kid": kid}, elsewhere=_elsewhere)
+    sim.start()
+    sim.step_ok(0, None)
+    done = sim.send(ChildCreated("r", 1, "r/1", conflict="other"))
+    assert [k for k, _, _ in done.events][:2] == ["child_started", "child_failed"]
+    assert sim.data("child_failed")["conflict"] == "other"
 
 
 def test_a_failed_child_raises_workflow_failed_in_the_parent() -> None:

@@ -29,7 +29,7 @@ import psutil
 import pytest
 from _node_cluster import ROOT, SECRET, TIMEOUT, Nodes, kill, running, until
 
-from actorflow import ConfigError, Engine, RunNotFound, WorkflowFailed
+from actorflow import ConfigError, Engine, WorkflowFailed
 from actorflow._multiproc._routed import ShardUnavailable
 from actorflow._net import FrameCodec
 from storage import LmdbJournal
@@ -169,14 +169,19 @@ def test_a_run_of_a_node_owned_shard_is_journaled_on_that_node(
         victim = _ids("c", 1, 1)[0]
         engine.start(waits_signal, 0, run_id=victim)
         assert engine.cancel(victim) is True and engine.status(victim).state == "cancelled"
-        # a child in the same journal runs; one whose shard journals elsewhere is refused, not lost
+        # a child in the same journal runs; so does one whose shard journals elsewhere, both ways
         p1, c1 = _ids("p", 1, 2)
         assert engine.run(parent, c1, run_id=p1, timeout=TIMEOUT) == 2
-        p2, c0 = _ids("q", 1, 1)[0], _ids("q", 0, 1)[0]
-        with pytest.raises(WorkflowFailed, match="another node"):
-            engine.run(parent, c0, run_id=p2, timeout=TIMEOUT)
-        with pytest.raises(RunNotFound):
-            engine.status(c0)
+        p2, c0 = _ids("q", 1, 1)[0], _ids("q", 0, 1)[0]  # parent on the node, child on the engine's shard
+        assert engine.run(parent, c0, run_id=p2, timeout=TIMEOUT) == 2
+        p3, c3 = _ids("u", 0, 1)[0], _ids("u", 1, 1)[0]  # and the reverse
+        assert engine.run(parent, c3, run_id=p3, timeout=TIMEOUT) == 2
+        for child, par in ((c0, p2), (c3, p3)):
+            st = engine.status(child)
+            assert (st.state, st.parent) == ("completed", par)
+            assert [e.kind for e in engine.history(par) if e.kind.startswith("child")] == ["child_started", "child_completed"]
+        with pytest.raises(WorkflowFailed, match="belongs to workflow"):  # an id taken by another workflow
+            engine.run(parent, there[0], run_id=_ids("v", 0, 1)[0], timeout=TIMEOUT)
         node_shard = rt.shard_pids[1]
     until(lambda: not running(node_shard), "the node's shard process to exit after close")
     # the node's journal holds its runs' events, the engine's holds none of them
@@ -190,6 +195,11 @@ def test_a_run_of_a_node_owned_shard_is_journaled_on_that_node(
             assert nj.events(rid)[0].kind == "run_started"
         for rid in here:
             assert nj.get_run(rid) is None and ej.get_run(rid) is not None
+        # each child in its owner's journal only, its parent's child_started in the parent's
+        assert ej.get_run(c0).parent == p2 and nj.get_run(c0) is None  # type: ignore[union-attr]
+        assert nj.get_run(c3).parent == p3 and ej.get_run(c3) is None  # type: ignore[union-attr]
+        assert [e.kind for e in nj.events(p2)].count("child_started") == 1 and ej.events(p2) == []
+        assert [e.kind for e in ej.events(p3)].count("child_started") == 1 and nj.events(p3) == []
     # reopened: the map holds; the node's runs read through the engine again
     with _engine(tmp_path, leader_port) as engine:
         assert engine.status(there[0]).state == "completed"
@@ -336,8 +346,9 @@ def test_a_node_lost_while_the_engine_runs_stops_only_its_shard(
     tmp_path: Path, leader_port: int, admin: int, nodes: Nodes
 ) -> None:
     """The whole node killed: the engine and its other shards go on; a call for the lost shard's runs
-    fails with ShardUnavailable (after its 30 s wait) instead of hanging; reopened with the node back,
-    the lost shard's runs are there."""
+    fails with ShardUnavailable (once the engine noticed, after node_timeout) instead of hanging;
+    reopened with the node back, the lost shard's runs are there (a rejoin without reopening:
+    test_multiproc_node_loss.py)."""
     data = ("--data-dir", str(tmp_path / "nodeb"), "--node-id", NODE)
     sid = os.getsid(next(iter(nodes.start(args=data))))
     where = tmp_path / "marks"

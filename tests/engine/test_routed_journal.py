@@ -177,3 +177,67 @@ def test_calls_unanswered_too_long_fail_so_async_callers_are_not_left_waiting() 
     with pytest.raises(ShardUnavailable, match="did not answer"):
         slow.result(1)
     calls.expire(wait=0.0)  # settled calls are forgotten: nothing left to fail
+
+
+def test_a_silent_node_shard_is_down_its_calls_fail_at_once_and_it_is_respawned_when_its_node_rejoins(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """NodeWatch without processes: a clock by hand, the convention's members by hand, and a probe
+    thread joined before each check."""
+    import pickle
+    import threading
+
+    from actorflow._multiproc import _node_watch
+    from actorflow._multiproc._node_watch import NodeWatch
+    from actorflow._multiproc._routed import OwnerCalls, ShardUnavailable
+    from actorflow._runtime import Notifier
+
+    now = [1000.0]
+    monkeypatch.setattr(_node_watch.time, "monotonic", lambda: now[0])
+    notifier, posted, respawned = Notifier(), [], []
+    members: list[tuple[str, dict[str, Any]]] = [("old", {})]  # the dead registration answers nothing
+    calls = OwnerCalls(notifier.request, notifier.reply, posted.append)
+    watch = NodeWatch({1: "nodeb"}, 1.0, calls, lambda timeout: list(members), respawned.append)
+
+    def tick() -> None:
+        watch.tick()
+        for t in threading.enumerate():
+            if t.name == "actorflow-node-probe":
+                t.join(5)
+
+    watch.alive(1, "hostb:10")
+    in_flight = calls.call(1, "get_run", ("a",))
+    now[0] += 2.9  # under the 3 s floor of node_timeout: not lost
+    tick()
+    assert not watch.down and not in_flight.done()
+    now[0] += 0.2
+    tick()
+    assert 1 in watch.down
+    with pytest.raises(ShardUnavailable, match="node 'nodeb'") as info:
+        in_flight.result(0)
+    assert info.value.evidence == {"shard": 1, "node": "nodeb"}
+    assert pickle.loads(pickle.dumps(info.value)).evidence == info.value.evidence
+    fresh = calls.call(1, "submit", ([],))  # fails at once, nothing sent
+    with pytest.raises(ShardUnavailable):
+        fresh.result(0)
+    assert len(posted) == 1
+    # the same worker process still listed (a partition): not yet; another one (a rejoin): respawned
+    members.append(("b1", {"actorflow.shard_node": "nodeb", "actorflow.host": "hostb", "actorflow.pid": 10}))
+    now[0] += 2.5
+    tick()
+    tick()
+    assert respawned == []
+    members.append(("b2", {"actorflow.shard_node": "nodeb", "actorflow.host": "hostb", "actorflow.pid": 11}))
+    now[0] += 2.5
+    tick()
+    tick()
+    assert respawned == [1]
+    now[0] += 2.5
+    tick()
+    tick()
+    assert respawned == [1]  # asked once, until its ShardReady or a minute later
+    watch.alive(1, "hostb:11")
+    assert not watch.down
+    ok = calls.call(1, "get_run", ("a",))
+    notifier.reply(posted[-1].request_id, "rec")
+    assert ok.result(1) == "rec"

@@ -17,6 +17,7 @@ from supervisors import (
     Escalated,
     GetChildren,
     Intensity,
+    Respawn,
     Strategy,
     Supervise,
     SupervisedActor,
@@ -322,6 +323,28 @@ def test_transient_child(asys: ActorSystem, key: str) -> None:
     assert set(children(asys, sup)) == {"a", "c"}
     assert_dead(asys, current)
     assert started(key) == ["a", "b", "c", "b"]
+
+
+def test_respawn_recreates_a_live_child_and_a_transient_one_that_exited(asys: ActorSystem, key: str) -> None:
+    """Respawn (the listener knows a child is lost where Thespian cannot tell): the current incarnation
+    is stopped, a new one created and announced; one that exited normally is supervised again; no
+    restart budget is spent (more respawns than the intensity allows); an unknown name is ignored."""
+    sup, collector, before = start(asys, key, restart={"b": "transient"}, intensity=Intensity(max_restarts=1, within=60.0))
+    for _ in range(3):
+        asys.tell(sup, Respawn("a", "node lost"))
+    heard = drain(asys, collector)
+    assert [(m.name, m.error, m.restarts) for m in heard] == [("a", "node lost", n) for n in (1, 2, 3)]
+    assert_dead(asys, before["a"])
+    assert_alive(asys, children(asys, sup)["a"], "a")
+    asys.tell(before["b"], "exit")  # a transient child's normal exit: dropped
+    assert drain(asys, collector) == [] and set(children(asys, sup)) == {"a", "c"}
+    asys.tell(sup, Respawn("b"))
+    asys.tell(sup, Respawn("zz"))
+    heard = drain(asys, collector)
+    assert [(m.name, type(m)) for m in heard] == [("b", ChildRestarted)]
+    assert list(children(asys, sup)) == ["a", "b", "c"]  # in start order again
+    assert_alive(asys, children(asys, sup)["b"], "b")
+    assert started(key) == ["a", "b", "c", "a", "a", "a", "b"]
 
 
 def test_permanent_child_restarts_after_normal_exit(asys: ActorSystem, key: str) -> None:
