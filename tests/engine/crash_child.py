@@ -81,8 +81,9 @@ def main() -> None:
     engine.open()
     if system == "multiproc":
         rt: Any = engine._actors
-        with open(f"{data_dir}.pgid", "w") as f:
+        with open(f"{data_dir}.pgid.tmp", "w") as f:  # renamed into place: the test never reads it half-written
             f.write(str(os.getpgid(rt.admin_pid)))
+        os.replace(f"{data_dir}.pgid.tmp", f"{data_dir}.pgid")
     # idempotent: runs that exist (from an earlier generation) are returned as they are
     engine.start_many(WORKFLOW, [(i,) for i in range(N_RUNS)], run_ids=run_ids())
     print("started", flush=True)
