@@ -362,17 +362,28 @@ class ProcessSteps:
             self._closed = True
             pool, self._pool = self._pool, None
             channel, self._channel = self._channel, None
-        if channel is not None:
-            channel.put(None)  # ends the drain thread
-        if pool is None:
-            return
-        procs = list((getattr(pool, "_processes", None) or {}).values())
-        pool.shutdown(wait=False, cancel_futures=True)
-        for p in procs:
-            p.join(timeout=2.0)
-            if p.is_alive():
-                p.kill()
+        if pool is not None:
+            procs = list((getattr(pool, "_processes", None) or {}).values())
+            pool.shutdown(wait=False, cancel_futures=True)
+            for p in procs:
                 p.join(timeout=2.0)
+                if p.is_alive():
+                    p.kill()
+                    p.join(timeout=2.0)
+        if channel is not None:
+            _end_drain(channel)
+
+
+def _end_drain(channel: Any) -> None:
+    """Send the drain thread its end. The queue's write lock is shared with the workers: one killed
+    in the middle of a put (a step timeout's SIGKILL, the OOM killer) holds it for good, and a
+    blocking put would hang close() forever. So the put gets a deadline; past it the drain thread
+    (a daemon, blocked on a pipe nobody writes to any more) is left behind, and that is logged."""
+    sender = threading.Thread(target=channel.put, args=(None,), name="actorflow-step-channel-end", daemon=True)
+    sender.start()
+    sender.join(_END_DRAIN_WAIT)
+    if sender.is_alive():
+        log.warning("a step worker died holding the channel's write lock: its reader thread is left behind")
 
 
 class _Replaced(Exception):
@@ -408,5 +419,6 @@ def _outcome(pool: ProcessPoolExecutor, blob: bytes, info: StepInfo) -> Any:
                 raise BrokenProcessPool("the pool broke and never settled this step's future") from None
 
 
+_END_DRAIN_WAIT = 2.0  # close(): how long the drain thread's end may wait for the channel's write lock
 _BROKEN_POLL = 0.5  # how often a waiting step looks whether its pool broke without telling it
 _BROKEN_GRACE = 1.0  # the manager thread settles the futures it knows of right after marking the pool

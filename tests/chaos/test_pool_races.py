@@ -7,7 +7,9 @@ on a new pool and return, not wait forever or fail."""
 
 from __future__ import annotations
 
+import os
 import threading
+import time
 from concurrent.futures import Future
 from typing import Any
 
@@ -87,3 +89,19 @@ def test_a_step_on_a_healthy_pool_is_not_hurried() -> None:
         assert steps.replaced == 0
     finally:
         steps.close()
+
+
+def test_close_returns_when_a_dead_worker_holds_the_channel_lock() -> None:
+    """A worker SIGKILLed in the middle of a put leaves the host's channel write lock held for good
+    (seen: the chaos suite's close() hung). close() must still return, and leave no worker."""
+    steps = ProcessSteps(1)
+    assert steps.run(os.getpid, StepInfo("run-3", "s", 1, 1, "k")) != os.getpid()  # the pool and channel exist
+    workers = list(steps._pool._processes.values())  # type: ignore[union-attr]
+    assert steps._channel._wlock.acquire(timeout=5)  # as a worker killed mid-put would hold it
+    t0 = time.monotonic()
+    closer = threading.Thread(target=steps.close, daemon=True)
+    closer.start()
+    closer.join(DEADLINE)
+    assert not closer.is_alive(), "close() hung on the channel's write lock"
+    assert time.monotonic() - t0 < 10
+    assert not any(p.is_alive() for p in workers)
