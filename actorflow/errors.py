@@ -23,6 +23,7 @@ __all__ = [
     "JournalFull",
     "JournalCorrupt",
     "JournalVersionError",
+    "ShardUnavailable",
     "ConfigError",
     "RunIdTaken",
     "Cancelled",
@@ -201,6 +202,12 @@ class JournalFull(StorageError):
 
 class JournalCorrupt(StorageError):
     """A stored record failed its checksum or could not be decoded."""
+
+
+class ShardUnavailable(ActorflowError):
+    """The shard owning a run did not answer (its node is gone, or its process restarted while the
+    request was in flight: a start may or may not have committed - repeat it with the same run_id).
+    Evidence: `shard` (and `node` when a member node owns it)."""
 
 
 class JournalVersionError(StorageError):

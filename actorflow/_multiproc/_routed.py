@@ -39,16 +39,11 @@ from storage._journal import (
 )
 
 from .._messages import message
-from ..errors import ActorflowError
+from ..errors import ActorflowError, ShardUnavailable
 
 __all__ = ["JournalCall", "OwnerCalls", "RoutedJournal", "ShardUnavailable", "serve_call"]
 
 _WAIT = 30.0  # seconds a read waits for the owning shard's answer
-
-
-class ShardUnavailable(ActorflowError):
-    """The shard owning a run did not answer (its node is gone, or its process restarted while the
-    request was in flight: a start may or may not have committed - repeat it with the same run_id)."""
 
 
 @message

@@ -31,6 +31,7 @@ SAMPLES: dict[str, Any] = {
     "JournalFull": lambda: errors.JournalFull("full", path="/x"),
     "JournalCorrupt": lambda: errors.JournalCorrupt("bad crc", where="run r seq 3"),
     "JournalVersionError": lambda: errors.JournalVersionError("v9", where="x", found=9, supported=1),
+    "ShardUnavailable": lambda: errors.ShardUnavailable("shard 1 is down", shard=1, node="nodeb"),
     "ConfigError": lambda: errors.ConfigError("negative"),
     "Cancelled": lambda: errors.Cancelled("r-1", "cancelled by user"),
 }
@@ -50,6 +51,7 @@ EVIDENCE = {
     "PayloadError": {"type_name": "bytes", "size": 10, "limit": 5},
     "JournalCorrupt": {"where": "run r seq 3"},
     "JournalVersionError": {"found": 9, "supported": 1},
+    "ShardUnavailable": {"shard": 1, "node": "nodeb"},
     "Cancelled": {"run_id": "r-1", "reason": "cancelled by user"},
     "ActorflowError": {"detail": 1},
 }
