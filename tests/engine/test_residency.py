@@ -210,9 +210,10 @@ def test_kill_9_in_the_middle_of_a_burst_then_every_durable_start_runs(tmp_path:
     assert res.peak_resident <= burst_crash_child.CAP
     counts = collections.Counter(ledger.read_text().split())
     assert len(counts) == 3000
-    # a step runs at least once; twice only if the kill landed between it and its commit, which
-    # only a resident run can be in
-    assert sum(c - 1 for c in counts.values()) <= burst_crash_child.CAP
+    # a step runs at least once; twice only if the kill landed between it and its commit: a resident
+    # run, or one that just finished (it leaves the cap's count at once, its outcome held until the
+    # commit lands), whose place a newly admitted run already took - at most twice the cap (seen: 55)
+    assert sum(c - 1 for c in counts.values()) <= 2 * burst_crash_child.CAP
 
 
 def test_residency_of_a_multiproc_engine_says_where_to_look() -> None:
