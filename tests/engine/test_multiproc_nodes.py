@@ -139,6 +139,10 @@ def test_a_step_waits_for_a_capable_node_then_runs_there(tmp_path: Path, leader_
         assert waits[0].requires == {"gpu": True} and waits[0].steps == ((handle.run_id, "there", 1),)
         time.sleep(1.0)  # a negative check: in this window the step must not run anywhere
         assert not _started(gate) and engine.waiting_for_placement()
+        # the admin's failed creations must not silence its status replies (they held a local
+        # address Thespian cannot pickle: every members/status request timed out while a step waited)
+        members = rt.convention_members(timeout=3.0)
+        assert [caps.get("actorflow.worker") for _, caps in members] == [True]
 
         gpu_node = nodes.start("gpu=true")
         here, there = handle.result(timeout=TIMEOUT)

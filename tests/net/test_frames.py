@@ -110,3 +110,29 @@ def test_audit_passes_on_this_thespian_and_refuses_a_new_unpickling_path() -> No
         audit(_module_with("def _listen_more(self, s):\n    s.listen(5)\n"))
     with pytest.raises(TransportAuditError, match="_plain"):
         audit(_module_with("def _plain(self):\n    return TCPIncoming(None, None)\n"))
+
+
+def test_a_status_reply_holding_a_local_address_still_crosses() -> None:
+    """An admin that failed to create an actor lists that child's ChildActorExited, from a local address
+    with no network translation, in its status replies; Thespian could not pickle them, so every status
+    request timed out. The transport sends such a reply with those addresses as their names."""
+    from thespian.actors import ActorAddress
+    from thespian.system.addressManager import ActorAddressManager, CannotPickleAddress
+    from thespian.system.messages.status import Thespian_SystemStatus
+    from thespian.system.transport.IPBase import TCPv4ActorAddress
+
+    from actorflow._net._transport import portable_status
+
+    admin = ActorAddress(TCPv4ActorAddress("127.0.0.1", 1900, external=True))
+    local = ActorAddressManager(admin, admin).createLocalAddress()
+    status = Thespian_SystemStatus(admin, capabilities={"actorflow.worker": True})
+    status.addReceivedMessage(local, admin, "ChildActorExited:" + str(local))
+    status.addChild(admin)
+    with pytest.raises(CannotPickleAddress):
+        pickle.dumps(status)
+    codec = FrameCodec(KEY)
+    _, _, inner = codec.frame(("me", portable_status(status))).partition(b">")
+    _, got = codec.loads(inner)
+    assert isinstance(got, Thespian_SystemStatus) and got.capabilities == {"actorflow.worker": True}
+    assert got.receivedMessages == [(str(local), admin, "ChildActorExited:" + str(local))]
+    assert got.childActors == [admin] and got.adminAddress == admin
