@@ -8,21 +8,19 @@ import inspect
 import os
 import threading
 import weakref
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
-from storage import Codec, Event, Journal, LmdbJournal, RunRecord, SignalResult, WriteBatch
-from storage._journal import check_run_id
+from storage import Codec, Journal, LmdbJournal
 
 from ._aio import LoopBridge
 from ._check import CheckReport, check_runs
 from ._clock import Clock, SystemClock
 from ._control import ControlInbox
-from ._core import Env, failure_text
-from ._handle import RunHandle, RunHandles, new_run_id
+from ._core import Env
+from ._handle import RunHandle
 from ._lockfile import DirLock
 from ._malloc import pin_mmap_threshold
-from ._messages import CancelRun, LoadRun, SignalArrived, StartRun, StartRuns
 from ._monitor import afollow, follow
 from ._multiproc import MultiprocRuntime
 from ._multiproc._node_shards import check_shard_nodes, record_shard_map
@@ -31,42 +29,28 @@ from ._multiproc._placement import PlacementWait
 from ._multiproc._routed import RoutedJournal
 from ._options import check_engine_options
 from ._residency import Residency, residency_of
+from ._results import RunMethods
 from ._runtime import Facade, Runtime
+from ._starts import START_MANY_COMMIT, StartMethods
 from ._thespian import ActorRuntime
-from ._types import RunState, RunStatus
+from ._types import RunStatus
 from .errors import (
     ActorflowError,
-    Cancelled,
     ConfigError,
-    JournalCorrupt,
-    PayloadError,
-    RunConflict,
-    RunFinished,
-    RunNotFound,
-    WorkflowFailed,
     WorkflowNotRegistered,
 )
 from .tasks import TaskMethods
 from .telemetry import _hooks as _telemetry
 
-__all__ = ["Engine", "RunHandle"]
+__all__ = ["START_MANY_COMMIT", "Engine", "RunHandle"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 _GC_DEFAULT = (700, 10, 10)
-# runs per commit of start_many: a million in one LMDB transaction would hold ~1.2 KB per run at
-# once (the batch, then the dirty pages, which LMDB keeps for reuse after the commit)
-START_MANY_COMMIT = 10_000
 _gc_lock = threading.Lock()
 _gc_tuned: list[Any] = [None, 0]  # [(saved, applied) thresholds, number of open engines relying on them]
 
 
-def _expire(fut: asyncio.Future[tuple[str, Any, Any]], run_id: str, timeout: float) -> None:
-    """aresult's deadline passed: fail its wait (the run itself goes on)."""
-    if not fut.done():
-        fut.set_exception(TimeoutError(f"run {run_id!r} did not finish within {timeout}s"))
-
-
-class Engine(TaskMethods):  # task queue methods: actorflow/tasks/_api.py
+class Engine(StartMethods, RunMethods, TaskMethods):  # methods: _starts.py, _results.py, tasks/_api.py
     """Durable workflows on an actor runtime; `open()` recovers every unfinished registered run."""
 
     def __init__(
@@ -394,357 +378,6 @@ class Engine(TaskMethods):  # task queue methods: actorflow/tasks/_api.py
             raise ActorflowError(f"the engine's actor system stopped ({rt.fatal}); close and reopen the engine")
         return rt
 
-    # --- starting runs -------------------------------------------------------------------------
-    def _start_batch(
-        self,
-        rt: Facade,
-        name: str,
-        args: tuple[Any, ...],
-        run_id: str | None,
-        batch: WriteBatch,
-        now: float | None = None,
-    ) -> tuple[int, RunRecord, tuple[Any, ...]]:
-        """Add a run's creation to `batch`: (op index, record, the journaled copy of its arguments).
-
-        The copy is read back before anything is written, so arguments that pickle but cannot be
-        unpickled are refused here (PayloadError) instead of leaving a run no host can load."""
-        rid = run_id if run_id is not None else new_run_id()
-        check_run_id(rid)
-        if now is None:
-            now = rt.clock.now()
-        rec = RunRecord(rid, name, "pending", now, now)
-        idx = batch.create_run(rec, Event(0, "run_started", name, {"args": args}, now))
-        try:
-            copy = rt.codec.readback(batch.ops[idx][3], f"arguments of workflow {name!r}", args)
-        except PayloadError:
-            batch.truncate(idx)
-            raise
-        return idx, rec, tuple(copy[4]["args"])
-
-    def _after_start(
-        self, rt: Facade, rec: RunRecord, args: tuple[Any, ...], existing: RunRecord | None, helps: bool = False
-    ) -> tuple[Facade, int] | None:
-        """Hand a created run to its host; returns the handle's freshness token (None: it existed).
-
-        `helps`: this (blocking) caller runs the actors itself if no other thread is (Runtime.help)."""
-        if existing is not None:
-            if existing.workflow != rec.workflow:
-                raise RunConflict(rec.run_id, existing.workflow, rec.workflow)
-            return None
-        fresh = (rt, rt.notifier.evictions)  # before the run can finish: its outcome is in `recent` after
-        item = StartRun(rec.run_id, rec.as_tuple(), args)
-        if helps:
-            rt.post_and_help(item)
-        else:
-            rt.post(item)
-        return fresh
-
-    def start(self, wf: Callable[..., Any] | str, *args: Any, run_id: str | None = None) -> RunHandle:
-        """Start a run; returns once the start is durable (same run id + workflow: the existing run)."""
-        rt = self._runtime()
-        name = self._name_of(wf)
-        batch = rt.journal.batch()
-        _, rec, copy = self._start_batch(rt, name, args, run_id, batch)
-        tel = _telemetry.current
-        if tel is not None:
-            tel.start_run(batch, rec.run_id, name)
-        existing = rt.journal.commit(batch)[0]
-        if tel is not None and existing is not None:
-            tel.start_failed(rec.run_id)
-        return RunHandle(self, rec.run_id, self._after_start(rt, rec, copy, existing, helps=rt.quiet()))
-
-    async def astart(self, wf: Callable[..., Any] | str, *args: Any, run_id: str | None = None) -> RunHandle:
-        """Async start; all astarts of one event-loop iteration share one durable commit."""
-        rt = self._runtime()
-        name = self._name_of(wf)
-
-        def add(batch: WriteBatch) -> tuple[int, RunRecord, tuple[Any, ...]]:
-            got = self._start_batch(rt, name, args, run_id, batch)
-            tel = _telemetry.current
-            if tel is not None:
-                tel.start_run(batch, got[1].run_id, name)
-            return got
-
-        handle: RunHandle = await self._bridge().start(rt, add, self._astarted)
-        return handle
-
-    def _astarted(self, rec: RunRecord, args: tuple[Any, ...], existing: RunRecord | None) -> RunHandle:
-        rt = self._runtime()
-        if existing is not None and _telemetry.current is not None:
-            _telemetry.current.start_failed(rec.run_id)
-        return RunHandle(self, rec.run_id, self._after_start(rt, rec, args, existing))
-
-    def _bridge(self) -> LoopBridge:
-        loop = asyncio.get_running_loop()
-        with self._lock:
-            bridge = self._bridges.get(loop)
-            if bridge is None:
-                bridge = self._bridges[loop] = LoopBridge(loop)
-            return bridge
-
-    def start_many(
-        self,
-        wf: Callable[..., Any] | str,
-        args_list: Iterable[Sequence[Any]],
-        run_ids: Sequence[str] | None = None,
-    ) -> RunHandles:
-        """Start many runs; returns once every start is durable, a read-only list of their handles.
-
-        Up to `START_MANY_COMMIT` runs commit atomically in one transaction (one fsync); a larger
-        call commits in consecutive groups of that size, after every argument and run id was
-        checked (bad input raises before anything is written). A crash in the middle of a larger
-        call leaves the groups committed so far started: call again with the same `run_ids` to
-        get them (a run id that exists with the same workflow is that run)."""
-        rt = self._runtime()
-        name = self._name_of(wf)
-        args_seq = [tuple(a) for a in args_list]
-        n = len(args_seq)
-        if run_ids is not None and len(run_ids) != n:
-            raise ConfigError(f"start_many: {n} argument tuples but {len(run_ids)} run ids")
-        step = START_MANY_COMMIT
-        if n > step:
-            self._check_many(rt, name, args_seq, run_ids)
-        handles = RunHandles(self)
-        conflicts: list[RunConflict] = []
-        pace = self._pace(rt) if n > step else None
-        for lo in range(0, n, step):
-            if pace is not None and lo and not pace():
-                pace = None  # the hosts take none: go on without waiting
-            ids = run_ids[lo : lo + step] if run_ids is not None else None
-            self._start_group(rt, name, args_seq[lo : lo + step], ids, conflicts, handles)
-        if conflicts:
-            raise conflicts[0]
-        return handles
-
-    def _pace(self, rt: Facade) -> Callable[[], bool] | None:
-        """For a start_many of several groups: a wait until the runs posted so far are mostly in
-        memory (_residency.StartGate), so a burst reaches the hosts as waves would; None if there
-        is no cap, or the hosts run in other processes."""
-        gate = getattr(rt, "start_gate", None)
-        local = getattr(rt, "local_hosts", None)
-        cap = self.max_resident
-        if gate is None or local is None or cap is None or self.passivate_after is None:
-            return None
-
-        def waiting() -> int:
-            return sum(len(actor.logic.admission) for actor in list(local.values()))
-
-        return lambda: bool(gate.wait_room(cap, waiting))
-
-    def _check_many(
-        self, rt: Facade, name: str, args_seq: list[tuple[Any, ...]], run_ids: Sequence[str] | None
-    ) -> None:
-        """What `_start_batch` refuses, for every run of a start_many that commits in groups, before
-        the first group is written (one argument tuple passed many times is checked once)."""
-        if run_ids is not None:
-            for rid in run_ids:
-                check_run_id(rid)
-        scratch = rt.journal.batch()
-        seen: Any = None
-        for args in args_seq:
-            if args is not seen:
-                self._start_batch(rt, name, args, "check", scratch)
-                scratch.truncate(0)
-                seen = args
-
-    def _start_group(
-        self,
-        rt: Facade,
-        name: str,
-        args_seq: list[tuple[Any, ...]],
-        run_ids: Sequence[str] | None,
-        conflicts: list[RunConflict],
-        handles: RunHandles,
-    ) -> None:
-        """One commit of start_many; its runs go to their hosts as one message per shard."""
-        batch = rt.journal.batch()
-        now = rt.clock.now()
-        recs = [self._start_batch(rt, name, a, run_ids[i] if run_ids else None, batch, now) for i, a in enumerate(args_seq)]
-        tel = _telemetry.current
-        if tel is not None:  # after every create: results[i] stays the i-th run's
-            for _, rec, _ in recs:
-                tel.start_run(batch, rec.run_id, name)
-        results = rt.journal.commit(batch)
-        del batch
-        fresh = (rt, rt.notifier.evictions)  # before the runs can finish: their outcomes are in `recent` after
-        per_shard: dict[int, tuple[list[str], list[tuple[Any, ...]]]] = {}
-        group: list[str] = []
-        existed: set[int] = set()
-        for (_, rec, copy), existing in zip(recs, results):
-            rid = rec.run_id
-            if existing is not None:
-                if tel is not None:
-                    tel.start_failed(rid)
-                if existing.workflow != name:
-                    conflicts.append(RunConflict(rid, existing.workflow, name))
-                    continue
-                existed.add(len(group))
-                group.append(rid)
-                continue
-            ids, args = per_shard.setdefault(rt.shard_of(rid), ([], []))
-            ids.append(rid)
-            args.append(copy)
-            group.append(rid)
-        handles._add(group, fresh, frozenset(existed))
-        gate = getattr(rt, "start_gate", None)
-        for ids, args in per_shard.values():
-            if gate is not None:
-                gate.add(len(ids))
-            rt.post(StartRuns(ids[0], tuple(ids), name, now, tuple(args)))
-
-    def run(self, wf: Callable[..., Any] | str, *args: Any, run_id: str | None = None, timeout: float | None = None) -> Any:
-        """Start a run and wait for its result."""
-        return self.start(wf, *args, run_id=run_id).result(timeout)
-
-    async def arun(self, wf: Callable[..., Any] | str, *args: Any, run_id: str | None = None, timeout: float | None = None) -> Any:
-        handle = await self.astart(wf, *args, run_id=run_id)
-        return await handle.aresult(timeout)
-
-    # --- interacting with runs -----------------------------------------------------------------
-    def signal(self, run_id: str, name: str, payload: Any = None) -> None:
-        """Queue a signal for the run; durable when this returns, delivered in order per name."""
-        self._signal(run_id, name, payload)
-
-    def _signal(self, run_id: str, name: str, payload: Any, also: Callable[[WriteBatch], None] | None = None) -> None:
-        """`signal`, with `also` adding writes that must commit with it (the control inbox's)."""
-        check_run_id(run_id)
-        rt = self._runtime()
-        batch = rt.journal.batch()
-        batch.put_signal(run_id, str(name), payload)
-        if also is not None:
-            also(batch)
-        copy = rt.codec.readback(batch.ops[0][3], f"payload of signal {name!r}", payload)  # before durable
-        res = rt.journal.commit(batch)[0]
-        if res == SignalResult.NOT_FOUND:
-            raise RunNotFound(run_id)
-        if isinstance(res, str):
-            raise RunFinished(run_id, res)
-        rt.post(SignalArrived(run_id, str(name), res, copy))
-
-    def cancel(self, run_id: str, timeout: float | None = 30.0) -> bool:
-        """Cancel a run: its pending operation raises Cancelled, compensations run. False if it had ended."""
-        rt = self._runtime()
-        rec = self._record(run_id)
-        if rec.finished:
-            return False
-        request, fut = rt.notifier.request()
-        rt.post(CancelRun(run_id, request))
-        try:
-            return bool(fut.result(timeout))
-        finally:
-            rt.notifier.forget(request)
-
-    def _record(self, run_id: str) -> RunRecord:
-        check_run_id(run_id)
-        journal = self._rt.journal if self._rt is not None else self.journal
-        if journal is None:
-            raise ConfigError("the engine is not open")
-        rec = journal.get_run(run_id)
-        if rec is None:
-            raise RunNotFound(run_id)
-        return rec
-
-    def status(self, run_id: str) -> RunStatus:
-        return RunStatus.from_record(self._record(run_id))
-
-    def runs(self, state: RunState | str | None = None, workflow: str | None = None) -> list[RunStatus]:
-        journal = self._runtime().journal
-        st = None if state is None else RunState(state).value
-        return [RunStatus.from_record(r) for r in journal.runs(st, workflow)]
-
-    def history(self, run_id: str) -> list[Event]:
-        """The run's journal, decoded; a record that cannot be decoded shows as an `undecodable`
-        event with the error, so a damaged run's history is still readable up to and past it."""
-        self._record(run_id)
-        return self._runtime().journal.events(run_id, strict=False)
-
-    # --- results -------------------------------------------------------------------------------
-    def _final(self, run_id: str, rec: RunRecord) -> tuple[str, Any, Any]:
-        try:
-            ev = self._runtime().final_event(run_id)
-        except JournalCorrupt as exc:  # the outcome's record is damaged: the run record still says how it ended
-            return (rec.state, None, {"error": f"{rec.error} (final event unreadable: {exc})"})
-        if ev is None:
-            return (rec.state, None, {"error": rec.error})
-        if ev.kind == "run_completed":
-            return ("completed", ev.data, None)
-        return ("cancelled" if ev.kind == "run_cancelled" else "failed", None, ev.data)
-
-    def _outcome(self, run_id: str, outcome: tuple[str, Any, Any]) -> Any:
-        state, value, data = outcome
-        if state == "completed":
-            return value
-        data = data or {}
-        if state == "cancelled":
-            comp = data.get("compensation_errors")
-            raise Cancelled(run_id, f"cancelled (compensation failed: {'; '.join(comp)})" if comp else "cancelled")
-        raise WorkflowFailed(run_id, failure_text(data), data.get("exc"))
-
-    def _settled(self, rt: Facade, run_id: str) -> tuple[str, Any, Any] | None:
-        """The outcome if the run has finished (from memory, else the journal); RunNotFound if unknown."""
-        recent = rt.notifier.recent.get(run_id)
-        if recent is not None:
-            return recent
-        rec = self._record(run_id)
-        return self._final(run_id, rec) if rec.finished else None
-
-    def result(self, run_id: str, timeout: float | None = None) -> Any:
-        """The run's return value; raises WorkflowFailed, Cancelled or TimeoutError."""
-        return self._result(run_id, timeout, None)
-
-    def _result(self, run_id: str, timeout: float | None, fresh: tuple[Facade, int] | None) -> Any:
-        check_run_id(run_id)
-        rt = self._runtime()
-        outcome = rt.notifier.recent.get(run_id)
-        if outcome is None:
-            box: list[tuple[str, Any, Any]] = []
-            done = threading.Event()
-
-            def cb(o: tuple[str, Any, Any]) -> None:
-                box.append(o)
-                done.set()
-
-            outcome, known_live = rt.notifier.wait(run_id, cb, fresh)
-            try:
-                if outcome is None and not known_live:
-                    # one journal read, after the waiter is in place: no finish can fall in between
-                    outcome = self._settled(rt, run_id)
-                if outcome is None:
-                    if not done.wait(timeout):
-                        raise TimeoutError(f"run {run_id!r} did not finish within {timeout}s")
-                    outcome = box[0]
-            finally:
-                rt.notifier.remove_waiter(run_id, cb)
-        return self._outcome(run_id, outcome)
-
-    async def aresult(self, run_id: str, timeout: float | None = None) -> Any:
-        """`result()` for asyncio callers."""
-        return await self._aresult(run_id, timeout, None)
-
-    async def _aresult(self, run_id: str, timeout: float | None, fresh: tuple[Facade, int] | None) -> Any:
-        check_run_id(run_id)
-        rt = self._runtime()
-        outcome = rt.notifier.recent.get(run_id)
-        if outcome is None:
-            bridge = self._bridge()
-            fut: asyncio.Future[tuple[str, Any, Any]] = bridge.loop.create_future()
-            cb = bridge.waiter(fut)
-            outcome, known_live = rt.notifier.wait(run_id, cb, fresh)
-            try:
-                if outcome is None and not known_live:
-                    outcome = self._settled(rt, run_id)
-                if outcome is None:
-                    # a timer on the future rather than asyncio.wait_for, which wraps it in a task of its own
-                    expiry = None if timeout is None else bridge.loop.call_later(timeout, _expire, fut, run_id, timeout)
-                    try:
-                        outcome = await fut
-                    finally:
-                        if expiry is not None:
-                            expiry.cancel()
-            finally:
-                rt.notifier.remove_waiter(run_id, cb)
-        return self._outcome(run_id, outcome)
-
     # --- memory ----------------------------------------------------------------------------------
     def residency(self) -> Residency:
         """How many runs are in memory now, at most so far, and waiting for room (`max_resident`)."""
@@ -806,24 +439,3 @@ class Engine(TaskMethods):  # task queue methods: actorflow/tasks/_api.py
             raise ConfigError("Engine.check needs a data_dir or a journal")
         with LmdbJournal(self.data_dir, sync=False, codec=self._codec) as journal:
             return check_runs(journal, workflows, Env(self.clock.now, journal.codec, name_of), run_ids)
-
-    # --- fork (issue 15; see actorflow._fork for exactly what is copied) ------------------------
-    def fork(self, source: str, /, from_step: int, run_id: str | None = None) -> RunHandle:
-        """A new run whose journal is `source`'s up to its first `from_step` steps, then run on the
-        code registered now: the copied steps replay from the journal (none runs again), the rest
-        runs. `source` is only read. RunNotFound, ConfigError (N out of range), RunIdTaken (`run_id`
-        exists), WorkflowNotRegistered - all before anything is written."""
-        from ._fork import add_fork, check_created, plan_fork
-
-        rt = self._runtime()
-        plan = plan_fork(rt.journal, source, from_step, run_id, now=rt.clock.now())
-        self._name_of(plan.workflow)  # runs on this engine's code: it must know the workflow
-        batch = rt.journal.batch()
-        idx = add_fork(batch, plan)
-        tel = _telemetry.current
-        if tel is not None:
-            tel.start_run(batch, plan.run_id, plan.workflow, **{"actorflow.forked_from": source, "actorflow.from_step": from_step})
-        check_created(plan, rt.journal.commit(batch)[idx])
-        fresh = (rt, rt.notifier.evictions)
-        rt.post(LoadRun(plan.run_id))  # the recovery path: replays the copied prefix, runs the rest
-        return RunHandle(self, plan.run_id, fresh)

@@ -39,10 +39,10 @@ def _work(ledger: str, i: int) -> int:
 
 
 def main() -> None:
-    from actorflow import Engine, _engine
+    from actorflow import Engine, _starts
 
     data_dir, ledger = sys.argv[1], sys.argv[2]
-    _engine.START_MANY_COMMIT = GROUP
+    _starts.START_MANY_COMMIT = GROUP
     engine = Engine(data_dir, passivate_after=3600.0, max_resident=CAP)
     register(engine, ledger)
     with engine:

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from actorflow import Engine, RunHandle, _engine
+from actorflow import Engine, RunHandle, _starts
 
 from .conftest import TIMEOUT
 
@@ -20,7 +20,7 @@ def _handles_alive() -> int:
 def test_start_many_returns_a_list_of_handles_across_commit_groups(
     engine: Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(_engine, "START_MANY_COMMIT", 7)  # 30 runs: five commit groups
+    monkeypatch.setattr(_starts, "START_MANY_COMMIT", 7)  # 30 runs: five commit groups
 
     @engine.workflow()
     async def square(ctx: Any, x: int) -> int:
@@ -44,7 +44,7 @@ def test_start_many_returns_a_list_of_handles_across_commit_groups(
 def test_start_many_handles_of_given_ids_of_any_length_and_of_existing_runs(
     engine: Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(_engine, "START_MANY_COMMIT", 4)
+    monkeypatch.setattr(_starts, "START_MANY_COMMIT", 4)
 
     @engine.workflow()
     async def square(ctx: Any, x: int) -> int:

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 import actorflow
-from actorflow import _engine
+from actorflow import _starts
 from actorflow.errors import ConfigError, PayloadError
 from storage import LmdbJournal
 
@@ -49,7 +49,7 @@ def _calls() -> None:
 def test_one_start_many_of_many_sleepers_stays_within_the_cap_and_all_fire(
     make_engine: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(_engine, "START_MANY_COMMIT", 128)  # several commits, as a big call makes
+    monkeypatch.setattr(_starts, "START_MANY_COMMIT", 128)  # several commits, as a big call makes
     clock = actorflow.MockClock()
     # passivation by age would need an hour: anything that leaves memory here leaves for the cap
     engine = make_engine(clock=clock, passivate_after=3600.0, max_resident=40, open=False)
@@ -111,7 +111,7 @@ def test_runs_busy_in_steps_are_not_evicted_and_the_rest_wait_for_room(make_engi
 def test_a_big_start_many_is_paced_to_the_hosts(make_engine: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     """The next commit group goes out once the runs posted before are (mostly) in memory: the
     waiting room never holds more than the cap plus one group (without pacing: nearly all N)."""
-    monkeypatch.setattr(_engine, "START_MANY_COMMIT", 50)
+    monkeypatch.setattr(_starts, "START_MANY_COMMIT", 50)
     engine = make_engine(clock=actorflow.MockClock(), passivate_after=3600.0, max_resident=40, shards=1, open=False)
     sleepers(engine)
     engine.open()
@@ -128,7 +128,7 @@ def test_pacing_gives_up_on_hosts_whose_runs_are_all_busy(make_engine: Any, monk
     returns with the rest queued; they run once the steps end."""
     from actorflow import _residency
 
-    monkeypatch.setattr(_engine, "START_MANY_COMMIT", 5)
+    monkeypatch.setattr(_starts, "START_MANY_COMMIT", 5)
     monkeypatch.setattr(_residency, "STALL", 0.3)
     release = threading.Event()
     engine = make_engine(passivate_after=3600.0, max_resident=4, shards=1, open=False)
@@ -145,7 +145,7 @@ def test_pacing_gives_up_on_hosts_whose_runs_are_all_busy(make_engine: Any, monk
 
 
 def test_a_bad_argument_in_a_later_commit_group_writes_nothing(make_engine: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(_engine, "START_MANY_COMMIT", 100)
+    monkeypatch.setattr(_starts, "START_MANY_COMMIT", 100)
     engine = make_engine(open=False)
     sleepers(engine)
     engine.open()
