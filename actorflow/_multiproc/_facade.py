@@ -17,8 +17,6 @@ settles waiters whose runs finished while their notice was lost with the process
 
 from __future__ import annotations
 
-import os
-import socket
 import threading
 import time
 import zlib
@@ -29,49 +27,32 @@ from typing import Any
 
 import cloudpickle
 import structlog
-from thespian.actors import ActorExitRequest, WatchMessage
+from thespian.actors import WatchMessage
 from thespian.system import isInternalActorSystemMessage
 from thespian.system.transport import ReceiveEnvelope
 
 from storage import Codec, Journal, RunRecord
 from supervisors import (
-    REPLY_TO,
-    Backoff,
     ChildRestarted,
-    ChildSpec,
     Escalated,
-    Intensity,
     Respawn,
-    Strategy,
-    Supervise,
-    Supervising,
-    SupervisorActor,
-    SupervisorSpec,
 )
 
 from .._clock import Clock
 from .._messages import Outcome, Reply, StatusChanged, WatchStatus
-from .._net import open_actor_system
-from .._runtime import Notifier, final_event, final_outcome
+from .._runtime import Notifier, final_event
 from .._types import RunStatus
-from ..errors import ActorflowError, ConfigError, WorkflowNotRegistered
-from ._node_shards import SHARD_NODE_CAPABILITY, wait_for_nodes
+from ..errors import ConfigError
+from . import _facade_life as _life
 from ._node_watch import NodeWatch
-from ._options import require_admin
 from ._placement import PlacementState, PlacementWait
-from ._routed import JournalCall, OwnerCalls, ShardUnavailable
-from ._shard import ShardActor
+from ._routed import JournalCall, OwnerCalls
 from ._wakeup import WakePipe
 from ._wire import (
     NOTICE_HANDLERS,
-    Drain,
-    Drained,
     GatewayBeat,
-    Hello,
     Packed,
-    Peers,
     ShardAlive,
-    ShardInit,
     ShardReady,
     Workflows,
     pack,
@@ -82,9 +63,6 @@ __all__ = ["MultiprocRuntime"]
 
 log = structlog.get_logger("actorflow.multiproc")
 
-# multiproc children crash on logDefs=False (they call logDefs.get): a quiet dict config instead
-_QUIET_LOGS = {"version": 1, "disable_existing_loggers": False, "root": {"level": "CRITICAL"}}
-_MEMBERS_LOCK = threading.Lock()  # convention_members: asked by one thread at a time in this process
 _LISTEN = 1.0  # seconds the gateway waits in one select when nothing happens (a post wakes it)
 _HOUSEKEEP = 1.0  # seconds between the gateway's housekeeping calls (as the embedded pump's at most)
 
@@ -192,6 +170,7 @@ class MultiprocRuntime:
         self._stop: float | None = None  # the grace period once close() was called
         self._stopped = threading.Event()
         self.admin_pid: int | None = None
+        self._system: Any = None  # the SecureActorSystem handle: set by _facade_life.setup
 
     # --- what the Engine calls -----------------------------------------------------------------
     @property
@@ -268,97 +247,15 @@ class MultiprocRuntime:
             self._stopped.set()
 
     def convention_members(self, timeout: float = 5.0) -> list[tuple[str, dict[str, Any]]]:
-        """The convention's member nodes with their own capabilities, asked of the admin from a
-        handle of this thread's own (the facade thread's is not to be shared)."""
-        system = getattr(self, "_system", None)
-        if system is None:
-            return []
-        with _MEMBERS_LOCK:  # one at a time: two threads' handles at once lost each other's answers
-            handle = open_actor_system(admin_port=system.admin_port, secret=self._secret, log_config=_QUIET_LOGS)
-            try:
-                return handle.members(timeout)
-            finally:
-                handle.detach()
+        """The convention's member nodes with their own capabilities (see `_facade_life.members`)."""
+        return _life.members(self, timeout)
 
     def waiting_for_placement(self) -> list[PlacementWait]:
         waits = [w for per in list(self._placement.values()) for w in per]
         return sorted(waits, key=lambda w: w.since)
 
     def _setup(self) -> Any:
-        if self._join is not None:
-            self._system = join_admin(*self._join, secret=self._secret)
-        else:
-            port = self._admin_port or _free_port()
-            self._system = open_actor_system(
-                admin_port=port, secret=self._secret, start_method="fork", log_config=_QUIET_LOGS
-            )
-            if not self._system.started:  # something else already listened there: not ours to run engines in
-                self._system.detach()
-                raise ConfigError(f"admin port {port} is taken by another actor system", admin_port=port)
-        asys = self._system.actor_system
-        self.admin_pid = self._system.processes.admin_pid
-        try:
-            init = self._init
-            nodes = self.shard_nodes
-            if nodes:
-                wait_for_nodes(self._system.members, set(nodes.values()))
-            here = tuple(i for i in range(self.shards) if i not in nodes)
-            children = [
-                ChildSpec(
-                    f"shard-{i}",
-                    ShardActor,
-                    ShardInit(shard=i, workflows=self._blobs, facade_pid=os.getpid(), **init,  # type: ignore[arg-type]
-                              node=nodes.get(i, ""), cluster=self.cluster if i in nodes else "",
-                              env_shards=None if not nodes else (i,) if i in nodes else here),
-                    restart="transient",  # restarted after a crash; not after it stopped because the engine is gone
-                    # a node-owned shard is created on that node (Thespian requirements, as step workers are)
-                    requirements={SHARD_NODE_CAPABILITY: nodes[i]} if i in nodes else None,
-                )
-                for i in range(self.shards)
-            ]
-            spec = SupervisorSpec(
-                strategy=Strategy.ONE_FOR_ONE,
-                intensity=Intensity(max_restarts=5, within=10.0),
-                backoff=Backoff(initial=0.0, multiplier=2.0, max=1.0),
-                children=children,
-                name="engine",
-            )
-            supervisor = self._supervisor = asys.createActor(SupervisorActor)
-            reply = asys.ask(supervisor, Supervise(spec, REPLY_TO), 60)
-            if not isinstance(reply, Supervising):
-                raise ActorflowError(f"the engine's supervisor did not start: {reply!r}")
-            self._addresses = {i: reply.addresses[f"shard-{i}"] for i in range(self.shards)}
-            asys._systemBase.transport.set_watch([self._pipe.fd])  # post() wakes _listen
-            for addr in self._addresses.values():
-                asys.tell(addr, Hello(self._addresses))
-            errors: dict[str, str] = {}
-            deadline = time.monotonic() + 60
-            while len(self.shard_pids) < self.shards:
-                if time.monotonic() > deadline:
-                    raise ActorflowError("the engine's shard processes did not start within 60 s")
-                msg = asys.listen(0.5)
-                if isinstance(msg, ShardReady):
-                    self.shard_pids[msg.shard] = msg.pid
-                    self._watch.alive(msg.shard, msg.worker)
-                    errors.update(msg.errors)
-                elif isinstance(msg, ChildRestarted) and msg.name.startswith("shard-"):
-                    # killed during open: its successor waits for the Hello this sends, then is ready
-                    self.shard_pids.pop(int(msg.name.split("-", 1)[1]), None)
-                    self._restarted(asys, msg)
-                elif isinstance(msg, Escalated):
-                    raise ActorflowError(f"shard {msg.child!r} kept failing while the engine opened: {msg.error}")
-            if errors:
-                name, why = next(iter(errors.items()))
-                raise WorkflowNotRegistered(name, []) if not why else ConfigError(
-                    f"workflow {name!r} cannot be loaded in the engine's processes: {why}; workflows "
-                    "are sent by cloudpickle (functions of the main script by value, of importable "
-                    "modules by reference: the module must be importable where the admin runs)",
-                    workflow=name,
-                )
-        except BaseException:
-            self._shutdown(asys)
-            raise
-        return asys
+        return _life.setup(self)
 
     def _loop(self, asys: Any) -> None:
         out = self._out
@@ -457,21 +354,7 @@ class MultiprocRuntime:
             self.notifier.fail_all("failed", {"error": f"engine stopped: {self.fatal}"})
 
     def _restarted(self, asys: Any, msg: ChildRestarted) -> None:
-        """The supervisor replaced a shard's process (during open() or after): greet the successor
-        (it answers ShardReady) and give every other shard its new address."""
-        shard = int(msg.name.split("-", 1)[1])
-        self.restarts += 1
-        self._addresses[shard] = msg.address
-        self._placement.pop(shard, None)  # the new shard reports its own
-        self._calls.replaced(shard)  # calls the dead process received are answered by nobody
-        self._watch.restarted(shard)
-        log.warning("shard restarted", shard=shard, restarts=msg.restarts, error=msg.error)
-        if self._late_blobs:  # its init has only the workflows of open()
-            asys.tell(msg.address, Workflows(dict(self._late_blobs), recover=True))
-        asys.tell(msg.address, Hello(self._addresses))
-        for other, addr in self._addresses.items():
-            if other != shard and other not in self._watch.down:
-                asys.tell(addr, Peers(self._addresses))
+        _life.restarted(self, asys, msg)
 
     def _respawn(self, shard: int) -> None:
         """On the gateway thread: the lost node of `shard` rejoined; the supervisor creates it there."""
@@ -479,81 +362,15 @@ class MultiprocRuntime:
         asys.tell(self._supervisor, Respawn(f"shard-{shard}", f"node {self.shard_nodes[shard]!r} rejoined"))
 
     def _resume(self, shard: int) -> None:
-        """A shard (re)started: watch again what is monitored, settle waiters of runs that finished
-        while their notice was lost with the old process."""
-        waited, monitored = self.watchers.awaited()
-        for run_id in monitored:
-            if self.shard_of(run_id) == shard:
-                self._out.append(WatchStatus(run_id, True))
-        waited = [r for r in waited if self.shard_of(r) == shard]
-        if shard in self.shard_nodes:  # its journal answers by message: not on this (the gateway) thread
-            threading.Thread(target=self._settle, args=(waited,), name="actorflow-settle", daemon=True).start()
-        else:
-            self._settle(waited)
-
-    def _settle(self, waited: list[str]) -> None:
-        for run_id in waited:
-            try:
-                rec = self.journal.get_run(run_id)
-            except ShardUnavailable:
-                log.warning("a run's shard did not answer; its waiter keeps waiting", run_id=run_id)
-                continue
-            if rec is not None and rec.finished:
-                kind, data = final_outcome(self.journal, run_id, rec)
-                value = data if kind == "child_completed" else None
-                self.notifier.finished(run_id, rec, rec.state, value, None if value is not None else data)
+        _life.resume(self, shard)
 
     def _drain(self, asys: Any, grace: float) -> None:
-        drained: set[int] = set(self._given_up)  # a stopped shard cannot answer: not waited for
-        for shard, addr in self._addresses.items():
-            if shard not in drained:
-                asys.tell(addr, Drain(grace))
-        deadline = time.monotonic() + grace + 15
-        while len(drained) < self.shards and time.monotonic() < deadline:
-            msg = asys.listen(0.2)
-            if isinstance(msg, Drained):
-                drained.add(msg.shard)
-            elif msg is not None:
-                self._on_message(asys, msg)
+        _life.drain(self, asys, grace)
 
     def _shutdown(self, asys: Any) -> None:
-        if self._join is not None:  # not our admin: stop what we started in it, leave it running
-            try:
-                if self._supervisor is not None:
-                    asys.tell(self._supervisor, ActorExitRequest())  # its shards exit with it
-            except Exception:  # noqa: BLE001 - the processes are checked below
-                log.exception("supervisor stop request failed")
-            finally:
-                self._system.detach()
-            pids = list(self.shard_pids.values())
-        else:
-            try:
-                self._system.shutdown(timeout=10.0)  # every process of the admin's session, checked by PID
-            except Exception:  # noqa: BLE001 - the processes are checked below
-                log.exception("actor system shutdown failed")
-            pids = [p for p in (*self.shard_pids.values(), self.admin_pid) if p is not None]
-        deadline = time.monotonic() + 10
-        while pids and time.monotonic() < deadline:
-            pids = [p for p in pids if _alive(p)]
-            if pids:
-                time.sleep(0.05)
-        for pid in pids:  # ours, still there after a clean shutdown was asked for: end them
-            log.warning("engine process did not exit; killing it", pid=pid)
-            try:
-                os.kill(pid, 9)
-            except ProcessLookupError:
-                pass
+        _life.shutdown(self, asys)
 
 
-def join_admin(host: str, port: int, secret: str | bytes | None) -> Any:
-    """Attach to the admin on HOST:PORT of this machine (`actorflow admin start`), never start one."""
-    require_admin((host, port))
-    system = open_actor_system(admin_port=port, bind=host, secret=secret)
-    if system.started:  # it went away in between and this call started one: not what was asked
-        system.shutdown(timeout=5.0)
-        raise ConfigError(f"system='{host}:{port}': the admin there stopped while the engine joined it",
-                          admin_port=port)
-    return system
 
 
 def _dumps(name: str, fn: Callable[..., Any]) -> bytes:
@@ -577,22 +394,3 @@ def _listen(asys: Any, timeout: float) -> Any:
     if isinstance(msg, WatchMessage) or not isInternalActorSystemMessage(msg):
         return msg
     return None
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:  # a zombie child of ours counts as gone
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(")")[-1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
