@@ -1,7 +1,7 @@
 """conc3's astart throughput: embedded vs an admin-joined multiprocess engine (shards sharing the
 engine's LMDB environment) vs the same with both shards node-owned (each its own environment).
 
-    python -m benchmarks.multiproc_envs TMPDIR [N] [REPS] [MODES]
+    python -m benchmarks.multiproc_envs TMPDIR [N] [REPS] [MODES] [BURN]
 
 MODES: comma-separated, measured in the order given (default
 embedded,shared,nodes,shared,nodes,embedded: each mode twice, alternated); each measures REPS
@@ -9,6 +9,10 @@ repetitions of N workflows (`astart` gathered on one loop, then `aresult`) after
 and one member node (`actorflow worker --data-dir`) on loopback ports; every process is stopped at the
 end. Prints each mode's figures and one JSON line of medians (issue 12 item 7: would a journal per
 shard, fsyncs in parallel, lift the multiprocess engine's throughput?).
+
+BURN (default 0): each of the three steps runs a pure-Python loop of BURN iterations instead of
+returning at once (20,000 is ~1 ms of CPU here): where the steps' own CPU dominates, the shards'
+processes use both cores, which the embedded engine's one interpreter cannot.
 """
 
 from __future__ import annotations
@@ -30,9 +34,32 @@ from .scenarios._common import register_three_step
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def measure(engine: Engine, n: int, reps: int) -> list[int]:
+def burn(i: int, iterations: int) -> int:
+    """A step's CPU: a pure-Python loop (holds the GIL throughout, as a parsing or scoring step does)."""
+    x = 0
+    for k in range(iterations):
+        x += k * i
+    return (x + i) % 7
+
+
+def register_burning(engine: Engine, iterations: int) -> Any:
+    """conc3's three-step shape, each step `burn`ing `iterations` (0: conc3's own workflow)."""
+    if not iterations:
+        return register_three_step(engine)
+
+    @engine.workflow(name="three_burning")
+    async def three_burning(ctx: Any, i: int) -> int:
+        a = await ctx.step("s1", lambda: burn(i, iterations))
+        b = await ctx.step("s2", lambda: burn(i + 1, iterations))
+        c = await ctx.step("s3", lambda: burn(i + 2, iterations))
+        return i + 2 + 0 * (a + b + c)
+
+    return three_burning
+
+
+def measure(engine: Engine, n: int, reps: int, iterations: int = 0) -> list[int]:
     """Workflows/s of `reps` repetitions of n gathered astarts on this engine."""
-    wf = register_three_step(engine)
+    wf = register_burning(engine, iterations)
     out = []
     with engine:
         engine.run(wf, -1, timeout=60)
@@ -50,7 +77,7 @@ def measure(engine: Engine, n: int, reps: int) -> list[int]:
     return out
 
 
-def main(tmp: Path, n: int, reps: int, modes: list[str]) -> dict[str, float]:
+def main(tmp: Path, n: int, reps: int, modes: list[str], iterations: int = 0) -> dict[str, float]:
     sys.path.insert(0, str(ROOT / "tests"))
     from _node_cluster import SECRET, Nodes, free_port
 
@@ -78,7 +105,7 @@ def main(tmp: Path, n: int, reps: int, modes: list[str]) -> dict[str, float]:
                 engine = Engine(path, system=system, secret=SECRET, shards=2, shard_nodes={0: "node", 1: "node"})
             else:
                 raise SystemExit(f"unknown mode {mode!r}: embedded, shared or nodes")
-            got.setdefault(mode, []).extend(measure(engine, n, reps))
+            got.setdefault(mode, []).extend(measure(engine, n, reps, iterations))
             print(mode, got[mode], flush=True)
     finally:
         nodes.stop_all()
@@ -90,4 +117,4 @@ if __name__ == "__main__":
     a = sys.argv[1:]
     default = "embedded,shared,nodes,shared,nodes,embedded"
     print(json.dumps(main(Path(a[0]), int(a[1]) if len(a) > 1 else 1000, int(a[2]) if len(a) > 2 else 3,
-                          (a[3] if len(a) > 3 else default).split(","))))
+                          (a[3] if len(a) > 3 else default).split(","), int(a[4]) if len(a) > 4 else 0)))
