@@ -28,9 +28,9 @@ from typing import Any
 import thespian.system.transport.TCPTransport as _tcp
 from thespian.actors import ActorAddress
 from thespian.system.addressManager import CannotPickleAddress
-from thespian.system.messages.status import Thespian_ActorStatus, Thespian_SystemStatus
 from thespian.system.transport.IPBase import TCPv4ActorAddress
 
+from ._admin_fixes import STATUS_TYPES, forget_failed_creations, portable_status
 from ._frames import DEFAULT_MAX_FRAME, FrameCodec, SecureReceiveBuffer
 from ._procs import disable_inherited_listeners, redirect_stdio
 
@@ -175,35 +175,6 @@ def audit(module: types.ModuleType = _tcp) -> None:
 audit()
 
 
-_STATUS = (Thespian_SystemStatus, Thespian_ActorStatus)
-
-
-def portable_status(status: Any) -> Any:
-    """A copy of a Thespian status reply whose addresses that cannot cross a process are their names.
-
-    An admin that failed to create an actor keeps that child's ChildActorExited, sent from a local
-    address that never got a network one, in its receive queue, and lists the queue in every status
-    reply. Thespian then fails to pickle the reply and drops it, so every status request (the
-    convention's members, `actorflow admin status`) timed out for as long as the admin lived."""
-    copy = object.__new__(type(status))
-    for name, value in vars(status).items():
-        if isinstance(value, list):
-            value = [_portable(item) for item in value]
-        setattr(copy, name, _portable(value))
-    return copy
-
-
-def _portable(value: Any) -> Any:
-    if isinstance(value, tuple):
-        return tuple(_portable(v) for v in value)
-    if isinstance(value, ActorAddress):
-        try:
-            value.__getstate__()
-        except CannotPickleAddress:
-            return str(value)
-    return value
-
-
 def _rebound(fn: types.FunctionType, namespace: dict[str, Any]) -> types.FunctionType:
     return types.FunctionType(fn.__code__, namespace, fn.__name__, fn.__defaults__, fn.__closure__)
 
@@ -232,8 +203,12 @@ class SecureTCPTransport(_tcp.TCPTransport):  # type: ignore[misc]
             self._adminAddr = self.getAdminAddr(args[0])
         elif isinstance(initType, SecureTCPEndpoint):  # in a process Thespian started for us
             disable_inherited_listeners(keep=self.socket.fileno())
-            if net.daemon_log and initType.args[1] is not None:  # an assigned address: the admin
-                redirect_stdio(net.daemon_log)
+            if initType.args[1] is not None:  # an assigned address: the admin
+                from thespian.system.multiprocCommon import MultiProcAdmin
+
+                forget_failed_creations(MultiProcAdmin)
+                if net.daemon_log:
+                    redirect_stdio(net.daemon_log)
 
     def _namespace(self) -> dict[str, Any]:
         codec, local = self._codec, self
@@ -277,7 +252,7 @@ class SecureTCPTransport(_tcp.TCPTransport):  # type: ignore[misc]
         try:
             return self._codec.frame((self.myAddress, intent.message))
         except CannotPickleAddress:
-            if not isinstance(intent.message, _STATUS):
+            if not isinstance(intent.message, STATUS_TYPES):
                 raise
             return self._codec.frame((self.myAddress, portable_status(intent.message)))
 

@@ -76,6 +76,22 @@ def _started(gate: Path) -> list[tuple[int, int, int]]:
     return out
 
 
+def _admin_status(rt: Any) -> Any:
+    """The admin's own Thespian_SystemStatus, asked from a handle of this thread's own."""
+    from thespian.system.messages.status import Thespian_StatusReq, Thespian_SystemStatus
+
+    from actorflow._net import open_actor_system
+
+    handle = open_actor_system(admin_port=rt._system.admin_port, secret=SECRET)
+    try:
+        asys = handle.actor_system
+        reply = asys.ask(asys._systemBase.adminAddr, Thespian_StatusReq(), 5.0)
+    finally:
+        handle.detach()
+    assert isinstance(reply, Thespian_SystemStatus), reply
+    return reply
+
+
 def _completions(engine: Engine, run_id: str, step: str) -> int:
     return sum(1 for ev in engine.history(run_id) if ev.kind == "step_completed" and ev.name == step)
 
@@ -143,6 +159,8 @@ def test_a_step_waits_for_a_capable_node_then_runs_there(tmp_path: Path, leader_
         # address Thespian cannot pickle: every members/status request timed out while a step waited)
         members = rt.convention_members(timeout=3.0)
         assert [caps.get("actorflow.worker") for _, caps in members] == [True]
+        # ... nor pile up in its receive queue, which the admin never reads (one per failed creation)
+        assert _admin_status(rt).receivedMessages == []
 
         gpu_node = nodes.start("gpu=true")
         here, there = handle.result(timeout=TIMEOUT)

@@ -121,7 +121,7 @@ def test_a_status_reply_holding_a_local_address_still_crosses() -> None:
     from thespian.system.messages.status import Thespian_SystemStatus
     from thespian.system.transport.IPBase import TCPv4ActorAddress
 
-    from actorflow._net._transport import portable_status
+    from actorflow._net._admin_fixes import portable_status
 
     admin = ActorAddress(TCPv4ActorAddress("127.0.0.1", 1900, external=True))
     local = ActorAddressManager(admin, admin).createLocalAddress()
