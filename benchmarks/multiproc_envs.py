@@ -34,25 +34,25 @@ from .scenarios._common import register_three_step
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def burn(i: int, iterations: int) -> int:
-    """A step's CPU: a pure-Python loop (holds the GIL throughout, as a parsing or scoring step does)."""
+def burned(value: int, iterations: int) -> int:
+    """`value`, after a pure-Python loop of `iterations` (a step's CPU, holding the GIL throughout as a
+    parsing or scoring step does)."""
     x = 0
     for k in range(iterations):
-        x += k * i
-    return (x + i) % 7
+        x += k * value
+    return value
 
 
 def register_burning(engine: Engine, iterations: int) -> Any:
-    """conc3's three-step shape, each step `burn`ing `iterations` (0: conc3's own workflow)."""
+    """conc3's three-step workflow with each step `burned` for `iterations` (0: conc3's own)."""
     if not iterations:
         return register_three_step(engine)
 
     @engine.workflow(name="three_burning")
     async def three_burning(ctx: Any, i: int) -> int:
-        a = await ctx.step("s1", lambda: burn(i, iterations))
-        b = await ctx.step("s2", lambda: burn(i + 1, iterations))
-        c = await ctx.step("s3", lambda: burn(i + 2, iterations))
-        return i + 2 + 0 * (a + b + c)
+        a = await ctx.step("s1", lambda: burned(i, iterations))
+        b = await ctx.step("s2", lambda: burned(a + 1, iterations))
+        return await ctx.step("s3", lambda: burned(b + 1, iterations))  # type: ignore[no-any-return]
 
     return three_burning
 
